@@ -1,0 +1,29 @@
+"""rnn_jax: vanilla RNN, LSTM and GRU as pure JAX functions, scanned with `jax.lax.scan`,
+wrapped in Flax NNX modules, built for measuring gradient flow through time."""
+
+from rnn_jax.cells import CELLS, GRU, LSTM, RNN, Cell, make_cell, recurrent_block
+from rnn_jax.layers import Recurrent, RecurrentStack, SequenceModel
+from rnn_jax.recurrence import run, run_bidirectional
+from rnn_jax.train import TrainState, init_train_state, make_eval_step, make_train_step, sequence_cross_entropy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CELLS",
+    "Cell",
+    "GRU",
+    "LSTM",
+    "RNN",
+    "Recurrent",
+    "RecurrentStack",
+    "SequenceModel",
+    "TrainState",
+    "init_train_state",
+    "make_cell",
+    "make_eval_step",
+    "make_train_step",
+    "recurrent_block",
+    "run",
+    "run_bidirectional",
+    "sequence_cross_entropy",
+]

@@ -1,0 +1,201 @@
+"""Flax NNX modules: they own the parameters and call the pure functions of
+`rnn_jax.cells` and `rnn_jax.recurrence`.
+
+    Recurrent       one layer, optionally bidirectional          (batch, time, in) -> (batch, time, H or 2H)
+    RecurrentStack  num_layers of them, dropout between layers
+    SequenceModel   embedding or dense input -> stack -> linear head W_hy (one output per step)
+
+Dropout takes an explicit PRNG key (`dropout_key=`); without one the model is deterministic
+(evaluation). No module stores RNG state, so `nnx.split(model)` yields parameters only and a
+jitted step is a pure function of (params, batch, key).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rnn_jax import recurrence
+from rnn_jax.cells import Carry, Cell
+
+Array = jax.Array
+
+
+def _param_dict(params: dict[str, Array]) -> nnx.Dict:
+    return nnx.Dict({name: nnx.Param(value) for name, value in params.items()})
+
+
+def _values(params: nnx.Dict) -> dict[str, Array]:
+    return {name: p[...] for name, p in params.items()}
+
+
+class Recurrent(nnx.Module):
+    """One recurrent layer: `cell` scanned over time, forward or bidirectional.
+
+    Parameters are `forward` (and `backward`), dicts laid out as in `rnn_jax.cells`.
+    The carry is the cell's carry, or a (forward, backward) pair when bidirectional.
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        input_size: int,
+        hidden_size: int,
+        *,
+        bidirectional: bool = False,
+        unroll: int = 1,
+        remat: bool = False,
+        compute_dtype=None,
+        rngs: nnx.Rngs,
+    ):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.bidirectional = bidirectional
+        self.options = dict(unroll=unroll, remat=remat, compute_dtype=compute_dtype)
+        self.forward = _param_dict(cell.init(rngs.params(), input_size, hidden_size))
+        self.backward = (
+            _param_dict(cell.init(rngs.params(), input_size, hidden_size)) if bidirectional else None
+        )
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
+    def __call__(
+        self,
+        xs: Array,
+        *,
+        initial_carry: Carry | None = None,
+        mask: Array | None = None,
+    ) -> tuple[Carry, Array]:
+        """xs: (batch, time, input) -> (final carry, ys: (batch, time, output_size))."""
+        if self.bidirectional:
+            return recurrence.run_bidirectional(
+                self.cell,
+                _values(self.forward),
+                _values(self.backward),
+                xs,
+                initial_carry=initial_carry,
+                mask=mask,
+                **self.options,
+            )
+        return recurrence.run(
+            self.cell, _values(self.forward), xs, initial_carry=initial_carry, mask=mask, **self.options
+        )
+
+
+class RecurrentStack(nnx.Module):
+    """`num_layers` recurrent layers; dropout on the outputs of every layer but the last."""
+
+    def __init__(
+        self,
+        cell: Cell,
+        input_size: int,
+        hidden_size: int,
+        *,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        rngs: nnx.Rngs,
+        **layer_options,
+    ):
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        layers = []
+        for _ in range(num_layers):
+            layer = Recurrent(cell, input_size, hidden_size, bidirectional=bidirectional, rngs=rngs, **layer_options)
+            layers.append(layer)
+            input_size = layer.output_size
+        self.layers = nnx.List(layers)
+        self.dropout = nnx.Dropout(dropout)
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].output_size
+
+    def __call__(
+        self,
+        xs: Array,
+        *,
+        initial_carries: list[Carry] | None = None,
+        mask: Array | None = None,
+        dropout_key: Array | None = None,
+    ) -> tuple[list[Carry], Array]:
+        """xs: (batch, time, input) -> (final carry of each layer, ys of the top layer)."""
+        if initial_carries is None:
+            initial_carries = [None] * len(self.layers)
+        if len(initial_carries) != len(self.layers):
+            raise ValueError(f"got {len(initial_carries)} initial carries for {len(self.layers)} layers")
+        carries = []
+        for depth, (layer, carry) in enumerate(zip(self.layers, initial_carries)):
+            if depth > 0:
+                xs = self._dropout(xs, depth, dropout_key)
+            carry, xs = layer(xs, initial_carry=carry, mask=mask)
+            carries.append(carry)
+        return carries, xs
+
+    def _dropout(self, xs, depth, key):
+        if key is None:
+            return xs
+        return self.dropout(xs, deterministic=False, rngs=jax.random.fold_in(key, depth))
+
+
+class SequenceModel(nnx.Module):
+    """Input layer -> recurrent stack -> linear head, one output per time step.
+
+    The input layer is an embedding when `vocab_size` is given (inputs are integer tokens,
+    (batch, time)), otherwise a plain pass-through of real features (batch, time, input_size).
+    The head is `y_t = W_hy h_t + b_y` (the note's W_hy) on the top layer's states.
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        *,
+        hidden_size: int,
+        output_size: int,
+        vocab_size: int | None = None,
+        embed_size: int | None = None,
+        input_size: int | None = None,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        rngs: nnx.Rngs,
+        **layer_options,
+    ):
+        if (vocab_size is None) == (input_size is None):
+            raise ValueError("give exactly one of vocab_size (token inputs) or input_size (real-valued inputs)")
+        if vocab_size is not None:
+            embed_size = embed_size or hidden_size
+            self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
+            input_size = embed_size
+        else:
+            self.embed = None
+        self.rnn = RecurrentStack(
+            cell,
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            rngs=rngs,
+            **layer_options,
+        )
+        self.head = nnx.Linear(self.rnn.output_size, output_size, rngs=rngs)
+
+    def __call__(
+        self,
+        inputs: Array,
+        *,
+        mask: Array | None = None,
+        initial_carries: list[Carry] | None = None,
+        dropout_key: Array | None = None,
+    ) -> tuple[Array, list[Carry]]:
+        """inputs: tokens (batch, time) or features (batch, time, input) ->
+        (outputs (batch, time, output_size), final carry of each layer)."""
+        xs = self.embed(inputs) if self.embed is not None else jnp.asarray(inputs)
+        carries, hs = self.rnn(xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key)
+        return self.head(hs), carries

@@ -1,0 +1,148 @@
+"""Running a cell over a whole sequence with `jax.lax.scan`.
+
+cuDNN-style: the input projection `x_t W_xh + b` of every time step is one large matmul
+computed before the scan, so the scanned body holds only the (fused) recurrent matmul
+`h_{t-1} W_hh` and the gate arithmetic. Shapes are batch-major at this boundary,
+`(batch, time, features)`; the scan itself runs time-major.
+
+Variable lengths: sequences are right-padded; `mask` (batch, time) or `lengths` (batch,)
+marks the real steps. A padded step leaves the carry unchanged and outputs zeros, so the
+final carry is the one at each sequence's last real step, and a `reverse` scan starts each
+sequence at its own last real step (the carry passes unchanged through the padding).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.cells import Carry, Cell, Params
+
+Array = jax.Array
+
+
+def _as_mask(mask: Array | None, lengths: Array | None, batch: int, time: int) -> Array | None:
+    if mask is not None and lengths is not None:
+        raise ValueError("pass either `mask` (batch, time) or `lengths` (batch,), not both")
+    if lengths is not None:
+        lengths = jnp.asarray(lengths)
+        if lengths.shape != (batch,):
+            raise ValueError(f"`lengths` must have shape (batch,) = ({batch},), got {lengths.shape}")
+        return jnp.arange(time)[None, :] < lengths[:, None]
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != (batch, time):
+            raise ValueError(f"`mask` must have shape (batch, time) = {(batch, time)}, got {mask.shape}")
+        return mask.astype(bool)
+    return None
+
+
+def _check_carry(cell: Cell, carry: Carry, batch: int, hidden: int) -> None:
+    expected = jax.eval_shape(lambda: cell.zero_carry((batch,), hidden))
+    same_structure = jax.tree.structure(carry) == jax.tree.structure(expected)
+    if not same_structure or any(
+        jnp.shape(a) != b.shape for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(expected))
+    ):
+        want = jax.tree.map(lambda s: s.shape, expected)
+        got = jax.tree.map(jnp.shape, carry)
+        raise ValueError(
+            f"initial_carry for cell {cell.name!r} must have shapes {want} "
+            f"(batch={batch}, hidden={hidden}), got {got}"
+        )
+
+
+def cast_params(params: Params, dtype) -> Params:
+    """Parameters in the compute dtype (e.g. bfloat16): the matmuls run in it, while
+    `cells._dot` accumulates in float32, so carries and gate arithmetic stay float32."""
+    return jax.tree.map(lambda p: p.astype(dtype), params)
+
+
+def run(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    initial_carry: Carry | None = None,
+    mask: Array | None = None,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+    compute_dtype=None,
+) -> tuple[Carry, Array]:
+    """Run `cell` over `xs`.
+
+    Args:
+      cell: a `rnn_jax.cells.Cell`.
+      params: the cell's parameters (`cell.init(...)`).
+      xs: inputs, (batch, time, input).
+      initial_carry: carry at t = 0 (zeros if None), e.g. (batch, hidden) or for the LSTM
+        a pair of them.
+      mask: (batch, time) booleans, True at real steps of right-padded sequences.
+      lengths: (batch,) number of real steps; an alternative to `mask`.
+      reverse: run from the last step to the first (outputs stay in input order).
+      unroll: time steps per scan iteration (`jax.lax.scan(unroll=...)`).
+      remat: recompute each step's gate activations in the backward pass instead of storing
+        them (`jax.checkpoint` on the step): less memory for long sequences, more compute.
+      compute_dtype: dtype of the matmuls (e.g. jnp.bfloat16); None keeps the params' dtype.
+
+    Returns:
+      (final_carry, ys): the carry after the last real step of each sequence, and the hidden
+      states h_t, (batch, time, hidden), zero at padded steps.
+    """
+    xs = jnp.asarray(xs)
+    if xs.ndim != 3:
+        raise ValueError(
+            f"xs must be (batch, time, features), got shape {xs.shape} (ndim {xs.ndim}); "
+            "add a batch axis with xs[None] for a single sequence"
+        )
+    input_size, hidden = cell.sizes(params)
+    batch, time, features = xs.shape
+    if features != input_size:
+        raise ValueError(f"xs has {features} features per step but the cell expects input_size={input_size}")
+    mask = _as_mask(mask, lengths, batch, time)
+    if initial_carry is None:
+        initial_carry = cell.zero_carry((batch,), hidden)
+    else:
+        _check_carry(cell, initial_carry, batch, hidden)
+    if compute_dtype is not None:
+        params = cast_params(params, compute_dtype)
+
+    # One matmul for all steps, emitted time-major for the scan: (time, batch, G * hidden).
+    xw = jnp.swapaxes(cell.project_inputs(params, xs), 0, 1)
+
+    def step(carry, inputs):
+        xw_t, mask_t = inputs
+        new_carry, h = cell.recur(params, carry, xw_t)
+        if mask_t is not None:
+            keep = mask_t[:, None]
+            new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
+            h = jnp.where(keep, h, jnp.zeros_like(h))
+        return new_carry, h
+
+    if remat:
+        step = jax.checkpoint(step)
+    mask_tm = None if mask is None else mask.T
+    carry, hs = jax.lax.scan(step, initial_carry, (xw, mask_tm), reverse=reverse, unroll=unroll)
+    return carry, jnp.swapaxes(hs, 0, 1)
+
+
+def run_bidirectional(
+    cell: Cell,
+    params_forward: Params,
+    params_backward: Params,
+    xs: Array,
+    *,
+    initial_carry: tuple[Carry, Carry] | None = None,
+    **options,
+) -> tuple[tuple[Carry, Carry], Array]:
+    """A forward and a reverse pass over `xs`, outputs concatenated on the feature axis.
+
+    Returns ((final carry forward, final carry backward), ys: (batch, time, 2 * hidden)).
+    With `mask`/`lengths`, the backward pass of each sequence starts at its last real step.
+    `options` are those of `run` (mask, lengths, unroll, remat, compute_dtype).
+    """
+    carry_fw, carry_bw = (None, None) if initial_carry is None else initial_carry
+    carry_fw, ys_fw = run(cell, params_forward, xs, initial_carry=carry_fw, **options)
+    carry_bw, ys_bw = run(cell, params_backward, xs, initial_carry=carry_bw, reverse=True, **options)
+    return (carry_fw, carry_bw), jnp.concatenate([ys_fw, ys_bw], axis=-1)

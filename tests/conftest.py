@@ -1,0 +1,51 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import make_cell
+
+from . import reference
+
+# (id, cell options, NumPy reference step)
+CELL_CASES = [
+    ("rnn-tanh", dict(name="rnn"), reference.rnn_step),
+    ("rnn-relu", dict(name="rnn", activation="relu"), lambda p, h, x: reference.rnn_step(p, h, x, "relu")),
+    ("rnn-linear", dict(name="rnn", activation="linear"), lambda p, h, x: reference.rnn_step(p, h, x, "linear")),
+    ("lstm", dict(name="lstm"), reference.lstm_step),
+    ("gru-reset-after", dict(name="gru"), reference.gru_step),
+    ("gru-reset-before", dict(name="gru", reset_after=False), lambda p, h, x: reference.gru_step(p, h, x, False)),
+]
+
+
+def random_params(cell, key, input_size, hidden_size, scale=0.5):
+    """Parameters with every entry random (biases included), so that no term hides behind a
+    zero initialisation."""
+    shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size, hidden_size))
+    keys = jax.random.split(key, len(shapes))
+    return {
+        name: scale * jax.random.normal(k, s.shape, s.dtype)
+        for k, (name, s) in zip(keys, sorted(shapes.items()))
+    }
+
+
+def random_carry(cell, key, batch, hidden):
+    zeros = cell.zero_carry((batch,), hidden)
+    leaves, treedef = jax.tree.flatten(zeros)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(treedef, [jax.random.normal(k, z.shape) for k, z in zip(keys, leaves)])
+
+
+def as_numpy(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+@pytest.fixture(params=CELL_CASES, ids=[case[0] for case in CELL_CASES])
+def cell_case(request):
+    _, options, ref_step = request.param
+    options = dict(options)
+    return make_cell(options.pop("name"), **options), ref_step
+
+
+def assert_tree_close(actual, expected, atol=1e-5, rtol=1e-5):
+    jax.tree.map(lambda a, e: np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=atol, rtol=rtol), actual, expected)

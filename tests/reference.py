@@ -1,0 +1,64 @@
+"""Independent NumPy references of the cells, written gate by gate from the equations
+(float64, no shared code with rnn_jax), and a per-step loop to run them over a sequence."""
+
+import numpy as np
+
+ACTIVATIONS = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0), "linear": lambda a: a}
+
+
+def sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def gate(params, name, k, hidden):
+    """Slice gate k of the fused (…, G * hidden) weights: W_x, W_h, b of that gate."""
+    sl = slice(k * hidden, (k + 1) * hidden)
+    return params["W_xh"][:, sl], params["W_hh"][:, sl], params["b"][sl]
+
+
+def rnn_step(params, h, x, activation="tanh"):
+    hidden = h.shape[-1]
+    w_x, w_h, b = gate(params, "h", 0, hidden)
+    h = ACTIVATIONS[activation](x @ w_x + h @ w_h + b)
+    return h, h
+
+
+def lstm_step(params, carry, x):
+    c, h = carry
+    hidden = h.shape[-1]
+    pre = {}
+    for k, name in enumerate("ifgo"):
+        w_x, w_h, b = gate(params, name, k, hidden)
+        pre[name] = x @ w_x + h @ w_h + b
+    i, f, o = sigmoid(pre["i"]), sigmoid(pre["f"]), sigmoid(pre["o"])
+    g = np.tanh(pre["g"])
+    c = f * c + i * g
+    h = o * np.tanh(c)
+    return (c, h), h
+
+
+def gru_step(params, h, x, reset_after=True):
+    hidden = h.shape[-1]
+    w_xr, w_hr, b_r = gate(params, "r", 0, hidden)
+    w_xz, w_hz, b_z = gate(params, "z", 1, hidden)
+    w_xn, w_hn, b_n = gate(params, "n", 2, hidden)
+    r = sigmoid(x @ w_xr + h @ w_hr + b_r)
+    z = sigmoid(x @ w_xz + h @ w_hz + b_z)
+    if reset_after:
+        candidate = np.tanh(x @ w_xn + b_n + r * (h @ w_hn + params["b_hn"]))
+    else:
+        candidate = np.tanh(x @ w_xn + b_n + (r * h) @ w_hn)
+    h = (1.0 - z) * h + z * candidate
+    return h, h
+
+
+def run(step, params, xs, carry, reverse=False):
+    """xs: (batch, time, input) -> (final carry, ys (batch, time, hidden)), a Python loop."""
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    carry = tuple(np.asarray(c, np.float64) for c in carry) if isinstance(carry, tuple) else np.asarray(carry, np.float64)
+    xs = np.asarray(xs, np.float64)
+    times = range(xs.shape[1])
+    ys = [None] * xs.shape[1]
+    for t in reversed(times) if reverse else times:
+        carry, ys[t] = step(params, carry, xs[:, t])
+    return carry, np.stack(ys, axis=1)

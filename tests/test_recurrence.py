@@ -1,0 +1,165 @@
+"""The scanned layer: hoisted/fused scan vs a per-step loop and NumPy, masks and lengths,
+reverse and bidirectional against per-sequence references, unroll/remat, bf16, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from rnn_jax import make_cell, run, run_bidirectional
+
+from . import reference
+from .conftest import as_numpy, assert_tree_close, random_carry, random_params
+
+BATCH, TIME, INPUT, HIDDEN = 3, 7, 4, 5
+LENGTHS = np.array([7, 4, 1])
+
+
+@pytest.fixture
+def setup(cell_case):
+    cell, ref_step = cell_case
+    params = random_params(cell, jax.random.key(0), INPUT, HIDDEN)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
+    carry0 = random_carry(cell, jax.random.key(2), BATCH, HIDDEN)
+    return cell, ref_step, params, xs, carry0
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_matches_numpy_and_step_loop(setup, reverse):
+    cell, ref_step, params, xs, carry0 = setup
+    carry, ys = jax.jit(lambda p, x, c: run(cell, p, x, initial_carry=c, reverse=reverse))(params, xs, carry0)
+    ref_carry, ref_ys = reference.run(ref_step, as_numpy(params), xs, as_numpy(carry0), reverse=reverse)
+    np.testing.assert_allclose(ys, ref_ys, atol=1e-5, rtol=1e-5)
+    assert_tree_close(carry, ref_carry)
+    # the hoisted projection + scan equals the cell's own step applied in a Python loop
+    loop_carry, loop_ys = carry0, [None] * TIME
+    for t in reversed(range(TIME)) if reverse else range(TIME):
+        loop_carry, loop_ys[t] = cell.step(params, loop_carry, xs[:, t])
+    np.testing.assert_allclose(ys, jnp.stack(loop_ys, 1), atol=1e-6, rtol=1e-6)
+
+
+def test_zero_initial_carry_by_default(setup):
+    cell, _, params, xs, _ = setup
+    zeros = cell.zero_carry((BATCH,), HIDDEN)
+    assert_tree_close(run(cell, params, xs), run(cell, params, xs, initial_carry=zeros), atol=0, rtol=0)
+
+
+def _loss(cell, **options):
+    def loss(params, xs, carry0):
+        carry, ys = run(cell, params, xs, initial_carry=carry0, **options)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(c) for c in jax.tree.leaves(carry))
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+
+@pytest.mark.parametrize("options", [dict(unroll=3), dict(remat=True), dict(unroll=2, remat=True)], ids=str)
+def test_unroll_and_remat_give_identical_values_and_gradients(setup, options):
+    cell, _, params, xs, carry0 = setup
+    base = _loss(cell, lengths=LENGTHS)(params, xs, carry0)
+    other = _loss(cell, lengths=LENGTHS, **options)(params, xs, carry0)
+    assert_tree_close(other, base, atol=1e-6, rtol=1e-6)
+
+
+def test_scan_gradients_match_finite_differences(cell_case):
+    cell, _ = cell_case
+    params = random_params(cell, jax.random.key(3), 2, 3)
+    xs = jax.random.normal(jax.random.key(4), (2, 4, 2))
+    carry0 = random_carry(cell, jax.random.key(5), 2, 3)
+    if cell.name == "rnn" and cell.activation == "relu":
+        params["b"] = params["b"] + 0.3  # keep pre-activations away from relu's kink
+
+    def f(params, xs, carry0):
+        carry, ys = run(cell, params, xs, initial_carry=carry0, lengths=jnp.array([4, 3]))
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
+
+    check_grads(f, (params, xs, carry0), order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+
+
+def _per_sequence(cell, params, xs, carry0, reverse):
+    """Reference for right-padded batches: each sequence truncated to its length, run alone."""
+    carries, ys = [], np.zeros((BATCH, TIME, HIDDEN))
+    for b, length in enumerate(LENGTHS):
+        carry_b = jax.tree.map(lambda c: c[b : b + 1], carry0)
+        carry_b, ys_b = run(cell, params, xs[b : b + 1, :length], initial_carry=carry_b, reverse=reverse)
+        carries.append(carry_b)
+        ys[b, :length] = ys_b[0]
+    return jax.tree.map(lambda *c: jnp.concatenate(c), *carries), ys
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lengths_match_per_sequence_runs_and_ignore_padding(setup, reverse):
+    cell, _, params, xs, carry0 = setup
+    mask = np.arange(TIME)[None, :] < LENGTHS[:, None]
+    garbage = jnp.where(mask[..., None], xs, 1e3)  # padded positions must not matter
+    carry, ys = run(cell, params, garbage, initial_carry=carry0, lengths=LENGTHS, reverse=reverse)
+    carry_mask, ys_mask = run(cell, params, xs, initial_carry=carry0, mask=mask, reverse=reverse)
+    ref_carry, ref_ys = _per_sequence(cell, params, xs, carry0, reverse)
+    np.testing.assert_allclose(ys, ref_ys, atol=1e-6, rtol=1e-6)
+    assert_tree_close(carry, ref_carry, atol=1e-6, rtol=1e-6)
+    assert np.all(np.asarray(ys)[~mask] == 0.0)
+    assert_tree_close((carry_mask, ys_mask), (carry, ys), atol=0, rtol=0)
+
+
+def test_padding_gets_no_gradient(setup):
+    cell, _, params, xs, carry0 = setup
+
+    def loss(xs):
+        carry, ys = run(cell, params, xs, initial_carry=carry0, lengths=LENGTHS)
+        return jnp.sum(ys**2) + sum(jnp.sum(c) for c in jax.tree.leaves(carry))
+
+    grad = np.asarray(jax.grad(loss)(xs))
+    mask = np.arange(TIME)[None, :] < LENGTHS[:, None]
+    assert np.all(grad[~mask] == 0.0)
+    if not (cell.name == "rnn" and cell.activation == "relu"):  # dead relu units may have none
+        assert np.all(np.abs(grad[mask]).sum(-1) > 0)
+
+
+def test_bidirectional_with_lengths_matches_per_sequence(setup):
+    cell, _, params_fw, xs, _ = setup
+    params_bw = random_params(cell, jax.random.key(9), INPUT, HIDDEN)
+    zeros = cell.zero_carry((BATCH,), HIDDEN)
+    (carry_fw, carry_bw), ys = run_bidirectional(cell, params_fw, params_bw, xs, lengths=LENGTHS)
+    ref_fw = _per_sequence(cell, params_fw, xs, zeros, reverse=False)
+    ref_bw = _per_sequence(cell, params_bw, xs, zeros, reverse=True)
+    assert ys.shape == (BATCH, TIME, 2 * HIDDEN)
+    np.testing.assert_allclose(ys[..., :HIDDEN], ref_fw[1], atol=1e-6)
+    np.testing.assert_allclose(ys[..., HIDDEN:], ref_bw[1], atol=1e-6)
+    assert_tree_close((carry_fw, carry_bw), (ref_fw[0], ref_bw[0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_bfloat16_compute_stays_close_to_float32(name):
+    cell = make_cell(name)
+    params = cell.init(jax.random.key(0), INPUT, 32)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, 20, INPUT))
+    carry32, ys32 = run(cell, params, xs)
+    carry16, ys16 = run(cell, params, xs, compute_dtype=jnp.bfloat16)
+    assert ys16.dtype == jnp.float32  # bf16 matmuls, float32 state
+    np.testing.assert_allclose(ys16, ys32, atol=3e-2)
+    assert float(jnp.max(jnp.abs(ys16 - ys32))) > 0  # it really ran in bf16
+    grads = jax.grad(lambda p: jnp.sum(run(cell, p, xs, compute_dtype=jnp.bfloat16)[1]))(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) and g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(xs=np.zeros((TIME, INPUT))), r"xs must be \(batch, time, features\), got shape \(7, 4\)"),
+        (dict(xs=np.zeros((BATCH, TIME, INPUT + 1))), "xs has 5 features per step but the cell expects input_size=4"),
+        (dict(initial_carry=np.zeros((BATCH, HIDDEN + 1))), "initial_carry for cell"),
+        (dict(initial_carry=np.zeros((BATCH + 1, HIDDEN))), "initial_carry for cell"),
+        (dict(lengths=LENGTHS, mask=np.ones((BATCH, TIME), bool)), "either `mask`.*or `lengths`"),
+        (dict(lengths=np.array([1, 2])), r"`lengths` must have shape \(batch,\)"),
+        (dict(mask=np.ones((BATCH, TIME + 1), bool)), r"`mask` must have shape \(batch, time\)"),
+    ],
+)
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_bad_input_raises_a_clear_error(name, kwargs, message):
+    cell = make_cell(name)
+    params = cell.init(jax.random.key(0), INPUT, HIDDEN)
+    kwargs = {"xs": np.zeros((BATCH, TIME, INPUT)), **kwargs}
+    if name == "lstm" and "initial_carry" in kwargs:  # a single array where (c, h) is expected
+        kwargs["initial_carry"] = np.zeros((BATCH, HIDDEN))
+    with pytest.raises(ValueError, match=message):
+        run(cell, params, **kwargs)
