@@ -3,9 +3,11 @@
 Compares, on identical models and batches:
   split-once  rnn_jax.make_train_step: the NNX graph is split once; the jitted step is a pure
               function of (TrainState, batch), so a call is an XLA dispatch and nothing more;
+  flow        the same step with gradient-flow measurement on (probes: ||dL/dh_t|| and
+              ||dL_T/dh_t|| for every t, from the same forward pass);
   nnx.jit     the idiomatic `nnx.jit` step over the module and an `nnx.Optimizer`, which walks
               and re-merges the module graph in Python on every call.
-The gap matters most for small models, where the compiled step is short.
+The gap to nnx.jit matters most for small models, where the compiled step is short.
 
     python -m benchmarks.train_step                  # LSTM hidden 256, batch 32, seq 128 + a tiny model
     python -m benchmarks.train_step --cells rnn,lstm,gru --hidden 128,256 --out bench.json
@@ -26,7 +28,7 @@ import optax
 from flax import nnx
 
 from rnn_jax import SequenceModel, init_train_state, make_cell, make_train_step
-from rnn_jax.train import sequence_cross_entropy
+from rnn_jax.losses import sequence_cross_entropy
 
 VOCAB = 65
 
@@ -49,10 +51,10 @@ def _seconds_per_call(call, calls):
     return (time.perf_counter() - start) / calls
 
 
-def split_once(cell, hidden, batch):
+def split_once(cell, hidden, batch, measure_flow=False):
     optimizer = optax.adam(1e-3)
     graphdef, state = init_train_state(_model(cell, hidden), optimizer, jax.random.key(0))
-    step = make_train_step(graphdef, optimizer)
+    step = make_train_step(graphdef, optimizer, measure_flow=measure_flow)
     holder = [state]
 
     def call():
@@ -75,7 +77,11 @@ def nnx_jit(cell, hidden, batch):
     return lambda: step(model, optimizer, batch)
 
 
-VARIANTS = {"split-once": split_once, "nnx.jit": nnx_jit}
+VARIANTS = {
+    "split-once": split_once,
+    "flow": lambda cell, hidden, batch: split_once(cell, hidden, batch, measure_flow=True),
+    "nnx.jit": nnx_jit,
+}
 
 
 def main(argv=None):
@@ -88,6 +94,7 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=10, help="back-to-back calls per repeat (default: 10)")
     parser.add_argument("--no-tiny", action="store_true", help="skip the tiny model (hidden 16, batch 4, seq 8) "
                         "that isolates per-call overhead")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--out", help="also write the rows as JSON to this path")
     args = parser.parse_args(argv)
 
@@ -98,27 +105,30 @@ def main(argv=None):
     for cell, hidden, batch_size, seq in configs:
         batch = _batch(batch_size, seq)
         calls = {}
-        for name, make in VARIANTS.items():
-            call = make(cell, hidden, batch)
+        for name in args.variants.split(","):
+            call = VARIANTS[name](cell, hidden, batch)
             start = time.perf_counter()
             jax.block_until_ready(call())
             calls[name] = (call, time.perf_counter() - start)
-        timings = {name: [] for name in VARIANTS}
+        timings = {name: [] for name in calls}
         for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
             for name, (call, _) in calls.items():
                 timings[name].append(_seconds_per_call(call, args.calls))
+        base = statistics.median(timings[next(iter(calls))])
         for name, (_, compile_s) in calls.items():
             seconds = statistics.median(timings[name])
             rows.append(dict(variant=name, cell=cell, hidden=hidden, batch=batch_size, seq=seq,
                              ms_per_step=1e3 * seconds, tokens_per_s=batch_size * seq / seconds,
-                             first_call_s=compile_s))
+                             vs_first=seconds / base, first_call_s=compile_s))
 
     print(f"jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}, "
           f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}")
-    print(f"{'variant':<11} {'cell':<5} {'hidden':>6} {'batch':>5} {'seq':>4} {'ms/step':>9} {'tokens/s':>10} {'compile s':>9}")
+    print(f"{'variant':<11} {'cell':<5} {'hidden':>6} {'batch':>5} {'seq':>4} {'ms/step':>9} {'tokens/s':>10} "
+          f"{'time ratio':>10} {'compile s':>9}")
     for r in rows:
         print(f"{r['variant']:<11} {r['cell']:<5} {r['hidden']:>6} {r['batch']:>5} {r['seq']:>4} "
-              f"{r['ms_per_step']:>9.3f} {r['tokens_per_s']:>10.0f} {r['first_call_s']:>9.2f}")
+              f"{r['ms_per_step']:>9.3f} {r['tokens_per_s']:>10.0f} {r['vs_first']:>10.2f} {r['first_call_s']:>9.2f}")
+    print("time ratio: ms/step relative to the first variant of the same configuration")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"jax": jax.__version__, "flax": flax.__version__, "device": str(jax.devices()[0]), "rows": rows}, f, indent=2)

@@ -4,13 +4,33 @@ wrapped in Flax NNX modules, built for measuring gradient flow through time."""
 from rnn_jax.cells import CELLS, GRU, LSTM, RNN, Cell, make_cell, recurrent_block
 from rnn_jax.layers import Recurrent, RecurrentStack, SequenceModel
 from rnn_jax.recurrence import run, run_bidirectional
-from rnn_jax.train import TrainState, init_train_state, make_eval_step, make_train_step, sequence_cross_entropy
+from rnn_jax.gradflow import decay_rate, grads_and_flow
+from rnn_jax.losses import final_step_mse, sequence_cross_entropy
+from rnn_jax.train import (
+    Checkpoints,
+    LoopConfig,
+    TrainState,
+    init_train_state,
+    make_clipper,
+    make_eval_step,
+    make_flow_probe,
+    make_train_step,
+    train_loop,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
     "Cell",
+    "Checkpoints",
+    "LoopConfig",
+    "decay_rate",
+    "final_step_mse",
+    "grads_and_flow",
+    "make_clipper",
+    "make_flow_probe",
+    "train_loop",
     "GRU",
     "LSTM",
     "RNN",

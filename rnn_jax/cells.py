@@ -120,6 +120,7 @@ class Cell:
 
     name: ClassVar[str]
     num_gates: ClassVar[int]
+    carry_names: ClassVar[tuple[str, ...]] = ("h",)  # the carry's leaves, in tree order
 
     def __post_init__(self):
         _choice("input init", self.input_init, INPUT_INITS)
@@ -214,6 +215,7 @@ class LSTM(Cell):
 
     name: ClassVar[str] = "lstm"
     num_gates: ClassVar[int] = 4
+    carry_names: ClassVar[tuple[str, ...]] = ("c", "h")
 
     def initial_bias(self, hidden_size, dtype):
         return jnp.zeros((4, hidden_size), dtype).at[1].set(self.forget_bias).reshape(-1)

@@ -68,8 +68,12 @@ class Recurrent(nnx.Module):
         *,
         initial_carry: Carry | None = None,
         mask: Array | None = None,
+        probes: Carry | None = None,
     ) -> tuple[Carry, Array]:
-        """xs: (batch, time, input) -> (final carry, ys: (batch, time, output_size))."""
+        """xs: (batch, time, input) -> (final carry, ys: (batch, time, output_size)).
+
+        `probes`: gradient-flow probes (see `zero_probes` and `rnn_jax.recurrence.run`).
+        """
         if self.bidirectional:
             return recurrence.run_bidirectional(
                 self.cell,
@@ -78,11 +82,17 @@ class Recurrent(nnx.Module):
                 xs,
                 initial_carry=initial_carry,
                 mask=mask,
+                probes=probes,
                 **self.options,
             )
         return recurrence.run(
-            self.cell, _values(self.forward), xs, initial_carry=initial_carry, mask=mask, **self.options
+            self.cell, _values(self.forward), xs, initial_carry=initial_carry, mask=mask, probes=probes, **self.options
         )
+
+    def zero_probes(self, batch: int, time: int) -> Carry:
+        """Zero probes for a (batch, time) input: the carry's structure, leaves (batch, time, hidden)."""
+        probes = self.cell.zero_carry((batch, time), self.hidden_size)
+        return (probes, probes) if self.bidirectional else probes
 
 
 class RecurrentStack(nnx.Module):
@@ -123,19 +133,26 @@ class RecurrentStack(nnx.Module):
         initial_carries: list[Carry] | None = None,
         mask: Array | None = None,
         dropout_key: Array | None = None,
+        probes: list[Carry] | None = None,
     ) -> tuple[list[Carry], Array]:
         """xs: (batch, time, input) -> (final carry of each layer, ys of the top layer)."""
-        if initial_carries is None:
-            initial_carries = [None] * len(self.layers)
-        if len(initial_carries) != len(self.layers):
-            raise ValueError(f"got {len(initial_carries)} initial carries for {len(self.layers)} layers")
+        num_layers = len(self.layers)
+        initial_carries = [None] * num_layers if initial_carries is None else initial_carries
+        probes = [None] * num_layers if probes is None else probes
+        if len(initial_carries) != num_layers or len(probes) != num_layers:
+            raise ValueError(
+                f"got {len(initial_carries)} initial carries and {len(probes)} probes for {num_layers} layers"
+            )
         carries = []
-        for depth, (layer, carry) in enumerate(zip(self.layers, initial_carries)):
+        for depth, (layer, carry, layer_probes) in enumerate(zip(self.layers, initial_carries, probes)):
             if depth > 0:
                 xs = self._dropout(xs, depth, dropout_key)
-            carry, xs = layer(xs, initial_carry=carry, mask=mask)
+            carry, xs = layer(xs, initial_carry=carry, mask=mask, probes=layer_probes)
             carries.append(carry)
         return carries, xs
+
+    def zero_probes(self, batch: int, time: int) -> list[Carry]:
+        return [layer.zero_probes(batch, time) for layer in self.layers]
 
     def _dropout(self, xs, depth, key):
         if key is None:
@@ -193,9 +210,14 @@ class SequenceModel(nnx.Module):
         mask: Array | None = None,
         initial_carries: list[Carry] | None = None,
         dropout_key: Array | None = None,
+        probes: list[Carry] | None = None,
     ) -> tuple[Array, list[Carry]]:
         """inputs: tokens (batch, time) or features (batch, time, input) ->
         (outputs (batch, time, output_size), final carry of each layer)."""
         xs = self.embed(inputs) if self.embed is not None else jnp.asarray(inputs)
-        carries, hs = self.rnn(xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key)
+        carries, hs = self.rnn(xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key, probes=probes)
         return self.head(hs), carries
+
+    def zero_probes(self, batch: int, time: int) -> list[Carry]:
+        """Zero gradient-flow probes for every layer (see `rnn_jax.gradflow`)."""
+        return self.rnn.zero_probes(batch, time)

@@ -69,6 +69,7 @@ def run(
     unroll: int = 1,
     remat: bool = False,
     compute_dtype=None,
+    probes: Carry | None = None,
 ) -> tuple[Carry, Array]:
     """Run `cell` over `xs`.
 
@@ -85,6 +86,11 @@ def run(
       remat: recompute each step's gate activations in the backward pass instead of storing
         them (`jax.checkpoint` on the step): less memory for long sequences, more compute.
       compute_dtype: dtype of the matmuls (e.g. jnp.bfloat16); None keeps the params' dtype.
+      probes: gradient-flow probes, shaped like the carry with a time axis (each leaf
+        (batch, time, hidden); `cell.zero_carry((batch, time), hidden)`), added to the carry
+        right after each step. Pass zeros: the values do not change, and the gradient of a
+        loss with respect to `probes[:, t]` is dL/d(carry_t), e.g. dL/dh_t (and dL/dc_t for
+        the LSTM) through every path, recurrent and output. See `rnn_jax.gradflow`.
 
     Returns:
       (final_carry, ys): the carry after the last real step of each sequence, and the hidden
@@ -112,8 +118,11 @@ def run(
     xw = jnp.swapaxes(cell.project_inputs(params, xs), 0, 1)
 
     def step(carry, inputs):
-        xw_t, mask_t = inputs
+        xw_t, mask_t, probe_t = inputs
         new_carry, h = cell.recur(params, carry, xw_t)
+        if probe_t is not None:
+            new_carry = jax.tree.map(jnp.add, new_carry, probe_t)
+            h = cell.hidden(new_carry)
         if mask_t is not None:
             keep = mask_t[:, None]
             new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
@@ -123,7 +132,8 @@ def run(
     if remat:
         step = jax.checkpoint(step)
     mask_tm = None if mask is None else mask.T
-    carry, hs = jax.lax.scan(step, initial_carry, (xw, mask_tm), reverse=reverse, unroll=unroll)
+    probes_tm = None if probes is None else jax.tree.map(lambda p: jnp.swapaxes(p, 0, 1), probes)
+    carry, hs = jax.lax.scan(step, initial_carry, (xw, mask_tm, probes_tm), reverse=reverse, unroll=unroll)
     return carry, jnp.swapaxes(hs, 0, 1)
 
 
@@ -134,15 +144,18 @@ def run_bidirectional(
     xs: Array,
     *,
     initial_carry: tuple[Carry, Carry] | None = None,
+    probes: tuple[Carry, Carry] | None = None,
     **options,
 ) -> tuple[tuple[Carry, Carry], Array]:
     """A forward and a reverse pass over `xs`, outputs concatenated on the feature axis.
 
     Returns ((final carry forward, final carry backward), ys: (batch, time, 2 * hidden)).
     With `mask`/`lengths`, the backward pass of each sequence starts at its last real step.
-    `options` are those of `run` (mask, lengths, unroll, remat, compute_dtype).
+    `initial_carry` and `probes` are (forward, backward) pairs; `options` are those of `run`
+    (mask, lengths, unroll, remat, compute_dtype).
     """
     carry_fw, carry_bw = (None, None) if initial_carry is None else initial_carry
-    carry_fw, ys_fw = run(cell, params_forward, xs, initial_carry=carry_fw, **options)
-    carry_bw, ys_bw = run(cell, params_backward, xs, initial_carry=carry_bw, reverse=True, **options)
+    probes_fw, probes_bw = (None, None) if probes is None else probes
+    carry_fw, ys_fw = run(cell, params_forward, xs, initial_carry=carry_fw, probes=probes_fw, **options)
+    carry_bw, ys_bw = run(cell, params_backward, xs, initial_carry=carry_bw, probes=probes_bw, reverse=True, **options)
     return (carry_fw, carry_bw), jnp.concatenate([ys_fw, ys_bw], axis=-1)

@@ -1,25 +1,38 @@
-"""The jitted training step: a pure function of (TrainState, batch).
+"""Training: the jitted step (a pure function of (TrainState, batch)) and the one loop that
+every experiment uses (evaluation, gradient-flow records, checkpoints, logs, resume).
 
 The NNX model is split once into a static `graphdef` and its parameter state; the step
 merges them inside `jax.jit`, so NNX's Python graph handling runs at trace time only and a
 call costs what the XLA computation costs (see benchmarks/train_step.py).
+
+Data enters the loop as `get_batch(step) -> batch`, a function of the step number, so a
+resumed run sees exactly the batches the uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import nnx
+from tqdm.auto import tqdm
+
+from rnn_jax import gradflow
+from rnn_jax.losses import sequence_cross_entropy
 
 Array = jax.Array
 Batch = dict[str, Array]
-# loss_fn(model, batch, dropout_key) -> (scalar loss, dict of scalar metrics)
-LossFn = Callable[[nnx.Module, Batch, Array | None], tuple[Array, dict[str, Array]]]
+LossFn = gradflow.LossFn
 
 
 @flax.struct.dataclass
@@ -27,53 +40,86 @@ class TrainState:
     step: Array
     params: nnx.State
     opt_state: optax.OptState
-    key: Array  # base key of the dropout masks; step s uses fold_in(key, s)
+    key: Array  # raw uint32 key data (checkpointable); dropout at step s uses fold_in(key, s)
 
 
 def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation, key: Array):
     """Split `model` once. Returns (graphdef, TrainState)."""
     graphdef, params = nnx.split(model, nnx.Param)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=key)
+    key_data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=key_data)
     return graphdef, state
 
 
-def sequence_cross_entropy(model: nnx.Module, batch: Batch, dropout_key: Array | None = None):
-    """Mean softmax cross-entropy over the real (unmasked) steps.
-
-    batch: ``inputs`` (batch, time) tokens or (batch, time, features), ``targets``
-    (batch, time) class ids, optional ``mask`` (batch, time).
-    """
-    mask = batch.get("mask")
-    logits, _ = model(batch["inputs"], mask=mask, dropout_key=dropout_key)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["targets"])
-    if mask is None:
-        loss = losses.mean()
-    else:
-        loss = jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1)
-    return loss, {}
+OPTIMIZERS = {"adam": optax.adam, "adamw": optax.adamw, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, loss_fn: LossFn = sequence_cross_entropy):
+def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
+    """An optax optimizer by name; `learning_rate` is a float or an optax schedule."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](learning_rate)
+
+
+def make_clipper(clip_norm: float | None = None, clip_value: float | None = None) -> optax.GradientTransformation:
+    """Gradient clipping by global norm or element-wise by value (at most one), or none."""
+    if clip_norm is not None and clip_value is not None:
+        raise ValueError("choose one of clip_norm (global norm) and clip_value (element-wise), not both")
+    if clip_norm is not None:
+        if clip_norm <= 0:
+            raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+        return optax.clip_by_global_norm(clip_norm)
+    if clip_value is not None:
+        if clip_value <= 0:
+            raise ValueError(f"clip_value must be > 0, got {clip_value}")
+        return optax.clip(clip_value)
+    return optax.identity()
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    loss_fn: LossFn = sequence_cross_entropy,
+    *,
+    clipper: optax.GradientTransformation | None = None,
+    measure_flow: bool = False,
+):
     """A jitted `step(state, batch) -> (state, metrics)`; `state` is donated.
 
-    metrics: ``loss``, ``grad_norm`` (global norm before the optimizer's own clipping, if
-    any) and whatever `loss_fn` reports.
+    metrics: ``loss``, ``grad_norm`` (global norm of the raw gradient), ``clipped_grad_norm``
+    (after `clipper`, a stateless optax clipping transform) and what `loss_fn` reports. With
+    `measure_flow`, also ``flow`` (see `rnn_jax.gradflow.grads_and_flow`), from the same
+    forward pass that produces the gradient; without it, the step contains no probes at all.
     """
-
-    def loss_of_params(params, batch, dropout_key):
-        return loss_fn(nnx.merge(graphdef, params), batch, dropout_key)
+    clipper = clipper or optax.identity()
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
-        dropout_key = jax.random.fold_in(state.key, state.step)
-        (loss, metrics), grads = jax.value_and_grad(loss_of_params, has_aux=True)(
-            state.params, batch, dropout_key
-        )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        if measure_flow:
+            loss, metrics, grads, flow = gradflow.grads_and_flow(loss_fn, graphdef, state.params, batch, dropout_key)
+            metrics = {**metrics, "flow": flow}
+        else:
+            (loss, metrics), grads = jax.value_and_grad(
+                lambda p: loss_fn(nnx.merge(graphdef, p), batch, dropout_key), has_aux=True
+            )(state.params)
+        clipped, _ = clipper.update(grads, clipper.init(state.params))
+        updates, opt_state = optimizer.update(clipped, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "clipped_grad_norm": optax.tree.norm(clipped), **metrics}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return jax.jit(step, donate_argnums=0)
+
+
+def make_flow_probe(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy):
+    """A jitted `probe(params, batch) -> (loss, flow)`: the gradient-flow measurement alone,
+    without an update (e.g. of a model at initialisation or after training)."""
+
+    def probe(params, batch):
+        loss, _, _, flow = gradflow.grads_and_flow(loss_fn, graphdef, params, batch, None)
+        return loss, flow
+
+    return jax.jit(probe)
 
 
 def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy):
@@ -84,3 +130,222 @@ def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entr
         return {"loss": loss, **metrics}
 
     return jax.jit(evaluate)
+
+
+# -- checkpoints --------------------------------------------------------------------------
+
+
+class Checkpoints:
+    """Orbax checkpoints of a run: the last `keep` under ``last/`` and the best by validation
+    loss under ``best/``. Each holds the TrainState and a JSON item (config, history, ...).
+
+    Orbax writes a step to a temporary directory and renames it when complete, so a killed
+    save never leaves a checkpoint that restores half-written.
+    """
+
+    def __init__(self, directory: str | Path, *, keep: int = 3):
+        self.directory = Path(directory).absolute()
+        self.last = ocp.CheckpointManager(
+            self.directory / "last", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        )
+        self.best = ocp.CheckpointManager(
+            self.directory / "best",
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["val_loss"], best_mode="min", create=True),
+        )
+
+    def save(self, state: TrainState, extra: dict, *, val_loss: float | None = None) -> None:
+        step = int(state.step)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra))
+        if step not in self.last.all_steps():
+            self.last.save(step, args=args)
+        if val_loss is not None and math.isfinite(val_loss) and step not in self.best.all_steps():
+            self.best.save(step, args=args, metrics={"val_loss": val_loss})
+
+    def latest_step(self) -> int | None:
+        return self.last.latest_step()
+
+    def restore(self, like: TrainState, *, best: bool = False, step: int | None = None) -> tuple[TrainState, dict]:
+        """Restore into the structure of `like` (a freshly initialised TrainState)."""
+        return restore_checkpoint(self.best if best else self.last, like, step)
+
+    def wait(self) -> None:
+        self.last.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.last.close()
+        self.best.close()
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager, like: TrainState, step: int | None = None):
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}: nothing to restore or resume from")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore())
+        )
+    except Exception as error:  # orbax raises many types; say which checkpoint and why
+        raise ValueError(
+            f"cannot restore checkpoint step {step} from {manager.directory}: {error}. It is corrupt or "
+            "was written by a different model configuration (cell, sizes, layers)."
+        ) from error
+    return restored["state"], restored["extra"]
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """How long to train and how often to do what (0 disables a periodic action)."""
+
+    steps: int
+    log_every: int = 10
+    eval_every: int = 0
+    flow_every: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+
+
+def _to_python(tree):
+    return jax.tree.map(lambda x: np.asarray(x).tolist(), jax.device_get(tree))
+
+
+def train_loop(
+    state: TrainState,
+    *,
+    train_step: Callable,
+    get_batch: Callable[[int], Batch],
+    loop: LoopConfig,
+    flow_step: Callable | None = None,
+    evaluate: Callable[[nnx.State], dict[str, float]] | None = None,
+    checkpoints: Checkpoints | None = None,
+    checkpoint_extra: Callable[[dict], dict] | None = None,
+    history: dict | None = None,
+    log_dir: str | Path | None = None,
+    desc: str = "train",
+) -> tuple[TrainState, dict]:
+    """Train `state` from `state.step` to `loop.steps`.
+
+    `train_step` and `flow_step` come from `make_train_step` (the latter with
+    `measure_flow=True`; it replaces the plain step at steps divisible by `loop.flow_every`
+    and at the last step, so the flow is measured on exactly the gradient that trains). `evaluate(params)` returns
+    scalar metrics including ``loss``. `history` (from a checkpoint, to resume) collects
+    ``train`` and ``eval`` records, ``flow`` profiles by step, and ``status``:
+    ``completed``, ``diverged`` (a NaN/Inf loss or gradient: the run stops; the step and the
+    last finite gradient norm are recorded, and the profile of that step if it was measured;
+    no checkpoint is written after it) or ``interrupted`` (Ctrl-C: a checkpoint is saved first).
+    `checkpoint_extra(history)` builds the JSON saved beside the state.
+    """
+    history = history or {"train": [], "eval": [], "flow": {}}
+    history["status"] = "running"
+    log_dir = Path(log_dir) if log_dir else None
+    writer = _open_logs(log_dir, history)
+    start = int(state.step)
+    last_finite_grad_norm = None
+
+    def save(val_loss=None):
+        if checkpoints is not None:
+            extra = checkpoint_extra(history) if checkpoint_extra else {"history": history}
+            checkpoints.save(state, extra, val_loss=val_loss)
+
+    def run_eval(step):
+        metrics = {k: float(v) for k, v in evaluate(state.params).items()}
+        history["eval"].append({"step": step, **metrics})
+        writer.log("eval", step, metrics)
+        return metrics["loss"]
+
+    bar = tqdm(range(start, loop.steps), initial=start, total=loop.steps, desc=desc, dynamic_ncols=True, leave=False)
+    try:
+        for step in bar:
+            batch = get_batch(step)
+            measure = flow_step is not None and loop.flow_every and (step % loop.flow_every == 0 or step == loop.steps - 1)
+            state, metrics = (flow_step if measure else train_step)(state, batch)
+            flow = metrics.pop("flow", None)
+            scalars = {k: float(v) for k, v in metrics.items()}
+            if flow is not None:
+                history["flow"][str(step)] = _to_python(flow)
+            if not math.isfinite(scalars["loss"]) or not math.isfinite(scalars["grad_norm"]):
+                history.update(status="diverged", diverged_at=step, last_finite_grad_norm=last_finite_grad_norm)
+                bar.write(
+                    f"{desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite "
+                    f"gradient norm {last_finite_grad_norm}); stopping, the last good checkpoint is kept"
+                )
+                break
+            last_finite_grad_norm = scalars["grad_norm"]
+            if step % loop.log_every == 0 or step == loop.steps - 1:
+                history["train"].append({"step": step, **scalars})
+                writer.log("train", step, scalars)
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+            done = step + 1
+            val_loss = None
+            if evaluate is not None and loop.eval_every and (done % loop.eval_every == 0 or done == loop.steps):
+                val_loss = run_eval(done)
+            if loop.checkpoint_every and (done % loop.checkpoint_every == 0 or done == loop.steps):
+                save(val_loss)
+        else:
+            history["status"] = "completed"
+    except KeyboardInterrupt:
+        history["status"] = "interrupted"
+        bar.write(f"{desc}: interrupted at step {int(state.step)}; saving a checkpoint")
+        save()
+    finally:
+        bar.close()
+        writer.close()
+        if checkpoints is not None:
+            checkpoints.wait()
+    return state, history
+
+
+class _Logs:
+    """metrics.jsonl (one JSON object per record) and TensorBoard event files."""
+
+    def __init__(self, log_dir: Path | None):
+        self.jsonl = self.tb = None
+        if log_dir is not None:
+            from tensorboardX import SummaryWriter
+
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.jsonl = open(log_dir / "metrics.jsonl", "a")
+            self.tb = SummaryWriter(str(log_dir / "tensorboard"))
+
+    def log(self, split: str, step: int, scalars: dict[str, float]):
+        if self.jsonl is None:
+            return
+        self.jsonl.write(json.dumps({"split": split, "step": step, **scalars}) + "\n")
+        self.jsonl.flush()
+        for name, value in scalars.items():
+            self.tb.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self):
+        if self.jsonl is not None:
+            self.jsonl.close()
+            self.tb.close()
+
+
+def _open_logs(log_dir: Path | None, history: dict) -> _Logs:
+    """Open the logs; on resume, rewrite metrics.jsonl from the restored history, so records
+    written after the last checkpoint by the interrupted run do not appear twice."""
+    if log_dir is not None and (log_dir / "metrics.jsonl").exists():
+        (log_dir / "metrics.jsonl").unlink()
+    logs = _Logs(log_dir)
+    if logs.jsonl is not None:
+        for split in ("train", "eval"):
+            for record in history[split]:
+                logs.jsonl.write(json.dumps({"split": split, **record}) + "\n")
+    return logs
+
+
+def evaluate_batches(evaluate_step: Callable, batches: Iterable[Batch]) -> Callable[[nnx.State], dict[str, float]]:
+    """`evaluate(params)`: the mean of `evaluate_step(params, batch)` over fixed batches."""
+    batches = list(batches)
+    if not batches:
+        raise ValueError("evaluation needs at least one batch")
+
+    def evaluate(params):
+        results = [evaluate_step(params, batch) for batch in batches]
+        return {k: float(np.mean([float(r[k]) for r in results])) for k in results[0]}
+
+    return evaluate

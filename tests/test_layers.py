@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from rnn_jax import Recurrent, RecurrentStack, SequenceModel, init_train_state, make_cell, make_eval_step, make_train_step, run
-from rnn_jax.train import sequence_cross_entropy
+from rnn_jax.losses import sequence_cross_entropy
 
 from .conftest import assert_tree_close
 

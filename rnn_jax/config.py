@@ -1,0 +1,102 @@
+"""Experiment configuration: one dataclass per experiment, the CLI generated from it, and the
+same dataclass saved (as JSON) into results.json and every checkpoint, so a run can be
+reproduced from its own output folder.
+
+Declare fields with `option(default, "help text")`; `parse(cls, argv)` builds an argparse
+parser with one `--flag-name` per field (booleans become `--flag` / `--no-flag`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import sys
+import typing
+from pathlib import Path
+
+import flax
+import jax
+import jaxlib
+import optax
+
+
+def option(default, help: str, **kwargs):
+    """A dataclass field with the help text of its CLI flag."""
+    kwargs.setdefault("metadata", {})["help"] = help
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: default, **kwargs)
+    return dataclasses.field(default=default, **kwargs)
+
+
+def _parser_type(annotation):
+    """The argparse type of a field annotation such as `int`, `float | None`, `str`."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def build_parser(cls, description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        help_text = field.metadata.get("help", "")
+        kind = _parser_type(hints[field.name])
+        if kind is bool:
+            parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction,
+                                help=f"{help_text} (default: {default})")
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})",
+                                metavar=field.name.upper())
+    return parser
+
+
+def parse(cls, argv=None, description: str | None = None):
+    """An instance of the dataclass `cls` from command-line arguments. `cls.__post_init__`
+    may validate; its ValueError becomes a usage error that names the flag."""
+    parser = build_parser(cls, description)
+    args = parser.parse_args(argv)
+    try:
+        return cls(**vars(args))
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def environment() -> dict:
+    """Versions and devices, written beside every result."""
+    device = jax.devices()[0]
+    return {
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "platform": device.platform,
+        "device": getattr(device, "device_kind", str(device)),
+        "device_count": jax.device_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "argv": sys.argv,
+        "time": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def write_json(path: str | Path, data) -> None:
+    """Write JSON atomically (a temporary file, then a rename), so a killed run never leaves a
+    half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(value):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -1,0 +1,1 @@
+"""Data: synthetic long-lag tasks (`synthetic`) and character corpora (`text`)."""

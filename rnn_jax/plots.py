@@ -1,0 +1,97 @@
+"""The figures (matplotlib, Agg backend: PNG files, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+
+
+def _color(name: str, i: int):
+    return COLORS.get(name, plt.cm.tab10(i % 10))
+
+
+def _log_band(profiles: np.ndarray):
+    """Geometric mean and +-1 std band (in log space) over seeds of (seeds, lags) norms."""
+    logs = np.log10(np.maximum(profiles, 1e-38))
+    return 10 ** logs.mean(0), 10 ** (logs.mean(0) - logs.std(0)), 10 ** (logs.mean(0) + logs.std(0))
+
+
+def flow_vs_lag(curves: dict[str, dict[str, np.ndarray]], path: Path, *, title: str, slopes=None) -> None:
+    """Panels (e.g. "at initialisation", "after training"), each with log-norm vs lag per cell.
+
+    curves: {panel: {cell: (seeds, lags) array of ||dL_T/dh_{T-k}||}}; slopes: {panel: {cell: str}}.
+    """
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.2), sharey=True, squeeze=False)
+    for ax, (panel, by_cell) in zip(axes[0], curves.items()):
+        for i, (cell, profiles) in enumerate(by_cell.items()):
+            mean, low, high = _log_band(profiles)
+            label = cell + (f"  (slope {slopes[panel][cell]})" if slopes else "")
+            ax.semilogy(np.arange(mean.size), mean, color=_color(cell, i), label=label)
+            if profiles.shape[0] > 1:
+                ax.fill_between(np.arange(mean.size), low, high, color=_color(cell, i), alpha=0.2)
+        ax.set_title(panel)
+        ax.set_xlabel("lag k (steps before the last)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(r"$\|\partial L_T / \partial h_{T-k}\|$")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def flow_heatmaps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str) -> None:
+    """One heatmap per cell of log10 ||dL_T/dh_{T-k}|| over (training step x lag).
+
+    maps: {cell: (steps (n,), norms (n, lags))}; a shared colour scale across cells.
+    """
+    logs = {cell: np.log10(np.maximum(norms, 1e-38)) for cell, (_, norms) in maps.items()}
+    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in logs.values()])
+    vmin, vmax = np.percentile(finite, [1, 99.5]) if finite.size else (-10, 0)
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.8 * len(maps), 4.2), squeeze=False, layout="constrained")
+    for ax, (cell, (steps, _)) in zip(axes[0], maps.items()):
+        image = ax.imshow(
+            logs[cell], aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax,
+            extent=(-0.5, logs[cell].shape[1] - 0.5, -0.5, len(steps) - 0.5), interpolation="nearest",
+        )
+        ticks = np.linspace(0, len(steps) - 1, min(6, len(steps))).round().astype(int)
+        ax.set_yticks(ticks, [str(steps[t]) for t in ticks])
+        ax.set_title(cell)
+        ax.set_xlabel("lag k")
+        ax.set_ylabel("training step")
+    fig.colorbar(image, ax=axes[0].tolist(), label=r"$\log_{10}\|\partial L_T/\partial h_{T-k}\|$")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def loss_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path, *, title: str,
+                ylabel: str, baseline: float | None = None, log: bool = True) -> None:
+    """Loss against training step, one colour per cell, one line per seed.
+
+    curves: {label: [(steps, values), ...]} (several seeds per label)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (label, runs) in enumerate(curves.items()):
+        base = label.split()[0]
+        for j, (steps, values) in enumerate(runs):
+            ax.plot(steps, values, color=_color(base, i), alpha=0.85 if j == 0 else 0.45,
+                    label=label if j == 0 else None, linestyle="--" if "eval" in label else "-")
+    if baseline is not None:
+        ax.axhline(baseline, color="black", linestyle=":", label=f"baseline {baseline:.3g}")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
