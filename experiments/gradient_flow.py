@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from rnn_jax import plots
-from rnn_jax.cells import CELLS, make_cell
+from rnn_jax.cells import CELLS, LSTM_VARIANTS, make_cell
 from rnn_jax.config import environment, option, parse, write_json
 from rnn_jax.data import synthetic, text
 from rnn_jax.gradflow import decay_rate
@@ -73,6 +73,7 @@ class Config:
     recurrent_init: str = option("orthogonal", "recurrent weights: orthogonal | identity | normal")
     recurrent_scale: float = option(1.0, "spectral radius of each recurrent block at initialisation")
     forget_bias: float = option(1.0, "LSTM forget-gate bias at initialisation")
+    lstm_variant: str = option("standard", f"LSTM structure (Greff et al. 2017): {' | '.join(LSTM_VARIANTS)}")
     gru_form: str = option("reset_after", "GRU form: reset_after (cuDNN/PyTorch/Flax) | reset_before (Cho et al. 2014)")
     flow_every: int = option(100, "measure the gradient flow every N training steps (and at the first and last)")
     eval_every: int = option(100, "evaluate on held-out batches every N steps")
@@ -83,12 +84,14 @@ class Config:
     data: str | None = option(None, "charlm: text file or glob (default: a built-in generated corpus)")
     out: str | None = option(None, "output directory (default: runs/gradient_flow/<timestamp>)")
     resume: str | None = option(None, "resume the run in this directory (its config.json replaces the other flags)")
-    quick: bool = option(False, f"a small, fast configuration ({QUICK}) for a smoke test")
+    quick: bool = option(False, f"a small, fast configuration for a smoke test: {QUICK}, unless given explicitly")
 
     def __post_init__(self):
-        if self.quick:
+        if self.quick:  # fills in the options left at their defaults; explicit flags win
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
             for name, value in QUICK.items():
-                setattr(self, name, value)
+                if getattr(self, name) == defaults[name]:
+                    setattr(self, name, value)
             self.quick = False  # applied: the saved config is the effective one
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
@@ -104,7 +107,8 @@ class Config:
             raise ValueError(f"--gru-form must be reset_after or reset_before, got {self.gru_form!r}")
         make_clipper(self.clip_norm, self.clip_value)  # validates the combination
         make_optimizer(self.optimizer, self.lr)
-        self.cell_options("rnn")  # validates activation / init names
+        for name in self.cell_names:
+            self.cell_options(name)  # validates activation, init and variant names
 
     @property
     def cell_names(self) -> list[str]:
@@ -114,7 +118,7 @@ class Config:
         common = dict(recurrent_init=self.recurrent_init, recurrent_scale=self.recurrent_scale)
         specific = {
             "rnn": dict(activation=self.activation),
-            "lstm": dict(forget_bias=self.forget_bias),
+            "lstm": dict(forget_bias=self.forget_bias, variant=self.lstm_variant),
             "gru": dict(reset_after=self.gru_form == "reset_after"),
         }[name]
         make_cell(name, **common, **specific)
@@ -279,6 +283,12 @@ def make_plots(cfg: Config, task: Task, cells: dict, out: Path) -> None:
 
 def main(argv=None):
     cfg = parse(Config, argv, description=__doc__)
+    results = run(cfg)
+    print_summary(results)
+
+
+def run(cfg: Config) -> dict:
+    """Run (or resume) the experiment described by `cfg`; returns results.json's content."""
     if cfg.resume:
         config_path = Path(cfg.resume) / "config.json"
         if not config_path.exists():
@@ -308,14 +318,21 @@ def main(argv=None):
     write_json(out / "results.json", results)
     write_csv(out / "grad_norms.csv", histories)
     make_plots(cfg, task, cells, out)
-    last = str(max(0, cfg.steps - 1))
-    print(f"\n{cfg.task}: T={cfg.seq_len}, hidden {cfg.hidden}, {cfg.steps} steps, {cfg.seeds} seed(s) -> {out}")
-    print(f"{'cell':<6} {'decay/step at init':>19} {'decay/step trained':>19} {'final eval ' + task.metric:>28}  status")
-    for cell, record in cells.items():
+    results["out"] = str(out)
+    return results
+
+
+def print_summary(results: dict) -> None:
+    cfg, task = results["config"], results["task"]
+    last = str(max(0, cfg["steps"] - 1))
+    print(f"\n{cfg['task']}: T={cfg['seq_len']}, hidden {cfg['hidden']}, {cfg['steps']} steps, "
+          f"{cfg['seeds']} seed(s) -> {results['out']}")
+    print(f"{'cell':<6} {'decay/step at init':>19} {'decay/step trained':>19} {'final eval ' + task['metric']:>28}  status")
+    for cell, record in results["cells"].items():
         rate = lambda s: (f"{record['decay_rate'][s]['mean']:+.4f}" if s in record["decay_rate"] else "-")
         final = record["final_eval_loss"]
         print(f"{cell:<6} {rate('0'):>19} {rate(last):>19} {final['mean']:>28.4g}  {','.join(set(record['status'].values()))}")
-    print(f"baseline {task.metric}: {task.baseline:.4g}")
+    print(f"baseline {task['metric']}: {task['baseline']:.4g}")
 
 
 if __name__ == "__main__":

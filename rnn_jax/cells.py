@@ -119,7 +119,7 @@ class Cell:
     recurrent_scale: float = 1.0
 
     name: ClassVar[str]
-    num_gates: ClassVar[int]
+    num_gates: ClassVar[int]  # G, the gate blocks of the fused weights
     carry_names: ClassVar[tuple[str, ...]] = ("h",)  # the carry's leaves, in tree order
 
     def __post_init__(self):
@@ -197,6 +197,34 @@ class RNN(Cell):
 
 
 @dataclasses.dataclass(frozen=True)
+class _LSTMVariant:
+    """The structure of one LSTM variant (Greff et al. 2017, "LSTM: A Search Space Odyssey")."""
+
+    gates: str = "ifgo"  # which gate blocks have parameters, in fused order
+    peepholes: bool = False  # p_i * c_{t-1} into i, p_f * c_{t-1} into f, p_o * c_t into o
+    input_activation: bool = True  # g = tanh(.) (False: g is linear, NIAF)
+    output_activation: bool = True  # h = o * tanh(c) (False: h = o * c, NOAF)
+    coupled: bool = False  # f = 1 - i (CIFG)
+    full_gate_recurrence: bool = False  # i, f, o also see [i, f, o]_{t-1} (FGR)
+
+
+_VANILLA = _LSTMVariant(peepholes=True)
+LSTM_VARIANTS: dict[str, _LSTMVariant] = {
+    "standard": _LSTMVariant(),  # the common modern LSTM: forget gate, no peepholes (= Greff's NP)
+    "vanilla": _VANILLA,  # Greff et al.'s vanilla LSTM: with peepholes
+    "NIG": dataclasses.replace(_VANILLA, gates="fgo"),  # no input gate: i = 1
+    "NFG": dataclasses.replace(_VANILLA, gates="igo"),  # no forget gate: f = 1
+    "NOG": dataclasses.replace(_VANILLA, gates="ifg"),  # no output gate: o = 1
+    "NIAF": dataclasses.replace(_VANILLA, input_activation=False),
+    "NOAF": dataclasses.replace(_VANILLA, output_activation=False),
+    "NP": _LSTMVariant(),  # no peepholes
+    "CIFG": dataclasses.replace(_VANILLA, gates="igo", coupled=True),
+    "FGR": dataclasses.replace(_VANILLA, full_gate_recurrence=True),
+    "1997": _LSTMVariant(gates="igo"),  # Hochreiter & Schmidhuber 1997: no forget gate, no peepholes
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class LSTM(Cell):
     """LSTM with a forget gate (Gers et al. 2000), gate order [i, f, g, o]:
 
@@ -209,27 +237,91 @@ class LSTM(Cell):
 
     Carry: (c, h), each (..., hidden). `forget_bias` initialises b_f (1.0 by default, as
     Gers et al. and Jozefowicz et al. 2015 recommend, so that the cell remembers at first).
+
+    `variant` selects a structure of Greff et al. 2017 (`LSTM_VARIANTS`): ``standard``
+    (above; the default), ``vanilla`` (with peepholes p_i, p_f on c_{t-1} and p_o on c_t,
+    initialised to 0), and vanilla minus one feature: ``NIG`` / ``NFG`` / ``NOG`` (no input /
+    forget / output gate: it is 1), ``NIAF`` / ``NOAF`` (no tanh on g / on c in h), ``NP``
+    (no peepholes), ``CIFG`` (f = 1 - i), ``FGR`` (full gate recurrence: i, f, o also receive
+    the previous step's i, f, o through W_gg (3 hidden, 3 hidden); the carry is then
+    (c, h, [i, f, o]_t)); and ``1997``, the original LSTM without forget gate or peepholes.
+    Removed gates have no parameters: the fused axis holds only the present gates, in
+    [i, f, g, o] order.
     """
 
     forget_bias: float = 1.0
+    variant: str = "standard"
 
     name: ClassVar[str] = "lstm"
-    num_gates: ClassVar[int] = 4
-    carry_names: ClassVar[tuple[str, ...]] = ("c", "h")
+
+    def __post_init__(self):
+        super().__post_init__()
+        _choice("LSTM variant", self.variant, LSTM_VARIANTS)
+
+    @property
+    def spec(self) -> _LSTMVariant:
+        return LSTM_VARIANTS[self.variant]
+
+    @property
+    def num_gates(self) -> int:
+        return len(self.spec.gates)
+
+    @property
+    def carry_names(self) -> tuple[str, ...]:
+        return ("c", "h", "gates") if self.spec.full_gate_recurrence else ("c", "h")
+
+    def init(self, key, input_size, hidden_size, dtype=jnp.float32):
+        key, key_gates = jax.random.split(key)
+        params = super().init(key, input_size, hidden_size, dtype)
+        if self.spec.peepholes:
+            for gate in "ifo":
+                if gate in self.spec.gates:
+                    params[f"p_{gate}"] = jnp.zeros((hidden_size,), dtype)
+        if self.spec.full_gate_recurrence:
+            blocks = jax.random.split(key_gates, 3)
+            params["W_gg"] = jnp.concatenate(
+                [INPUT_INITS[self.input_init](k, (3 * hidden_size, hidden_size), dtype) for k in blocks], axis=1
+            )
+        return params
 
     def initial_bias(self, hidden_size, dtype):
-        return jnp.zeros((4, hidden_size), dtype).at[1].set(self.forget_bias).reshape(-1)
+        bias = jnp.zeros((self.num_gates, hidden_size), dtype)
+        if "f" in self.spec.gates:
+            bias = bias.at[self.spec.gates.index("f")].set(self.forget_bias)
+        return bias.reshape(-1)
 
     def recur(self, params, carry, xw_t):
-        c, h = carry
+        spec = self.spec
+        c, h = carry[0], carry[1]
         pre = xw_t + _dot(h, params["W_hh"])
-        i, f, g, o = jnp.split(pre, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        blocks = dict(zip(spec.gates, jnp.split(pre, len(spec.gates), axis=-1)))
+        if spec.full_gate_recurrence:  # FGR has all four gates
+            for gate, extra in zip("ifo", jnp.split(_dot(carry[2], params["W_gg"]), 3, axis=-1)):
+                blocks[gate] = blocks[gate] + extra
+        if spec.peepholes:
+            for gate in "if":
+                if gate in blocks:
+                    blocks[gate] = blocks[gate] + params[f"p_{gate}"] * c
+        i = jax.nn.sigmoid(blocks["i"]) if "i" in blocks else 1.0
+        if spec.coupled:
+            f = 1.0 - i
+        else:
+            f = jax.nn.sigmoid(blocks["f"]) if "f" in blocks else 1.0
+        g = jnp.tanh(blocks["g"]) if spec.input_activation else blocks["g"]
+        c = f * c + i * g
+        if "o" in blocks:
+            o = jax.nn.sigmoid(blocks["o"] + (params["p_o"] * c if spec.peepholes else 0.0))
+        else:
+            o = 1.0
+        h = o * (jnp.tanh(c) if spec.output_activation else c)
+        if spec.full_gate_recurrence:
+            return (c, h, jnp.concatenate([i, f, o], axis=-1)), h
         return (c, h), h
 
     def zero_carry(self, batch_shape, hidden_size, dtype=jnp.float32):
         zeros = jnp.zeros((*batch_shape, hidden_size), dtype)
+        if self.spec.full_gate_recurrence:
+            return zeros, zeros, jnp.zeros((*batch_shape, 3 * hidden_size), dtype)
         return zeros, zeros
 
     @staticmethod

@@ -95,3 +95,30 @@ def loss_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Pa
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: str, baseline: float) -> None:
+    """Per grid point: final eval loss (log scale, baseline dotted) and the fitted decay rate
+    of ||dL_T/dh_{T-k}|| at initialisation and after training (mean +- std over seeds)."""
+    y = np.arange(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.6), sharey=True)
+    left.barh(y, [r["final_eval_loss"] for r in rows], xerr=[r["final_eval_loss_std"] for r in rows], color="tab:blue")
+    left.axvline(baseline, color="black", linestyle=":", label=f"baseline {baseline:.3g}")
+    left.set_xscale("log")
+    left.set_xlabel(f"final eval {metric}")
+    left.legend(fontsize=8)
+    height = 0.4
+    right.barh(y - height / 2, [r["decay_rate_init"] for r in rows], height, xerr=[r["decay_rate_init_std"] for r in rows],
+               color="tab:gray", label="at initialisation")
+    right.barh(y + height / 2, [r["decay_rate_trained"] for r in rows], height,
+               xerr=[r["decay_rate_trained_std"] for r in rows], color="tab:orange", label="after training")
+    right.axvline(0, color="black", linewidth=0.8)
+    right.set_xlabel(r"decay rate of $\|\partial L_T/\partial h_{T-k}\|$ (ln per step)")
+    right.legend(fontsize=8)
+    left.set_yticks(y, labels)
+    left.invert_yaxis()
+    for ax in (left, right):
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

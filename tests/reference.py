@@ -62,3 +62,46 @@ def run(step, params, xs, carry, reverse=False):
     for t in reversed(times) if reverse else times:
         carry, ys[t] = step(params, carry, xs[:, t])
     return carry, np.stack(ys, axis=1)
+
+
+# Greff et al. 2017 variants: (gates present, peepholes, tanh on g, tanh on c, f = 1 - i, full gate recurrence)
+LSTM_VARIANTS = {
+    "standard": ("ifgo", False, True, True, False, False),
+    "vanilla": ("ifgo", True, True, True, False, False),
+    "NIG": ("fgo", True, True, True, False, False),
+    "NFG": ("igo", True, True, True, False, False),
+    "NOG": ("ifg", True, True, True, False, False),
+    "NIAF": ("ifgo", True, False, True, False, False),
+    "NOAF": ("ifgo", True, True, False, False, False),
+    "NP": ("ifgo", False, True, True, False, False),
+    "CIFG": ("igo", True, True, True, True, False),
+    "FGR": ("ifgo", True, True, True, False, True),
+    "1997": ("igo", False, True, True, False, False),
+}
+
+
+def lstm_variant_step(params, carry, x, variant):
+    gates, peepholes, input_act, output_act, coupled, full_recurrence = LSTM_VARIANTS[variant]
+    c, h = carry[0], carry[1]
+    hidden = h.shape[-1]
+    pre = {}
+    for k, name in enumerate(gates):
+        w_x, w_h, b = gate(params, name, k, hidden)
+        pre[name] = x @ w_x + h @ w_h + b
+    if full_recurrence:
+        previous_gates = carry[2] @ params["W_gg"]
+        for k, name in enumerate("ifo"):
+            pre[name] = pre[name] + previous_gates[:, k * hidden : (k + 1) * hidden]
+    if peepholes:
+        for name in "if":
+            if name in pre:
+                pre[name] = pre[name] + params["p_" + name] * c
+    i = sigmoid(pre["i"]) if "i" in pre else np.ones_like(c)
+    f = 1.0 - i if coupled else (sigmoid(pre["f"]) if "f" in pre else np.ones_like(c))
+    g = np.tanh(pre["g"]) if input_act else pre["g"]
+    c = f * c + i * g
+    o = sigmoid(pre["o"] + (params["p_o"] * c if peepholes else 0.0)) if "o" in pre else np.ones_like(c)
+    h = o * (np.tanh(c) if output_act else c)
+    if full_recurrence:
+        return (c, h, np.concatenate([i, f, o], axis=-1)), h
+    return (c, h), h

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from rnn_jax import LSTM, make_cell, recurrent_block
+from rnn_jax import LSTM, make_cell, recurrent_block, run
 
 from . import reference
 from .conftest import as_numpy, assert_tree_close, random_carry, random_params
@@ -45,8 +45,34 @@ def test_cell_gradients_match_finite_differences(cell_case):
     check_grads(f, (params, carry, x), order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
 
 
-def _nnx_cell_params(module):
-    return jax.tree.map(lambda v: v, nnx.state(module, nnx.Param))
+@pytest.mark.parametrize("variant", list(reference.LSTM_VARIANTS))
+def test_lstm_variants_match_numpy(variant):
+    cell = make_cell("lstm", variant=variant)
+    params = random_params(cell, jax.random.key(20), INPUT, HIDDEN)
+    carry = random_carry(cell, jax.random.key(21), BATCH, HIDDEN)
+    xs = jax.random.normal(jax.random.key(22), (BATCH, STEPS, INPUT))
+    step = lambda p, c, x: reference.lstm_variant_step(p, c, x, variant)
+    ref_carry, ref_ys = reference.run(step, as_numpy(params), xs, as_numpy(carry))
+    carry, ys = run(cell, params, xs, initial_carry=carry)
+    np.testing.assert_allclose(ys, ref_ys, atol=1e-5, rtol=1e-5)
+    assert_tree_close(carry, ref_carry)
+    check_grads(lambda p: jnp.sum(jnp.sin(run(cell, p, xs[:, :3], initial_carry=carry)[1])), (params,),
+                order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+
+
+def test_lstm_variant_structure():
+    def params(variant):
+        return make_cell("lstm", variant=variant).init(jax.random.key(0), INPUT, HIDDEN)
+
+    assert params("CIFG")["W_hh"].shape == (HIDDEN, 3 * HIDDEN) and "p_f" not in params("CIFG")
+    assert set(params("vanilla")) == {"W_xh", "W_hh", "b", "p_i", "p_f", "p_o"}
+    assert params("FGR")["W_gg"].shape == (3 * HIDDEN, 3 * HIDDEN)
+    assert set(params("NP")) == set(params("standard")) == {"W_xh", "W_hh", "b"}
+    # the forget bias lands on the f block wherever it sits, and nowhere without a forget gate
+    np.testing.assert_array_equal(np.split(np.asarray(params("NIG")["b"]), 3)[0], 1.0)
+    np.testing.assert_array_equal(params("1997")["b"], 0.0)
+    with pytest.raises(ValueError, match="unknown LSTM variant 'NXG'"):
+        make_cell("lstm", variant="NXG")
 
 
 @pytest.mark.parametrize("flax_cls", [nnx.OptimizedLSTMCell, nnx.LSTMCell])

@@ -57,9 +57,9 @@ def _unrolled_state_grads(model, batch, loss_fn_from_logits):
     return jax.grad(loss)(zeros)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_probe_gradients_equal_unrolled_reference(name):
-    model = SequenceModel(make_cell(name), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=2, rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("name, options", [("lstm", {}), ("gru", {}), ("lstm", {"variant": "FGR"})], ids=["lstm", "gru", "lstm-FGR"])
+def test_probe_gradients_equal_unrolled_reference(name, options):
+    model = SequenceModel(make_cell(name, **options), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=2, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     batch = _tokens()
     _, flow = make_flow_probe(graphdef, sequence_cross_entropy)(params, batch)

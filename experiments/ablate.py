@@ -1,0 +1,142 @@
+"""Ablations of gradient flow: a grid of gradient_flow runs, one summary table and plot.
+
+Every flag of `experiments.gradient_flow` sets the base configuration; each `--grid
+FIELD=v1,v2,...` adds an axis (several axes: their cartesian product). Without --grid, the
+grid is the LSTM variants of Greff et al. 2017 ("LSTM: A Search Space Odyssey").
+
+    python -m experiments.ablate --seeds 3                                  # Greff variants, adding T=100
+    python -m experiments.ablate --cells rnn --grid recurrent_scale=0.5,1.0,1.5 --grid clip_norm=none,1.0
+    python -m experiments.ablate --cells lstm,gru --grid seq_len=50,100,200 --quick
+
+Writes to --out: one gradient_flow run per grid point (in its own folder, resumable: rerun
+the same command to continue), summary.csv, summary.md, ablation.png and results.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import itertools
+import sys
+import typing
+from pathlib import Path
+
+import numpy as np
+
+from experiments import gradient_flow
+from rnn_jax import plots
+from rnn_jax.cells import LSTM_VARIANTS
+from rnn_jax.config import build_parser, environment, write_json
+
+DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
+
+
+def parse_grid(specs: list[str]) -> list[tuple[str, list]]:
+    """["field=a,b", ...] -> [(field, [typed a, typed b]), ...]; "none" is None."""
+    hints = typing.get_type_hints(gradient_flow.Config)
+    axes = []
+    for spec in specs:
+        field, _, values = spec.partition("=")
+        field = field.strip().replace("-", "_")
+        if field not in hints or not values:
+            raise ValueError(f"--grid {spec!r}: expected FIELD=v1,v2 with FIELD a gradient_flow option "
+                             f"({', '.join(sorted(hints))})")
+        kind = next((a for a in typing.get_args(hints[field]) if a is not type(None)), hints[field])
+        convert = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind
+        axes.append((field, [None if v.strip().lower() == "none" else convert(v.strip()) for v in values.split(",")]))
+    return axes
+
+
+def point_name(point: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items())
+
+
+def summarise(points: list[tuple[dict, dict]]) -> list[dict]:
+    """One row per (grid point, cell): final loss and decay rates, mean +- std over seeds."""
+    rows = []
+    for point, results in points:
+        last = str(max(0, results["config"]["steps"] - 1))
+        for cell, record in results["cells"].items():
+            rate = lambda s: record["decay_rate"].get(s, {"mean": float("nan"), "std": float("nan")})
+            statuses = list(record["status"].values())
+            rows.append({
+                **point,
+                "cell": cell,
+                "final_eval_loss": record["final_eval_loss"]["mean"],
+                "final_eval_loss_std": record["final_eval_loss"]["std"],
+                "decay_rate_init": rate("0")["mean"],
+                "decay_rate_init_std": rate("0")["std"],
+                "decay_rate_trained": rate(last)["mean"],
+                "decay_rate_trained_std": rate(last)["std"],
+                "diverged": statuses.count("diverged"),
+                "seeds": len(statuses),
+                "baseline": results["task"]["baseline"],
+            })
+    return rows
+
+
+def write_tables(rows: list[dict], out: Path, metric: str) -> None:
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    keys = [k for k in rows[0] if k not in {
+        "cell", "final_eval_loss", "final_eval_loss_std", "decay_rate_init", "decay_rate_init_std",
+        "decay_rate_trained", "decay_rate_trained_std", "diverged", "seeds", "baseline"}]
+    lines = [
+        "| " + " | ".join([*keys, "cell", f"final eval {metric}", "decay/step at init", "decay/step trained", "diverged"]) + " |",
+        "|" + "---|" * (len(keys) + 5),
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            *(str(r[k]) for k in keys), r["cell"],
+            f"{r['final_eval_loss']:.4g} ± {r['final_eval_loss_std']:.2g}",
+            f"{r['decay_rate_init']:+.4f} ± {r['decay_rate_init_std']:.4f}",
+            f"{r['decay_rate_trained']:+.4f} ± {r['decay_rate_trained_std']:.4f}",
+            f"{r['diverged']}/{r['seeds']}",
+        ]) + " |")
+    lines.append(f"\nbaseline {metric}: {rows[0]['baseline']:.4g}")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = build_parser(gradient_flow.Config, description=__doc__)
+    parser.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
+                        help="an axis of the grid, e.g. lstm_variant=NIG,NFG or recurrent_scale=0.5,1.5 "
+                             "(repeatable; default: lstm_variant over all Greff et al. variants)")
+    args = vars(parser.parse_args(argv))
+    try:
+        axes = parse_grid(args.pop("grid")) or DEFAULT_GRID
+    except ValueError as error:
+        parser.error(str(error))
+    out = Path(args.pop("out") or f"runs/ablate/{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    args.pop("resume")
+    if not args["cells"] or ("lstm_variant" in dict(axes) and args["cells"] == "rnn,lstm,gru"):
+        args["cells"] = "lstm"  # the variant grid compares LSTMs
+    points = []
+    for values in itertools.product(*(v for _, v in axes)):
+        point = dict(zip((name for name, _ in axes), values))
+        run_dir = out / point_name(point).replace("/", "_")
+        try:
+            cfg = gradient_flow.Config(**{**args, **point, "out": str(run_dir)})
+        except ValueError as error:
+            parser.error(f"grid point {point_name(point)}: {error}")
+        if (run_dir / "config.json").exists():  # run before: finished runs are reused, others resumed
+            cfg = dataclasses.replace(cfg, resume=str(run_dir), out=None)
+        print(f"== {point_name(point)}", file=sys.stderr)
+        points.append((point, gradient_flow.run(cfg)))
+
+    rows = summarise(points)
+    metric = points[0][1]["task"]["metric"]
+    write_tables(rows, out, metric)
+    labels = [f"{point_name(p)} {c}" if len(points[0][1]["cells"]) > 1 else point_name(p)
+              for p, r in points for c in r["cells"]]
+    plots.ablation_bars(labels, rows, out / "ablation.png", metric=metric, baseline=rows[0]["baseline"])
+    write_json(out / "results.json", {"grid": axes, "base_config": args, "environment": environment(), "rows": rows})
+    print((out / "summary.md").read_text())
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""experiments.gradient_flow end to end on tiny settings, its resume, and its flag errors;
+the synthetic tasks and the text loader it uses."""
+
+import csv
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import gradient_flow
+from rnn_jax.data import synthetic, text
+
+TINY = ["--seq-len", "6", "--hidden", "4", "--batch", "4", "--steps", "4", "--flow-every", "2",
+        "--eval-every", "2", "--eval-batches", "1", "--checkpoint-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def adding_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gf") / "adding"
+    gradient_flow.main([*TINY, "--seeds", "2", "--out", str(out)])
+    return out
+
+
+def test_outputs_of_a_run(adding_run):
+    results = json.loads((adding_run / "results.json").read_text())
+    assert results["config"]["task"] == "adding" and results["environment"]["jax"] == jax.__version__
+    assert results["task"]["baseline"] == pytest.approx(1 / 6)
+    for cell in ("rnn", "lstm", "gru"):
+        record = results["cells"][cell]
+        assert sorted(record["grad_norm_by_lag"], key=int) == ["0", "2", "3"]
+        assert all(len(v) == 6 for v in record["grad_norm_by_lag"].values())
+        assert all(len(v) == 6 for v in record["grad_norm_by_step"].values())
+        assert len(record["decay_rate"]["3"]["per_seed"]) == 2
+        assert record["status"] == {"0": "completed", "1": "completed"}
+        assert math.isfinite(record["final_eval_loss"]["mean"])
+        seed0 = record["seeds"]["0"]["flow"]["0"]["by_lag"]["layer0/h"]
+        seed1 = record["seeds"]["1"]["flow"]["0"]["by_lag"]["layer0/h"]
+        np.testing.assert_allclose(record["grad_norm_by_lag"]["0"], (np.array(seed0) + seed1) / 2, rtol=1e-6)
+    with open(adding_run / "grad_norms.csv") as f:
+        rows = list(csv.DictReader(f))
+    # 3 cells x 2 seeds x 3 measured steps x 2 profiles x 6 indices, + the LSTM's c component
+    assert len(rows) == 3 * 2 * 3 * 2 * 6 + 2 * 3 * 2 * 6
+    for name in ("flow_vs_lag.png", "flow_heatmap.png", "loss_curves.png"):
+        assert (adding_run / name).stat().st_size > 10_000
+    assert (adding_run / "logs" / "lstm-seed1" / "metrics.jsonl").exists()
+
+
+def test_resume_of_a_finished_run_reproduces_it(adding_run, capsys):
+    before = json.loads((adding_run / "results.json").read_text())
+    gradient_flow.main(["--resume", str(adding_run)])
+    after = json.loads((adding_run / "results.json").read_text())
+    assert after["cells"] == before["cells"]
+    with pytest.raises(SystemExit, match="already holds a run"):
+        gradient_flow.main([*TINY, "--out", str(adding_run)])
+
+
+@pytest.mark.parametrize("task", ["copy", "charlm"])
+def test_other_tasks_run(tmp_path, task):
+    gradient_flow.main([*TINY, "--task", task, "--cells", "lstm", "--out", str(tmp_path / task)])
+    results = json.loads((tmp_path / task / "results.json").read_text())
+    assert len(results["cells"]["lstm"]["grad_norm_by_lag"]["3"]) == (26 if task == "copy" else 6)
+
+
+def test_profile_at_initialisation_only(tmp_path):
+    gradient_flow.main([*TINY, "--steps", "0", "--cells", "rnn,gru", "--out", str(tmp_path / "init")])
+    results = json.loads((tmp_path / "init" / "results.json").read_text())
+    assert list(results["cells"]["gru"]["grad_norm_by_lag"]) == ["0"]
+    assert (tmp_path / "init" / "flow_vs_lag.png").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cells", "rnn,lsmt"], "unknown cell"),
+        (["--task", "sort"], "unknown task 'sort'"),
+        (["--hidden", "0"], "--hidden must be >= 1"),
+        (["--clip-norm", "1", "--clip-value", "1"], "not both"),
+        (["--activation", "gelu"], "unknown activation 'gelu'"),
+        (["--optimizer", "lion"], "unknown optimizer 'lion'"),
+    ],
+)
+def test_bad_flags_are_usage_errors(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gradient_flow.main(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_synthetic_tasks():
+    adding = synthetic.adding_batch(jax.random.key(0), 2000, 30)
+    assert adding["inputs"].shape == (2000, 30, 2)
+    np.testing.assert_array_equal(adding["inputs"][..., 1].sum(1), 2.0)
+    assert float(np.mean((adding["targets"] - 1.0) ** 2)) == pytest.approx(synthetic.ADDING_BASELINE_MSE, rel=0.1)
+    copy = synthetic.copy_batch(jax.random.key(0), 3, 7)
+    assert copy["inputs"].shape == copy["targets"].shape == (3, 27)
+    np.testing.assert_array_equal(copy["targets"][:, -10:], copy["inputs"][:, :10])
+    assert np.all(copy["inputs"][:, 16] == synthetic.COPY_DELIMITER)
+    assert synthetic.copy_baseline(100) == pytest.approx(10 * np.log(8) / 120)
+
+
+def test_text_loading_and_its_errors(tmp_path):
+    (tmp_path / "a.txt").write_text("hello\nworld\n")
+    (tmp_path / "b.txt").write_text("again\n")
+    assert text.load_text(str(tmp_path / "*.txt")) == "hello\nworld\nagain\n"
+    with pytest.raises(FileNotFoundError, match="no text file matches"):
+        text.load_text(str(tmp_path / "missing.txt"))
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="is empty"):
+        text.load_text(str(tmp_path / "empty.txt"))
+    vocab = text.CharVocab.from_text("abca")
+    assert vocab.decode(vocab.encode("cab")) == "cab"
+    with pytest.raises(ValueError, match="not in the vocabulary: \\['z'\\]"):
+        vocab.encode("az")
+    with pytest.raises(ValueError, match="fewer than one window"):
+        text.random_windows(jax.random.key(0), vocab.encode("abc"), 2, 5)
+
+
+def test_ablation_grid(tmp_path):
+    from experiments import ablate
+
+    out = tmp_path / "ablate"
+    ablate.main([*TINY, "--grid", "lstm_variant=CIFG,FGR", "--grid", "clip_norm=none,1.0", "--out", str(out)])
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [(r["lstm_variant"], r["clip_norm"]) for r in rows] == [
+        ("CIFG", ""), ("CIFG", "1.0"), ("FGR", ""), ("FGR", "1.0")]
+    assert all(r["cell"] == "lstm" for r in rows)
+    assert "| lstm_variant | clip_norm | cell |" in (out / "summary.md").read_text()
+    assert (out / "ablation.png").stat().st_size > 10_000
+    run = json.loads((out / "lstm_variant=FGR,clip_norm=1.0" / "results.json").read_text())
+    assert run["config"]["lstm_variant"] == "FGR" and run["config"]["clip_norm"] == 1.0
+
+
+@pytest.mark.parametrize("grid, message", [("hiden=1,2", "a gradient_flow option"), ("lstm_variant=NXG", "unknown LSTM variant")])
+def test_ablation_grid_errors(tmp_path, grid, message, capsys):
+    from experiments import ablate
+
+    with pytest.raises(SystemExit):
+        ablate.main([*TINY, "--grid", grid, "--out", str(tmp_path / "x")])
+    assert message in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""The shared loop: exact resume, divergence handling, checkpoints and their errors, logs."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from rnn_jax import Checkpoints, LoopConfig, SequenceModel, init_train_state, make_cell, make_train_step, train_loop
+from rnn_jax.data.text import random_windows
+
+from .conftest import assert_tree_close
+
+VOCAB, HIDDEN = 6, 8
+DATA = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, 500), jnp.int32)
+
+
+def _setup(hidden=HIDDEN, lr=1e-2):
+    model = SequenceModel(make_cell("lstm"), vocab_size=VOCAB, hidden_size=hidden, output_size=VOCAB, num_layers=2, dropout=0.1, rngs=nnx.Rngs(0))
+    optimizer = optax.adam(lr)
+    graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
+    return state, make_train_step(graphdef, optimizer), make_train_step(graphdef, optimizer, measure_flow=True)
+
+
+def get_batch(step):
+    return random_windows(jax.random.fold_in(jax.random.key(1), step), DATA, 4, 10)
+
+
+def _run(state, step, flow, steps, checkpoints=None, history=None, log_dir=None):
+    return train_loop(
+        state, train_step=step, flow_step=flow, get_batch=get_batch, checkpoints=checkpoints, history=history,
+        loop=LoopConfig(steps=steps, log_every=1, flow_every=2, checkpoint_every=3), log_dir=log_dir,
+    )
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    state, step, flow = _setup()
+    full_state, full_history = _run(state, step, flow, steps=7)
+
+    state, step, flow = _setup()
+    checkpoints = Checkpoints(tmp_path / "ckpt")
+    _run(state, step, flow, steps=4, checkpoints=checkpoints)  # "killed" after step 4; last checkpoint at 3
+    checkpoints.close()
+    fresh, step, flow = _setup()
+    checkpoints = Checkpoints(tmp_path / "ckpt")
+    assert checkpoints.latest_step() == 4  # the final step of a loop is always saved
+    restored, extra = checkpoints.restore(fresh, step=3)
+    history = extra["history"]
+    history["train"] = [r for r in history["train"] if r["step"] < 3]
+    history["flow"] = {s: f for s, f in history["flow"].items() if int(s) < 3}
+    resumed_state, resumed_history = _run(restored, step, flow, steps=7, checkpoints=checkpoints, history=history, log_dir=tmp_path / "logs")
+    checkpoints.close()
+    assert_tree_close(resumed_state, full_state, atol=0, rtol=0)
+    assert resumed_history["train"] == full_history["train"]
+    assert resumed_history["flow"] == full_history["flow"]
+    assert sorted(resumed_history["flow"], key=int) == ["0", "2", "4", "6"]
+    assert resumed_history["status"] == "completed"
+    records = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(7))
+    assert list((tmp_path / "logs" / "tensorboard").iterdir())
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    state, step, flow = _setup(lr=1e-2)
+
+    def poisoned(step_number):
+        batch = get_batch(step_number)
+        return batch if step_number < 5 else {**batch, "inputs": batch["inputs"] * 0 + 10**6}  # out-of-range ids
+
+    def nan_step(state, batch):
+        state, metrics = step(state, batch)
+        bad = jnp.any(batch["inputs"] >= VOCAB)
+        return state, {**metrics, "loss": jnp.where(bad, jnp.nan, metrics["loss"])}
+
+    checkpoints = Checkpoints(tmp_path / "ckpt")
+    _, history = train_loop(state, train_step=nan_step, get_batch=poisoned, checkpoints=checkpoints,
+                            loop=LoopConfig(steps=10, checkpoint_every=3))
+    checkpoints.close()
+    assert history["status"] == "diverged" and history["diverged_at"] == 5
+    assert np.isfinite(history["last_finite_grad_norm"])
+    assert Checkpoints(tmp_path / "ckpt").latest_step() == 3
+
+
+def test_restore_errors_are_explicit(tmp_path):
+    state, step, _ = _setup()
+    checkpoints = Checkpoints(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        checkpoints.restore(state)
+    checkpoints.save(state, {"note": "x"})
+    checkpoints.wait()
+    other, _, _ = _setup(hidden=HIDDEN + 2)
+    with pytest.raises(ValueError, match="different model configuration"):
+        checkpoints.restore(other)
+    restored, extra = checkpoints.restore(state)
+    assert extra == {"note": "x"}
+    checkpoints.close()
+
+
+def test_best_checkpoint_tracks_validation_loss(tmp_path):
+    state, _, _ = _setup()
+    checkpoints = Checkpoints(tmp_path / "ckpt", keep=1)
+    for step, val in ((1, 3.0), (2, 1.0), (3, 2.0)):
+        checkpoints.save(state.replace(step=jnp.asarray(step)), {"val": val}, val_loss=val)
+    checkpoints.wait()
+    assert checkpoints.last.all_steps() == [3]
+    assert checkpoints.best.best_step() == 2
+    checkpoints.close()
