@@ -44,13 +44,13 @@ def build_parser(cls, description: str | None = None) -> argparse.ArgumentParser
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         help_text = field.metadata.get("help", "")
+        if "default" not in help_text:
+            help_text += f" (default: {default})"
         kind = _parser_type(hints[field.name])
         if kind is bool:
-            parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction,
-                                help=f"{help_text} (default: {default})")
+            parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})",
-                                metavar=field.name.upper())
+            parser.add_argument(flag, type=kind, default=default, help=help_text, metavar=field.name.upper())
     return parser
 
 
