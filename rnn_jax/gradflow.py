@@ -31,8 +31,8 @@ from flax import nnx
 
 Array = jax.Array
 
-# loss_fn(model, batch, dropout_key, probes) -> (loss, metrics). To get the long-range
-# profile, metrics must hold "final_step_loss": the loss at the last time step alone, L_T.
+# loss_fn(model, batch, dropout_key, probes, initial_carries) -> (loss, metrics). To get the
+# long-range profile, metrics must hold "final_step_loss": the loss at the last time step alone, L_T.
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 
@@ -54,7 +54,9 @@ def probe_norms(model: nnx.Module, probe_grads) -> dict[str, Array]:
     return norms
 
 
-def grads_and_flow(loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, batch, dropout_key, *, long_range=True):
+def grads_and_flow(
+    loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, batch, dropout_key, *, initial_carries=None, long_range=True
+):
     """Loss, metrics, parameter gradient and gradient-flow norms from one forward pass.
 
     Returns (loss, metrics, grads, flow) where flow holds
@@ -67,7 +69,7 @@ def grads_and_flow(loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, b
     zero_probes = model.zero_probes(batch_size, time)
 
     def losses(params, probes):
-        loss, metrics = loss_fn(nnx.merge(graphdef, params), batch, dropout_key, probes)
+        loss, metrics = loss_fn(nnx.merge(graphdef, params), batch, dropout_key, probes, initial_carries)
         final = metrics.get("final_step_loss", loss) if long_range else loss
         return jnp.stack([loss, final]), metrics
 

@@ -52,7 +52,7 @@ class Recurrent(nnx.Module):
         self.cell = cell
         self.hidden_size = hidden_size
         self.bidirectional = bidirectional
-        self.options = dict(unroll=unroll, remat=remat, compute_dtype=compute_dtype)
+        self.unroll, self.remat, self.compute_dtype = unroll, remat, compute_dtype  # static, hashable
         self.forward = _param_dict(cell.init(rngs.params(), input_size, hidden_size))
         self.backward = (
             _param_dict(cell.init(rngs.params(), input_size, hidden_size)) if bidirectional else None
@@ -83,16 +83,23 @@ class Recurrent(nnx.Module):
                 initial_carry=initial_carry,
                 mask=mask,
                 probes=probes,
-                **self.options,
+                **self._run_options(),
             )
         return recurrence.run(
-            self.cell, _values(self.forward), xs, initial_carry=initial_carry, mask=mask, probes=probes, **self.options
+            self.cell, _values(self.forward), xs, initial_carry=initial_carry, mask=mask, probes=probes, **self._run_options()
         )
+
+    def _run_options(self) -> dict:
+        return dict(unroll=self.unroll, remat=self.remat, compute_dtype=self.compute_dtype)
+
+    def zero_carry(self, batch_shape: tuple[int, ...]) -> Carry:
+        """Zero carry (a (forward, backward) pair when bidirectional), leaves (*batch_shape, hidden)."""
+        carry = self.cell.zero_carry(batch_shape, self.hidden_size)
+        return (carry, carry) if self.bidirectional else carry
 
     def zero_probes(self, batch: int, time: int) -> Carry:
         """Zero probes for a (batch, time) input: the carry's structure, leaves (batch, time, hidden)."""
-        probes = self.cell.zero_carry((batch, time), self.hidden_size)
-        return (probes, probes) if self.bidirectional else probes
+        return self.zero_carry((batch, time))
 
 
 class RecurrentStack(nnx.Module):
@@ -153,6 +160,9 @@ class RecurrentStack(nnx.Module):
 
     def zero_probes(self, batch: int, time: int) -> list[Carry]:
         return [layer.zero_probes(batch, time) for layer in self.layers]
+
+    def zero_carries(self, batch: int) -> list[Carry]:
+        return [layer.zero_carry((batch,)) for layer in self.layers]
 
     def _dropout(self, xs, depth, key):
         if key is None:
@@ -221,3 +231,7 @@ class SequenceModel(nnx.Module):
     def zero_probes(self, batch: int, time: int) -> list[Carry]:
         """Zero gradient-flow probes for every layer (see `rnn_jax.gradflow`)."""
         return self.rnn.zero_probes(batch, time)
+
+    def zero_carries(self, batch: int) -> list[Carry]:
+        """Zero initial carries of every layer for `batch` sequences."""
+        return self.rnn.zero_carries(batch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -41,17 +42,48 @@ class TrainState:
     params: nnx.State
     opt_state: optax.OptState
     key: Array  # raw uint32 key data (checkpointable); dropout at step s uses fold_in(key, s)
+    carry: Any = None  # stateful truncated BPTT: each layer's carry at the end of the last window
 
 
-def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation, key: Array):
-    """Split `model` once. Returns (graphdef, TrainState)."""
+def init_train_state(
+    model: nnx.Module, optimizer: optax.GradientTransformation, key: Array, *, stateful_batch: int | None = None
+):
+    """Split `model` once. Returns (graphdef, TrainState). `stateful_batch`: the number of
+    parallel streams of stateful truncated BPTT (the state then carries their hidden states)."""
     graphdef, params = nnx.split(model, nnx.Param)
     key_data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=key_data)
+    # distinct buffers per leaf (zero carries may share one array), as the step donates the state
+    carry = None if stateful_batch is None else jax.tree.map(jnp.array, model.zero_carries(stateful_batch))
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=key_data, carry=carry
+    )
     return graphdef, state
 
 
 OPTIMIZERS = {"adam": optax.adam, "adamw": optax.adamw, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
+
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def make_schedule(learning_rate: float, *, schedule: str = "constant", warmup_steps: int = 0,
+                  total_steps: int | None = None, final_fraction: float = 0.1) -> optax.Schedule:
+    """Linear warm-up from 0 over `warmup_steps`, then constant, or a cosine / linear decay to
+    `final_fraction * learning_rate` at `total_steps`."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if learning_rate <= 0 or warmup_steps < 0:
+        raise ValueError(f"need learning_rate > 0 and warmup_steps >= 0, got {learning_rate}, {warmup_steps}")
+    warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else None
+    if schedule == "constant":
+        after = optax.constant_schedule(learning_rate)
+    else:
+        if total_steps is None or total_steps <= warmup_steps:
+            raise ValueError(f"a {schedule} decay needs total_steps > warmup_steps, got {total_steps}")
+        decay_steps, end = total_steps - warmup_steps, final_fraction * learning_rate
+        after = (optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction) if schedule == "cosine"
+                 else optax.linear_schedule(learning_rate, end, decay_steps))
+    return optax.join_schedules([warmup, after], [warmup_steps]) if warmup else after
 
 
 def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
@@ -83,6 +115,7 @@ def make_train_step(
     *,
     clipper: optax.GradientTransformation | None = None,
     measure_flow: bool = False,
+    stateful: bool = False,
 ):
     """A jitted `step(state, batch) -> (state, metrics)`; `state` is donated.
 
@@ -90,23 +123,34 @@ def make_train_step(
     (after `clipper`, a stateless optax clipping transform) and what `loss_fn` reports. With
     `measure_flow`, also ``flow`` (see `rnn_jax.gradflow.grads_and_flow`), from the same
     forward pass that produces the gradient; without it, the step contains no probes at all.
+
+    `stateful`: truncated BPTT over parallel streams. The window starts from `state.carry`
+    (zeros where ``batch["reset"]`` is True, i.e. when the streams restart) and its final
+    carry, with `stop_gradient`, becomes the next `state.carry`.
     """
     clipper = clipper or optax.identity()
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
         dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        carries = None
+        if stateful:
+            carries = jax.tree.map(lambda c: jnp.where(batch["reset"], jnp.zeros_like(c), c), state.carry)
         if measure_flow:
-            loss, metrics, grads, flow = gradflow.grads_and_flow(loss_fn, graphdef, state.params, batch, dropout_key)
+            loss, metrics, grads, flow = gradflow.grads_and_flow(
+                loss_fn, graphdef, state.params, batch, dropout_key, initial_carries=carries
+            )
             metrics = {**metrics, "flow": flow}
         else:
             (loss, metrics), grads = jax.value_and_grad(
-                lambda p: loss_fn(nnx.merge(graphdef, p), batch, dropout_key), has_aux=True
+                lambda p: loss_fn(nnx.merge(graphdef, p), batch, dropout_key, None, carries), has_aux=True
             )(state.params)
+        final_carries = metrics.pop("final_carries")
         clipped, _ = clipper.update(grads, clipper.init(state.params))
         updates, opt_state = optimizer.update(clipped, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "clipped_grad_norm": optax.tree.norm(clipped), **metrics}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        carry = jax.lax.stop_gradient(final_carries) if stateful else state.carry
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry), metrics
 
     return jax.jit(step, donate_argnums=0)
 
@@ -115,19 +159,21 @@ def make_flow_probe(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_ent
     """A jitted `probe(params, batch) -> (loss, flow)`: the gradient-flow measurement alone,
     without an update (e.g. of a model at initialisation or after training)."""
 
-    def probe(params, batch):
-        loss, _, _, flow = gradflow.grads_and_flow(loss_fn, graphdef, params, batch, None)
+    def probe(params, batch, carries=None):
+        loss, _, _, flow = gradflow.grads_and_flow(loss_fn, graphdef, params, batch, None, initial_carries=carries)
         return loss, flow
 
     return jax.jit(probe)
 
 
 def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy):
-    """A jitted `evaluate(params, batch) -> metrics` without dropout."""
+    """A jitted `evaluate(params, batch, carries=None) -> (metrics, final carries)`, without
+    dropout. Pass the returned carries back in to evaluate a long text window by window."""
 
-    def evaluate(params, batch):
-        loss, metrics = loss_fn(nnx.merge(graphdef, params), batch, None)
-        return {"loss": loss, **metrics}
+    def evaluate(params, batch, carries=None):
+        loss, metrics = loss_fn(nnx.merge(graphdef, params), batch, None, None, carries)
+        final_carries = metrics.pop("final_carries")
+        return {"loss": loss, **metrics}, final_carries
 
     return jax.jit(evaluate)
 
@@ -207,6 +253,8 @@ class LoopConfig:
     flow_every: int = 0
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
+    max_seconds: float | None = None  # wall-clock budget of this invocation: stop (evaluated, saved) when spent
+    tokens_per_step: int | None = None  # to log throughput (tokens/s) with each train record
 
 
 def _to_python(tree):
@@ -236,7 +284,8 @@ def train_loop(
     ``train`` and ``eval`` records, ``flow`` profiles by step, and ``status``:
     ``completed``, ``diverged`` (a NaN/Inf loss or gradient: the run stops; the step and the
     last finite gradient norm are recorded, and the profile of that step if it was measured;
-    no checkpoint is written after it) or ``interrupted`` (Ctrl-C: a checkpoint is saved first).
+    no checkpoint is written after it), ``stopped`` (the `max_seconds` budget ran out: evaluated
+    and saved first) or ``interrupted`` (Ctrl-C: a checkpoint is saved first).
     `checkpoint_extra(history)` builds the JSON saved beside the state.
     """
     history = history or {"train": [], "eval": [], "flow": {}}
@@ -244,6 +293,8 @@ def train_loop(
     log_dir = Path(log_dir) if log_dir else None
     writer = _open_logs(log_dir, history)
     start = int(state.step)
+    started = time.monotonic()
+    log_mark = [start, started]  # (step, time) of the last train record, for tokens/s
     last_finite_grad_norm = None
 
     def save(val_loss=None):
@@ -276,15 +327,30 @@ def train_loop(
                 break
             last_finite_grad_norm = scalars["grad_norm"]
             if step % loop.log_every == 0 or step == loop.steps - 1:
+                now = time.monotonic()
+                if loop.tokens_per_step and step > log_mark[0]:
+                    scalars["tokens_per_s"] = loop.tokens_per_step * (step - log_mark[0]) / (now - log_mark[1])
+                log_mark[:] = [step, now]
                 history["train"].append({"step": step, **scalars})
                 writer.log("train", step, scalars)
-                bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+                postfix = {"loss": f"{scalars['loss']:.4f}"}
+                if "tokens_per_s" in scalars:
+                    postfix["tok/s"] = f"{scalars['tokens_per_s']:.0f}"
+                bar.set_postfix(postfix, refresh=False)
             done = step + 1
+            out_of_time = loop.max_seconds is not None and time.monotonic() - started > loop.max_seconds
+            last = done == loop.steps or out_of_time
             val_loss = None
-            if evaluate is not None and loop.eval_every and (done % loop.eval_every == 0 or done == loop.steps):
+            if evaluate is not None and loop.eval_every and (done % loop.eval_every == 0 or last):
                 val_loss = run_eval(done)
-            if loop.checkpoint_every and (done % loop.checkpoint_every == 0 or done == loop.steps):
+            if out_of_time and done < loop.steps:
+                history.update(status="stopped", stopped_by="time budget", stopped_at=done)
+            elif last:
+                history["status"] = "completed"  # before the final save, so the checkpoint says so
+            if loop.checkpoint_every and (done % loop.checkpoint_every == 0 or last):
                 save(val_loss)
+            if out_of_time:
+                break
         else:
             history["status"] = "completed"
     except KeyboardInterrupt:
@@ -338,14 +404,22 @@ def _open_logs(log_dir: Path | None, history: dict) -> _Logs:
     return logs
 
 
-def evaluate_batches(evaluate_step: Callable, batches: Iterable[Batch]) -> Callable[[nnx.State], dict[str, float]]:
-    """`evaluate(params)`: the mean of `evaluate_step(params, batch)` over fixed batches."""
+def evaluate_batches(
+    evaluate_step: Callable, batches: Iterable[Batch], *, carry_over: bool = False
+) -> Callable[[nnx.State], dict[str, float]]:
+    """`evaluate(params)`: the mean of `evaluate_step(params, batch)` over fixed batches.
+    `carry_over`: the batches are consecutive windows of parallel streams (stateful TBPTT),
+    so each window starts from the previous window's final carries."""
     batches = list(batches)
     if not batches:
         raise ValueError("evaluation needs at least one batch")
 
     def evaluate(params):
-        results = [evaluate_step(params, batch) for batch in batches]
+        carries, results = None, []
+        for batch in batches:
+            metrics, final_carries = evaluate_step(params, batch, carries)
+            carries = final_carries if carry_over else None
+            results.append(metrics)
         return {k: float(np.mean([float(r[k]) for r in results])) for k in results[0]}
 
     return evaluate

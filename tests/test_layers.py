@@ -97,11 +97,11 @@ def test_train_step_learns_a_fixed_batch(name):
     graphdef, state = init_train_state(_char_model(name, num_layers=2, dropout=0.1), optimizer, jax.random.key(0))
     step, evaluate = make_train_step(graphdef, optimizer), make_eval_step(graphdef)
     batch = _batch()
-    initial = float(evaluate(state.params, batch)["loss"])
+    initial = float(evaluate(state.params, batch)[0]["loss"])
     for _ in range(40):
         state, metrics = step(state, batch)
     assert int(state.step) == 40 and np.isfinite(float(metrics["grad_norm"]))
-    assert float(evaluate(state.params, batch)["loss"]) < 0.5 * initial
+    assert float(evaluate(state.params, batch)[0]["loss"]) < 0.5 * initial
 
 
 def test_split_once_step_equals_nnx_jit_step():
@@ -133,6 +133,6 @@ def test_masked_loss_ignores_padding():
     batch = _batch()
     mask = jnp.array([[1] * TIME, [1] * 3 + [0] * (TIME - 3)], bool)
     other_targets = batch["targets"].at[1, 3:].set(0)
-    a = evaluate(state.params, {**batch, "mask": mask})["loss"]
-    b = evaluate(state.params, {**batch, "targets": other_targets, "mask": mask})["loss"]
+    a = evaluate(state.params, {**batch, "mask": mask})[0]["loss"]
+    b = evaluate(state.params, {**batch, "targets": other_targets, "mask": mask})[0]["loss"]
     assert float(a) == float(b)

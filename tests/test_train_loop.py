@@ -108,3 +108,27 @@ def test_best_checkpoint_tracks_validation_loss(tmp_path):
     assert checkpoints.last.all_steps() == [3]
     assert checkpoints.best.best_step() == 2
     checkpoints.close()
+
+
+def test_stateful_windows_continue_the_sequence():
+    """Stateful truncated BPTT: window 2 starts from window 1's final carry, so its loss equals
+    the loss on those positions of one long forward pass; `reset` starts from zeros."""
+    def make_model():
+        return SequenceModel(make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=2, rngs=nnx.Rngs(0))
+
+    model = make_model()  # a twin of the one whose (donated) parameters the step consumes
+    optimizer = optax.sgd(0.0)  # parameters stay put, so both windows see the same model
+    graphdef, state = init_train_state(make_model(), optimizer, jax.random.key(0), stateful_batch=2)
+    step = make_train_step(graphdef, optimizer, stateful=True)
+    tokens = DATA[:42].reshape(2, 21)
+    windows = [{"inputs": tokens[:, k:k + 10], "targets": tokens[:, k + 1:k + 11], "reset": jnp.asarray(k == 0)} for k in (0, 10)]
+    state, first = step(state, windows[0])
+    state, second = step(state, windows[1])
+    logits, _ = model(tokens[:, :20])
+    whole = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:21])
+    assert float(first["loss"]) == pytest.approx(float(whole[:, :10].mean()), rel=1e-5)
+    assert float(second["loss"]) == pytest.approx(float(whole[:, 10:].mean()), rel=1e-5)
+    _, again = step(state, {**windows[1], "reset": jnp.asarray(True)})
+    fresh, _ = model(tokens[:, 10:20])
+    restart = optax.softmax_cross_entropy_with_integer_labels(fresh, tokens[:, 11:21]).mean()
+    assert float(again["loss"]) == pytest.approx(float(restart), rel=1e-5)

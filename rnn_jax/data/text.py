@@ -1,8 +1,10 @@
 """Character corpora: loading through `datasets`, a character vocabulary, and windows.
 
 `load_text` reads local files (a path or a glob) with the `datasets` "text" builder, one
-document per file. `builtin_corpus` generates a small corpus with nested, long-range
-structure, so that examples and tests need no download.
+document per file; `load_hf_text` reads a text column of a Hugging Face dataset (a hub name,
+a folder written by `save_to_disk`, or local parquet/json/csv files). `builtin_corpus`
+generates a small corpus with nested, long-range structure, so that examples and tests need
+no download.
 """
 
 from __future__ import annotations
@@ -25,14 +27,60 @@ def load_text(path: str) -> str:
     import datasets
 
     datasets.disable_progress_bars()
-    try:
-        corpus = datasets.load_dataset("text", data_files=files, sample_by="document", split="train")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path!r} is not UTF-8 text ({error}); convert it, e.g. with iconv") from error
+    for file in files:  # name the offending file before `datasets` buries the error in its own
+        try:
+            with open(file, encoding="utf-8") as handle:
+                for _ in iter(lambda: handle.read(1 << 20), ""):
+                    pass
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{file!r} is not UTF-8 text ({error}); convert it, e.g. with iconv") from error
+    corpus = datasets.load_dataset("text", data_files=files, sample_by="document", split="train")
     text = "".join(corpus["text"])
     if not text:
         raise ValueError(f"{path!r} is empty: a character model needs text to train on")
     return text
+
+
+def load_hf_text(name: str, *, text_column: str = "text", split: str = "train") -> str:
+    """The `text_column` of split `split` of a Hugging Face dataset, documents joined by
+    newlines. `name` is a hub id (needs the network), a `save_to_disk` folder, or a local
+    .parquet / .json(l) / .csv file or glob."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    local = Path(name)
+    suffix = local.suffix.lower().lstrip(".")
+    builders = {"parquet": "parquet", "json": "json", "jsonl": "json", "csv": "csv"}
+    try:
+        if local.is_dir() and ((local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists()):
+            corpus = datasets.load_from_disk(str(local))
+            if isinstance(corpus, datasets.DatasetDict):
+                corpus = corpus[split]
+        elif suffix in builders:
+            corpus = datasets.load_dataset(builders[suffix], data_files=name, split=split)
+        else:
+            corpus = datasets.load_dataset(name, split=split)
+    except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
+        raise RuntimeError(
+            f"cannot load the Hugging Face dataset {name!r} ({type(error).__name__}: {error}). Without network "
+            "access to the hub, download it on a connected machine, `save_to_disk` it, and pass that folder "
+            "(or a local .parquet/.jsonl file) instead"
+        ) from error
+    if text_column not in corpus.column_names:
+        raise ValueError(f"dataset {name!r} has no column {text_column!r}; its columns are {corpus.column_names}")
+    text = "\n".join(corpus[text_column])
+    if not text:
+        raise ValueError(f"dataset {name!r}, column {text_column!r}, split {split!r} holds no text")
+    return text
+
+
+def split_text(text: str, validation_fraction: float = 0.1) -> tuple[str, str]:
+    """A contiguous train / validation split (the last `validation_fraction` is validation), as
+    char-rnn and nanoGPT do: no window of the validation text was ever seen in training."""
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {validation_fraction}")
+    cut = int(len(text) * (1.0 - validation_fraction))
+    return text[:cut], text[cut:]
 
 
 def builtin_corpus(num_chars: int = 200_000, seed: int = 0) -> str:
@@ -93,3 +141,25 @@ def random_windows(key: jax.Array, data: jax.Array, batch: int, length: int) -> 
     starts = jax.random.randint(key, (batch,), 0, data.shape[0] - length)
     windows = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(data, s, length + 1))(starts)
     return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+
+def stream_layout(data, batch: int, length: int):
+    """Stateful TBPTT layout: the corpus as `batch` contiguous parallel streams (char-rnn).
+    Returns (streams (batch, stream_len), windows per pass)."""
+    data = jnp.asarray(data)
+    stream_len = data.shape[0] // batch
+    windows = (stream_len - 1) // length
+    if windows < 1:
+        raise ValueError(
+            f"the text has {data.shape[0]} characters: too few for {batch} streams with windows of "
+            f"{length} + 1; use a smaller --batch or --bptt, or more text"
+        )
+    return data[: batch * stream_len].reshape(batch, stream_len), windows
+
+
+def stream_window(streams: jax.Array, index, length: int) -> dict[str, jax.Array]:
+    """Window `index` of every stream: inputs (batch, length), the next characters as targets,
+    and `reset` (True at the first window, where the carried state must start from zeros)."""
+    start = index * length
+    window = jax.lax.dynamic_slice_in_dim(streams, start, length + 1, axis=1)
+    return {"inputs": window[:, :-1], "targets": window[:, 1:], "reset": jnp.asarray(index == 0)}

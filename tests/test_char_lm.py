@@ -1,0 +1,139 @@
+"""experiments.char_lm and experiments.sample end to end on tiny settings: outputs, exact
+resume after a stop, the Hugging Face path fed a local dataset, sampling and its errors."""
+
+import json
+
+import datasets
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments import char_lm, sample
+from rnn_jax import SequenceModel, make_cell
+from rnn_jax.data import text
+from rnn_jax.decode import next_token
+from rnn_jax.decode import sample as sample_tokens
+from rnn_jax.train import Checkpoints
+
+from .conftest import assert_tree_close
+
+TINY = ["--hidden", "8", "--layers", "2", "--batch", "4", "--bptt", "8", "--steps", "6", "--warmup", "2",
+        "--eval-every", "3", "--checkpoint-every", "3", "--sample-length", "20"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "input.txt"
+    path.write_text(text.builtin_corpus(4000, seed=1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clm") / "full"
+    char_lm.main([*TINY, "--data", str(corpus), "--out", str(out)])
+    return out
+
+
+def _final_params(out):
+    cfg = char_lm.Config(**{**json.loads((out / "config.json").read_text()), "resume": None})
+    vocab = text.CharVocab(json.loads((out / "results.json").read_text())["vocab"])
+    _, like, _ = char_lm.build(cfg, vocab)
+    checkpoints = Checkpoints(out / "checkpoints")
+    state, _ = checkpoints.restore(like)
+    checkpoints.close()
+    return state
+
+
+def test_outputs(finished):
+    results = json.loads((finished / "results.json").read_text())
+    assert results["status"] == "completed" and results["steps"] == 6
+    assert results["val_loss_bits"] == pytest.approx(results["val_loss_nats"] / np.log(2))
+    assert [r["step"] for r in results["history"]["eval"]] == [3, 6]
+    assert results["tokens_per_s"] > 0 and results["environment"]["jax"] == jax.__version__
+    assert (finished / "samples.txt").read_text().startswith("\n")
+    assert (finished / "loss_curves.png").stat().st_size > 5_000
+    assert (finished / "logs" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("mode", ["stateful", "random"])
+def test_stopped_and_resumed_run_equals_uninterrupted(corpus, tmp_path, mode, finished):
+    if mode == "stateful":
+        reference = finished
+    else:
+        reference = tmp_path / "full"
+        char_lm.main([*TINY, "--tbptt", mode, "--data", str(corpus), "--out", str(reference)])
+    out = tmp_path / "stopped"
+    char_lm.main([*TINY, "--tbptt", mode, "--data", str(corpus), "--out", str(out), "--minutes", "1e-9"])  # stops after step 1
+    assert json.loads((out / "results.json").read_text())["steps"] == 1
+    char_lm.main(["--resume", str(out)])
+    assert_tree_close(_final_params(out), _final_params(reference), atol=0, rtol=0)
+    train = lambda d: [(r["step"], r["loss"]) for r in json.loads((d / "results.json").read_text())["history"]["train"]]
+    assert train(out) == train(reference)
+
+
+def test_resume_of_a_finished_run_says_so(finished):
+    with pytest.raises(SystemExit, match="already finished"):
+        char_lm.main(["--resume", str(finished)])
+
+
+def test_hf_dataset_path_with_a_local_dataset(tmp_path):
+    lines = text.builtin_corpus(3000, seed=2).splitlines()
+    datasets.Dataset.from_dict({"content": lines}).save_to_disk(str(tmp_path / "hf"))
+    char_lm.main([*TINY, "--hf-dataset", str(tmp_path / "hf"), "--text-column", "content", "--out", str(tmp_path / "run")])
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--bptt", "0"], "--bptt must be >= 1"),
+        (["--hidden", "-3"], "--hidden must be >= 1"),
+        (["--cell", "lstmm"], "unknown cell 'lstmm'"),
+        (["--tbptt", "sliding"], "--tbptt must be one of"),
+        (["--schedule", "cosine", "--warmup", "10", "--steps", "5"], "total_steps > warmup_steps"),
+    ],
+)
+def test_bad_flags(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        char_lm.main(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_corpus_shorter_than_a_window(tmp_path):
+    (tmp_path / "short.txt").write_text("tiny text")
+    with pytest.raises(ValueError, match="too few for 4 streams"):
+        char_lm.main([*TINY, "--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "run")])
+
+
+def test_sample_cli(finished, capsys):
+    sample.main(["--checkpoint", str(finished), "--prime", "alice", "--length", "30", "--temperature", "0.7", "--top-k", "3"])
+    out = capsys.readouterr().out
+    assert out.startswith("alice") and len(out.rstrip("\n")) >= 35
+    sample.main(["--checkpoint", str(finished), "--prime", "bob", "--length", "10", "--argmax", "--last"])
+    first = capsys.readouterr().out
+    sample.main(["--checkpoint", str(finished), "--prime", "bob", "--length", "10", "--argmax", "--last", "--seed", "7"])
+    assert capsys.readouterr().out == first  # greedy ignores the seed
+    with pytest.raises(SystemExit, match=r"never saw: \['Q', 'Z'\]"):
+        sample.main(["--checkpoint", str(finished), "--prime", "QZa"])
+    with pytest.raises(SystemExit, match="not a char_lm run directory"):
+        sample.main(["--checkpoint", str(finished / "logs")])
+
+
+def test_sampling_matches_a_step_by_step_loop():
+    model = SequenceModel(make_cell("gru"), vocab_size=7, hidden_size=6, output_size=7, num_layers=2, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    prime = jnp.array([[1, 2, 3]])
+    greedy = np.asarray(sample_tokens(graphdef, params, prime, jax.random.key(0), length=8, argmax=True))[0]
+    tokens = list(np.asarray(prime[0]))
+    for _ in range(8):
+        logits, _ = model(jnp.asarray(tokens)[None])
+        tokens.append(int(jnp.argmax(logits[0, -1])))
+    assert greedy.tolist() == tokens[3:]
+    top1 = np.asarray(sample_tokens(graphdef, params, prime, jax.random.key(3), length=8, top_k=1))[0]
+    assert top1.tolist() == greedy.tolist()
+    logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+    draws = jax.vmap(lambda k: next_token(k, logits, top_k=2))(jax.random.split(jax.random.key(1), 400))
+    assert set(np.unique(draws).tolist()) == {0, 1}
