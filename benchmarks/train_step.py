@@ -23,7 +23,6 @@ import time
 
 import flax
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 

@@ -22,7 +22,6 @@ import sys
 import typing
 from pathlib import Path
 
-import numpy as np
 
 from experiments import gradient_flow
 from rnn_jax import plots

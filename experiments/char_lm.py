@@ -23,12 +23,9 @@ TensorBoard) and checkpoints/ (orbax: last K, and the best by validation loss).
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +34,7 @@ from flax import nnx
 
 from rnn_jax import plots
 from rnn_jax.cells import CELLS, make_cell
-from rnn_jax.config import environment, option, parse, write_json
+from rnn_jax.config import apply_quick, environment, option, parse, prepare_run_dir, write_json
 from rnn_jax.data import text
 from rnn_jax.decode import sample
 from rnn_jax.layers import SequenceModel
@@ -98,11 +95,8 @@ class Config:
 
     def __post_init__(self):
         if self.quick:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for name, value in QUICK.items():
-                if getattr(self, name) == defaults[name]:
-                    setattr(self, name, value)
-            self.quick = False
+            apply_quick(self, QUICK)
+            self.quick = False  # applied: the saved config is the effective one
         if self.clip_norm == 0:
             self.clip_norm = None
         if self.cell not in CELLS:
@@ -140,7 +134,7 @@ def build(cfg: Config, vocab: text.CharVocab):
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = _output_dir(cfg)
+    out, cfg, resuming = prepare_run_dir(cfg, "char_lm", from_command_line=("minutes",))
     corpus = load_corpus(cfg)
     train_text, val_text = text.split_text(corpus, cfg.val_fraction)
     vocab = text.CharVocab.from_text(train_text)
@@ -238,21 +232,6 @@ def summarise(cfg: Config, vocab: text.CharVocab, history: dict, wall: float) ->
         "wall_time_s": wall,
         "history": history,
     }
-
-
-def _output_dir(cfg: Config):
-    if cfg.resume:
-        path = Path(cfg.resume) / "config.json"
-        if not path.exists():
-            sys.exit(f"--resume {cfg.resume}: no config.json there; is it the output directory of a char_lm run?")
-        # the saved config, except the wall-clock budget, which belongs to this invocation
-        return path.parent, Config(**{**json.loads(path.read_text()), "resume": None, "minutes": cfg.minutes}), True
-    out = Path(cfg.out or f"runs/char_lm/{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    if (out / "config.json").exists():
-        sys.exit(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", dataclasses.asdict(cfg))
-    return out, cfg, False
 
 
 def main(argv=None):

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime
 import functools
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ from flax import nnx
 
 from rnn_jax import plots
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, make_cell
-from rnn_jax.config import environment, option, parse, write_json
+from rnn_jax.config import apply_quick, environment, option, parse, prepare_run_dir, write_json
 from rnn_jax.data import synthetic, text
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.layers import SequenceModel
@@ -87,11 +85,8 @@ class Config:
     quick: bool = option(False, f"a small, fast configuration for a smoke test: {QUICK}, unless given explicitly")
 
     def __post_init__(self):
-        if self.quick:  # fills in the options left at their defaults; explicit flags win
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for name, value in QUICK.items():
-                if getattr(self, name) == defaults[name]:
-                    setattr(self, name, value)
+        if self.quick:
+            apply_quick(self, QUICK)
             self.quick = False  # applied: the saved config is the effective one
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
@@ -289,18 +284,7 @@ def main(argv=None):
 
 def run(cfg: Config) -> dict:
     """Run (or resume) the experiment described by `cfg`; returns results.json's content."""
-    if cfg.resume:
-        config_path = Path(cfg.resume) / "config.json"
-        if not config_path.exists():
-            sys.exit(f"--resume {cfg.resume}: no config.json there; is it the output directory of a gradient_flow run?")
-        cfg = Config(**{**json.loads(config_path.read_text()), "resume": None})
-        out = Path(config_path.parent)
-    else:
-        out = Path(cfg.out or f"runs/gradient_flow/{datetime.datetime.now():%Y%m%d-%H%M%S}")
-        if (out / "config.json").exists():
-            sys.exit(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", dataclasses.asdict(cfg))
+    out, cfg, _ = prepare_run_dir(cfg, "gradient_flow")
     task = make_task(cfg)
     started = time.time()
     histories = {

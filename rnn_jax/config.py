@@ -65,6 +65,35 @@ def parse(cls, argv=None, description: str | None = None):
         parser.error(str(error))
 
 
+def apply_quick(cfg, quick: dict) -> None:
+    """`--quick`: set the options in `quick` that were left at their defaults (explicit flags win)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    for name, value in quick.items():
+        if getattr(cfg, name) == defaults[name]:
+            setattr(cfg, name, value)
+
+
+def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] = ()):
+    """The output directory of a run and its effective config; returns (out, cfg, resuming).
+
+    With `cfg.resume`, the run's own config.json is the config (a run continues as it began),
+    except the fields named in `from_command_line`. Otherwise a fresh directory (`cfg.out`, or
+    runs/<experiment>/<timestamp>) gets config.json; one that already holds a run is refused.
+    """
+    if cfg.resume:
+        path = Path(cfg.resume) / "config.json"
+        if not path.exists():
+            sys.exit(f"--resume {cfg.resume}: no config.json there; is it the output directory of a {experiment} run?")
+        kept = {name: getattr(cfg, name) for name in from_command_line}
+        return path.parent, type(cfg)(**{**json.loads(path.read_text()), "resume": None, **kept}), True
+    out = Path(cfg.out or f"runs/{experiment}/{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if (out / "config.json").exists():
+        sys.exit(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", dataclasses.asdict(cfg))
+    return out, cfg, False
+
+
 def environment() -> dict:
     """Versions and devices, written beside every result."""
     device = jax.devices()[0]
