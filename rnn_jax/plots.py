@@ -50,11 +50,13 @@ def flow_vs_lag(curves: dict[str, dict[str, np.ndarray]], path: Path, *, title: 
 def flow_heatmaps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str) -> None:
     """One heatmap per cell of log10 ||dL_T/dh_{T-k}|| over (training step x lag).
 
-    maps: {cell: (steps (n,), norms (n, lags))}; a shared colour scale across cells.
+    maps: {cell: (steps (n,), norms (n, lags))}; a shared colour scale across cells, at most 12
+    decades deep (anything smaller, including exact zeros, shows as the darkest colour).
     """
     logs = {cell: np.log10(np.maximum(norms, 1e-38)) for cell, (_, norms) in maps.items()}
     finite = np.concatenate([v[np.isfinite(v)].ravel() for v in logs.values()])
     vmin, vmax = np.percentile(finite, [1, 99.5]) if finite.size else (-10, 0)
+    vmin = max(vmin, vmax - 12)  # 12 decades; float32 underflow (exact zeros) would swamp the scale
     fig, axes = plt.subplots(1, len(maps), figsize=(4.8 * len(maps), 4.2), squeeze=False, layout="constrained")
     for ax, (cell, (steps, _)) in zip(axes[0], maps.items()):
         image = ax.imshow(
