@@ -2,6 +2,7 @@
 resume after a stop, the Hugging Face path fed a local dataset, sampling and its errors."""
 
 import json
+from pathlib import Path
 
 import datasets
 import jax
@@ -137,3 +138,27 @@ def test_sampling_matches_a_step_by_step_loop():
     logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
     draws = jax.vmap(lambda k: next_token(k, logits, top_k=2))(jax.random.split(jax.random.key(1), 400))
     assert set(np.unique(draws).tolist()) == {0, 1}
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "interrupted"
+    flags = [*TINY, "--steps", "100000", "--eval-every", "100000", "--checkpoint-every", "100000", "--warmup", "0"]
+    process = subprocess.Popen([sys.executable, "-m", "experiments.char_lm", *flags, "--data", str(corpus), "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=Path(__file__).resolve().parents[1])
+    deadline = time.time() + 120
+    while not (out / "logs" / "metrics.jsonl").exists() or not (out / "logs" / "metrics.jsonl").read_text():
+        assert process.poll() is None and time.time() < deadline, process.communicate()[0]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "interrupted" and "interrupted at step" in output
+    step = Checkpoints(out / "checkpoints").latest_step()
+    assert step is not None and step > 0
