@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -309,6 +311,7 @@ def train_loop(
         return metrics["loss"]
 
     bar = tqdm(range(start, loop.steps), initial=start, total=loop.steps, desc=desc, dynamic_ncols=True, leave=False)
+    ctrl_c = _CtrlC()
     try:
         for step in bar:
             batch = get_batch(step)
@@ -351,18 +354,40 @@ def train_loop(
                 save(val_loss)
             if out_of_time:
                 break
+            if ctrl_c.pressed and not last:
+                history["status"] = "interrupted"
+                bar.write(f"{desc}: interrupted at step {done}; saving a checkpoint")
+                save()
+                break
         else:
             history["status"] = "completed"
-    except KeyboardInterrupt:
-        history["status"] = "interrupted"
-        bar.write(f"{desc}: interrupted at step {int(state.step)}; saving a checkpoint")
-        save()
     finally:
+        ctrl_c.release()
         bar.close()
         writer.close()
         if checkpoints is not None:
             checkpoints.wait()
     return state, history
+
+
+class _CtrlC:
+    """Ctrl-C (SIGINT) during the loop sets a flag that the loop reads between steps, so the
+    state it saves is never one whose buffers a running step has donated. A second Ctrl-C
+    interrupts at once."""
+
+    def __init__(self):
+        self.pressed = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.pressed = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def release(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 class _Logs:
