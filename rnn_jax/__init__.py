@@ -14,6 +14,8 @@ from rnn_jax.train import (
     make_clipper,
     make_eval_step,
     make_flow_probe,
+    make_optimizer,
+    make_schedule,
     make_train_step,
     train_loop,
 )
@@ -30,6 +32,8 @@ __all__ = [
     "grads_and_flow",
     "make_clipper",
     "make_flow_probe",
+    "make_optimizer",
+    "make_schedule",
     "train_loop",
     "GRU",
     "LSTM",
