@@ -1,3 +1,5 @@
+import logging
+
 import jax
 import numpy as np
 import pytest
@@ -5,6 +7,10 @@ import pytest
 from rnn_jax import make_cell
 
 from . import reference
+
+# Restoring a checkpoint into the wrong shapes (tested on purpose) leaves orbax's asyncio tasks
+# with exceptions that asyncio reports at interpreter exit, after pytest's summary line.
+logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 # (id, cell options, NumPy reference step)
 CELL_CASES = [
