@@ -34,7 +34,7 @@ from flax import nnx
 
 from rnn_jax import plots
 from rnn_jax.cells import CELLS, make_cell
-from rnn_jax.config import apply_quick, environment, option, parse, prepare_run_dir, write_json
+from rnn_jax.config import apply_quick, environment, option, parse, prepare_run_dir, require_at_least_one, write_json
 from rnn_jax.data import text
 from rnn_jax.decode import sample
 from rnn_jax.layers import SequenceModel
@@ -103,9 +103,7 @@ class Config:
             raise ValueError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELLS)}")
         if self.tbptt not in TBPTT_MODES:
             raise ValueError(f"--tbptt must be one of {', '.join(TBPTT_MODES)}, got {self.tbptt!r}")
-        for name in ("layers", "hidden", "bptt", "batch", "steps", "eval_every", "checkpoint_every", "keep"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("layers", "hidden", "bptt", "batch", "steps", "eval_every", "checkpoint_every", "keep"))
         if self.data and self.hf_dataset:
             raise ValueError("give --data or --hf-dataset, not both")
         if self.minutes is not None and self.minutes <= 0:

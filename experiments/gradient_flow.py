@@ -31,7 +31,7 @@ from flax import nnx
 
 from rnn_jax import plots
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, make_cell
-from rnn_jax.config import apply_quick, environment, option, parse, prepare_run_dir, write_json
+from rnn_jax.config import apply_quick, environment, option, parse, prepare_run_dir, require_at_least_one, write_json
 from rnn_jax.data import synthetic, text
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.layers import SequenceModel
@@ -47,6 +47,7 @@ from rnn_jax.train import (
     make_flow_probe,
     make_optimizer,
     make_train_step,
+    to_python,
     train_loop,
 )
 
@@ -93,9 +94,7 @@ class Config:
         unknown = [c for c in self.cell_names if c not in CELLS]
         if unknown or not self.cell_names:
             raise ValueError(f"--cells: unknown cell(s) {unknown}; choose from: {', '.join(CELLS)}")
-        for name in ("seq_len", "hidden", "layers", "batch", "seeds", "flow_every", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("seq_len", "hidden", "layers", "batch", "seeds", "flow_every", "eval_batches"))
         if self.steps < 0:
             raise ValueError(f"--steps must be >= 0, got {self.steps}")
         if self.gru_form not in ("reset_after", "reset_before"):
@@ -177,7 +176,7 @@ def train_cell(cfg: Config, task: Task, cell_name: str, seed: int, out: Path) ->
 
     if cfg.steps == 0:  # the profile at initialisation only
         _, flow = make_flow_probe(graphdef, task.loss_fn)(state.params, get_batch(0))
-        return {"train": [], "eval": [], "flow": {"0": jax.tree.map(lambda x: np.asarray(x).tolist(), flow)},
+        return {"train": [], "eval": [], "flow": {"0": to_python(flow)},
                 "status": "completed"}
 
     checkpoints = Checkpoints(out / "checkpoints" / run_name, keep=2)

@@ -73,6 +73,13 @@ def apply_quick(cfg, quick: dict) -> None:
             setattr(cfg, name, value)
 
 
+def require_at_least_one(cfg, names) -> None:
+    """Raise a ValueError naming the flag if any of the integer options `names` is below 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+
+
 def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] = ()):
     """The output directory of a run and its effective config; returns (out, cfg, resuming).
 

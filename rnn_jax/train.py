@@ -259,7 +259,8 @@ class LoopConfig:
     tokens_per_step: int | None = None  # to log throughput (tokens/s) with each train record
 
 
-def _to_python(tree):
+def to_python(tree):
+    """A pytree of device arrays as nested Python lists/floats (for JSON)."""
     return jax.tree.map(lambda x: np.asarray(x).tolist(), jax.device_get(tree))
 
 
@@ -320,7 +321,7 @@ def train_loop(
             flow = metrics.pop("flow", None)
             scalars = {k: float(v) for k, v in metrics.items()}
             if flow is not None:
-                history["flow"][str(step)] = _to_python(flow)
+                history["flow"][str(step)] = to_python(flow)
             if not math.isfinite(scalars["loss"]) or not math.isfinite(scalars["grad_norm"]):
                 history.update(status="diverged", diverged_at=step, last_finite_grad_norm=last_finite_grad_norm)
                 bar.write(
