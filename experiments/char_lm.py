@@ -25,92 +25,53 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_jax import plots
-from rnn_jax.cells import CELLS, make_cell
-from rnn_jax.config import apply_quick, environment, option, parse, prepare_run_dir, require_at_least_one, write_json
+from rnn_jax.cells import make_cell
+from rnn_jax.config import environment, option, parse, prepare_run_dir, require_at_least_one, write_json
 from rnn_jax.data import text
 from rnn_jax.decode import sample
+from rnn_jax.experiment import TrainingOptions, fit, flow_summary, plot_history
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
-from rnn_jax.train import (
-    OPTIMIZERS,
-    SCHEDULES,
-    Checkpoints,
-    LoopConfig,
-    evaluate_batches,
-    init_train_state,
-    make_clipper,
-    make_eval_step,
-    make_optimizer,
-    make_schedule,
-    make_train_step,
-    train_loop,
-)
 
-QUICK = dict(hidden=64, layers=1, batch=16, bptt=32, steps=200, eval_every=100, checkpoint_every=100, sample_length=200)
 TBPTT_MODES = ("stateful", "random")
 
 
 @dataclasses.dataclass
-class Config:
+class Config(TrainingOptions):
+    QUICK = dict(hidden=64, layers=1, batch=16, bptt=32, steps=200, eval_every=100, checkpoint_every=100,
+                 sample_length=200)
+
     data: str | None = option(None, "text file or quoted glob (default: a built-in generated corpus)")
     hf_dataset: str | None = option(None, "instead of --data: a Hugging Face dataset (hub id, save_to_disk folder or .parquet)")
     text_column: str = option("text", "--hf-dataset: the column holding the text")
     hf_split: str = option("train", "--hf-dataset: the split to read")
     val_fraction: float = option(0.1, "the last fraction of the text held out for validation (contiguous)")
-    cell: str = option("lstm", f"recurrent cell: {' | '.join(CELLS)}")
     layers: int = option(2, "stacked recurrent layers")
     hidden: int = option(256, "hidden size")
     embed: int | None = option(None, "embedding size (default: the hidden size)")
-    dropout: float = option(0.0, "dropout between layers")
     bptt: int = option(128, "truncated BPTT window length")
     tbptt: str = option("stateful", "truncated BPTT mode: stateful | random (see above)")
     batch: int = option(32, "parallel streams (stateful) or windows (random) per step")
     steps: int = option(5000, "training steps (also the horizon of the learning-rate decay)")
-    minutes: float | None = option(None, "wall-clock budget of this invocation (also with --resume): stop, evaluated "
-                                         "and saved, after this many minutes")
-    optimizer: str = option("adam", f"optimizer: {' | '.join(OPTIMIZERS)}")
-    lr: float = option(2e-3, "peak learning rate")
-    schedule: str = option("cosine", f"learning-rate schedule after warm-up: {' | '.join(SCHEDULES)}")
-    warmup: int = option(100, "linear warm-up steps")
-    clip_norm: float | None = option(1.0, "clip gradients to this global norm; 0 disables (default: 1.0)")
-    clip_value: float | None = option(None, "clip gradients element-wise to [-v, v] instead")
     eval_every: int = option(500, "evaluate on the validation text every N steps")
     checkpoint_every: int = option(500, "save a checkpoint every N steps (and at the end)")
     keep: int = option(3, "checkpoints to keep (besides the best by validation loss)")
     sample_length: int = option(500, "characters to sample into samples.txt at the end")
     temperature: float = option(0.8, "sampling temperature for samples.txt")
-    seed: int = option(0, "seed of initialisation, data order and dropout")
-    out: str | None = option(None, "output directory (default: runs/char_lm/<timestamp>)")
-    resume: str | None = option(None, "continue the run in this directory from its last checkpoint, with its "
-                                      "saved config (other flags but --minutes are ignored)")
-    quick: bool = option(False, f"a small, fast configuration for a smoke test: {QUICK}, unless given explicitly")
 
     def __post_init__(self):
-        if self.quick:
-            apply_quick(self, QUICK)
-            self.quick = False  # applied: the saved config is the effective one
-        if self.clip_norm == 0:
-            self.clip_norm = None
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELLS)}")
+        super().__post_init__()
         if self.tbptt not in TBPTT_MODES:
             raise ValueError(f"--tbptt must be one of {', '.join(TBPTT_MODES)}, got {self.tbptt!r}")
-        require_at_least_one(self, ("layers", "hidden", "bptt", "batch", "steps", "eval_every", "checkpoint_every", "keep"))
+        require_at_least_one(self, ("bptt",))
         if self.data and self.hf_dataset:
             raise ValueError("give --data or --hf-dataset, not both")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError(f"--minutes must be > 0, got {self.minutes}")
-        make_clipper(self.clip_norm, self.clip_value)
-        make_optimizer(self.optimizer, self.lr)
-        make_schedule(self.lr, schedule=self.schedule, warmup_steps=self.warmup, total_steps=self.steps)
 
 
 def load_corpus(cfg: Config) -> str:
@@ -119,16 +80,11 @@ def load_corpus(cfg: Config) -> str:
     return text.load_text(cfg.data) if cfg.data else text.builtin_corpus(seed=cfg.seed)
 
 
-def build(cfg: Config, vocab: text.CharVocab):
-    model = SequenceModel(
-        make_cell(cfg.cell), vocab_size=vocab.size, embed_size=cfg.embed, hidden_size=cfg.hidden,
-        output_size=vocab.size, num_layers=cfg.layers, dropout=cfg.dropout, rngs=nnx.Rngs(cfg.seed),
-    )
-    schedule = make_schedule(cfg.lr, schedule=cfg.schedule, warmup_steps=cfg.warmup, total_steps=cfg.steps)
-    optimizer = make_optimizer(cfg.optimizer, schedule)
-    stateful_batch = cfg.batch if cfg.tbptt == "stateful" else None
-    graphdef, state = init_train_state(model, optimizer, jax.random.key(cfg.seed), stateful_batch=stateful_batch)
-    return graphdef, state, optimizer
+def build_model(cfg: Config, extra: dict) -> SequenceModel:
+    """The model of `cfg` for the vocabulary ``extra["vocab"]`` (a string of characters)."""
+    size = len(extra["vocab"])
+    return SequenceModel(make_cell(cfg.cell), vocab_size=size, embed_size=cfg.embed, hidden_size=cfg.hidden,
+                         output_size=size, num_layers=cfg.layers, dropout=cfg.dropout, rngs=nnx.Rngs(cfg.seed))
 
 
 def run(cfg: Config) -> dict:
@@ -141,19 +97,6 @@ def run(cfg: Config) -> dict:
         print(f"validation text: dropping {len(unseen)} character kind(s) absent from training: {unseen!r}", file=sys.stderr)
         val_text = "".join(c for c in val_text if c in set(vocab.chars))
     train_ids, val_ids = jnp.asarray(vocab.encode(train_text)), jnp.asarray(vocab.encode(val_text))
-    graphdef, state, optimizer = build(cfg, vocab)
-
-    checkpoints = Checkpoints(out / "checkpoints", keep=cfg.keep)
-    history = None
-    if resuming:
-        state, extra = checkpoints.restore(state)
-        if extra["vocab"] != vocab.chars:
-            raise ValueError(f"{out}: the corpus gives a different vocabulary than the checkpoint's; same --data?")
-        history = extra["history"]
-        if history["status"] == "completed":
-            sys.exit(f"{out}: this run already finished ({int(state.step)} steps); nothing to resume")
-        print(f"resuming {out} at step {int(state.step)}", file=sys.stderr)
-
     train_streams, windows = text.stream_layout(train_ids, cfg.batch, cfg.bptt)
     data_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
     if cfg.tbptt == "stateful":
@@ -161,40 +104,20 @@ def run(cfg: Config) -> dict:
     else:
         get_batch = jax.jit(lambda step: text.random_windows(jax.random.fold_in(data_key, step), train_ids, cfg.batch, cfg.bptt))
     val_streams, val_windows = text.stream_layout(val_ids, cfg.batch, cfg.bptt)
-    evaluate = evaluate_batches(
-        make_eval_step(graphdef, sequence_cross_entropy),
-        [text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
-        carry_over=True,
-    )
-    clipper = make_clipper(cfg.clip_norm, cfg.clip_value)
-    started = time.time()
-    state, history = train_loop(
-        state,
-        train_step=make_train_step(graphdef, optimizer, sequence_cross_entropy, clipper=clipper,
-                                   stateful=cfg.tbptt == "stateful"),
-        get_batch=get_batch,
-        evaluate=evaluate,
-        loop=LoopConfig(steps=cfg.steps, log_every=10, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-                        max_seconds=cfg.minutes * 60 if cfg.minutes else None, tokens_per_step=cfg.batch * cfg.bptt),
-        checkpoints=checkpoints,
-        checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), "vocab": vocab.chars, "history": h},
-        history=history,
-        log_dir=out / "logs",
-        desc=f"char_lm {cfg.cell}",
-    )
-    wall = time.time() - started  # of this invocation
-    checkpoints.close()
+    fitted = fit(cfg, out, resuming, model=build_model(cfg, {"vocab": vocab.chars}), loss_fn=sequence_cross_entropy,
+                 get_batch=get_batch, eval_batches=[text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
+                 extra={"vocab": vocab.chars}, desc=f"char_lm {cfg.cell}", tokens_per_step=cfg.batch * cfg.bptt,
+                 stateful=cfg.tbptt == "stateful")
+    history = fitted.history
 
     prime = "\n" if "\n" in vocab.chars else train_text[0]
-    samples = sample_text(graphdef, state.params, vocab, prime=prime, length=cfg.sample_length,
+    samples = sample_text(fitted.graphdef, fitted.params, vocab, prime=prime, length=cfg.sample_length,
                           temperature=cfg.temperature, seed=cfg.seed)
     (out / "samples.txt").write_text(samples + "\n")
-    results = summarise(cfg, vocab, history, wall)
+    results = summarise(cfg, vocab, history, fitted.wall_time_s)
     write_json(out / "results.json", results)
-    curves = {f"{cfg.cell} train": [([r["step"] for r in history["train"]], [r["loss"] for r in history["train"]])],
-              f"{cfg.cell} eval": [([r["step"] for r in history["eval"]], [r["loss"] for r in history["eval"]])]}
-    plots.loss_curves(curves, out / "loss_curves.png", title=f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}",
-                      ylabel="cross-entropy (nats/char)", log=False)
+    plot_history(cfg, out, history, title=f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}",
+                 ylabel="cross-entropy (nats/char)")
     results["out"] = str(out)
     results["sample"] = samples
     return results
@@ -228,6 +151,7 @@ def summarise(cfg: Config, vocab: text.CharVocab, history: dict, wall: float) ->
         "best_val_loss_nats": best,
         "tokens_per_s": float(np.median(speeds)) if speeds else None,
         "wall_time_s": wall,
+        "flow_decay_rates": flow_summary(history),
         "history": history,
     }
 

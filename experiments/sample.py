@@ -11,13 +11,13 @@ checkpoint by validation loss is used (--last for the latest one).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from experiments.char_lm import Config, build, sample_text
+from flax import nnx
+
+from experiments.char_lm import Config, build_model, sample_text
 from rnn_jax.data.text import CharVocab
-from rnn_jax.train import Checkpoints
+from rnn_jax.experiment import load_run
 
 
 def main(argv=None):
@@ -36,32 +36,14 @@ def main(argv=None):
     if not args.prime:
         parser.error("--prime must hold at least one character")
 
-    run_dir = Path(args.checkpoint)
-    if not (run_dir / "config.json").exists() or not (run_dir / "checkpoints").is_dir():
-        sys.exit(f"--checkpoint {run_dir}: not a char_lm run directory (it needs config.json and checkpoints/)")
-    cfg = Config(**{**json.loads((run_dir / "config.json").read_text()), "resume": None})
-    checkpoints = Checkpoints(run_dir / "checkpoints")
-    best = not args.last and checkpoints.best.latest_step() is not None
-    manager = checkpoints.best if best else checkpoints.last
-    step = manager.best_step() if best else manager.latest_step()
-    if step is None:
-        sys.exit(f"{run_dir}: no checkpoint saved yet")
-    # the vocabulary lives in the checkpoint's JSON; read it first to shape the model
-    vocab = CharVocab(manager.restore(step, args=_json_only())["extra"]["vocab"])
+    cfg, extra, model = load_run(args.checkpoint, Config, build_model, last=args.last)
+    vocab = CharVocab(extra["vocab"])
     unknown = sorted(set(args.prime) - set(vocab.chars))
     if unknown:
         sys.exit(f"--prime has characters the model never saw: {unknown!r}; its vocabulary is {vocab.chars!r}")
-    graphdef, like, _ = build(cfg, vocab)
-    state, _ = checkpoints.restore(like, best=best, step=step)
-    checkpoints.close()
-    print(sample_text(graphdef, state.params, vocab, prime=args.prime, length=args.length,
+    graphdef, params = nnx.split(model)
+    print(sample_text(graphdef, params, vocab, prime=args.prime, length=args.length,
                       temperature=args.temperature, top_k=args.top_k, argmax=args.argmax, seed=args.seed))
-
-
-def _json_only():
-    import orbax.checkpoint as ocp
-
-    return ocp.args.Composite(extra=ocp.args.JsonRestore())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,14 @@ from rnn_jax.cells import CELLS, GRU, LSTM, RNN, Cell, make_cell, recurrent_bloc
 from rnn_jax.layers import Recurrent, RecurrentStack, SequenceModel
 from rnn_jax.recurrence import run, run_bidirectional
 from rnn_jax.gradflow import decay_rate, grads_and_flow
-from rnn_jax.losses import final_step_mse, sequence_cross_entropy
+from rnn_jax.losses import (
+    classification_cross_entropy,
+    final_step_mse,
+    seq2seq_cross_entropy,
+    sequence_cross_entropy,
+    sequence_mse,
+)
+from rnn_jax.seq2seq import AdditiveAttention, Captioner, Decoder, Seq2Seq
 from rnn_jax.train import (
     Checkpoints,
     LoopConfig,
@@ -23,7 +30,14 @@ from rnn_jax.train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdditiveAttention",
     "CELLS",
+    "Captioner",
+    "Decoder",
+    "Seq2Seq",
+    "classification_cross_entropy",
+    "seq2seq_cross_entropy",
+    "sequence_mse",
     "Cell",
     "Checkpoints",
     "LoopConfig",

@@ -1,5 +1,6 @@
-"""Generating sequences from a trained token model: sampling with temperature and top-k, or
-greedy (argmax). The loop over generated tokens is a jitted `jax.lax.scan`."""
+"""Inference with a trained model: its outputs over a dataset in jitted chunks, and generating
+sequences from a token model (sampling with temperature and top-k, or greedy), where the loop
+over generated tokens is a jitted `jax.lax.scan`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,25 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from rnn_jax.data.batches import chunks
+
 Array = jax.Array
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _outputs(graphdef, params, inputs, mask):
+    return nnx.merge(graphdef, params)(inputs, mask=mask)[0]
+
+
+def batched_outputs(model: nnx.Module, arrays: dict, *, size: int = 512) -> np.ndarray:
+    """`model(inputs, mask=mask)` outputs for every row of `arrays` (``inputs``, optional
+    ``mask``), computed `size` rows at a time, as one NumPy array."""
+    graphdef, params = nnx.split(model)
+    return np.concatenate([np.asarray(_outputs(graphdef, params, chunk["inputs"], chunk.get("mask")))
+                           for chunk in chunks(arrays, size)])
 
 
 def next_token(key: Array, logits: Array, *, temperature: float = 1.0, top_k: int | None = None,
@@ -45,3 +62,64 @@ def sample(graphdef: nnx.GraphDef, params: nnx.State, prime: Array, key: Array, 
 
     _, tokens = jax.lax.scan(step, (logits[:, -1], carries), jax.random.split(key, length))
     return tokens.T
+
+
+# -- conditional decoders (rnn_jax.seq2seq): greedy and beam search ---------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "bos", "eos", "max_len"))
+def greedy(graphdef: nnx.GraphDef, params: nnx.State, inputs: Array, source_mask: Array | None = None, *,
+           bos: int, eos: int, max_len: int) -> Array:
+    """The most likely token at every step, fed back: (batch, max_len) ids, 0 (<pad>) after <eos>."""
+    model = nnx.merge(graphdef, params)
+    carries, memory = model.encode(inputs, mask=source_mask)
+    batch = inputs.shape[0]
+
+    def step(state, _):
+        carries, token, done = state
+        logits, carries = model.decoder(token[:, None], initial_carries=carries, **memory)
+        token = jnp.where(done, 0, jnp.argmax(logits[:, -1], axis=-1))
+        return (carries, token, done | (token == eos)), token
+
+    start = (carries, jnp.full((batch,), bos, jnp.int32), jnp.zeros((batch,), bool))
+    _, tokens = jax.lax.scan(step, start, None, length=max_len)
+    return tokens.T
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "bos", "eos", "max_len", "beam", "length_penalty"))
+def beam_search(graphdef: nnx.GraphDef, params: nnx.State, inputs: Array, source_mask: Array | None = None, *,
+                bos: int, eos: int, max_len: int, beam: int = 4, length_penalty: float = 0.6) -> Array:
+    """Beam search: keeps the `beam` most likely prefixes of every sequence; a prefix ends at
+    <eos>. The answer is the beam with the best log-probability / length**`length_penalty`
+    (0: the plain sum, which favours short outputs; 1: the per-token mean). (batch, max_len) ids."""
+    model = nnx.merge(graphdef, params)
+    carries, memory = model.encode(inputs, mask=source_mask)
+    batch = inputs.shape[0]
+    tile = lambda tree: jax.tree.map(lambda a: jnp.repeat(a, beam, axis=0), tree)  # noqa: E731
+    carries, memory = tile(carries), tile(memory)
+    # all beams start as the same empty prefix: only the first may expand at step 0
+    scores = jnp.tile(jnp.where(jnp.arange(beam) == 0, 0.0, -jnp.inf), (batch, 1))
+    rows = (jnp.arange(batch) * beam)[:, None]
+
+    def step(state, t):
+        carries, last, scores, tokens, finished, lengths = state
+        logits, carries = model.decoder(last[:, None], initial_carries=carries, **memory)
+        logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32)).reshape(batch, beam, -1)
+        vocab = logp.shape[-1]
+        # a finished prefix continues only with <pad>, at no cost
+        logp = jnp.where(finished[..., None], jnp.where(jnp.arange(vocab) == 0, 0.0, -jnp.inf), logp)
+        scores, flat = jax.lax.top_k((scores[..., None] + logp).reshape(batch, beam * vocab), beam)
+        parent, token = flat // vocab, flat % vocab
+        pick = lambda a: jnp.take_along_axis(a, parent, axis=1)  # noqa: E731
+        was_finished = pick(finished)
+        tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t].set(token)
+        lengths = pick(lengths) + (~was_finished)
+        finished = was_finished | (token == eos)
+        carries = jax.tree.map(lambda c: c[(rows + parent).reshape(-1)], carries)
+        return (carries, token.reshape(-1), scores, tokens, finished, lengths), None
+
+    start = (carries, jnp.full((batch * beam,), bos, jnp.int32), scores, jnp.zeros((batch, beam, max_len), jnp.int32),
+             jnp.zeros((batch, beam), bool), jnp.zeros((batch, beam), jnp.int32))
+    (_, _, scores, tokens, _, lengths), _ = jax.lax.scan(step, start, jnp.arange(max_len))
+    best = jnp.argmax(scores / jnp.maximum(lengths, 1) ** length_penalty, axis=1)
+    return jnp.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]

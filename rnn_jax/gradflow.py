@@ -17,7 +17,11 @@ norms ||dL/dh_t^(b)||. For a loss that is a batch mean, L = mean_b l_b, that is 
 average of ||dl_b/dh_t^(b)||: the per-sequence gradient norm, independent of batch size.
 
 Keys of the returned dicts: ``layer{i}/{h|c}``, or ``layer{i}/{forward|backward}/{h|c}``
-for bidirectional layers; values are (time,) arrays indexed by t.
+for bidirectional layers, prefixed by the stack's name in models of several stacks
+(``encoder/layer0/h``); values are (time,) arrays indexed by t. A model states which stacks
+it has and how its probes are shaped with `zero_probes(batch)` and `probe_groups(probes)`
+(see `rnn_jax.layers.SequenceModel`). Probes at padded steps get no gradient (the masked
+step discards them), so a padded step contributes zero to the norms.
 """
 
 from __future__ import annotations
@@ -42,15 +46,17 @@ def _per_step_norms(probe_grad: Array) -> Array:
 
 
 def probe_norms(model: nnx.Module, probe_grads) -> dict[str, Array]:
-    """Per-step norms of the probe gradients of a `SequenceModel`, one (time,) array per
-    layer, direction and carry component."""
+    """Per-step norms of the probe gradients of a model, one (time,) array per recurrent
+    stack (`model.probe_groups`, e.g. an encoder and a decoder), layer, direction and carry
+    component."""
     norms = {}
-    for i, (layer, grads) in enumerate(zip(model.rnn.layers, probe_grads)):
-        directions = zip(("forward", "backward"), grads) if layer.bidirectional else [(None, grads)]
-        for direction, carry_grads in directions:
-            prefix = f"layer{i}/" + (f"{direction}/" if direction else "")
-            for name, grad in zip(layer.cell.carry_names, jax.tree.leaves(carry_grads)):
-                norms[prefix + name] = _per_step_norms(grad)
+    for group, stack, stack_grads in model.probe_groups(probe_grads):
+        for i, (layer, grads) in enumerate(zip(stack.layers, stack_grads)):
+            directions = zip(("forward", "backward"), grads) if layer.bidirectional else [(None, grads)]
+            for direction, carry_grads in directions:
+                prefix = f"{group}layer{i}/" + (f"{direction}/" if direction else "")
+                for name, grad in zip(layer.cell.carry_names, jax.tree.leaves(carry_grads)):
+                    norms[prefix + name] = _per_step_norms(grad)
     return norms
 
 
@@ -65,8 +71,7 @@ def grads_and_flow(
                    L_T = metrics["final_step_loss"] (only with `long_range`).
     """
     model = nnx.merge(graphdef, params)
-    batch_size, time = jnp.shape(batch["inputs"])[:2]
-    zero_probes = model.zero_probes(batch_size, time)
+    zero_probes = model.zero_probes(batch)
 
     def losses(params, probes):
         loss, metrics = loss_fn(nnx.merge(graphdef, params), batch, dropout_key, probes, initial_carries)

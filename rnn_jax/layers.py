@@ -3,7 +3,8 @@
 
     Recurrent       one layer, optionally bidirectional          (batch, time, in) -> (batch, time, H or 2H)
     RecurrentStack  num_layers of them, dropout between layers
-    SequenceModel   embedding or dense input -> stack -> linear head W_hy (one output per step)
+    SequenceModel   embedding or dense input -> stack -> linear head W_hy: one output per step
+                    (many-to-many) or one per sequence from the final state (many-to-one)
 
 Dropout takes an explicit PRNG key (`dropout_key=`); without one the model is deterministic
 (evaluation). No module stores RNG state, so `nnx.split(model)` yields parameters only and a
@@ -164,18 +165,33 @@ class RecurrentStack(nnx.Module):
     def zero_carries(self, batch: int) -> list[Carry]:
         return [layer.zero_carry((batch,)) for layer in self.layers]
 
+    def final_hidden(self, carries: list[Carry]) -> Array:
+        """The top layer's final state h, (batch, output_size): [forward; backward] if bidirectional."""
+        top = self.layers[-1]
+        if top.bidirectional:
+            return jnp.concatenate([top.cell.hidden(c) for c in carries[-1]], axis=-1)
+        return top.cell.hidden(carries[-1])
+
     def _dropout(self, xs, depth, key):
         if key is None:
             return xs
         return self.dropout(xs, deterministic=False, rngs=jax.random.fold_in(key, depth))
 
 
+READOUTS = ("steps", "final")
+
+
 class SequenceModel(nnx.Module):
-    """Input layer -> recurrent stack -> linear head, one output per time step.
+    """Input layer -> recurrent stack -> linear head.
 
     The input layer is an embedding when `vocab_size` is given (inputs are integer tokens,
     (batch, time)), otherwise a plain pass-through of real features (batch, time, input_size).
-    The head is `y_t = W_hy h_t + b_y` (the note's W_hy) on the top layer's states.
+    The head is `y = W_hy h + b_y` (the note's W_hy), read out
+      "steps"  from the top layer's state at every step: (batch, time, output_size);
+      "final"  from its final state (many-to-one): (batch, output_size). With a mask, that is
+               the state after each sequence's last real step; bidirectional layers give the
+               forward pass's final state beside the backward pass's (which has read the
+               whole sequence back to its first step).
     """
 
     def __init__(
@@ -190,9 +206,13 @@ class SequenceModel(nnx.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        readout: str = "steps",
         rngs: nnx.Rngs,
         **layer_options,
     ):
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; choose one of: {', '.join(READOUTS)}")
+        self.readout = readout
         if (vocab_size is None) == (input_size is None):
             raise ValueError("give exactly one of vocab_size (token inputs) or input_size (real-valued inputs)")
         if vocab_size is not None:
@@ -223,14 +243,21 @@ class SequenceModel(nnx.Module):
         probes: list[Carry] | None = None,
     ) -> tuple[Array, list[Carry]]:
         """inputs: tokens (batch, time) or features (batch, time, input) ->
-        (outputs (batch, time, output_size), final carry of each layer)."""
+        (outputs (batch, time, output_size), or (batch, output_size) with the "final" readout;
+        final carry of each layer)."""
         xs = self.embed(inputs) if self.embed is not None else jnp.asarray(inputs)
         carries, hs = self.rnn(xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key, probes=probes)
+        if self.readout == "final":
+            hs = self.rnn.final_hidden(carries)
         return self.head(hs), carries
 
-    def zero_probes(self, batch: int, time: int) -> list[Carry]:
-        """Zero gradient-flow probes for every layer (see `rnn_jax.gradflow`)."""
-        return self.rnn.zero_probes(batch, time)
+    def zero_probes(self, batch) -> list[Carry]:
+        """Zero gradient-flow probes for every layer for `batch` (a dict with ``inputs``)."""
+        return self.rnn.zero_probes(*jnp.shape(batch["inputs"])[:2])
+
+    def probe_groups(self, probes) -> list[tuple[str, "RecurrentStack", list[Carry]]]:
+        """(name prefix, stack, that stack's probes): how `rnn_jax.gradflow` names the layers."""
+        return [("", self.rnn, probes)]
 
     def zero_carries(self, batch: int) -> list[Carry]:
         """Zero initial carries of every layer for `batch` sequences."""

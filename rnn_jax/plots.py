@@ -124,3 +124,35 @@ def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: st
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def forecast(series: np.ndarray, forecasts: dict[str, np.ndarray], origin: int, path: Path, *, title: str) -> None:
+    """The series (the last few seasons before `origin` and everything after) with forecasts of
+    the points from `origin` on."""
+    start = max(0, origin - 3 * len(next(iter(forecasts.values()))))
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    t = np.arange(start, len(series))
+    ax.plot(t, series[start:], color="black", linewidth=1.2, label="actual")
+    for i, (label, values) in enumerate(forecasts.items()):
+        ax.plot(origin + np.arange(len(values)), values, color=plt.cm.tab10(i), linestyle="--", marker=".", label=label)
+    ax.axvline(origin - 0.5, color="gray", linestyle=":")
+    ax.set_xlabel("time step")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def attention(weights: np.ndarray, source: list[str], target: list[str], path: Path) -> None:
+    """Attention weights (target step x source word) of one translation."""
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(source), 1.0 + 0.4 * len(target)))
+    ax.imshow(weights[: len(target)], cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source)), source, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(target)), target, fontsize=8)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

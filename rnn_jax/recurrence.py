@@ -5,10 +5,11 @@ computed before the scan, so the scanned body holds only the (fused) recurrent m
 `h_{t-1} W_hh` and the gate arithmetic. Shapes are batch-major at this boundary,
 `(batch, time, features)`; the scan itself runs time-major.
 
-Variable lengths: sequences are right-padded; `mask` (batch, time) or `lengths` (batch,)
+Variable lengths: `mask` (batch, time) or, for right-padded sequences, `lengths` (batch,)
 marks the real steps. A padded step leaves the carry unchanged and outputs zeros, so the
 final carry is the one at each sequence's last real step, and a `reverse` scan starts each
-sequence at its own last real step (the carry passes unchanged through the padding).
+sequence at its own last real step (the carry passes unchanged through the padding). Left
+padding works the same way: the initial carry passes unchanged to the first real step.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def run(
       xs: inputs, (batch, time, input).
       initial_carry: carry at t = 0 (zeros if None), e.g. (batch, hidden) or for the LSTM
         a pair of them.
-      mask: (batch, time) booleans, True at real steps of right-padded sequences.
+      mask: (batch, time) booleans, True at real steps (padding on either side).
       lengths: (batch,) number of real steps; an alternative to `mask`.
       reverse: run from the last step to the first (outputs stay in input order).
       unroll: time steps per scan iteration (`jax.lax.scan(unroll=...)`).

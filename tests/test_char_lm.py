@@ -16,7 +16,8 @@ from rnn_jax import SequenceModel, make_cell
 from rnn_jax.data import text
 from rnn_jax.decode import next_token
 from rnn_jax.decode import sample as sample_tokens
-from rnn_jax.train import Checkpoints
+from rnn_jax.experiment import make_training
+from rnn_jax.train import Checkpoints, init_train_state
 
 from .conftest import assert_tree_close
 
@@ -40,8 +41,9 @@ def finished(corpus, tmp_path_factory):
 
 def _final_params(out):
     cfg = char_lm.Config(**{**json.loads((out / "config.json").read_text()), "resume": None})
-    vocab = text.CharVocab(json.loads((out / "results.json").read_text())["vocab"])
-    _, like, _ = char_lm.build(cfg, vocab)
+    model = char_lm.build_model(cfg, {"vocab": json.loads((out / "results.json").read_text())["vocab"]})
+    stateful_batch = cfg.batch if cfg.tbptt == "stateful" else None
+    _, like = init_train_state(model, make_training(cfg)[0], jax.random.key(0), stateful_batch=stateful_batch)
     checkpoints = Checkpoints(out / "checkpoints")
     state, _ = checkpoints.restore(like)
     checkpoints.close()
@@ -119,7 +121,7 @@ def test_sample_cli(finished, capsys):
     assert capsys.readouterr().out == first  # greedy ignores the seed
     with pytest.raises(SystemExit, match=r"never saw: \['Q', 'Z'\]"):
         sample.main(["--checkpoint", str(finished), "--prime", "QZa"])
-    with pytest.raises(SystemExit, match="not a char_lm run directory"):
+    with pytest.raises(SystemExit, match="not a run directory"):
         sample.main(["--checkpoint", str(finished / "logs")])
 
 

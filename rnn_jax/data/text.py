@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.data.tables import load_table, require_columns
+
 
 def load_text(path: str) -> str:
     """All text of the files matching `path` (a file or a glob), concatenated in sorted order."""
@@ -44,30 +46,9 @@ def load_text(path: str) -> str:
 def load_hf_text(name: str, *, text_column: str = "text", split: str = "train") -> str:
     """The `text_column` of split `split` of a Hugging Face dataset, documents joined by
     newlines. `name` is a hub id (needs the network), a `save_to_disk` folder, or a local
-    .parquet / .json(l) / .csv file or glob."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    local = Path(name)
-    suffix = local.suffix.lower().lstrip(".")
-    builders = {"parquet": "parquet", "json": "json", "jsonl": "json", "csv": "csv"}
-    try:
-        if local.is_dir() and ((local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists()):
-            corpus = datasets.load_from_disk(str(local))
-            if isinstance(corpus, datasets.DatasetDict):
-                corpus = corpus[split]
-        elif suffix in builders:
-            corpus = datasets.load_dataset(builders[suffix], data_files=name, split=split)
-        else:
-            corpus = datasets.load_dataset(name, split=split)
-    except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise RuntimeError(
-            f"cannot load the Hugging Face dataset {name!r} ({type(error).__name__}: {error}). Without network "
-            "access to the hub, download it on a connected machine, `save_to_disk` it, and pass that folder "
-            "(or a local .parquet/.jsonl file) instead"
-        ) from error
-    if text_column not in corpus.column_names:
-        raise ValueError(f"dataset {name!r} has no column {text_column!r}; its columns are {corpus.column_names}")
+    .parquet / .json(l) / .csv file or glob (see `rnn_jax.data.tables.load_table`)."""
+    corpus = load_table(name, split=split)
+    require_columns(corpus, name, [text_column])
     text = "\n".join(corpus[text_column])
     if not text:
         raise ValueError(f"dataset {name!r}, column {text_column!r}, split {split!r} holds no text")

@@ -1,0 +1,133 @@
+"""Many-to-one: the sentiment of a sentence or a whole review, read from the final state.
+
+    python -m experiments.sentiment --data ../shared/data/rt_sentence_polarity/sentences.tsv
+    python -m experiments.sentiment --data ../shared/data/movie_reviews_polarity/reviews.jsonl --max-len 800
+    python -m experiments.sentiment --hf-dataset rotten_tomatoes        # online: hub splits are used
+    python -m experiments.sentiment --checkpoint runs/sentiment/RUN --input "a gorgeous, witty, seductive movie ."
+
+Words are lower-cased and split from punctuation; the vocabulary is the training split's words
+seen at least --min-count times (others become <unk>) and is saved with the checkpoint.
+Sequences are padded on the left, so every one ends at the last step: the classifier reads
+the final state, and the gradient-flow profile ||dL/dh_(T-k)|| has the same meaning (k tokens
+before the end) for every example; a text longer than --max-len keeps its last --max-len
+tokens. Splits: the data's own (hub splits; the review corpus's folds 0-7 / 8 / 9), else a
+seeded 80/10/10 shuffle. The test accuracy is that of the best checkpoint by validation loss,
+beside the majority-class baseline.
+
+Writes to --out: results.json, loss_curves.png, flow_vs_lag.png, logs/, checkpoints/.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+
+import numpy as np
+from flax import nnx
+
+from rnn_jax.cells import make_cell
+from rnn_jax.config import option, parse, prepare_run_dir, require_at_least_one
+from rnn_jax.data import tasks
+from rnn_jax.data.batches import chunks, pad, shuffled_batches
+from rnn_jax.data.vocab import Vocab
+from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.layers import SequenceModel
+from rnn_jax.losses import classification_cross_entropy
+from rnn_jax.decode import batched_outputs
+
+DEFAULT_DATA = "../shared/data/rt_sentence_polarity/sentences.tsv"
+
+
+@dataclasses.dataclass
+class Config(TaskOptions):
+    QUICK = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=40)
+
+    data: str = option(DEFAULT_DATA, "labelled texts: a local .tsv/.csv/.jsonl/.parquet file, a save_to_disk "
+                                     "folder, or a hub dataset id")
+    hf_config: str | None = option(None, "configuration name of a hub dataset that has several")
+    text_column: str = option("text", "the column holding the text")
+    label_column: str = option("label", "the column holding the integer class")
+    max_len: int = option(64, "tokens per example (longer ones keep their last --max-len tokens)")
+    min_count: int = option(2, "words seen fewer times in training become <unk>")
+    embed: int = option(128, "word embedding size")
+    bidirectional: bool = option(False, "a forward and a backward recurrence, final states concatenated")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_at_least_one(self, ("max_len", "min_count", "embed"))
+
+
+def build_model(cfg: Config, extra: dict) -> SequenceModel:
+    return SequenceModel(make_cell(cfg.cell), vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
+                         hidden_size=cfg.hidden, output_size=len(extra["labels"]), num_layers=cfg.layers,
+                         dropout=cfg.dropout, bidirectional=cfg.bidirectional, readout="final", rngs=nnx.Rngs(cfg.seed))
+
+
+def encode(vocab: Vocab, token_lists, max_len: int) -> dict[str, np.ndarray]:
+    ids, mask = pad([vocab.encode(t) for t in token_lists], max_len, side="left")
+    return {"inputs": ids, "mask": mask}
+
+
+def run(cfg: Config) -> dict:
+    out, cfg, resuming = prepare_run_dir(cfg, "sentiment", from_command_line=("minutes",))
+    splits = tasks.load_sentiment(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
+                                  seed=cfg.seed, config=cfg.hf_config)
+    train_tokens, train_labels = splits["train"]
+    vocab = Vocab.build(train_tokens, min_count=cfg.min_count)
+    labels = sorted(set(train_labels.tolist()))
+    if labels != list(range(len(labels))) or len(labels) < 2:
+        raise ValueError(f"{cfg.data}: labels must be 0..K-1 with K >= 2; the training split has {labels}")
+    data = {s: {**encode(vocab, tokens, cfg.max_len), "targets": y} for s, (tokens, y) in splits.items()}
+    extra = {"vocab": list(vocab.tokens), "labels": labels}
+    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=classification_cross_entropy,
+                 get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
+                 eval_batches=chunks(data["validation"], 512), extra=extra, desc=f"sentiment {cfg.cell}",
+                 tokens_per_step=cfg.batch * cfg.max_len)
+    model = nnx.merge(fitted.graphdef, fitted.params)
+    majority = collections.Counter(train_labels.tolist()).most_common(1)[0][0]
+    metrics = {}
+    for split in ("validation", "test"):
+        logits = batched_outputs(model, data[split])
+        metrics[f"{split}_accuracy"] = float(np.mean(logits.argmax(-1) == data[split]["targets"]))
+        metrics[f"{split}_majority_baseline"] = float(np.mean(data[split]["targets"] == majority))
+    lengths = [len(t) for t in train_tokens]
+    info = {"vocab_size": vocab.size, "examples": {s: len(y) for s, (_, y) in splits.items()},
+            "train_tokens_median": float(np.median(lengths)), "train_truncated_fraction":
+            float(np.mean(np.asarray(lengths) > cfg.max_len))}
+    results = finish(cfg, out, fitted, metrics, title=f"sentiment: {cfg.data}", extra=info)
+    results["out"] = str(out)
+    return results
+
+
+def predict(run_dir: str, text: str) -> str:
+    """The class probabilities of `text` under the trained run in `run_dir`."""
+    cfg, extra, model = load_run(run_dir, Config, build_model)
+    tokens = tasks.tokenize(text)
+    if not tokens:
+        sys.exit("--input holds no word")
+    vocab = Vocab(extra["vocab"])
+    logits = batched_outputs(model, encode(vocab, [tokens], cfg.max_len))[0]
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    lines = [repr(text)] + [f"  class {label}: p = {p:.3f}" for label, p in zip(extra["labels"], probs)]
+    unknown = [t for t in tokens if t not in vocab]
+    if unknown:
+        lines.append(f"  (words unseen in training, read as <unk>: {unknown})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    cfg = parse(Config, argv, description=__doc__)
+    if cfg.checkpoint:
+        print(predict(cfg.checkpoint, cfg.input))
+        return
+    results = run(cfg)
+    m = results["metrics"]
+    print(f"\nsentiment {cfg.cell}: {results['steps']} steps in {results['wall_time_s'] / 60:.1f} min -> {results['out']}")
+    print(f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}); "
+          f"validation {m['validation_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

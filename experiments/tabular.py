@@ -1,0 +1,164 @@
+"""One-to-one: a feature vector in, a class out, through a recurrence of a single step.
+
+    python -m experiments.tabular                          # scikit-learn's breast cancer data (569 x 30)
+    python -m experiments.tabular --dataset wine --cell gru
+    python -m experiments.tabular --data my_table.csv --label-column y
+    python -m experiments.tabular --checkpoint runs/tabular/RUN --input "13.2,1.78,2.14,11.2,100,2.65,..."
+
+With one step and a zero initial state, the vanilla RNN is exactly a one-hidden-layer MLP,
+y = W_hy tanh(x W_xh + b) + b_y (W_hh multiplies zeros; tests/test_tasks.py checks it); the
+LSTM and GRU are gated variants of it. This is the note's one-to-one shape, and the baseline
+the other shapes add time to.
+
+Data: a dataset shipped inside scikit-learn (--dataset, no download), or a local table /
+hub dataset with numeric feature columns and an integer --label-column. Split: stratified
+60/20/20 train/validation/test with --seed; features standardised with the training split's
+mean and standard deviation (saved with the checkpoint, applied to --input). Reported: test
+accuracy of the best checkpoint by validation loss, beside the majority class and
+scikit-learn's logistic regression on the same split.
+
+Writes to --out: results.json, loss_curves.png, logs/, checkpoints/.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+
+import numpy as np
+from flax import nnx
+
+from rnn_jax.cells import make_cell
+from rnn_jax.config import option, parse, prepare_run_dir
+from rnn_jax.data.batches import chunks, shuffled_batches
+from rnn_jax.data.tables import load_table, require_columns
+from rnn_jax.decode import batched_outputs
+from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.layers import SequenceModel
+from rnn_jax.losses import classification_cross_entropy
+
+SKLEARN_DATASETS = ("breast_cancer", "wine", "iris", "digits")
+
+
+@dataclasses.dataclass
+class Config(TaskOptions):
+    QUICK = dict(hidden=16, batch=16, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
+
+    dataset: str = option("breast_cancer", f"a dataset shipped in scikit-learn: {' | '.join(SKLEARN_DATASETS)}")
+    data: str | None = option(None, "instead of --dataset: a local .csv/.tsv/.jsonl/.parquet table, save_to_disk "
+                                    "folder or hub id")
+    label_column: str = option("label", "--data: the integer class column (every other column is a feature)")
+    steps: int = option(600, "training steps (also the horizon of the learning-rate decay)")
+    warmup: int = option(20, "linear warm-up steps")
+    eval_every: int = option(50, "evaluate on the validation split every N steps")
+    checkpoint_every: int = option(100, "save a checkpoint every N steps (and at the end)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.data is None and self.dataset not in SKLEARN_DATASETS:
+            raise ValueError(f"unknown --dataset {self.dataset!r}; choose one of: {', '.join(SKLEARN_DATASETS)}")
+
+
+def load_features(cfg: Config) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(features (n, d) float32, labels (n,) int, feature names)."""
+    if cfg.data is None:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, f"load_{cfg.dataset}")()
+        return bunch.data.astype(np.float32), bunch.target.astype(np.int32), [str(n) for n in bunch.feature_names]
+    table = load_table(cfg.data)
+    require_columns(table, cfg.data, [cfg.label_column])
+    names = [c for c in table.column_names if c != cfg.label_column]
+    frame = table.to_pandas()
+    try:
+        features = frame[names].to_numpy(np.float32)
+    except ValueError as error:
+        raise ValueError(f"{cfg.data}: every column but {cfg.label_column!r} must be numeric ({error})") from error
+    if not np.isfinite(features).all():
+        raise ValueError(f"{cfg.data}: the features hold missing or infinite values; impute or drop those rows")
+    return features, frame[cfg.label_column].to_numpy(np.int32), names
+
+
+def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(labels))
+    train, rest = train_test_split(rows, test_size=0.4, stratify=labels, random_state=seed)
+    validation, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=seed)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def build_model(cfg: Config, extra: dict) -> SequenceModel:
+    return SequenceModel(make_cell(cfg.cell), input_size=len(extra["features"]), hidden_size=cfg.hidden,
+                         output_size=len(extra["labels"]), num_layers=cfg.layers, dropout=cfg.dropout,
+                         readout="final", rngs=nnx.Rngs(cfg.seed))
+
+
+def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
+    """Standardised features as sequences of one step: (n, 1, d)."""
+    return ((features - np.asarray(extra["mean"])) / np.asarray(extra["std"]))[:, None, :].astype(np.float32)
+
+
+def run(cfg: Config) -> dict:
+    out, cfg, resuming = prepare_run_dir(cfg, "tabular", from_command_line=("minutes",))
+    features, labels, names = load_features(cfg)
+    classes = sorted(set(labels.tolist()))
+    if classes != list(range(len(classes))) or len(classes) < 2:
+        raise ValueError(f"labels must be 0..K-1 with K >= 2, got {classes}")
+    rows = stratified_split(labels, cfg.seed)
+    mean, std = features[rows["train"]].mean(0), features[rows["train"]].std(0)
+    extra = {"features": names, "labels": classes, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
+    data = {s: {"inputs": as_sequences(features[r], extra), "targets": labels[r]} for s, r in rows.items()}
+    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=classification_cross_entropy,
+                 get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
+                 eval_batches=chunks(data["validation"], 4096), extra=extra, desc=f"tabular {cfg.cell}")
+    model = nnx.merge(fitted.graphdef, fitted.params)
+    metrics = {f"{s}_accuracy": float(np.mean(batched_outputs(model, data[s]).argmax(-1) == data[s]["targets"]))
+               for s in ("validation", "test")}
+    majority = collections.Counter(data["train"]["targets"].tolist()).most_common(1)[0][0]
+    metrics["test_majority_baseline"] = float(np.mean(data["test"]["targets"] == majority))
+    metrics["test_logistic_regression"] = logistic_regression(data)
+    info = {"examples": {s: len(r) for s, r in rows.items()}, "num_features": len(names)}
+    results = finish(cfg, out, fitted, metrics, title=f"tabular: {cfg.data or cfg.dataset}", extra=info)
+    results["out"] = str(out)
+    return results
+
+
+def logistic_regression(data: dict) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    fit_on = data["train"]["inputs"][:, 0], data["train"]["targets"]
+    model = LogisticRegression(max_iter=5000).fit(*fit_on)
+    return float(model.score(data["test"]["inputs"][:, 0], data["test"]["targets"]))
+
+
+def predict(run_dir: str, values: str) -> str:
+    """Class probabilities of one comma-separated feature vector."""
+    cfg, extra, model = load_run(run_dir, Config, build_model)
+    try:
+        x = np.array([float(v) for v in values.split(",")], np.float32)
+    except ValueError:
+        sys.exit(f"--input must be {len(extra['features'])} comma-separated numbers, got {values!r}")
+    if x.size != len(extra["features"]):
+        sys.exit(f"--input has {x.size} values; the model takes {len(extra['features'])}: {', '.join(extra['features'])}")
+    logits = batched_outputs(model, {"inputs": as_sequences(x[None], extra)})[0]
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    return "\n".join(f"class {label}: p = {p:.3f}" for label, p in zip(extra["labels"], probs))
+
+
+def main(argv=None):
+    cfg = parse(Config, argv, description=__doc__)
+    if cfg.checkpoint:
+        print(predict(cfg.checkpoint, cfg.input))
+        return
+    results = run(cfg)
+    m = results["metrics"]
+    print(f"\ntabular {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}")
+    print(f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}, logistic "
+          f"regression {m['test_logistic_regression']:.4f}); validation {m['validation_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

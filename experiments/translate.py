@@ -1,0 +1,215 @@
+"""Many-to-many, encoder-decoder: translation (English -> French on the Tatoeba pairs).
+
+    python -m experiments.translate                                  # no attention: the state is the bottleneck
+    python -m experiments.translate --attention --cell gru
+    python -m experiments.translate --reverse                        # French -> English
+    python -m experiments.translate --hf-dataset opus_books --hf-config en-fr   # online ("translation" column)
+    python -m experiments.translate --checkpoint runs/translate/RUN --input "I am very hungry."
+
+Sentences are lower-cased and split from punctuation; pairs with a side longer than
+--max-len tokens are left out. The split (seeded, 90/5/5) is by source sentence, so the
+several translations of one sentence never straddle splits, and each test sentence is scored
+against all its translations (multi-reference BLEU, sacrebleu, on the tokenised text). The
+source is padded on the left (the encoder ends on the last real word; attention ignores the
+padding); training is teacher-forced (<bos> y_1 ... -> y_1 ... <eos>). Reported: test BLEU of
+greedy decoding and of beam search (--beam, --length-penalty) with the best checkpoint by
+validation loss, beside copying the source (names, numbers and cognates give it some BLEU).
+The gradient-flow profile of the loss at <eos> reaches back through the decoder into the
+encoder (keys encoder/... and decoder/...).
+
+Writes to --out: results.json (with sample translations), loss_curves.png, flow_vs_lag.png,
+attention.png (with --attention), logs/, checkpoints/.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+
+import numpy as np
+from flax import nnx
+
+from rnn_jax import plots
+from rnn_jax.cells import make_cell
+from rnn_jax.config import option, parse, prepare_run_dir, require_at_least_one
+from rnn_jax.data import tasks
+from rnn_jax.data.batches import chunks, pad, shuffled_batches
+from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
+from rnn_jax.decode import beam_search, greedy
+from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.losses import seq2seq_cross_entropy
+from rnn_jax.seq2seq import Seq2Seq
+
+DEFAULT_DATA = "../shared/data/tatoeba_eng_fra/eng-fra.tsv"
+SPECIALS = (PAD, UNK, BOS, EOS)
+
+
+@dataclasses.dataclass
+class Config(TaskOptions):
+    QUICK = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=8)
+
+    data: str = option(DEFAULT_DATA, "sentence pairs: a source<TAB>target file, a table/save_to_disk folder with "
+                                     "--source-column/--target-column, or a hub id")
+    hf_config: str | None = option(None, "configuration of a hub dataset (e.g. en-fr)")
+    source_column: str = option("en", "tables: the source-language column (or key of a 'translation' column)")
+    target_column: str = option("fr", "tables: the target-language column")
+    reverse: bool = option(False, "translate from the second language into the first")
+    max_len: int = option(16, "longest sentence kept, in tokens (either side)")
+    min_count: int = option(2, "words seen fewer times in training become <unk>")
+    embed: int = option(128, "word embedding size (both languages)")
+    hidden: int = option(256, "hidden size (encoder and decoder)")
+    batch: int = option(64, "sentence pairs per training step")
+    steps: int = option(4000, "training steps (also the horizon of the learning-rate decay)")
+    eval_every: int = option(500, "evaluate on the validation split every N steps")
+    checkpoint_every: int = option(500, "save a checkpoint every N steps (and at the end)")
+    attention: bool = option(False, "additive attention over the encoder's states (Bahdanau et al., 2015)")
+    beam: int = option(4, "beam width of beam-search decoding")
+    length_penalty: float = option(0.6, "beam search ranks log p / length**penalty")
+    test_sentences: int | None = option(None, "decode at most this many test sentences (default: all)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_at_least_one(self, ("max_len", "min_count", "embed", "beam"))
+
+
+def tokenized_pairs(cfg: Config) -> list[tuple[list[str], list[str]]]:
+    pairs = tasks.load_pairs(cfg.data, source_column=cfg.source_column, target_column=cfg.target_column,
+                             config=cfg.hf_config)
+    pairs = [(tasks.tokenize(b), tasks.tokenize(a)) if cfg.reverse else (tasks.tokenize(a), tasks.tokenize(b))
+             for a, b in pairs]
+    kept = [(s, t) for s, t in pairs if 0 < len(s) <= cfg.max_len and 0 < len(t) <= cfg.max_len]
+    if not kept:
+        raise ValueError(f"{cfg.data}: no pair has both sides within --max-len {cfg.max_len} tokens")
+    return kept
+
+
+def split_by_source(pairs, seed: int) -> dict[str, list]:
+    """90/5/5 over distinct source sentences (all translations of one sentence together)."""
+    by_source = collections.defaultdict(list)
+    for source, target in pairs:
+        by_source[tuple(source)].append(target)
+    sources = list(by_source)
+    rows = tasks.split_indices(len(sources), seed, (0.9, 0.05, 0.05))
+    return {s: [(list(sources[i]), by_source[sources[i]]) for i in idx] for s, idx in rows.items()}
+
+
+def encode_sources(vocab: Vocab, sources, max_len: int) -> dict[str, np.ndarray]:
+    ids, mask = pad([vocab.encode(s) for s in sources], max_len, side="left")
+    return {"inputs": ids, "source_mask": mask}
+
+
+def encode_pairs(source_vocab: Vocab, target_vocab: Vocab, grouped, max_len: int) -> dict[str, np.ndarray]:
+    """One row per (source, translation): teacher-forced decoder inputs and targets."""
+    flat = [(s, t) for s, targets in grouped for t in targets]
+    bos, eos = target_vocab.id(BOS), target_vocab.id(EOS)
+    targets = [target_vocab.encode(t) for _, t in flat]
+    decoder_inputs, _ = pad([np.concatenate([[bos], t]) for t in targets], max_len + 1)
+    outputs, mask = pad([np.concatenate([t, [eos]]) for t in targets], max_len + 1)
+    return {**encode_sources(source_vocab, [s for s, _ in flat], max_len), "decoder_inputs": decoder_inputs,
+            "targets": outputs, "mask": mask}
+
+
+def build_model(cfg: Config, extra: dict) -> Seq2Seq:
+    return Seq2Seq(make_cell(cfg.cell), source_vocab=len(extra["source_vocab"]),
+                   target_vocab=len(extra["target_vocab"]), embed_size=cfg.embed, hidden_size=cfg.hidden,
+                   num_layers=cfg.layers, dropout=cfg.dropout, attention=cfg.attention, rngs=nnx.Rngs(cfg.seed))
+
+
+def translate(model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vocab, sources, *, beam: bool,
+              size: int = 256) -> list[list[str]]:
+    graphdef, params = nnx.split(model)
+    options = dict(bos=target_vocab.id(BOS), eos=target_vocab.id(EOS), max_len=cfg.max_len + 1)
+    if beam:
+        options.update(beam=cfg.beam, length_penalty=cfg.length_penalty)
+    out = []
+    for chunk in chunks(encode_sources(source_vocab, sources, cfg.max_len), size):
+        decode = beam_search if beam else greedy
+        tokens = np.asarray(decode(graphdef, params, chunk["inputs"], chunk["source_mask"], **options))
+        out += [target_vocab.decode(row) for row in tokens]
+    return out
+
+
+def bleu(hypotheses: list[list[str]], references: list[list[list[str]]]) -> float:
+    import sacrebleu
+
+    streams = max(len(r) for r in references)
+    refs = [[" ".join(r[k]) if k < len(r) else None for r in references] for k in range(streams)]
+    return float(sacrebleu.corpus_bleu([" ".join(h) for h in hypotheses], refs, tokenize="none").score)
+
+
+def run(cfg: Config) -> dict:
+    out, cfg, resuming = prepare_run_dir(cfg, "translate", from_command_line=("minutes",))
+    splits = split_by_source(tokenized_pairs(cfg), cfg.seed)
+    source_vocab = Vocab.build([s for s, _ in splits["train"]], min_count=cfg.min_count, specials=SPECIALS)
+    target_vocab = Vocab.build([t for _, ts in splits["train"] for t in ts], min_count=cfg.min_count, specials=SPECIALS)
+    extra = {"source_vocab": list(source_vocab.tokens), "target_vocab": list(target_vocab.tokens)}
+    train = encode_pairs(source_vocab, target_vocab, splits["train"], cfg.max_len)
+    validation = encode_pairs(source_vocab, target_vocab, splits["validation"], cfg.max_len)
+    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=seq2seq_cross_entropy,
+                 get_batch=shuffled_batches(train, cfg.batch, cfg.seed), eval_batches=chunks(validation, 1024),
+                 extra=extra, desc=f"translate {cfg.cell}", tokens_per_step=cfg.batch * (cfg.max_len + 1))
+    model = nnx.merge(fitted.graphdef, fitted.params)
+
+    test = splits["test"][: cfg.test_sentences]
+    sources, references = [s for s, _ in test], [ts for _, ts in test]
+    hypotheses = {kind: translate(model, cfg, source_vocab, target_vocab, sources, beam=kind == "beam")
+                  for kind in ("greedy", "beam")}
+    metrics = {f"test_bleu_{kind}": bleu(h, references) for kind, h in hypotheses.items()}
+    metrics["test_bleu_copy_source"] = bleu(sources, references)
+    samples = [{"source": " ".join(s), "references": [" ".join(r) for r in refs],
+                **{kind: " ".join(h[i]) for kind, h in hypotheses.items()}}
+               for i, (s, refs) in enumerate(zip(sources[:20], references[:20]))]
+    if cfg.attention:
+        plot_attention(model, test[0], source_vocab, target_vocab, hypotheses["greedy"][0], cfg, out)
+    info = {"pairs": {s: sum(len(ts) for _, ts in v) for s, v in splits.items()},
+            "source_sentences": {s: len(v) for s, v in splits.items()},
+            "vocab_sizes": {"source": source_vocab.size, "target": target_vocab.size},
+            "test_sentences_decoded": len(test), "samples": samples}
+    results = finish(cfg, out, fitted, metrics, title=f"translate: {cfg.data}", extra=info)
+    results["out"] = str(out)
+    return results
+
+
+def plot_attention(model, example, source_vocab, target_vocab, hypothesis, cfg, out):
+    source, _ = example
+    batch = encode_sources(source_vocab, [source], cfg.max_len)
+    carries, memory = model.encode(batch["inputs"], mask=batch["source_mask"])
+    decoder_inputs = target_vocab.encode([BOS, *hypothesis])[None]
+    weights = np.asarray(model.decoder.attention_weights(decoder_inputs, initial_carries=carries, **memory))[0]
+    plots.attention(weights[:, -len(source):], source, [*hypothesis, EOS], out / "attention.png")
+
+
+def predict(run_dir: str, sentence: str) -> str:
+    cfg, extra, model = load_run(run_dir, Config, build_model)
+    source_vocab, target_vocab = Vocab(extra["source_vocab"]), Vocab(extra["target_vocab"])
+    tokens = tasks.tokenize(sentence)
+    if not tokens:
+        sys.exit("--input holds no word")
+    if len(tokens) > cfg.max_len:
+        sys.exit(f"--input has {len(tokens)} tokens; this model was trained on at most {cfg.max_len}")
+    unknown = [t for t in tokens if t not in source_vocab]
+    lines = [f"greedy: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=False)[0])}",
+             f"beam {cfg.beam}: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=True)[0])}"]
+    if unknown:
+        lines.append(f"(words unseen in training, read as <unk>: {unknown})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    cfg = parse(Config, argv, description=__doc__)
+    if cfg.checkpoint:
+        print(predict(cfg.checkpoint, cfg.input))
+        return
+    results = run(cfg)
+    m = results["metrics"]
+    print(f"\ntranslate {cfg.cell}{' + attention' if cfg.attention else ''}: {results['steps']} steps in "
+          f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}")
+    print(f"test BLEU greedy {m['test_bleu_greedy']:.2f}, beam {cfg.beam} {m['test_bleu_beam']:.2f} "
+          f"(copying the source {m['test_bleu_copy_source']:.2f})")
+    for sample in results["samples"][:5]:
+        print(f"  {sample['source']}  ->  {sample['beam']}   (reference: {sample['references'][0]})")
+
+
+if __name__ == "__main__":
+    main()
