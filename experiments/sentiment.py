@@ -11,8 +11,9 @@ Sequences are padded on the left, so every one ends at the last step: the classi
 the final state, and the gradient-flow profile ||dL/dh_(T-k)|| has the same meaning (k tokens
 before the end) for every example; a text longer than --max-len keeps its last --max-len
 tokens. Splits: the data's own (hub splits; the review corpus's folds 0-7 / 8 / 9), else a
-seeded 80/10/10 shuffle. The test accuracy is that of the best checkpoint by validation loss,
-beside the majority-class baseline.
+seeded 80/10/10 shuffle. The test accuracy is that of the best checkpoint by validation loss
+(or accuracy, with --best-by accuracy: an overconfident classifier's validation loss can rise
+while its accuracy still improves), beside the majority-class baseline.
 
 Writes to --out: results.json, loss_curves.png, flow_vs_lag.png, logs/, checkpoints/.
 """

@@ -14,7 +14,7 @@ Data: a dataset shipped inside scikit-learn (--dataset, no download), or a local
 hub dataset with numeric feature columns and an integer --label-column. Split: stratified
 60/20/20 train/validation/test with --seed; features standardised with the training split's
 mean and standard deviation (saved with the checkpoint, applied to --input). Reported: test
-accuracy of the best checkpoint by validation loss, beside the majority class and
+accuracy of the best checkpoint by validation loss (--best-by), beside the majority class and
 scikit-learn's logistic regression on the same split.
 
 Writes to --out: results.json, loss_curves.png, logs/, checkpoints/.

@@ -27,6 +27,7 @@ from rnn_jax.cells import CELLS
 from rnn_jax.config import apply_quick, environment, option, require_at_least_one, write_json
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.train import (
+    BEST_BY,
     OPTIMIZERS,
     SCHEDULES,
     Checkpoints,
@@ -64,8 +65,9 @@ class TrainingOptions:
     warmup: int = option(100, "linear warm-up steps")
     clip_norm: float | None = option(1.0, "clip gradients to this global norm; 0 disables (default: 1.0)")
     clip_value: float | None = option(None, "clip gradients element-wise to [-v, v] instead")
-    eval_every: int = option(200, "evaluate on the validation split every N steps (the best checkpoint by "
-                                  "validation loss is the one tested)")
+    eval_every: int = option(200, "evaluate on the validation split every N steps")
+    best_by: str = option("loss", f"the validation metric that picks the best checkpoint, the one tested: "
+                                  f"{' | '.join(f'{k} ({v})' for k, v in BEST_BY.items())}")
     flow_every: int | None = option(None, "measure the gradient flow ||dL/dh_t|| every N steps "
                                           "(default: at the first and the last step)")
     checkpoint_every: int = option(200, "save a checkpoint every N steps (and at the end)")
@@ -86,6 +88,8 @@ class TrainingOptions:
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELLS)}")
         require_at_least_one(self, ("layers", "hidden", "batch", "steps", "eval_every", "checkpoint_every", "keep"))
+        if self.best_by not in BEST_BY:
+            raise ValueError(f"--best-by must be one of {', '.join(BEST_BY)}, got {self.best_by!r}")
         if self.flow_every is not None:
             require_at_least_one(self, ("flow_every",))
         if self.minutes is not None and self.minutes <= 0:
@@ -118,7 +122,7 @@ def make_training(cfg: TrainingOptions):
 class Fitted:
     graphdef: nnx.GraphDef
     state: TrainState  # at the end of training
-    params: nnx.State  # the best by validation loss (what is tested)
+    params: nnx.State  # the best by the validation metric cfg.best_by (what is tested)
     history: dict
     wall_time_s: float  # of this invocation
 
@@ -139,7 +143,8 @@ def fit(
 ) -> Fitted:
     """Train `model` on the shared loop (jitted step, optax, evaluation every
     `cfg.eval_every` steps, gradient flow from the training step itself, orbax checkpoints,
-    JSONL + TensorBoard logs, Ctrl-C / time-budget stops) and restore its best parameters.
+    JSONL + TensorBoard logs, Ctrl-C / time-budget stops) and restore its best parameters
+    (by `cfg.best_by` on the validation batches).
 
     `extra` (vocabularies, label names, normalisation: what prediction needs besides the
     config) is saved with every checkpoint; on resume it must match what the data gives.
@@ -149,7 +154,7 @@ def fit(
     optimizer, clipper = make_training(cfg)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(cfg.seed),
                                        stateful_batch=cfg.batch if stateful else None)
-    checkpoints = Checkpoints(out / "checkpoints", keep=cfg.keep)
+    checkpoints = Checkpoints(out / "checkpoints", keep=cfg.keep, best_by=cfg.best_by)
     history = None
     if resuming:
         state, saved = checkpoints.restore(state)
@@ -239,7 +244,7 @@ def load_run(run_dir: str | Path, config_cls, build_model: Callable, *, last: bo
         sys.exit(f"--checkpoint {run_dir}: its config has fields {sorted(set(saved) - fields)} that a "
                  f"{config_cls.__module__} run does not: a run of another experiment?")
     cfg = config_cls(**saved, **{k: None for k in ("resume", "checkpoint", "input") if k in fields})
-    checkpoints = Checkpoints(run_dir / "checkpoints")
+    checkpoints = Checkpoints(run_dir / "checkpoints", best_by=cfg.best_by)
     best = not last and checkpoints.best.latest_step() is not None
     manager = checkpoints.best if best else checkpoints.last
     step = manager.best_step() if best else manager.latest_step()

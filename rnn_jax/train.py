@@ -183,31 +183,47 @@ def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entr
 # -- checkpoints --------------------------------------------------------------------------
 
 
+BEST_BY = {"loss": "min", "accuracy": "max"}  # validation metric -> which end is best
+
+
 class Checkpoints:
-    """Orbax checkpoints of a run: the last `keep` under ``last/`` and the best by validation
-    loss under ``best/``. Each holds the TrainState and a JSON item (config, history, ...).
+    """Orbax checkpoints of a run: the last `keep` under ``last/`` and the best by a validation
+    metric (`best_by`: lowest loss, or highest accuracy) under ``best/``. Each holds the
+    TrainState and a JSON item (config, history, ...).
 
     Orbax writes a step to a temporary directory and renames it when complete, so a killed
     save never leaves a checkpoint that restores half-written.
     """
 
-    def __init__(self, directory: str | Path, *, keep: int = 3):
+    def __init__(self, directory: str | Path, *, keep: int = 3, best_by: str = "loss"):
+        if best_by not in BEST_BY:
+            raise ValueError(f"unknown best_by {best_by!r}; choose one of: {', '.join(BEST_BY)}")
+        self.best_by = best_by
         self.directory = Path(directory).absolute()
         self.last = ocp.CheckpointManager(
             self.directory / "last", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         )
         self.best = ocp.CheckpointManager(
             self.directory / "best",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["val_loss"], best_mode="min", create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[best_by], best_mode=BEST_BY[best_by],
+                                                 create=True),
         )
 
-    def save(self, state: TrainState, extra: dict, *, val_loss: float | None = None) -> None:
+    def save(self, state: TrainState, extra: dict, *, eval_metrics: dict[str, float] | None = None) -> None:
+        """Save as the latest; with `eval_metrics` (the validation metrics of this state), also
+        as the best if it beats the best so far by `best_by`."""
         step = int(state.step)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra))
         if step not in self.last.all_steps():
             self.last.save(step, args=args)
-        if val_loss is not None and math.isfinite(val_loss) and step not in self.best.all_steps():
-            self.best.save(step, args=args, metrics={"val_loss": val_loss})
+        if eval_metrics is None:
+            return
+        if self.best_by not in eval_metrics:
+            raise ValueError(f"the evaluation reports {sorted(eval_metrics)}: no {self.best_by!r} to pick the best "
+                             "checkpoint by; use --best-by loss")
+        value = float(eval_metrics[self.best_by])
+        if math.isfinite(value) and step not in self.best.all_steps():
+            self.best.save(step, args=args, metrics={self.best_by: value})
 
     def latest_step(self) -> int | None:
         return self.last.latest_step()
@@ -300,16 +316,16 @@ def train_loop(
     log_mark = [start, started]  # (step, time) of the last train record, for tokens/s
     last_finite_grad_norm = None
 
-    def save(val_loss=None):
+    def save(eval_metrics=None):
         if checkpoints is not None:
             extra = checkpoint_extra(history) if checkpoint_extra else {"history": history}
-            checkpoints.save(state, extra, val_loss=val_loss)
+            checkpoints.save(state, extra, eval_metrics=eval_metrics)
 
     def run_eval(step):
         metrics = {k: float(v) for k, v in evaluate(state.params).items()}
         history["eval"].append({"step": step, **metrics})
         writer.log("eval", step, metrics)
-        return metrics["loss"]
+        return metrics
 
     bar = tqdm(range(start, loop.steps), initial=start, total=loop.steps, desc=desc, dynamic_ncols=True, leave=False)
     ctrl_c = _CtrlC()
@@ -344,15 +360,15 @@ def train_loop(
             done = step + 1
             out_of_time = loop.max_seconds is not None and time.monotonic() - started > loop.max_seconds
             last = done == loop.steps or out_of_time
-            val_loss = None
+            eval_metrics = None
             if evaluate is not None and loop.eval_every and (done % loop.eval_every == 0 or last):
-                val_loss = run_eval(done)
+                eval_metrics = run_eval(done)
             if out_of_time and done < loop.steps:
                 history.update(status="stopped", stopped_by="time budget", stopped_at=done)
             elif last:
                 history["status"] = "completed"  # before the final save, so the checkpoint says so
             if loop.checkpoint_every and (done % loop.checkpoint_every == 0 or last):
-                save(val_loss)
+                save(eval_metrics)
             if out_of_time:
                 break
             if ctrl_c.pressed and not last:

@@ -24,7 +24,7 @@ def sentiment_run(tmp_path_factory):
     (root / "s.tsv").write_text("label\ttext\n" + "\n".join(rows) + "\n")
     out = root / "run"
     sentiment.main([*FAST, "--data", str(root / "s.tsv"), "--embed", "8", "--batch", "8", "--max-len", "10",
-                    "--out", str(out)])
+                    "--best-by", "accuracy", "--out", str(out)])
     return out
 
 
@@ -35,6 +35,8 @@ def test_sentiment_results_and_prediction(sentiment_run, capsys):
     assert 0 <= metrics["test_accuracy"] <= 1 and 0 < metrics["test_majority_baseline"] < 1
     assert results["examples"] == {"train": 96, "validation": 12, "test": 12}
     assert set(results["flow_decay_rates"]) == {"0", "11"}  # gradient flow at the first and last step
+    best = max(results["history"]["eval"], key=lambda r: r["accuracy"])  # --best-by accuracy: the one tested
+    assert metrics["validation_accuracy"] == pytest.approx(best["accuracy"])
     assert (sentiment_run / "flow_vs_lag.png").exists() and (sentiment_run / "loss_curves.png").exists()
     capsys.readouterr()
     sentiment.main(["--checkpoint", str(sentiment_run), "--input", "A great, fun film! unheardofword"])

@@ -103,11 +103,25 @@ def test_best_checkpoint_tracks_validation_loss(tmp_path):
     state, _, _ = _setup()
     checkpoints = Checkpoints(tmp_path / "ckpt", keep=1)
     for step, val in ((1, 3.0), (2, 1.0), (3, 2.0)):
-        checkpoints.save(state.replace(step=jnp.asarray(step)), {"val": val}, val_loss=val)
+        checkpoints.save(state.replace(step=jnp.asarray(step)), {"val": val}, eval_metrics={"loss": val})
     checkpoints.wait()
     assert checkpoints.last.all_steps() == [3]
     assert checkpoints.best.best_step() == 2
     checkpoints.close()
+
+
+def test_best_checkpoint_by_accuracy(tmp_path):
+    state, _, _ = _setup()
+    checkpoints = Checkpoints(tmp_path / "ckpt", best_by="accuracy")
+    for step, (loss, accuracy) in enumerate(((1.0, 0.6), (2.0, 0.8), (0.5, 0.7)), 1):
+        checkpoints.save(state.replace(step=jnp.asarray(step)), {}, eval_metrics={"loss": loss, "accuracy": accuracy})
+    checkpoints.wait()
+    assert checkpoints.best.best_step() == 2  # the highest accuracy, not the lowest loss
+    with pytest.raises(ValueError, match="no 'accuracy' to pick the best checkpoint by"):
+        checkpoints.save(state.replace(step=jnp.asarray(4)), {}, eval_metrics={"loss": 0.1})
+    checkpoints.close()
+    with pytest.raises(ValueError, match="unknown best_by"):
+        Checkpoints(tmp_path / "other", best_by="f1")
 
 
 def test_stateful_windows_continue_the_sequence():
