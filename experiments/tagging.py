@@ -10,8 +10,8 @@
 seen fewer than --min-count times in training become <unk>, so the model learns what to do
 with a word it does not know. Sentences are right-padded; padding is masked out of the
 recurrence, the loss and the accuracy. Reported: token accuracy on the test split of the best
-checkpoint by validation loss (--best-by), beside the most-frequent-tag-per-word baseline (a word unseen
-in training gets the most frequent tag overall). A bidirectional tagger sees the whole
+checkpoint by validation loss (--best-by), beside the most-frequent-tag-per-word baseline (a
+word unseen in training gets the most frequent tag overall). A bidirectional tagger sees the whole
 sentence before it tags a word; a forward one only the words to its left.
 
 Writes to --out: results.json, loss_curves.png, flow_vs_lag.png, logs/, checkpoints/.
