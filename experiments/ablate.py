@@ -22,7 +22,6 @@ import sys
 import typing
 from pathlib import Path
 
-
 from experiments import gradient_flow
 from rnn_jax import plots
 from rnn_jax.cells import LSTM_VARIANTS

@@ -29,8 +29,9 @@ import sys
 import numpy as np
 from flax import nnx
 
+from rnn_jax import experiment
 from rnn_jax.cells import make_cell
-from rnn_jax.config import option, parse, prepare_run_dir, require_at_least_one
+from rnn_jax.config import option, prepare_run_dir, require_at_least_one
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import greedy
@@ -147,9 +148,7 @@ def run(cfg: Config) -> dict:
     info = {"examples": {"train": len(train), "validation": len(validation), "test": len(test)},
             "samples": [{"index": int(i), "reference": " ".join(r), "caption": " ".join(p)}
                         for i, r, p in zip(test[:20], reference, predicted)]}
-    results = finish(cfg, out, fitted, metrics, title="caption: sklearn digits", extra=info)
-    results["out"] = str(out)
-    return results
+    return finish(cfg, out, fitted, metrics, title="caption: sklearn digits", extra=info)
 
 
 def predict(run_dir: str, image: str) -> str:
@@ -171,19 +170,18 @@ def predict(run_dir: str, image: str) -> str:
     return f"{note}\n{' '.join(caption(model, Vocab(extra['vocab']), pixels[None])[0])}"
 
 
-def main(argv=None):
-    cfg = parse(Config, argv, description=__doc__)
-    if cfg.checkpoint:
-        print(predict(cfg.checkpoint, cfg.input))
-        return
-    results = run(cfg)
+def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    print(f"\ncaption {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}")
-    print(f"test exact match {m['test_exact_match']:.4f}, character accuracy {m['test_char_accuracy']:.4f}, "
-          f"digit {m['test_digit_accuracy']:.4f}, weight {m['test_weight_accuracy']:.4f}, lean "
-          f"{m['test_lean_accuracy']:.4f} (most frequent caption: exact {m['test_most_frequent_caption_exact_match']:.4f})")
-    for sample in results["samples"][:5]:
-        print(f"  image {sample['index']}: {sample['caption']!r}  (reference {sample['reference']!r})")
+    lines = [f"\ncaption {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}",
+             f"test exact match {m['test_exact_match']:.4f}, character accuracy {m['test_char_accuracy']:.4f}, "
+             f"digit {m['test_digit_accuracy']:.4f}, weight {m['test_weight_accuracy']:.4f}, lean "
+             f"{m['test_lean_accuracy']:.4f} (most frequent caption: exact {m['test_most_frequent_caption_exact_match']:.4f})"]
+    lines += [f"  image {s['index']}: {s['caption']!r}  (reference {s['reference']!r})" for s in results["samples"][:5]]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    experiment.main(Config, run, predict, summary, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_jax import plots
+from rnn_jax import experiment, plots
 from rnn_jax.cells import make_cell
-from rnn_jax.config import option, parse, prepare_run_dir, require_at_least_one
+from rnn_jax.config import option, prepare_run_dir, require_at_least_one
 from rnn_jax.data import tasks
 from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.decode import batched_outputs
@@ -218,9 +218,7 @@ def run(cfg: Config) -> dict:
                    title=f"{title} ({cfg.cell}), last {holdout} points held out")
     info = {"points": n, "train_points": train_end, "validation_points": holdout, "test_points": holdout,
             "forecasts": {"actual": actual.tolist(), "one_step": one_step.tolist(), "multi_step": multi_step.tolist()}}
-    results = finish(cfg, out, fitted, metrics, title=title, extra=info)
-    results["out"] = str(out)
-    return results
+    return finish(cfg, out, fitted, metrics, title=title, extra=info)
 
 
 def predict(run_dir: str, text: str) -> str:
@@ -237,17 +235,15 @@ def predict(run_dir: str, text: str) -> str:
     return ", ".join(f"{v:.4g}" for v in forecast)
 
 
+def summary(cfg: Config, results: dict) -> str:
+    lines = [f"\nforecast {cfg.cell} on {cfg.data or cfg.series}: {results['steps']} steps in "
+             f"{results['wall_time_s']:.0f} s -> {results['out']}"]
+    lines += [f"  {name:15s} RMSE {e['rmse']:10.4g}   MAE {e['mae']:10.4g}" for name, e in results["metrics"].items()]
+    return "\n".join(lines)
+
+
 def main(argv=None):
-    cfg = parse(Config, argv, description=__doc__)
-    if cfg.checkpoint:
-        print(predict(cfg.checkpoint, cfg.input))
-        return
-    results = run(cfg)
-    m = results["metrics"]
-    print(f"\nforecast {cfg.cell} on {cfg.data or cfg.series}: {results['steps']} steps in "
-          f"{results['wall_time_s']:.0f} s -> {results['out']}")
-    for name, e in m.items():
-        print(f"  {name:15s} RMSE {e['rmse']:10.4g}   MAE {e['mae']:10.4g}")
+    experiment.main(Config, run, predict, summary, argv, description=__doc__)
 
 
 if __name__ == "__main__":

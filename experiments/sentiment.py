@@ -27,15 +27,16 @@ import sys
 import numpy as np
 from flax import nnx
 
+from rnn_jax import experiment
 from rnn_jax.cells import make_cell
-from rnn_jax.config import option, parse, prepare_run_dir, require_at_least_one
+from rnn_jax.config import option, prepare_run_dir, require_at_least_one
 from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import Vocab
-from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.decode import batched_outputs
+from rnn_jax.experiment import TaskOptions, class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
-from rnn_jax.decode import batched_outputs
 
 DEFAULT_DATA = "../shared/data/rt_sentence_polarity/sentences.tsv"
 
@@ -96,9 +97,7 @@ def run(cfg: Config) -> dict:
     info = {"vocab_size": vocab.size, "examples": {s: len(y) for s, (_, y) in splits.items()},
             "train_tokens_median": float(np.median(lengths)), "train_truncated_fraction":
             float(np.mean(np.asarray(lengths) > cfg.max_len))}
-    results = finish(cfg, out, fitted, metrics, title=f"sentiment: {cfg.data}", extra=info)
-    results["out"] = str(out)
-    return results
+    return finish(cfg, out, fitted, metrics, title=f"sentiment: {cfg.data}", extra=info)
 
 
 def predict(run_dir: str, text: str) -> str:
@@ -109,25 +108,22 @@ def predict(run_dir: str, text: str) -> str:
         sys.exit("--input holds no word")
     vocab = Vocab(extra["vocab"])
     logits = batched_outputs(model, encode(vocab, [tokens], cfg.max_len))[0]
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
-    lines = [repr(text)] + [f"  class {label}: p = {p:.3f}" for label, p in zip(extra["labels"], probs)]
+    lines = [repr(text)] + ["  " + line for line in class_probabilities(logits, extra["labels"])]
     unknown = [t for t in tokens if t not in vocab]
     if unknown:
         lines.append(f"  (words unseen in training, read as <unk>: {unknown})")
     return "\n".join(lines)
 
 
-def main(argv=None):
-    cfg = parse(Config, argv, description=__doc__)
-    if cfg.checkpoint:
-        print(predict(cfg.checkpoint, cfg.input))
-        return
-    results = run(cfg)
+def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    print(f"\nsentiment {cfg.cell}: {results['steps']} steps in {results['wall_time_s'] / 60:.1f} min -> {results['out']}")
-    print(f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}); "
-          f"validation {m['validation_accuracy']:.4f}")
+    return (f"\nsentiment {cfg.cell}: {results['steps']} steps in {results['wall_time_s'] / 60:.1f} min -> {results['out']}\n"
+            f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}); "
+            f"validation {m['validation_accuracy']:.4f}")
+
+
+def main(argv=None):
+    experiment.main(Config, run, predict, summary, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,13 @@ import sys
 import numpy as np
 from flax import nnx
 
+from rnn_jax import experiment
 from rnn_jax.cells import make_cell
-from rnn_jax.config import option, parse, prepare_run_dir
+from rnn_jax.config import option, prepare_run_dir
 from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.tables import load_table, require_columns
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import TaskOptions, class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 
@@ -120,9 +121,7 @@ def run(cfg: Config) -> dict:
     metrics["test_majority_baseline"] = float(np.mean(data["test"]["targets"] == majority))
     metrics["test_logistic_regression"] = logistic_regression(data)
     info = {"examples": {s: len(r) for s, r in rows.items()}, "num_features": len(names)}
-    results = finish(cfg, out, fitted, metrics, title=f"tabular: {cfg.data or cfg.dataset}", extra=info)
-    results["out"] = str(out)
-    return results
+    return finish(cfg, out, fitted, metrics, title=f"tabular: {cfg.data or cfg.dataset}", extra=info)
 
 
 def logistic_regression(data: dict) -> float:
@@ -143,21 +142,18 @@ def predict(run_dir: str, values: str) -> str:
     if x.size != len(extra["features"]):
         sys.exit(f"--input has {x.size} values; the model takes {len(extra['features'])}: {', '.join(extra['features'])}")
     logits = batched_outputs(model, {"inputs": as_sequences(x[None], extra)})[0]
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
-    return "\n".join(f"class {label}: p = {p:.3f}" for label, p in zip(extra["labels"], probs))
+    return "\n".join(class_probabilities(logits, extra["labels"]))
+
+
+def summary(cfg: Config, results: dict) -> str:
+    m = results["metrics"]
+    return (f"\ntabular {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}\n"
+            f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}, logistic "
+            f"regression {m['test_logistic_regression']:.4f}); validation {m['validation_accuracy']:.4f}")
 
 
 def main(argv=None):
-    cfg = parse(Config, argv, description=__doc__)
-    if cfg.checkpoint:
-        print(predict(cfg.checkpoint, cfg.input))
-        return
-    results = run(cfg)
-    m = results["metrics"]
-    print(f"\ntabular {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}")
-    print(f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}, logistic "
-          f"regression {m['test_logistic_regression']:.4f}); validation {m['validation_accuracy']:.4f}")
+    experiment.main(Config, run, predict, summary, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from rnn_jax import experiment
 from rnn_jax.cells import make_cell
-from rnn_jax.config import option, parse, prepare_run_dir, require_at_least_one
+from rnn_jax.config import option, prepare_run_dir, require_at_least_one
 from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
@@ -124,9 +125,7 @@ def run(cfg: Config) -> dict:
     info = {"vocab_size": words.size, "tags": list(tags.tokens[1:]),
             "sentences": {s: len(v) for s, v in splits.items()},
             "test_unknown_word_fraction": float(np.mean([w not in words for w in test_words]))}
-    results = finish(cfg, out, fitted, metrics, title=f"tagging: {cfg.data}", extra=info)
-    results["out"] = str(out)
-    return results
+    return finish(cfg, out, fitted, metrics, title=f"tagging: {cfg.data}", extra=info)
 
 
 def predict(run_dir: str, sentence: str) -> str:
@@ -142,17 +141,16 @@ def predict(run_dir: str, sentence: str) -> str:
                     for w, t in zip(sentence_words, predicted))
 
 
-def main(argv=None):
-    cfg = parse(Config, argv, description=__doc__)
-    if cfg.checkpoint:
-        print(predict(cfg.checkpoint, cfg.input))
-        return
-    results = run(cfg)
+def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    print(f"\ntagging {cfg.cell}{' (bidirectional)' if cfg.bidirectional else ''}: {results['steps']} steps in "
-          f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}")
-    print(f"test token accuracy {m['test_accuracy']:.4f} (most frequent tag per word "
-          f"{m['test_most_frequent_tag_baseline']:.4f}); validation {m['validation_accuracy']:.4f}")
+    return (f"\ntagging {cfg.cell}{' (bidirectional)' if cfg.bidirectional else ''}: {results['steps']} steps in "
+            f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}\n"
+            f"test token accuracy {m['test_accuracy']:.4f} (most frequent tag per word "
+            f"{m['test_most_frequent_tag_baseline']:.4f}); validation {m['validation_accuracy']:.4f}")
+
+
+def main(argv=None):
+    experiment.main(Config, run, predict, summary, argv, description=__doc__)
 
 
 if __name__ == "__main__":

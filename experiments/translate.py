@@ -30,9 +30,9 @@ import sys
 import numpy as np
 from flax import nnx
 
-from rnn_jax import plots
+from rnn_jax import experiment, plots
 from rnn_jax.cells import make_cell
-from rnn_jax.config import option, parse, prepare_run_dir, require_at_least_one
+from rnn_jax.config import option, prepare_run_dir, require_at_least_one
 from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
@@ -166,9 +166,7 @@ def run(cfg: Config) -> dict:
             "source_sentences": {s: len(v) for s, v in splits.items()},
             "vocab_sizes": {"source": source_vocab.size, "target": target_vocab.size},
             "test_sentences_decoded": len(test), "samples": samples}
-    results = finish(cfg, out, fitted, metrics, title=f"translate: {cfg.data}", extra=info)
-    results["out"] = str(out)
-    return results
+    return finish(cfg, out, fitted, metrics, title=f"translate: {cfg.data}", extra=info)
 
 
 def plot_attention(model, example, source_vocab, target_vocab, hypothesis, cfg, out):
@@ -196,19 +194,18 @@ def predict(run_dir: str, sentence: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    cfg = parse(Config, argv, description=__doc__)
-    if cfg.checkpoint:
-        print(predict(cfg.checkpoint, cfg.input))
-        return
-    results = run(cfg)
+def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    print(f"\ntranslate {cfg.cell}{' + attention' if cfg.attention else ''}: {results['steps']} steps in "
-          f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}")
-    print(f"test BLEU greedy {m['test_bleu_greedy']:.2f}, beam {cfg.beam} {m['test_bleu_beam']:.2f} "
-          f"(copying the source {m['test_bleu_copy_source']:.2f})")
-    for sample in results["samples"][:5]:
-        print(f"  {sample['source']}  ->  {sample['beam']}   (reference: {sample['references'][0]})")
+    lines = [f"\ntranslate {cfg.cell}{' + attention' if cfg.attention else ''}: {results['steps']} steps in "
+             f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}",
+             f"test BLEU greedy {m['test_bleu_greedy']:.2f}, beam {cfg.beam} {m['test_bleu_beam']:.2f} "
+             f"(copying the source {m['test_bleu_copy_source']:.2f})"]
+    lines += [f"  {s['source']}  ->  {s['beam']}   (reference: {s['references'][0]})" for s in results["samples"][:5]]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    experiment.main(Config, run, predict, summary, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -213,7 +213,25 @@ def finish(cfg: TrainingOptions, out: Path, fitted: Fitted, metrics: dict, *, ti
     }
     write_json(out / "results.json", results)
     plot_history(cfg, out, history, title=title)
+    results["out"] = str(out)
     return results
+
+
+def class_probabilities(logits, labels) -> list[str]:
+    """One line per class: its softmax probability under `logits` (classes,)."""
+    return [f"class {label}: p = {p:.3f}" for label, p in zip(labels, np.asarray(jax.nn.softmax(logits)))]
+
+
+def main(config_cls, run: Callable, predict: Callable, summary: Callable, argv=None, *, description: str) -> None:
+    """The command line of a task experiment: prediction with --checkpoint/--input, else a
+    run, then `summary(cfg, results)` printed."""
+    from rnn_jax.config import parse
+
+    cfg = parse(config_cls, argv, description=description)
+    if cfg.checkpoint:
+        print(predict(cfg.checkpoint, cfg.input))
+        return
+    print(summary(cfg, run(cfg)))
 
 
 def plot_history(cfg: TrainingOptions, out: Path, history: dict, *, title: str, ylabel: str = "loss") -> None:

@@ -17,6 +17,15 @@ def _color(name: str, i: int):
     return COLORS.get(name, plt.cm.tab10(i % 10))
 
 
+def _save_with_grid_and_legend(fig, ax, path: Path, title: str) -> None:
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _log_band(profiles: np.ndarray):
     """Geometric mean and +-1 std band (in log space) over seeds of (seeds, lags) norms."""
     logs = np.log10(np.maximum(profiles, 1e-38))
@@ -91,12 +100,7 @@ def loss_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Pa
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_with_grid_and_legend(fig, ax, path, title)
 
 
 def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: str, baseline: float) -> None:
@@ -137,12 +141,7 @@ def forecast(series: np.ndarray, forecasts: dict[str, np.ndarray], origin: int, 
         ax.plot(origin + np.arange(len(values)), values, color=plt.cm.tab10(i), linestyle="--", marker=".", label=label)
     ax.axvline(origin - 0.5, color="gray", linestyle=":")
     ax.set_xlabel("time step")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_with_grid_and_legend(fig, ax, path, title)
 
 
 def attention(weights: np.ndarray, source: list[str], target: list[str], path: Path) -> None:
