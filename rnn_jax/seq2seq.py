@@ -11,8 +11,10 @@ Attention, as in Bahdanau et al.: at step t the top decoder layer's previous sta
 queries the encoder outputs e_j,
     a_tj = softmax_j(v^T tanh(W_q s_(t-1) + W_k e_j))    (padding masked out),
     c_t  = sum_j a_tj e_j,
-the context c_t enters the first decoder layer beside the embedding of y_(t-1) and the head
-beside the state. Without attention the decoder is the plain scanned stack (input projection
+the context c_t enters the first decoder layer beside the embedding of y_(t-1), and the head
+reads the output layer o_t = tanh(W_o [s_t; c_t]) of hidden size (Bahdanau et al.'s deep
+output, tanh for their maxout): the vocabulary projection, the costliest matmul, stays at the
+hidden size instead of doubling. Without attention the decoder is the plain scanned stack (input projection
 of all steps hoisted out of the scan); with it, every step needs the previous state first, so
 all layers step together in one scan and only the embedding half of the first layer's
 projection is hoisted.
@@ -64,7 +66,8 @@ class Decoder(nnx.Module):
                                   rngs=rngs)
         self.attention = (AdditiveAttention(hidden_size, memory_size, attention_size or hidden_size, rngs=rngs)
                           if memory_size else None)
-        self.head = nnx.Linear(hidden_size + memory_size, vocab_size, rngs=rngs)
+        self.output = nnx.Linear(hidden_size + memory_size, hidden_size, rngs=rngs) if memory_size else None
+        self.head = nnx.Linear(hidden_size, vocab_size, rngs=rngs)
 
     def __call__(self, tokens: Array, *, initial_carries: list[Carry], mask: Array | None = None,
                  memory: Array | None = None, memory_mask: Array | None = None, dropout_key: Array | None = None,
@@ -75,7 +78,7 @@ class Decoder(nnx.Module):
             carries, hs = self.rnn(xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key, probes=probes)
             return self.head(hs), carries
         carries, outputs, _ = self._attend(xs, initial_carries, mask, memory, memory_mask, dropout_key, probes)
-        return self.head(outputs), carries
+        return self.head(jnp.tanh(self.output(outputs))), carries
 
     def attention_weights(self, tokens: Array, *, initial_carries: list[Carry], memory: Array,
                           memory_mask: Array | None = None) -> Array:

@@ -50,7 +50,8 @@ def _reference_decoder(model, batch, cell):
     w_q, w_k, b_k = (np.asarray(a, np.float64) for a in (attention.query.kernel[...], attention.key.kernel[...],
                                                            attention.key.bias[...]))
     v = np.asarray(attention.score.kernel[...], np.float64)[:, 0]
-    head_w, head_b = np.asarray(model.decoder.head.kernel[...], np.float64), np.asarray(model.decoder.head.bias[...])
+    out_w, out_b = (np.asarray(a, np.float64) for a in (model.decoder.output.kernel[...], model.decoder.output.bias[...]))
+    head_w, head_b = (np.asarray(a, np.float64) for a in (model.decoder.head.kernel[...], model.decoder.head.bias[...]))
     source_embed = np.asarray(model.embed.embedding[...], np.float64)
     target_embed = np.asarray(model.decoder.embed.embedding[...], np.float64)
     zero = (lambda: (np.zeros(HIDDEN), np.zeros(HIDDEN))) if cell == "lstm" else (lambda: np.zeros(HIDDEN))
@@ -72,7 +73,7 @@ def _reference_decoder(model, batch, cell):
             x = np.concatenate([target_embed[int(batch["decoder_inputs"][b, t])], context])
             for depth, p in enumerate(decoder):
                 carries[depth], x = step(p, carries[depth], x)
-            logits[b, t] = np.concatenate([x, context]) @ head_w + head_b
+            logits[b, t] = np.tanh(np.concatenate([x, context]) @ out_w + out_b) @ head_w + head_b
     return logits
 
 
