@@ -11,9 +11,10 @@ Sequences are padded on the left, so every one ends at the last step: the classi
 the final state, and the gradient-flow profile ||dL/dh_(T-k)|| has the same meaning (k tokens
 before the end) for every example; a text longer than --max-len keeps its last --max-len
 tokens. Splits: the data's own (hub splits; the review corpus's folds 0-7 / 8 / 9), else a
-seeded 80/10/10 shuffle. The test accuracy is that of the best checkpoint by validation loss
-(or accuracy, with --best-by accuracy: an overconfident classifier's validation loss can rise
-while its accuracy still improves), beside the majority-class baseline.
+seeded 80/10/10 shuffle. The test accuracy is that of the best checkpoint by validation accuracy
+(--best-by; by loss, the long reviews' best is an early checkpoint: an overconfident
+classifier's validation loss rises while its accuracy still improves), beside the
+majority-class baseline.
 
 Writes to --out: results.json, loss_curves.png, flow_vs_lag.png, logs/, checkpoints/.
 """
@@ -34,7 +35,7 @@ from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TaskOptions, class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import TaskOptions, best_by_option, class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 
@@ -54,6 +55,7 @@ class Config(TaskOptions):
     min_count: int = option(2, "words seen fewer times in training become <unk>")
     embed: int = option(128, "word embedding size")
     bidirectional: bool = option(False, "a forward and a backward recurrence, final states concatenated")
+    best_by: str = best_by_option("accuracy")  # the metric tested (by loss: an early checkpoint)
 
     def __post_init__(self):
         super().__post_init__()

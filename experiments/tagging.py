@@ -10,7 +10,7 @@
 seen fewer than --min-count times in training become <unk>, so the model learns what to do
 with a word it does not know. Sentences are right-padded; padding is masked out of the
 recurrence, the loss and the accuracy. Reported: token accuracy on the test split of the best
-checkpoint by validation loss (--best-by), beside the most-frequent-tag-per-word baseline (a
+checkpoint by validation accuracy (--best-by), beside the most-frequent-tag-per-word baseline (a
 word unseen in training gets the most frequent tag overall). A bidirectional tagger sees the whole
 sentence before it tags a word; a forward one only the words to its left.
 
@@ -34,7 +34,7 @@ from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import TaskOptions, best_by_option, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
 
@@ -54,6 +54,7 @@ class Config(TaskOptions):
     min_count: int = option(2, "words seen fewer times in training become <unk>")
     embed: int = option(128, "word embedding size")
     bidirectional: bool = option(False, "tag from a forward and a backward recurrence")
+    best_by: str = best_by_option("accuracy")  # the metric tested (by loss: an early checkpoint)
 
     def __post_init__(self):
         super().__post_init__()

@@ -44,6 +44,12 @@ from rnn_jax.train import (
 )
 
 
+def best_by_option(default: str):
+    """The --best-by field; a task whose test metric is an accuracy declares it with "accuracy"."""
+    return option(default, f"the validation metric that picks the best checkpoint, the one tested: "
+                           f"{' | '.join(f'{k} ({v})' for k, v in BEST_BY.items())}")
+
+
 @dataclasses.dataclass
 class TrainingOptions:
     """Model and training flags shared by the task experiments. A subclass sets `QUICK`,
@@ -66,12 +72,11 @@ class TrainingOptions:
     clip_norm: float | None = option(1.0, "clip gradients to this global norm; 0 disables (default: 1.0)")
     clip_value: float | None = option(None, "clip gradients element-wise to [-v, v] instead")
     eval_every: int = option(200, "evaluate on the validation split every N steps")
-    best_by: str = option("loss", f"the validation metric that picks the best checkpoint, the one tested: "
-                                  f"{' | '.join(f'{k} ({v})' for k, v in BEST_BY.items())}")
+    best_by: str = best_by_option("loss")
     flow_every: int | None = option(None, "measure the gradient flow ||dL/dh_t|| every N steps "
                                           "(default: at the first and the last step)")
     checkpoint_every: int = option(200, "save a checkpoint every N steps (and at the end)")
-    keep: int = option(2, "checkpoints to keep (besides the best by validation loss)")
+    keep: int = option(2, "checkpoints to keep (besides the best, --best-by)")
     seed: int = option(0, "seed of initialisation, data split and order, and dropout")
     out: str | None = option(None, "output directory (default: runs/<experiment>/<timestamp>)")
     resume: str | None = option(None, "continue the run in this directory from its last checkpoint, with its "
