@@ -7,10 +7,16 @@ in an explicit parameter dict. Every cell exposes the same pure functions:
     carry, h_t = cell.step(params, carry, x_t)             # one time step, x_t: (..., input)
     carry, h_t = cell.recur(params, carry, xw_t)           # same, from a precomputed
                                                            # input projection xw_t = x_t W_xh + b
+    carry, h_t = cell.gates(params, carry, xw_t, hw_t)     # same, also given the recurrent
+                                                           # product hw_t = h_{t-1} W_hh
     carry = cell.zero_carry(batch_shape, hidden_size)
 
-`step` is `recur` after `project_inputs`; `rnn_jax.recurrence.run` calls `project_inputs`
-once for all time steps (one large matmul) and scans `recur`, cuDNN-style.
+`step` is `recur` after `project_inputs`, and `recur` is `gates` after the recurrent matmul;
+`rnn_jax.recurrence.run` calls `project_inputs` once for all time steps (one large matmul)
+and scans `recur`, cuDNN-style. `gates` is the elementwise rest of a step: the hand-written
+backward pass of `rnn_jax.recurrence` differentiates it alone, and forms the gradient of W_hh
+as one matmul over all steps (cells whose recurrence is not a single h_{t-1} W_hh product,
+`fused_recurrence = False`, use autodiff).
 
 Parameters (notation of the note; row-vector convention, so `x W_xh` is `W_xh x` of the note):
 
@@ -164,7 +170,18 @@ class Cell:
         return self.recur(params, carry, self.project_inputs(params, x_t))
 
     def recur(self, params: Params, carry: Carry, xw_t: Array) -> tuple[Carry, Array]:
+        """One time step from the input projection xw_t: (..., G * hidden) -> (new carry, h_t)."""
+        return self.gates(params, carry, xw_t, _dot(self.hidden(carry), params["W_hh"]))
+
+    def gates(self, params: Params, carry: Carry, xw_t: Array, hw_t: Array) -> tuple[Carry, Array]:
+        """The step's arithmetic after both projections, xw_t and hw_t = h_{t-1} W_hh, each
+        (..., G * hidden). Reads the parameters other than W_xh, b and W_hh (peepholes, ...)."""
         raise NotImplementedError
+
+    @property
+    def fused_recurrence(self) -> bool:
+        """Whether h_{t-1} enters the step only through hw_t = h_{t-1} W_hh (see `gates`)."""
+        return True
 
     def zero_carry(self, batch_shape: tuple[int, ...], hidden_size: int, dtype=jnp.float32) -> Carry:
         return jnp.zeros((*batch_shape, hidden_size), dtype)
@@ -191,8 +208,8 @@ class RNN(Cell):
         super().__post_init__()
         _choice("activation", self.activation, ACTIVATIONS)
 
-    def recur(self, params, h, xw_t):
-        h = ACTIVATIONS[self.activation](xw_t + _dot(h, params["W_hh"]))
+    def gates(self, params, h, xw_t, hw_t):
+        h = ACTIVATIONS[self.activation](xw_t + hw_t)
         return h, h
 
 
@@ -290,10 +307,10 @@ class LSTM(Cell):
             bias = bias.at[self.spec.gates.index("f")].set(self.forget_bias)
         return bias.reshape(-1)
 
-    def recur(self, params, carry, xw_t):
+    def gates(self, params, carry, xw_t, hw_t):
         spec = self.spec
-        c, h = carry[0], carry[1]
-        pre = xw_t + _dot(h, params["W_hh"])
+        c = carry[0]
+        pre = xw_t + hw_t
         blocks = dict(zip(spec.gates, jnp.split(pre, len(spec.gates), axis=-1)))
         if spec.full_gate_recurrence:  # FGR has all four gates
             for gate, extra in zip("ifo", jnp.split(_dot(carry[2], params["W_gg"]), 3, axis=-1)):
@@ -362,20 +379,33 @@ class GRU(Cell):
             params["b_hn"] = jnp.zeros((hidden_size,), dtype)
         return params
 
-    def recur(self, params, h, xw_t):
+    @property
+    def fused_recurrence(self) -> bool:
+        return self.reset_after
+
+    def gates(self, params, h, xw_t, hw_t):
+        if not self.reset_after:
+            raise ValueError("GRU(reset_after=False) has two recurrent matmuls per step; use recur()")
         x_r, x_z, x_n = jnp.split(xw_t, 3, axis=-1)
-        hidden = h.shape[-1]
+        h_r, h_z, h_n = jnp.split(hw_t, 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        candidate = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
+        return self._update(h, z, candidate)
+
+    def recur(self, params, h, xw_t):
         if self.reset_after:
-            h_r, h_z, h_n = jnp.split(_dot(h, params["W_hh"]), 3, axis=-1)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
-            candidate = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
-        else:
-            w_gates, w_candidate = params["W_hh"][:, : 2 * hidden], params["W_hh"][:, 2 * hidden :]
-            h_r, h_z = jnp.split(_dot(h, w_gates), 2, axis=-1)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
-            candidate = jnp.tanh(x_n + _dot(r * h, w_candidate))
+            return super().recur(params, h, xw_t)
+        hidden = h.shape[-1]
+        x_r, x_z, x_n = jnp.split(xw_t, 3, axis=-1)
+        w_gates, w_candidate = params["W_hh"][:, : 2 * hidden], params["W_hh"][:, 2 * hidden :]
+        h_r, h_z = jnp.split(_dot(h, w_gates), 2, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        return self._update(h, z, jnp.tanh(x_n + _dot(r * h, w_candidate)))
+
+    @staticmethod
+    def _update(h, z, candidate):
         h = (1.0 - z) * h + z * candidate
         return h, h
 

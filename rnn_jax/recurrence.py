@@ -14,12 +14,16 @@ padding works the same way: the initial carry passes unchanged to the first real
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import Carry, Cell, Params
+from rnn_jax.cells import Carry, Cell, Params, _dot
 
 Array = jax.Array
+
+BACKWARDS = ("fused", "autodiff")
 
 
 def _as_mask(mask: Array | None, lengths: Array | None, batch: int, time: int) -> Array | None:
@@ -71,6 +75,7 @@ def run(
     remat: bool = False,
     compute_dtype=None,
     probes: Carry | None = None,
+    backward: str = "fused",
 ) -> tuple[Carry, Array]:
     """Run `cell` over `xs`.
 
@@ -92,6 +97,9 @@ def run(
         right after each step. Pass zeros: the values do not change, and the gradient of a
         loss with respect to `probes[:, t]` is dL/d(carry_t), e.g. dL/dh_t (and dL/dc_t for
         the LSTM) through every path, recurrent and output. See `rnn_jax.gradflow`.
+      backward: how the gradient is formed: ``"fused"`` (a hand-written backward pass, with
+        dL/dW_hh one matmul over all steps; cells with `fused_recurrence` and no `remat`) or
+        ``"autodiff"`` (JAX differentiates the scan: the reference the tests compare with).
 
     Returns:
       (final_carry, ys): the carry after the last real step of each sequence, and the hidden
@@ -117,25 +125,91 @@ def run(
 
     # One matmul for all steps, emitted time-major for the scan: (time, batch, G * hidden).
     xw = jnp.swapaxes(cell.project_inputs(params, xs), 0, 1)
+    mask_tm = None if mask is None else mask.T
+    probes_tm = None if probes is None else jax.tree.map(lambda p: jnp.swapaxes(p, 0, 1), probes)
+    if backward not in BACKWARDS:
+        raise ValueError(f"unknown backward {backward!r}; choose one of: {', '.join(BACKWARDS)}")
+    if backward == "fused" and cell.fused_recurrence and not remat:
+        carry, hs = _fused_scan(cell, reverse, unroll, params["W_hh"], _gate_params(params), xw, initial_carry,
+                                mask_tm, probes_tm)
+        return carry, jnp.swapaxes(hs, 0, 1)
 
     def step(carry, inputs):
         xw_t, mask_t, probe_t = inputs
-        new_carry, h = cell.recur(params, carry, xw_t)
-        if probe_t is not None:
-            new_carry = jax.tree.map(jnp.add, new_carry, probe_t)
-            h = cell.hidden(new_carry)
-        if mask_t is not None:
-            keep = mask_t[:, None]
-            new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
-            h = jnp.where(keep, h, jnp.zeros_like(h))
-        return new_carry, h
+        return _finish_step(cell, carry, *cell.recur(params, carry, xw_t), mask_t, probe_t)
 
     if remat:
         step = jax.checkpoint(step)
-    mask_tm = None if mask is None else mask.T
-    probes_tm = None if probes is None else jax.tree.map(lambda p: jnp.swapaxes(p, 0, 1), probes)
     carry, hs = jax.lax.scan(step, initial_carry, (xw, mask_tm, probes_tm), reverse=reverse, unroll=unroll)
     return carry, jnp.swapaxes(hs, 0, 1)
+
+
+def _finish_step(cell: Cell, carry: Carry, new_carry: Carry, h: Array, mask_t, probe_t) -> tuple[Carry, Array]:
+    """Add the gradient-flow probe to the new carry; at padded steps keep the old carry and output zeros."""
+    if probe_t is not None:
+        new_carry = jax.tree.map(jnp.add, new_carry, probe_t)
+        h = cell.hidden(new_carry)
+    if mask_t is not None:
+        keep = mask_t[:, None]
+        new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
+        h = jnp.where(keep, h, jnp.zeros_like(h))
+    return new_carry, h
+
+
+def _gate_params(params: Params) -> Params:
+    """The parameters `cell.gates` reads: all but the two projections' (W_xh, b, W_hh)."""
+    return {k: v for k, v in params.items() if k not in ("W_xh", "b", "W_hh")}
+
+
+# The hand-written backward pass. Autodiff of the scan forms dL/dW_hh as a (hidden x batch) @
+# (batch x G*hidden) product inside every backward step; here the backward scan only passes
+# the gradient back through time (d hw_t = the gradient of the step's recurrent product, and
+# dh_{t-1} = d hw_t W_hh^T), and dL/dW_hh = sum_t h_{t-1}^T d hw_t is one large matmul over
+# all (time x batch) rows after it. The forward saves each step's carry and hw_t (so the
+# backward step is elementwise work and one matmul).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _fused_scan(cell, reverse, unroll, w_hh, gate_params, xw, initial_carry, mask, probes):
+    return _fused_forward(cell, reverse, unroll, w_hh, gate_params, xw, initial_carry, mask, probes)[0]
+
+
+def _fused_forward(cell, reverse, unroll, w_hh, gate_params, xw, initial_carry, mask, probes):
+    def step(carry, inputs):
+        xw_t, mask_t, probe_t = inputs
+        hw_t = _dot(cell.hidden(carry), w_hh)
+        new_carry, h = _finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
+        return new_carry, (h, carry, hw_t)
+
+    carry, (hs, carries, hws) = jax.lax.scan(step, initial_carry, (xw, mask, probes), reverse=reverse, unroll=unroll)
+    return (carry, hs), (w_hh, gate_params, xw, mask, probes, carries, hws)
+
+
+def _fused_backward(cell, reverse, unroll, residuals, cotangents):
+    w_hh, gate_params, xw, mask, probes, carries, hws = residuals
+    d_final_carry, d_hs = cotangents
+
+    def step(state, inputs):
+        d_carry, d_gate_params = state
+        carry, xw_t, hw_t, mask_t, probe_t, d_h = inputs
+
+        def forward(gate_params, carry, xw_t, hw_t, probe_t):
+            return _finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
+
+        _, pullback = jax.vjp(forward, gate_params, carry, xw_t, hw_t, probe_t)
+        d_params_t, d_carry, d_xw_t, d_hw_t, d_probe_t = pullback((d_carry, d_h))
+        d_h_prev = _dot(d_hw_t, w_hh.T).astype(d_h.dtype)
+        d_carry = jax.tree.map(jnp.add, d_carry, jax.vjp(cell.hidden, carry)[1](d_h_prev)[0])
+        return (d_carry, jax.tree.map(jnp.add, d_gate_params, d_params_t)), (d_xw_t, d_hw_t, d_probe_t)
+
+    zeros = jax.tree.map(jnp.zeros_like, gate_params)
+    (d_initial_carry, d_gate_params), (d_xw, d_hw, d_probes) = jax.lax.scan(
+        step, (d_final_carry, zeros), (carries, xw, hws, mask, probes, d_hs), reverse=not reverse, unroll=unroll
+    )
+    h_prev = cell.hidden(carries)
+    d_w_hh = jnp.einsum("tbh,tbg->hg", h_prev, d_hw.astype(h_prev.dtype), preferred_element_type=jnp.float32)
+    return d_w_hh.astype(w_hh.dtype), d_gate_params, d_xw, d_initial_carry, None, d_probes
+
+
+_fused_scan.defvjp(_fused_forward, _fused_backward)
 
 
 def run_bidirectional(

@@ -1,5 +1,6 @@
 """The scanned layer: hoisted/fused scan vs a per-step loop and NumPy, masks and lengths,
-reverse and bidirectional against per-sequence references, unroll/remat, bf16, errors."""
+reverse and bidirectional against per-sequence references, unroll/remat, the hand-written
+backward pass against autodiff, bf16, errors."""
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +60,37 @@ def test_unroll_and_remat_give_identical_values_and_gradients(setup, options):
     base = _loss(cell, lengths=LENGTHS)(params, xs, carry0)
     other = _loss(cell, lengths=LENGTHS, **options)(params, xs, carry0)
     assert_tree_close(other, base, atol=1e-6, rtol=1e-6)
+
+
+def _fused_and_autodiff_gradients(cell, params, xs, carry0, **options):
+    """Gradients w.r.t. (params, xs, initial carry, probes) of both backward passes, with a
+    mask padding on both sides and gradient-flow probes."""
+    mask = jnp.arange(TIME)[None, :] >= jnp.array([0, 2, 5])[:, None]
+    mask = mask & (jnp.arange(TIME)[None, :] < jnp.array([7, 6, 7])[:, None])
+    probes = cell.zero_carry((BATCH, TIME), HIDDEN)
+
+    def loss(params, xs, carry0, probes, backward):
+        carry, ys = run(cell, params, xs, initial_carry=carry0, mask=mask, probes=probes, backward=backward, **options)
+        return jnp.sum(jnp.sin(ys) * jnp.arange(TIME)[None, :, None]) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)), static_argnums=4)
+    return grad(params, xs, carry0, probes, "fused"), grad(params, xs, carry0, probes, "autodiff")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_backward_equals_autodiff(setup, reverse):
+    cell, _, params, xs, carry0 = setup
+    fused, autodiff = _fused_and_autodiff_gradients(cell, params, xs, carry0, reverse=reverse)
+    assert_tree_close(fused, autodiff, atol=2e-6, rtol=2e-6)
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "FGR", "CIFG", "NOG", "NOAF", "1997"])
+def test_fused_backward_equals_autodiff_for_lstm_variants(variant):
+    cell = make_cell("lstm", variant=variant)
+    params = random_params(cell, jax.random.key(0), INPUT, HIDDEN)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
+    fused, autodiff = _fused_and_autodiff_gradients(cell, params, xs, random_carry(cell, jax.random.key(2), BATCH, HIDDEN))
+    assert_tree_close(fused, autodiff, atol=2e-6, rtol=2e-6)
 
 
 def test_scan_gradients_match_finite_differences(cell_case):
@@ -138,8 +170,11 @@ def test_bfloat16_compute_stays_close_to_float32(name):
     assert ys16.dtype == jnp.float32  # bf16 matmuls, float32 state
     np.testing.assert_allclose(ys16, ys32, atol=3e-2)
     assert float(jnp.max(jnp.abs(ys16 - ys32))) > 0  # it really ran in bf16
-    grads = jax.grad(lambda p: jnp.sum(run(cell, p, xs, compute_dtype=jnp.bfloat16)[1]))(params)
-    assert all(bool(jnp.all(jnp.isfinite(g))) and g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    grads = {backward: jax.grad(lambda p: jnp.sum(run(cell, p, xs, compute_dtype=jnp.bfloat16, backward=backward)[1]))(params)
+             for backward in ("fused", "autodiff")}
+    for g in jax.tree.leaves(grads):
+        assert bool(jnp.all(jnp.isfinite(g))) and g.dtype == jnp.float32
+    assert_tree_close(grads["fused"], grads["autodiff"], atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize(
@@ -152,6 +187,7 @@ def test_bfloat16_compute_stays_close_to_float32(name):
         (dict(lengths=LENGTHS, mask=np.ones((BATCH, TIME), bool)), "either `mask`.*or `lengths`"),
         (dict(lengths=np.array([1, 2])), r"`lengths` must have shape \(batch,\)"),
         (dict(mask=np.ones((BATCH, TIME + 1), bool)), r"`mask` must have shape \(batch, time\)"),
+        (dict(backward="manual"), "unknown backward 'manual'; choose one of: fused, autodiff"),
     ],
 )
 @pytest.mark.parametrize("name", ["rnn", "lstm"])
