@@ -1,6 +1,6 @@
-"""Train-step throughput of a char-level LM, and what NNX's Python overhead costs per call.
+"""What the gradient-flow probes and NNX's Python overhead cost per train step.
 
-Compares, on identical models and batches:
+Compares, on identical models and batches (char-LM step, see `benchmarks/common.py`):
   split-once  rnn_jax.make_train_step: the NNX graph is split once; the jitted step is a pure
               function of (TrainState, batch), so a call is an XLA dispatch and nothing more;
   flow        the same step with gradient-flow measurement on (probes: ||dL/dh_t|| and
@@ -16,56 +16,21 @@ The gap to nnx.jit matters most for small models, where the compiled step is sho
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
 
-import flax
-import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from rnn_jax import SequenceModel, init_train_state, make_cell, make_train_step
+from benchmarks import common
+from rnn_jax import SequenceModel, make_cell
 from rnn_jax.losses import sequence_cross_entropy
 
-VOCAB = 65
 
-
-def _model(cell, hidden):
-    return SequenceModel(make_cell(cell), vocab_size=VOCAB, hidden_size=hidden, output_size=VOCAB, rngs=nnx.Rngs(0))
-
-
-def _batch(batch, seq):
-    tokens = jax.random.randint(jax.random.key(0), (batch, seq + 1), 0, VOCAB)
-    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-
-
-def _seconds_per_call(call, calls):
-    """Mean seconds of `calls` back-to-back calls (async dispatch overlaps them, as in training)."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        out = call()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / calls
-
-
-def split_once(cell, hidden, batch, measure_flow=False):
-    optimizer = optax.adam(1e-3)
-    graphdef, state = init_train_state(_model(cell, hidden), optimizer, jax.random.key(0))
-    step = make_train_step(graphdef, optimizer, measure_flow=measure_flow)
-    holder = [state]
-
-    def call():
-        holder[0], metrics = step(holder[0], batch)
-        return metrics["loss"]
-
-    return call
-
-
-def nnx_jit(cell, hidden, batch):
-    model = _model(cell, hidden)
+def nnx_jit(cell, hidden, tokens):
+    model = SequenceModel(make_cell(cell), vocab_size=common.VOCAB, hidden_size=hidden, output_size=common.VOCAB,
+                          rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
 
     @nnx.jit
     def step(model, optimizer, batch):
@@ -77,8 +42,8 @@ def nnx_jit(cell, hidden, batch):
 
 
 VARIANTS = {
-    "split-once": split_once,
-    "flow": lambda cell, hidden, batch: split_once(cell, hidden, batch, measure_flow=True),
+    "split-once": common.rnn_jax_step,
+    "flow": lambda cell, hidden, tokens: common.rnn_jax_step(cell, hidden, tokens, measure_flow=True),
     "nnx.jit": nnx_jit,
 }
 
@@ -89,8 +54,8 @@ def main(argv=None):
     parser.add_argument("--hidden", default="256", help="comma-separated hidden sizes (default: 256)")
     parser.add_argument("--batch", type=int, default=32, help="sequences per batch (default: 32)")
     parser.add_argument("--seq", type=int, default=128, help="time steps per sequence (default: 128)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats, median reported (default: 5)")
-    parser.add_argument("--calls", type=int, default=10, help="back-to-back calls per repeat (default: 10)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds; the median is reported")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
     parser.add_argument("--no-tiny", action="store_true", help="skip the tiny model (hidden 16, batch 4, seq 8) "
                         "that isolates per-call overhead")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
@@ -101,36 +66,24 @@ def main(argv=None):
     if not args.no_tiny:
         configs += [(c, 16, 4, 8) for c in args.cells.split(",")]
     rows = []
-    for cell, hidden, batch_size, seq in configs:
-        batch = _batch(batch_size, seq)
-        calls = {}
-        for name in args.variants.split(","):
-            call = VARIANTS[name](cell, hidden, batch)
-            start = time.perf_counter()
-            jax.block_until_ready(call())
-            calls[name] = (call, time.perf_counter() - start)
-        timings = {name: [] for name in calls}
-        for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
-            for name, (call, _) in calls.items():
-                timings[name].append(_seconds_per_call(call, args.calls))
-        base = statistics.median(timings[next(iter(calls))])
-        for name, (_, compile_s) in calls.items():
-            seconds = statistics.median(timings[name])
-            rows.append(dict(variant=name, cell=cell, hidden=hidden, batch=batch_size, seq=seq,
-                             ms_per_step=1e3 * seconds, tokens_per_s=batch_size * seq / seconds,
-                             vs_first=seconds / base, first_call_s=compile_s))
+    for cell, hidden, batch, seq in configs:
+        tokens = common.random_tokens(batch, seq)
+        calls = {name: VARIANTS[name](cell, hidden, tokens) for name in args.variants.split(",")}
+        timed = common.interleaved(calls, repeats=args.repeats, min_seconds=args.min_seconds)
+        base = next(iter(timed.values()))["seconds"]
+        for name, t in timed.items():
+            rows.append(dict(variant=name, cell=cell, hidden=hidden, batch=batch, seq=seq,
+                             ms_per_step=1e3 * t["seconds"], tokens_per_s=batch * seq / t["seconds"],
+                             vs_first=t["seconds"] / base, first_call_s=t["first_call_s"]))
 
-    print(f"jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}, "
-          f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}")
-    print(f"{'variant':<11} {'cell':<5} {'hidden':>6} {'batch':>5} {'seq':>4} {'ms/step':>9} {'tokens/s':>10} "
-          f"{'time ratio':>10} {'compile s':>9}")
-    for r in rows:
-        print(f"{r['variant']:<11} {r['cell']:<5} {r['hidden']:>6} {r['batch']:>5} {r['seq']:>4} "
-              f"{r['ms_per_step']:>9.3f} {r['tokens_per_s']:>10.0f} {r['vs_first']:>10.2f} {r['first_call_s']:>9.2f}")
+    env = common.environment()
+    print(common.describe(env))
+    common.print_table(rows, [("variant", "variant", ""), ("cell", "cell", ""), ("hidden", "hidden", "d"),
+                              ("batch", "batch", "d"), ("seq", "seq", "d"), ("ms_per_step", "ms/step", ".3f"),
+                              ("tokens_per_s", "tokens/s", ".0f"), ("vs_first", "time ratio", ".2f"),
+                              ("first_call_s", "compile s", ".2f")])
     print("time ratio: ms/step relative to the first variant of the same configuration")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"jax": jax.__version__, "flax": flax.__version__, "device": str(jax.devices()[0]), "rows": rows}, f, indent=2)
+    common.write_json(args.out, {"environment": env, "rows": rows})
 
 
 if __name__ == "__main__":

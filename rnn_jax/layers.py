@@ -46,14 +46,16 @@ class Recurrent(nnx.Module):
         *,
         bidirectional: bool = False,
         unroll: int = 1,
-        remat: bool = False,
+        remat: bool | int = False,
         compute_dtype=None,
+        backprop: str = "fused",
         rngs: nnx.Rngs,
     ):
         self.cell = cell
         self.hidden_size = hidden_size
         self.bidirectional = bidirectional
-        self.unroll, self.remat, self.compute_dtype = unroll, remat, compute_dtype  # static, hashable
+        # static, hashable options of `rnn_jax.recurrence.run`
+        self.unroll, self.remat, self.compute_dtype, self.backprop = unroll, remat, compute_dtype, backprop
         self.forward = _param_dict(cell.init(rngs.params(), input_size, hidden_size))
         self.backward = (
             _param_dict(cell.init(rngs.params(), input_size, hidden_size)) if bidirectional else None
@@ -91,7 +93,7 @@ class Recurrent(nnx.Module):
         )
 
     def _run_options(self) -> dict:
-        return dict(unroll=self.unroll, remat=self.remat, compute_dtype=self.compute_dtype)
+        return dict(unroll=self.unroll, remat=self.remat, compute_dtype=self.compute_dtype, backprop=self.backprop)
 
     def zero_carry(self, batch_shape: tuple[int, ...]) -> Carry:
         """Zero carry (a (forward, backward) pair when bidirectional), leaves (*batch_shape, hidden)."""

@@ -23,7 +23,7 @@ from rnn_jax.cells import Carry, Cell, Params, _dot
 
 Array = jax.Array
 
-BACKWARDS = ("fused", "autodiff")
+BACKPROPS = ("fused", "autodiff")
 
 
 def _as_mask(mask: Array | None, lengths: Array | None, batch: int, time: int) -> Array | None:
@@ -72,10 +72,10 @@ def run(
     lengths: Array | None = None,
     reverse: bool = False,
     unroll: int = 1,
-    remat: bool = False,
+    remat: bool | int = False,
     compute_dtype=None,
     probes: Carry | None = None,
-    backward: str = "fused",
+    backprop: str = "fused",
 ) -> tuple[Carry, Array]:
     """Run `cell` over `xs`.
 
@@ -89,16 +89,21 @@ def run(
       lengths: (batch,) number of real steps; an alternative to `mask`.
       reverse: run from the last step to the first (outputs stay in input order).
       unroll: time steps per scan iteration (`jax.lax.scan(unroll=...)`).
-      remat: recompute each step's gate activations in the backward pass instead of storing
-        them (`jax.checkpoint` on the step): less memory for long sequences, more compute.
+      remat: rematerialisation for long sequences (less memory, more compute). True: each
+        step's gate activations are recomputed in the backward pass instead of stored
+        (`jax.checkpoint` on the step; the hoisted input projection is kept). An int K >= 2:
+        only every K-th carry is kept, and the backward pass recomputes one K-step segment at
+        a time, input projection included (activation memory ~ T/K + K steps instead of T;
+        K ~ sqrt(T) needs the least).
       compute_dtype: dtype of the matmuls (e.g. jnp.bfloat16); None keeps the params' dtype.
       probes: gradient-flow probes, shaped like the carry with a time axis (each leaf
         (batch, time, hidden); `cell.zero_carry((batch, time), hidden)`), added to the carry
         right after each step. Pass zeros: the values do not change, and the gradient of a
         loss with respect to `probes[:, t]` is dL/d(carry_t), e.g. dL/dh_t (and dL/dc_t for
         the LSTM) through every path, recurrent and output. See `rnn_jax.gradflow`.
-      backward: how the gradient is formed: ``"fused"`` (a hand-written backward pass, with
-        dL/dW_hh one matmul over all steps; cells with `fused_recurrence` and no `remat`) or
+      backprop: how the gradient is formed: ``"fused"`` (a hand-written backward pass, with
+        dL/dW_hh one matmul over all steps; cells with `fused_recurrence`, not with
+        ``remat=True``) or
         ``"autodiff"`` (JAX differentiates the scan: the reference the tests compare with).
 
     Returns:
@@ -123,25 +128,57 @@ def run(
     if compute_dtype is not None:
         params = cast_params(params, compute_dtype)
 
-    # One matmul for all steps, emitted time-major for the scan: (time, batch, G * hidden).
-    xw = jnp.swapaxes(cell.project_inputs(params, xs), 0, 1)
-    mask_tm = None if mask is None else mask.T
-    probes_tm = None if probes is None else jax.tree.map(lambda p: jnp.swapaxes(p, 0, 1), probes)
-    if backward not in BACKWARDS:
-        raise ValueError(f"unknown backward {backward!r}; choose one of: {', '.join(BACKWARDS)}")
-    if backward == "fused" and cell.fused_recurrence and not remat:
-        carry, hs = _fused_scan(cell, reverse, unroll, params["W_hh"], _gate_params(params), xw, initial_carry,
-                                mask_tm, probes_tm)
-        return carry, jnp.swapaxes(hs, 0, 1)
+    if backprop not in BACKPROPS:
+        raise ValueError(f"unknown backprop {backprop!r}; choose one of: {', '.join(BACKPROPS)}")
+    if isinstance(remat, bool) or remat in (0, 1):
+        segment = None
+    elif isinstance(remat, int) and remat > 1:
+        segment = remat
+    else:
+        raise ValueError(f"remat must be a bool or a segment length >= 1, got {remat!r}")
+    scan = functools.partial(_scan_steps, cell, params, reverse=reverse, unroll=unroll, backprop=backprop,
+                             remat_steps=bool(remat) and segment is None)
+    # time-major for the scan: (time, batch, ...)
+    time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
+    inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
+    if segment is None:
+        carry, hs = scan(initial_carry, *inputs)
+    else:
+        carry, hs = _scan_segments(scan, initial_carry, *inputs, segment=segment, reverse=reverse)
+    return carry, jnp.swapaxes(hs, 0, 1)
+
+
+def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backprop, remat_steps):
+    """The recurrence over time-major inputs xs (time, batch, input): the input projection of
+    all steps as one matmul, then the scan (with the hand-written backward pass where it applies)."""
+    xw = cell.project_inputs(params, xs)  # (time, batch, G * hidden)
+    if backprop == "fused" and cell.fused_recurrence and not remat_steps:
+        return _fused_scan(cell, reverse, unroll, params["W_hh"], _gate_params(params), xw, carry, mask, probes)
 
     def step(carry, inputs):
         xw_t, mask_t, probe_t = inputs
         return _finish_step(cell, carry, *cell.recur(params, carry, xw_t), mask_t, probe_t)
 
-    if remat:
+    if remat_steps:
         step = jax.checkpoint(step)
-    carry, hs = jax.lax.scan(step, initial_carry, (xw, mask_tm, probes_tm), reverse=reverse, unroll=unroll)
-    return carry, jnp.swapaxes(hs, 0, 1)
+    return jax.lax.scan(step, carry, (xw, mask, probes), reverse=reverse, unroll=unroll)
+
+
+def _scan_segments(scan, carry, xs, mask, probes, *, segment, reverse):
+    """`scan` over consecutive segments of `segment` steps, each under `jax.checkpoint`: the
+    backward pass keeps only the carry between segments and recomputes one segment at a time
+    (input projection included). Time is padded to a multiple of `segment` with masked steps,
+    which leave the carry unchanged."""
+    time, batch = xs.shape[:2]
+    padding = -time % segment
+    if padding or mask is None:
+        mask = jnp.ones((time, batch), bool) if mask is None else mask
+        pad = lambda a: jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
+        xs, mask, probes = pad(xs), pad(mask), jax.tree.map(pad, probes)
+    split = lambda a: a.reshape(-1, segment, *a.shape[1:])  # noqa: E731
+    carry, hs = jax.lax.scan(jax.checkpoint(lambda c, seg: scan(c, *seg)), carry,
+                             jax.tree.map(split, (xs, mask, probes)), reverse=reverse)
+    return carry, hs.reshape(-1, *hs.shape[2:])[:time]
 
 
 def _finish_step(cell: Cell, carry: Carry, new_carry: Carry, h: Array, mask_t, probe_t) -> tuple[Carry, Array]:
@@ -227,7 +264,7 @@ def run_bidirectional(
     Returns ((final carry forward, final carry backward), ys: (batch, time, 2 * hidden)).
     With `mask`/`lengths`, the backward pass of each sequence starts at its last real step.
     `initial_carry` and `probes` are (forward, backward) pairs; `options` are those of `run`
-    (mask, lengths, unroll, remat, compute_dtype).
+    (mask, lengths, unroll, remat, compute_dtype, backprop).
     """
     carry_fw, carry_bw = (None, None) if initial_carry is None else initial_carry
     probes_fw, probes_bw = (None, None) if probes is None else probes

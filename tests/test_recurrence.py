@@ -54,7 +54,9 @@ def _loss(cell, **options):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
 
-@pytest.mark.parametrize("options", [dict(unroll=3), dict(remat=True), dict(unroll=2, remat=True)], ids=str)
+@pytest.mark.parametrize(
+    "options", [dict(unroll=3), dict(remat=True), dict(unroll=2, remat=True), dict(remat=3), dict(remat=7)], ids=str
+)
 def test_unroll_and_remat_give_identical_values_and_gradients(setup, options):
     cell, _, params, xs, carry0 = setup
     base = _loss(cell, lengths=LENGTHS)(params, xs, carry0)
@@ -69,8 +71,8 @@ def _fused_and_autodiff_gradients(cell, params, xs, carry0, **options):
     mask = mask & (jnp.arange(TIME)[None, :] < jnp.array([7, 6, 7])[:, None])
     probes = cell.zero_carry((BATCH, TIME), HIDDEN)
 
-    def loss(params, xs, carry0, probes, backward):
-        carry, ys = run(cell, params, xs, initial_carry=carry0, mask=mask, probes=probes, backward=backward, **options)
+    def loss(params, xs, carry0, probes, backprop):
+        carry, ys = run(cell, params, xs, initial_carry=carry0, mask=mask, probes=probes, backprop=backprop, **options)
         return jnp.sum(jnp.sin(ys) * jnp.arange(TIME)[None, :, None]) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)), static_argnums=4)
@@ -91,6 +93,14 @@ def test_fused_backward_equals_autodiff_for_lstm_variants(variant):
     xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
     fused, autodiff = _fused_and_autodiff_gradients(cell, params, xs, random_carry(cell, jax.random.key(2), BATCH, HIDDEN))
     assert_tree_close(fused, autodiff, atol=2e-6, rtol=2e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_segment_remat_gives_the_same_gradients_with_masks_and_probes(setup, reverse):
+    cell, _, params, xs, carry0 = setup
+    plain = _fused_and_autodiff_gradients(cell, params, xs, carry0, reverse=reverse)
+    segments = _fused_and_autodiff_gradients(cell, params, xs, carry0, reverse=reverse, remat=3)  # 7 = 3 + 3 + 1
+    assert_tree_close(segments, plain, atol=2e-6, rtol=2e-6)
 
 
 def test_scan_gradients_match_finite_differences(cell_case):
@@ -170,8 +180,8 @@ def test_bfloat16_compute_stays_close_to_float32(name):
     assert ys16.dtype == jnp.float32  # bf16 matmuls, float32 state
     np.testing.assert_allclose(ys16, ys32, atol=3e-2)
     assert float(jnp.max(jnp.abs(ys16 - ys32))) > 0  # it really ran in bf16
-    grads = {backward: jax.grad(lambda p: jnp.sum(run(cell, p, xs, compute_dtype=jnp.bfloat16, backward=backward)[1]))(params)
-             for backward in ("fused", "autodiff")}
+    grads = {backprop: jax.grad(lambda p: jnp.sum(run(cell, p, xs, compute_dtype=jnp.bfloat16, backprop=backprop)[1]))(params)
+             for backprop in ("fused", "autodiff")}
     for g in jax.tree.leaves(grads):
         assert bool(jnp.all(jnp.isfinite(g))) and g.dtype == jnp.float32
     assert_tree_close(grads["fused"], grads["autodiff"], atol=2e-2, rtol=2e-2)
@@ -187,7 +197,8 @@ def test_bfloat16_compute_stays_close_to_float32(name):
         (dict(lengths=LENGTHS, mask=np.ones((BATCH, TIME), bool)), "either `mask`.*or `lengths`"),
         (dict(lengths=np.array([1, 2])), r"`lengths` must have shape \(batch,\)"),
         (dict(mask=np.ones((BATCH, TIME + 1), bool)), r"`mask` must have shape \(batch, time\)"),
-        (dict(backward="manual"), "unknown backward 'manual'; choose one of: fused, autodiff"),
+        (dict(backprop="manual"), "unknown backprop 'manual'; choose one of: fused, autodiff"),
+        (dict(remat=-2), "remat must be a bool or a segment length >= 1, got -2"),
     ],
 )
 @pytest.mark.parametrize("name", ["rnn", "lstm"])
