@@ -2,9 +2,12 @@
 
 Each configuration runs in its own process (peak RSS is per process): the char-LM train step
 of `benchmarks/common.py` at --hidden, for each sequence length and remat setting, one
-compile + warm-up step then --steps timed steps. Reported: peak RSS of the process, the RSS
-before the first step (parameters, data, the runtime) and what the step adds on top, and
-seconds per step.
+compile + warm-up step then --steps timed steps. Remat settings (`rnn_jax.recurrence.run`):
+off; per-step (each step's activations recomputed); segments (only every K-th carry kept,
+K = sqrt(seq), each segment recomputed with its input projection). Reported: XLA's buffer
+assignment for the compiled step (temporaries: the activations kept for the backward pass and
+the working memory; exact, independent of the allocator), the peak RSS of the process
+(compilation and the runtime included), and seconds per step.
 
     python -m benchmarks.memory                                   # LSTM hidden 256, seq 512/2048/8192
     python -m benchmarks.memory --cell gru --seq 2048 --out memory.json
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -21,7 +25,12 @@ import time
 
 from benchmarks import common
 
-REMAT = {"off": dict(remat=False), "per-step": dict(remat=True)}
+# the `remat` option of rnn_jax.layers.Recurrent for a sequence of `seq` steps
+REMAT = {
+    "off": lambda seq: False,
+    "per-step": lambda seq: True,
+    "segments": lambda seq: max(2, round(math.sqrt(seq))),  # sqrt(T)-step segments need the least memory
+}
 
 
 def _peak_rss_mib() -> float:
@@ -29,7 +38,8 @@ def _peak_rss_mib() -> float:
 
 
 def child(cell: str, hidden: int, batch: int, seq: int, remat: str, steps: int) -> dict:
-    step, state, batch_arrays = common.rnn_jax_parts(cell, hidden, common.random_tokens(batch, seq), **REMAT[remat])
+    step, state, batch_arrays = common.rnn_jax_parts(cell, hidden, common.random_tokens(batch, seq),
+                                                     remat=REMAT[remat](seq))
     start = time.perf_counter()
     compiled = step.lower(state, batch_arrays).compile()
     compile_s = time.perf_counter() - start
@@ -40,7 +50,7 @@ def child(cell: str, hidden: int, batch: int, seq: int, remat: str, steps: int) 
         state, metrics = compiled(state, batch_arrays)
         common.wait(metrics["loss"])
     seconds = (time.perf_counter() - start) / steps
-    return dict(cell=cell, hidden=hidden, batch=batch, seq=seq, remat=remat,
+    return dict(cell=cell, hidden=hidden, batch=batch, seq=seq, remat=remat, remat_option=REMAT[remat](seq),
                 temp_mib=buffers.temp_size_in_bytes / 2**20, arguments_mib=buffers.argument_size_in_bytes / 2**20,
                 peak_rss_mib=_peak_rss_mib(), s_per_step=seconds, compile_s=compile_s)
 

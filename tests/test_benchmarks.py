@@ -1,0 +1,50 @@
+"""The benchmark scripts run end to end (tiny shapes) and write their JSON; the FLOP count
+they divide by is the one of the step they time."""
+
+import json
+
+import pytest
+
+from benchmarks import common, memory, seeds, throughput, train_step
+
+TINY = ["--hidden", "8", "--repeats", "1", "--min-seconds", "0"]
+
+
+def _rows(path):
+    return json.loads(path.read_text())["rows"]
+
+
+def test_throughput_compares_implementations(tmp_path):
+    out = tmp_path / "throughput.json"
+    throughput.main(["--cells", "gru", "--seq", "4", "--batch", "2", "--impls", "rnn_jax,rnn_jax-autodiff,flax,rnn_jax-bf16",
+                     "--out", str(out), *TINY])
+    rows = _rows(out)
+    assert [r["impl"] for r in rows] == ["rnn_jax", "rnn_jax-autodiff", "flax", "rnn_jax-bf16"]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["ceiling"] for r in rows)
+    assert next(r for r in rows if r["impl"] == "flax")["vs_flax"] == pytest.approx(1.0)
+
+
+def test_throughput_rejects_an_unknown_implementation():
+    with pytest.raises(SystemExit):
+        throughput.main(["--impls", "cudnn", *TINY])
+
+
+def test_memory_reports_buffers_and_rss_per_process(tmp_path):
+    out = tmp_path / "memory.json"
+    memory.main(["--seq", "16", "--batch", "2", "--remat", "off,per-step,segments", "--steps", "1", "--out", str(out),
+                 "--hidden", "8"])
+    rows = _rows(out)
+    assert [r["remat"] for r in rows] == ["off", "per-step", "segments"]
+    assert all(r["temp_mib"] > 0 and r["peak_rss_mib"] > r["temp_mib"] for r in rows)
+
+
+def test_seeds_and_train_step_benchmarks(tmp_path):
+    seeds.main(["--seeds", "2", "--seq", "4", "--batch", "2", "--out", str(tmp_path / "seeds.json"), *TINY])
+    assert [r["mode"] for r in _rows(tmp_path / "seeds.json")] == ["vmap", "sequential"]
+    train_step.main(["--seq", "4", "--batch", "2", "--no-tiny", "--out", str(tmp_path / "step.json"), *TINY])
+    assert [r["variant"] for r in _rows(tmp_path / "step.json")] == ["split-once", "flow", "nnx.jit"]
+
+
+def test_flop_count():
+    # LSTM, embed = hidden = 2: forward 2 (2 + 2) (4 * 2) + 2 * 2 * 65 = 64 + 260, train step 3x
+    assert common.flops_per_token("lstm", 2) == 3 * (64 + 260)
