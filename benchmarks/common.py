@@ -56,7 +56,11 @@ def rnn_jax_parts(cell: str, hidden: int, tokens: np.ndarray, *, measure_flow: b
 
 
 def rnn_jax_step(cell: str, hidden: int, tokens: np.ndarray, **options):
-    step, state, batch = rnn_jax_parts(cell, hidden, tokens, **options)
+    return stepper(*rnn_jax_parts(cell, hidden, tokens, **options))
+
+
+def stepper(step, state, batch):
+    """`call()`: one `step(state, batch) -> (state, metrics)`, keeping the state between calls."""
     holder = [state]
 
     def call():

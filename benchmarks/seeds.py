@@ -34,14 +34,7 @@ def vmapped_step(cell: str, hidden: int, tokens: np.ndarray):
         states.append(state)
     state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
     step = jax.jit(jax.vmap(make_train_step(graphdef, optimizer)), donate_argnums=0)
-    batch = {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])}
-    holder = [state]
-
-    def call():
-        holder[0], metrics = step(holder[0], batch)
-        return metrics["loss"]
-
-    return call
+    return common.stepper(step, state, {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])})
 
 
 def sequential_steps(cell: str, hidden: int, tokens: np.ndarray):
