@@ -24,6 +24,10 @@ from rnn_jax.cells import Carry, Cell, Params, _dot
 Array = jax.Array
 
 BACKPROPS = ("fused", "autodiff")
+# Measured on a 2-core CPU (benchmarks/throughput.py): hoisting the input projection out of
+# the scan pays from this hidden size on; below it, the scan over a hoisted (time, batch,
+# G * hidden) array is slower than a per-step projection.
+HOIST_FROM_HIDDEN = 512
 
 
 def _as_mask(mask: Array | None, lengths: Array | None, batch: int, time: int) -> Array | None:
@@ -76,6 +80,7 @@ def run(
     compute_dtype=None,
     probes: Carry | None = None,
     backprop: str = "fused",
+    hoist_inputs: bool | None = None,
 ) -> tuple[Carry, Array]:
     """Run `cell` over `xs`.
 
@@ -105,6 +110,9 @@ def run(
         dL/dW_hh one matmul over all steps; cells with `fused_recurrence`, not with
         ``remat=True``) or
         ``"autodiff"`` (JAX differentiates the scan: the reference the tests compare with).
+      hoist_inputs: compute the input projection of all steps as one matmul before the scan
+        (True) or one per step inside it (False); None: hoisted from hidden size
+        `HOIST_FROM_HIDDEN` on (measured on CPU: below it, the per-step form is faster).
 
     Returns:
       (final_carry, ys): the carry after the last real step of each sequence, and the hidden
@@ -136,8 +144,10 @@ def run(
         segment = remat
     else:
         raise ValueError(f"remat must be a bool or a segment length >= 1, got {remat!r}")
+    if hoist_inputs is None:
+        hoist_inputs = hidden >= HOIST_FROM_HIDDEN
     scan = functools.partial(_scan_steps, cell, params, reverse=reverse, unroll=unroll, backprop=backprop,
-                             remat_steps=bool(remat) and segment is None)
+                             remat_steps=bool(remat) and segment is None, hoist=hoist_inputs)
     # time-major for the scan: (time, batch, ...)
     time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
     inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
@@ -148,20 +158,24 @@ def run(
     return carry, jnp.swapaxes(hs, 0, 1)
 
 
-def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backprop, remat_steps):
+def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backprop, remat_steps, hoist):
     """The recurrence over time-major inputs xs (time, batch, input): the input projection of
-    all steps as one matmul, then the scan (with the hand-written backward pass where it applies)."""
-    xw = cell.project_inputs(params, xs)  # (time, batch, G * hidden)
+    all steps as one matmul before the scan (`hoist`) or one per step inside it, then the scan
+    (with the hand-written backward pass where it applies)."""
     if backprop == "fused" and cell.fused_recurrence and not remat_steps:
-        return _fused_scan(cell, reverse, unroll, params["W_hh"], _gate_params(params), xw, carry, mask, probes)
+        projection = {"W_xh": params["W_xh"], "b": params["b"]}
+        return _fused_scan(cell, reverse, unroll, hoist, projection, params["W_hh"], _gate_params(params), xs, carry,
+                           mask, probes)
 
     def step(carry, inputs):
-        xw_t, mask_t, probe_t = inputs
+        x_t, mask_t, probe_t = inputs
+        xw_t = x_t if hoist else cell.project_inputs(params, x_t)
         return _finish_step(cell, carry, *cell.recur(params, carry, xw_t), mask_t, probe_t)
 
     if remat_steps:
         step = jax.checkpoint(step)
-    return jax.lax.scan(step, carry, (xw, mask, probes), reverse=reverse, unroll=unroll)
+    xs = cell.project_inputs(params, xs) if hoist else xs  # (time, batch, G * hidden)
+    return jax.lax.scan(step, carry, (xs, mask, probes), reverse=reverse, unroll=unroll)
 
 
 def _scan_segments(scan, carry, xs, mask, probes, *, segment, reverse):
@@ -202,26 +216,31 @@ def _gate_params(params: Params) -> Params:
 # (batch x G*hidden) product inside every backward step; here the backward scan only passes
 # the gradient back through time (d hw_t = the gradient of the step's recurrent product, and
 # dh_{t-1} = d hw_t W_hh^T), and dL/dW_hh = sum_t h_{t-1}^T d hw_t is one large matmul over
-# all (time x batch) rows after it. The forward saves each step's carry and hw_t (so the
-# backward step is elementwise work and one matmul).
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _fused_scan(cell, reverse, unroll, w_hh, gate_params, xw, initial_carry, mask, probes):
-    return _fused_forward(cell, reverse, unroll, w_hh, gate_params, xw, initial_carry, mask, probes)[0]
+# all (time x batch) rows after it (and so are the input projection's). The forward saves each
+# step's carry, xw_t and hw_t (so the backward step is elementwise work and one matmul).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _fused_scan(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes):
+    return _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask,
+                          probes)[0]
 
 
-def _fused_forward(cell, reverse, unroll, w_hh, gate_params, xw, initial_carry, mask, probes):
+def _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes):
     def step(carry, inputs):
-        xw_t, mask_t, probe_t = inputs
+        x_t, mask_t, probe_t = inputs
+        xw_t = x_t if hoist else cell.project_inputs(projection, x_t)
         hw_t = _dot(cell.hidden(carry), w_hh)
         new_carry, h = _finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
-        return new_carry, (h, carry, hw_t)
+        return new_carry, (h, carry, hw_t, None if hoist else xw_t)
 
-    carry, (hs, carries, hws) = jax.lax.scan(step, initial_carry, (xw, mask, probes), reverse=reverse, unroll=unroll)
-    return (carry, hs), (w_hh, gate_params, xw, mask, probes, carries, hws)
+    scanned = cell.project_inputs(projection, xs) if hoist else xs
+    carry, (hs, carries, hws, xw) = jax.lax.scan(step, initial_carry, (scanned, mask, probes), reverse=reverse,
+                                                 unroll=unroll)
+    xw = scanned if hoist else xw
+    return (carry, hs), (projection, w_hh, gate_params, xs, xw, mask, probes, carries, hws)
 
 
-def _fused_backward(cell, reverse, unroll, residuals, cotangents):
-    w_hh, gate_params, xw, mask, probes, carries, hws = residuals
+def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
+    projection, w_hh, gate_params, xs, xw, mask, probes, carries, hws = residuals
     d_final_carry, d_hs = cotangents
 
     def step(state, inputs):
@@ -241,9 +260,14 @@ def _fused_backward(cell, reverse, unroll, residuals, cotangents):
     (d_initial_carry, d_gate_params), (d_xw, d_hw, d_probes) = jax.lax.scan(
         step, (d_final_carry, zeros), (carries, xw, hws, mask, probes, d_hs), reverse=not reverse, unroll=unroll
     )
+    # the weight gradients: one matmul each over all (time x batch) rows
     h_prev = cell.hidden(carries)
     d_w_hh = jnp.einsum("tbh,tbg->hg", h_prev, d_hw.astype(h_prev.dtype), preferred_element_type=jnp.float32)
-    return d_w_hh.astype(w_hh.dtype), d_gate_params, d_xw, d_initial_carry, None, d_probes
+    d_w_xh = jnp.einsum("tbi,tbg->ig", xs, d_xw.astype(xs.dtype), preferred_element_type=jnp.float32)
+    d_projection = {"W_xh": d_w_xh.astype(projection["W_xh"].dtype),
+                    "b": jnp.sum(d_xw, axis=(0, 1)).astype(projection["b"].dtype)}
+    d_xs = _dot(d_xw, projection["W_xh"].T).astype(xs.dtype)
+    return d_projection, d_w_hh.astype(w_hh.dtype), d_gate_params, d_xs, d_initial_carry, None, d_probes
 
 
 _fused_scan.defvjp(_fused_forward, _fused_backward)
