@@ -2,7 +2,9 @@
 
 cuDNN-style: the input projection `x_t W_xh + b` of every time step is one large matmul
 computed before the scan, so the scanned body holds only the (fused) recurrent matmul
-`h_{t-1} W_hh` and the gate arithmetic. Shapes are batch-major at this boundary,
+`h_{t-1} W_hh` and the gate arithmetic (from hidden size `HOIST_FROM_HIDDEN`; below it the
+projection runs inside each step, measured faster on CPU). The backward pass is written by
+hand (`backprop="fused"`, see `_fused_scan`). Shapes are batch-major at this boundary,
 `(batch, time, features)`; the scan itself runs time-major.
 
 Variable lengths: `mask` (batch, time) or, for right-padded sequences, `lengths` (batch,)
