@@ -24,7 +24,7 @@ from flax import nnx
 
 from rnn_jax import plots
 from rnn_jax.cells import CELLS
-from rnn_jax.config import apply_quick, environment, option, require_at_least_one, write_json
+from rnn_jax.config import apply_quick, environment, option, parse, require_at_least_one, write_json
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.train import (
     BEST_BY,
@@ -32,6 +32,7 @@ from rnn_jax.train import (
     SCHEDULES,
     Checkpoints,
     LoopConfig,
+    check_best_by,
     TrainState,
     evaluate_batches,
     init_train_state,
@@ -93,8 +94,7 @@ class TrainingOptions:
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELLS)}")
         require_at_least_one(self, ("layers", "hidden", "batch", "steps", "eval_every", "checkpoint_every", "keep"))
-        if self.best_by not in BEST_BY:
-            raise ValueError(f"--best-by must be one of {', '.join(BEST_BY)}, got {self.best_by!r}")
+        check_best_by(self.best_by)
         if self.flow_every is not None:
             require_at_least_one(self, ("flow_every",))
         if self.minutes is not None and self.minutes <= 0:
@@ -230,8 +230,6 @@ def class_probabilities(logits, labels) -> list[str]:
 def main(config_cls, run: Callable, predict: Callable, summary: Callable, argv=None, *, description: str) -> None:
     """The command line of a task experiment: prediction with --checkpoint/--input, else a
     run, then `summary(cfg, results)` printed."""
-    from rnn_jax.config import parse
-
     cfg = parse(config_cls, argv, description=description)
     if cfg.checkpoint:
         print(predict(cfg.checkpoint, cfg.input))

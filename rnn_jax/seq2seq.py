@@ -33,6 +33,7 @@ from flax import nnx
 
 from rnn_jax.cells import Carry, Cell, _dot
 from rnn_jax.layers import RecurrentStack, _values
+from rnn_jax.recurrence import _finish_step
 
 Array = jax.Array
 
@@ -108,12 +109,8 @@ class Decoder(nnx.Module):
             for depth, (p, carry, probe) in enumerate(zip(params, carries, probes_t)):
                 if depth > 0:  # the input of a layer above is the (dropped-out) state of the one below
                     x = cell.project_inputs(p, self._dropout(h, depth, t, dropout_key))
-                new, h = cell.recur(p, carry, x)
-                if probe is not None:
-                    new = jax.tree.map(jnp.add, new, probe)
-                    h = cell.hidden(new)
-                keep = mask_t[:, None]
-                new_carries.append(jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, carry))
+                new, h = _finish_step(cell, carry, *cell.recur(p, carry, x), mask_t, probe)
+                new_carries.append(new)
             return new_carries, (jnp.concatenate([h, context.astype(h.dtype)], -1), weights)
 
         time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731

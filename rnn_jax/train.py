@@ -186,6 +186,12 @@ def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entr
 BEST_BY = {"loss": "min", "accuracy": "max"}  # validation metric -> which end is best
 
 
+def check_best_by(best_by: str) -> str:
+    if best_by not in BEST_BY:
+        raise ValueError(f"unknown best_by {best_by!r} (--best-by); choose one of: {', '.join(BEST_BY)}")
+    return best_by
+
+
 class Checkpoints:
     """Orbax checkpoints of a run: the last `keep` under ``last/`` and the best by a validation
     metric (`best_by`: lowest loss, or highest accuracy) under ``best/``. Each holds the
@@ -196,9 +202,7 @@ class Checkpoints:
     """
 
     def __init__(self, directory: str | Path, *, keep: int = 3, best_by: str = "loss"):
-        if best_by not in BEST_BY:
-            raise ValueError(f"unknown best_by {best_by!r}; choose one of: {', '.join(BEST_BY)}")
-        self.best_by = best_by
+        self.best_by = check_best_by(best_by)
         self.directory = Path(directory).absolute()
         self.last = ocp.CheckpointManager(
             self.directory / "last", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
