@@ -25,7 +25,7 @@ from pathlib import Path
 from experiments import gradient_flow
 from rnn_jax import plots
 from rnn_jax.cells import LSTM_VARIANTS
-from rnn_jax.config import build_parser, environment, write_json
+from rnn_jax.config import build_parser, environment, user_errors, write_json
 
 DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
@@ -123,7 +123,8 @@ def main(argv=None):
         if (run_dir / "config.json").exists():  # run before: finished runs are reused, others resumed
             cfg = dataclasses.replace(cfg, resume=str(run_dir), out=None)
         print(f"== {point_name(point)}", file=sys.stderr)
-        points.append((point, gradient_flow.run(cfg)))
+        with user_errors():
+            points.append((point, gradient_flow.run(cfg)))
 
     rows = summarise(points)
     metric = points[0][1]["task"]["metric"]

@@ -35,7 +35,7 @@ from rnn_jax.config import option, prepare_run_dir, require_at_least_one
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import greedy
-from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
 from rnn_jax.losses import seq2seq_cross_entropy
 from rnn_jax.seq2seq import Captioner
 
@@ -91,7 +91,8 @@ def encode(vocab: Vocab, images: np.ndarray, captions) -> dict[str, np.ndarray]:
 
 def build_model(cfg: Config, extra: dict) -> Captioner:
     return Captioner(make_cell(cfg.cell), feature_size=64, vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
-                     hidden_size=cfg.hidden, num_layers=cfg.layers, dropout=cfg.dropout, rngs=nnx.Rngs(cfg.seed))
+                     hidden_size=cfg.hidden, num_layers=cfg.layers, dropout=cfg.dropout, **cfg.layer_options(),
+                     rngs=nnx.Rngs(cfg.seed))
 
 
 def caption(model: Captioner, vocab: Vocab, images: np.ndarray) -> list[list[str]]:
@@ -123,7 +124,7 @@ def caption_metrics(predicted: list[list[str]], reference: list[list[str]]) -> d
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "caption", from_command_line=("minutes",))
+    out, cfg, resuming = prepare_run_dir(cfg, "caption", from_command_line=RUNTIME_FLAGS)
     from sklearn.model_selection import train_test_split
 
     images, labels = load_digits()

@@ -32,11 +32,12 @@ import numpy as np
 from flax import nnx
 
 from rnn_jax.cells import make_cell
-from rnn_jax.config import environment, option, parse, prepare_run_dir, require_at_least_one, write_json
+from rnn_jax.config import environment, option, parse, prepare_run_dir, require_at_least_one, user_errors, write_json
 from rnn_jax.data import text
 from rnn_jax.decode import sample
-from rnn_jax.experiment import TrainingOptions, fit, flow_summary, plot_history
+from rnn_jax.experiment import RUNTIME_FLAGS, TrainingOptions, fit, flow_summary, plot_history
 from rnn_jax.layers import SequenceModel
+from rnn_jax.parallel import is_primary
 from rnn_jax.losses import sequence_cross_entropy
 
 TBPTT_MODES = ("stateful", "random")
@@ -84,11 +85,12 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
     """The model of `cfg` for the vocabulary ``extra["vocab"]`` (a string of characters)."""
     size = len(extra["vocab"])
     return SequenceModel(make_cell(cfg.cell), vocab_size=size, embed_size=cfg.embed, hidden_size=cfg.hidden,
-                         output_size=size, num_layers=cfg.layers, dropout=cfg.dropout, rngs=nnx.Rngs(cfg.seed))
+                         output_size=size, num_layers=cfg.layers, dropout=cfg.dropout, **cfg.layer_options(),
+                         rngs=nnx.Rngs(cfg.seed))
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "char_lm", from_command_line=("minutes",))
+    out, cfg, resuming = prepare_run_dir(cfg, "char_lm", from_command_line=RUNTIME_FLAGS)
     corpus = load_corpus(cfg)
     train_text, val_text = text.split_text(corpus, cfg.val_fraction)
     vocab = text.CharVocab.from_text(train_text)
@@ -113,7 +115,8 @@ def run(cfg: Config) -> dict:
     prime = "\n" if "\n" in vocab.chars else train_text[0]
     samples = sample_text(fitted.graphdef, fitted.params, vocab, prime=prime, length=cfg.sample_length,
                           temperature=cfg.temperature, seed=cfg.seed)
-    (out / "samples.txt").write_text(samples + "\n")
+    if is_primary():
+        (out / "samples.txt").write_text(samples + "\n")
     results = summarise(cfg, vocab, history, fitted.wall_time_s)
     write_json(out / "results.json", results)
     plot_history(cfg, out, history, title=f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}",
@@ -158,7 +161,9 @@ def summarise(cfg: Config, vocab: text.CharVocab, history: dict, wall: float) ->
 
 def main(argv=None):
     cfg = parse(Config, argv, description=__doc__)
-    results = run(cfg)
+    with user_errors():
+        cfg.start_processes(cfg.out or cfg.resume)
+        results = run(cfg)
     print(f"\n{cfg.cell}: {results['steps']} steps in {results['wall_time_s'] / 60:.1f} min, "
           f"{results['tokens_per_s'] or 0:.0f} tokens/s -> {results['out']}")
     print(f"train {results['train_loss_nats']:.4f} nats/char, validation {results['val_loss_nats']:.4f} nats/char "

@@ -46,7 +46,7 @@ from rnn_jax.config import option, prepare_run_dir, require_at_least_one
 from rnn_jax.data import tasks
 from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_mse
 
@@ -126,7 +126,8 @@ def features(levels: np.ndarray, start: int, extra: dict) -> np.ndarray:
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return SequenceModel(make_cell(cfg.cell), input_size=3 if extra["period"] else 1, hidden_size=cfg.hidden,
-                         output_size=1, num_layers=cfg.layers, dropout=cfg.dropout, rngs=nnx.Rngs(cfg.seed))
+                         output_size=1, num_layers=cfg.layers, dropout=cfg.dropout, **cfg.layer_options(),
+                         rngs=nnx.Rngs(cfg.seed))
 
 
 def windows(filled: np.ndarray, observed: np.ndarray, extra: dict, ends: np.ndarray, length: int, *, last_only: bool):
@@ -178,7 +179,7 @@ def errors(predicted, actual) -> dict[str, float]:
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "forecast", from_command_line=("minutes",))
+    out, cfg, resuming = prepare_run_dir(cfg, "forecast", from_command_line=RUNTIME_FLAGS)
     values = load_values(cfg)
     n, holdout, period = len(values), cfg.holdout, cfg.period
     train_end = n - 2 * holdout  # x_0 .. x_(train_end - 1) train

@@ -31,15 +31,28 @@ from flax import nnx
 
 from rnn_jax import plots
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, make_cell
-from rnn_jax.config import apply_quick, environment, option, parse, prepare_run_dir, require_at_least_one, write_json
+from rnn_jax.config import (
+    apply_quick,
+    compute_dtype,
+    dtype_option,
+    environment,
+    option,
+    parse,
+    prepare_run_dir,
+    require_at_least_one,
+    user_errors,
+    write_json,
+)
 from rnn_jax.data import synthetic, text
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import final_step_mse, sequence_cross_entropy
+from rnn_jax.parallel import DEVICE_FLAGS, DataParallel, DeviceOptions, is_primary
 from rnn_jax.train import (
     OPTIMIZERS,
     Checkpoints,
     LoopConfig,
+    check_on_nan,
     evaluate_batches,
     init_train_state,
     make_clipper,
@@ -47,6 +60,9 @@ from rnn_jax.train import (
     make_flow_probe,
     make_optimizer,
     make_train_step,
+    split_seeds,
+    stack_seeds,
+    step_number,
     to_python,
     train_loop,
 )
@@ -56,12 +72,13 @@ QUICK = dict(seq_len=50, hidden=32, steps=300, flow_every=50, eval_every=50)
 
 
 @dataclasses.dataclass
-class Config:
+class Config(DeviceOptions):
     task: str = option("adding", f"long-lag task: {' | '.join(TASKS)}")
     cells: str = option("rnn,lstm,gru", "comma-separated cells to compare")
     seq_len: int = option(100, "T: sequence length (adding), delay (copy: sequences are T + 20), window (charlm)")
     hidden: int = option(64, "hidden size of every cell")
     layers: int = option(1, "stacked recurrent layers")
+    dtype: str = dtype_option()
     batch: int = option(64, "sequences per batch")
     steps: int = option(1500, "training steps per cell and seed; 0 records the profile at initialisation only")
     optimizer: str = option("adam", f"optimizer: {' | '.join(OPTIMIZERS)}")
@@ -78,7 +95,11 @@ class Config:
     eval_every: int = option(100, "evaluate on held-out batches every N steps")
     eval_batches: int = option(4, "held-out batches per evaluation")
     checkpoint_every: int = option(500, "save an orbax checkpoint every N steps (and at the end)")
-    seeds: int = option(1, "independent seeds per cell (seed, seed + 1, ...): mean +- std in the results")
+    on_nan: str = option("stop", "a step whose loss or gradient is NaN/Inf: stop (that cell's run, all its seeds, "
+                                 "ends there, with the step's gradient-flow profile saved) | skip (no update for the "
+                                 "seeds concerned; counted and logged)")
+    seeds: int = option(1, "independent seeds per cell (seed, seed + 1, ...), trained together by one vmapped "
+                           "step: mean +- std in the results, each seed's numbers under `seeds`")
     seed: int = option(0, "first seed: model initialisation and data")
     data: str | None = option(None, "charlm: text file or glob (default: a built-in generated corpus)")
     out: str | None = option(None, "output directory (default: runs/gradient_flow/<timestamp>)")
@@ -86,6 +107,7 @@ class Config:
     quick: bool = option(False, f"a small, fast configuration for a smoke test: {QUICK}, unless given explicitly")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.quick:
             apply_quick(self, QUICK)
             self.quick = False  # applied: the saved config is the effective one
@@ -99,6 +121,8 @@ class Config:
             raise ValueError(f"--steps must be >= 0, got {self.steps}")
         if self.gru_form not in ("reset_after", "reset_before"):
             raise ValueError(f"--gru-form must be reset_after or reset_before, got {self.gru_form!r}")
+        check_on_nan(self.on_nan)
+        compute_dtype(self.dtype)
         make_clipper(self.clip_norm, self.clip_value)  # validates the combination
         make_optimizer(self.optimizer, self.lr)
         for name in self.cell_names:
@@ -159,56 +183,65 @@ def make_task(cfg: Config) -> Task:
     )
 
 
-def train_cell(cfg: Config, task: Task, cell_name: str, seed: int, out: Path) -> dict:
-    """Train one cell with one seed (or resume it); returns its history."""
-    run_name = f"{cell_name}-seed{seed}"
-    model = SequenceModel(
-        make_cell(cell_name, **cfg.cell_options(cell_name)), hidden_size=cfg.hidden, num_layers=cfg.layers,
-        rngs=nnx.Rngs(seed), **task.model_io,
-    )
+def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, dict]:
+    """Train one cell for every seed at once (or resume it): the seeds' models are stacked
+    and trained by one vmapped step, each on its own data. Returns {seed: history}."""
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     optimizer = make_optimizer(cfg.optimizer, cfg.lr)
-    graphdef, state = init_train_state(model, optimizer, jax.random.key(seed))
-    data_key, eval_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1))
-    batch_fn = jax.jit(task.batch)
+    states = []
+    for seed in seeds:
+        model = SequenceModel(
+            make_cell(cell_name, **cfg.cell_options(cell_name)), hidden_size=cfg.hidden, num_layers=cfg.layers,
+            compute_dtype=compute_dtype(cfg.dtype), rngs=nnx.Rngs(seed), **task.model_io,
+        )
+        graphdef, state = init_train_state(model, optimizer, jax.random.key(seed))
+        states.append(state)
+    parallel = DataParallel(cfg.devices, batch_axis=1)  # batches are (seed, batch, ...)
+    parallel.check_batch(cfg.batch)
+    state = parallel.place_state(stack_seeds(states))
+    keys = [jax.random.split(jax.random.fold_in(jax.random.key(seed), 1)) for seed in seeds]
+    data_keys, eval_keys = (jax.numpy.stack([k[i] for k in keys]) for i in (0, 1))
+    batch_fn = jax.jit(jax.vmap(task.batch))
+    each_seed = jax.vmap(jax.random.fold_in, (0, None))
 
     def get_batch(step):
-        return batch_fn(jax.random.fold_in(data_key, step))
+        return batch_fn(each_seed(data_keys, step))
 
     if cfg.steps == 0:  # the profile at initialisation only
-        _, flow = make_flow_probe(graphdef, task.loss_fn)(state.params, get_batch(0))
-        return {"train": [], "eval": [], "flow": {"0": to_python(flow)},
-                "status": "completed"}
+        _, flow = make_flow_probe(graphdef, task.loss_fn, seeds=True)(state.params, get_batch(0))
+        history = {"train": [], "eval": [], "flow": {"0": to_python(flow)}, "status": "completed"}
+        return dict(zip(seeds, split_seeds(history, len(seeds))))
 
-    checkpoints = Checkpoints(out / "checkpoints" / run_name, keep=2)
+    checkpoints = Checkpoints(out / "checkpoints" / cell_name, keep=2)
     history = None
     if checkpoints.latest_step() is not None:
         state, extra = checkpoints.restore(state)
         history = extra["history"]
         if history["status"] in ("completed", "diverged"):
             checkpoints.close()
-            return history
-        print(f"{run_name}: resuming at step {int(state.step)}", file=sys.stderr)
+            return dict(zip(seeds, split_seeds(history, len(seeds))))
+        print(f"{cell_name}: resuming at step {step_number(state)}", file=sys.stderr)
 
     clipper = make_clipper(cfg.clip_norm, cfg.clip_value)
-    evaluate = evaluate_batches(
-        make_eval_step(graphdef, task.loss_fn), [batch_fn(jax.random.fold_in(eval_key, i)) for i in range(cfg.eval_batches)]
-    )
+    evaluate = evaluate_batches(make_eval_step(graphdef, task.loss_fn, seeds=True),
+                                [parallel.replicate(batch_fn(each_seed(eval_keys, i))) for i in range(cfg.eval_batches)])
     _, history = train_loop(
         state,
-        train_step=make_train_step(graphdef, optimizer, task.loss_fn, clipper=clipper),
-        flow_step=make_train_step(graphdef, optimizer, task.loss_fn, clipper=clipper, measure_flow=True),
+        train_step=make_train_step(graphdef, optimizer, task.loss_fn, clipper=clipper, seeds=True),
+        flow_step=make_train_step(graphdef, optimizer, task.loss_fn, clipper=clipper, measure_flow=True, seeds=True),
         get_batch=get_batch,
+        parallel=parallel,
         evaluate=evaluate,
         loop=LoopConfig(steps=cfg.steps, log_every=10, eval_every=cfg.eval_every, flow_every=cfg.flow_every,
-                        checkpoint_every=cfg.checkpoint_every),
+                        checkpoint_every=cfg.checkpoint_every, on_nan=cfg.on_nan),
         checkpoints=checkpoints,
         checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), "history": h},
         history=history,
-        log_dir=out / "logs" / run_name,
-        desc=run_name,
+        log_dir=out / "logs" / cell_name,
+        desc=f"{cell_name} x {len(seeds)} seed(s)",
     )
     checkpoints.close()
-    return history
+    return dict(zip(seeds, split_seeds(history, len(seeds))))
 
 
 def summarise(cfg: Config, task: Task, histories: dict[str, dict[int, dict]]) -> dict:
@@ -277,19 +310,18 @@ def make_plots(cfg: Config, task: Task, cells: dict, out: Path) -> None:
 
 def main(argv=None):
     cfg = parse(Config, argv, description=__doc__)
-    results = run(cfg)
+    with user_errors():
+        cfg.start_processes(cfg.out or cfg.resume)
+        results = run(cfg)
     print_summary(results)
 
 
 def run(cfg: Config) -> dict:
     """Run (or resume) the experiment described by `cfg`; returns results.json's content."""
-    out, cfg, _ = prepare_run_dir(cfg, "gradient_flow")
+    out, cfg, _ = prepare_run_dir(cfg, "gradient_flow", from_command_line=DEVICE_FLAGS)
     task = make_task(cfg)
     started = time.time()
-    histories = {
-        cell: {seed: train_cell(cfg, task, cell, seed, out) for seed in range(cfg.seed, cfg.seed + cfg.seeds)}
-        for cell in cfg.cell_names
-    }
+    histories = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cell_names}
     cells = summarise(cfg, task, histories)
     results = {
         "config": dataclasses.asdict(cfg),
@@ -299,7 +331,8 @@ def run(cfg: Config) -> dict:
         "cells": cells,
     }
     write_json(out / "results.json", results)
-    write_csv(out / "grad_norms.csv", histories)
+    if is_primary():
+        write_csv(out / "grad_norms.csv", histories)
     make_plots(cfg, task, cells, out)
     results["out"] = str(out)
     return results

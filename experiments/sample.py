@@ -16,6 +16,7 @@ import sys
 from flax import nnx
 
 from experiments.char_lm import Config, build_model, sample_text
+from rnn_jax.config import user_errors
 from rnn_jax.data.text import CharVocab
 from rnn_jax.experiment import load_run
 
@@ -36,7 +37,8 @@ def main(argv=None):
     if not args.prime:
         parser.error("--prime must hold at least one character")
 
-    cfg, extra, model = load_run(args.checkpoint, Config, build_model, last=args.last)
+    with user_errors():
+        cfg, extra, model = load_run(args.checkpoint, Config, build_model, last=args.last)
     vocab = CharVocab(extra["vocab"])
     unknown = sorted(set(args.prime) - set(vocab.chars))
     if unknown:

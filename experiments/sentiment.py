@@ -35,7 +35,7 @@ from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TaskOptions, best_by_option, class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, best_by_option, class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 
@@ -65,7 +65,8 @@ class Config(TaskOptions):
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return SequenceModel(make_cell(cfg.cell), vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
                          hidden_size=cfg.hidden, output_size=len(extra["labels"]), num_layers=cfg.layers,
-                         dropout=cfg.dropout, bidirectional=cfg.bidirectional, readout="final", rngs=nnx.Rngs(cfg.seed))
+                         dropout=cfg.dropout, bidirectional=cfg.bidirectional, readout="final", **cfg.layer_options(),
+                         rngs=nnx.Rngs(cfg.seed))
 
 
 def encode(vocab: Vocab, token_lists, max_len: int) -> dict[str, np.ndarray]:
@@ -74,7 +75,7 @@ def encode(vocab: Vocab, token_lists, max_len: int) -> dict[str, np.ndarray]:
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "sentiment", from_command_line=("minutes",))
+    out, cfg, resuming = prepare_run_dir(cfg, "sentiment", from_command_line=RUNTIME_FLAGS)
     splits = tasks.load_sentiment(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
                                   seed=cfg.seed, config=cfg.hf_config)
     train_tokens, train_labels = splits["train"]

@@ -35,7 +35,7 @@ from rnn_jax.config import option, prepare_run_dir
 from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.tables import load_table, require_columns
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TaskOptions, class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 
@@ -93,7 +93,8 @@ def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return SequenceModel(make_cell(cfg.cell), input_size=len(extra["features"]), hidden_size=cfg.hidden,
                          output_size=len(extra["labels"]), num_layers=cfg.layers, dropout=cfg.dropout,
-                         readout="final", rngs=nnx.Rngs(cfg.seed))
+                         readout="final", **cfg.layer_options(),
+                         rngs=nnx.Rngs(cfg.seed))
 
 
 def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
@@ -102,7 +103,7 @@ def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "tabular", from_command_line=("minutes",))
+    out, cfg, resuming = prepare_run_dir(cfg, "tabular", from_command_line=RUNTIME_FLAGS)
     features, labels, names = load_features(cfg)
     classes = sorted(set(labels.tolist()))
     if classes != list(range(len(classes))) or len(classes) < 2:

@@ -34,7 +34,7 @@ from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TaskOptions, best_by_option, finish, fit, load_run
+from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, best_by_option, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
 
@@ -77,7 +77,8 @@ def load_splits(cfg: Config) -> dict[str, list[tuple[list[str], list[str]]]]:
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return SequenceModel(make_cell(cfg.cell), vocab_size=len(extra["words"]), embed_size=cfg.embed,
                          hidden_size=cfg.hidden, output_size=len(extra["tags"]), num_layers=cfg.layers,
-                         dropout=cfg.dropout, bidirectional=cfg.bidirectional, rngs=nnx.Rngs(cfg.seed))
+                         dropout=cfg.dropout, bidirectional=cfg.bidirectional, **cfg.layer_options(),
+                         rngs=nnx.Rngs(cfg.seed))
 
 
 def encode(words: Vocab, tags: Vocab, sentences, length: int) -> dict[str, np.ndarray]:
@@ -106,7 +107,7 @@ def token_accuracy(model, data: dict) -> float:
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "tagging", from_command_line=("minutes",))
+    out, cfg, resuming = prepare_run_dir(cfg, "tagging", from_command_line=RUNTIME_FLAGS)
     splits = load_splits(cfg)
     train = splits["train"]
     words = Vocab.build([w for w, _ in train], min_count=cfg.min_count)

@@ -37,7 +37,7 @@ from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import beam_search, greedy
-from rnn_jax.experiment import TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
 from rnn_jax.losses import seq2seq_cross_entropy
 from rnn_jax.seq2seq import Seq2Seq
 
@@ -113,7 +113,8 @@ def encode_pairs(source_vocab: Vocab, target_vocab: Vocab, grouped, max_len: int
 def build_model(cfg: Config, extra: dict) -> Seq2Seq:
     return Seq2Seq(make_cell(cfg.cell), source_vocab=len(extra["source_vocab"]),
                    target_vocab=len(extra["target_vocab"]), embed_size=cfg.embed, hidden_size=cfg.hidden,
-                   num_layers=cfg.layers, dropout=cfg.dropout, attention=cfg.attention, rngs=nnx.Rngs(cfg.seed))
+                   num_layers=cfg.layers, dropout=cfg.dropout, attention=cfg.attention, **cfg.layer_options(),
+                   rngs=nnx.Rngs(cfg.seed))
 
 
 def translate(model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vocab, sources, *, beam: bool,
@@ -139,7 +140,7 @@ def bleu(hypotheses: list[list[str]], references: list[list[list[str]]]) -> floa
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "translate", from_command_line=("minutes",))
+    out, cfg, resuming = prepare_run_dir(cfg, "translate", from_command_line=RUNTIME_FLAGS)
     splits = split_by_source(tokenized_pairs(cfg), cfg.seed)
     source_vocab = Vocab.build([s for s, _ in splits["train"]], min_count=cfg.min_count, specials=SPECIALS)
     target_vocab = Vocab.build([t for _, ts in splits["train"] for t in ts], min_count=cfg.min_count, specials=SPECIALS)

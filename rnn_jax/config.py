@@ -9,9 +9,11 @@ parser with one `--flag-name` per field (booleans become `--flag` / `--no-flag`)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import sys
 import typing
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import flax
 import jax
+import jax.numpy as jnp
 import jaxlib
 import optax
 
@@ -65,6 +68,37 @@ def parse(cls, argv=None, description: str | None = None):
         parser.error(str(error))
 
 
+# --dtype: the dtype of the recurrent matmuls. Parameters, optimizer state, carried states and
+# gate arithmetic stay float32 (`rnn_jax.cells._dot` accumulates in float32): a long
+# recurrence would otherwise round its state to 8 bits of mantissa at every step.
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def dtype_option():
+    return option("float32", f"compute dtype of the recurrent matmuls: {' | '.join(COMPUTE_DTYPES)} (parameters, "
+                             "optimizer state and the carried state stay float32)")
+
+
+def compute_dtype(name: str):
+    """The `compute_dtype` of `rnn_jax.layers.Recurrent` for a --dtype name (None: float32)."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown --dtype {name!r}; choose one of: {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Around a command-line program: a ValueError or FileNotFoundError (bad flags, data or
+    checkpoints — what the user can fix, and the message says how) ends it with that message
+    and exit status 1 instead of a traceback. RNN_JAX_TRACEBACK=1 shows the traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("RNN_JAX_TRACEBACK"):
+            raise
+        sys.exit(f"error: {error}")
+
+
 def apply_quick(cfg, quick: dict) -> None:
     """`--quick`: set the options in `quick` that were left at their defaults (explicit flags win)."""
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
@@ -94,6 +128,8 @@ def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
         kept = {name: getattr(cfg, name) for name in from_command_line}
         return path.parent, type(cfg)(**{**json.loads(path.read_text()), "resume": None, **kept}), True
     out = Path(cfg.out or f"runs/{experiment}/{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if jax.process_index() > 0:  # a multi-process run: process 0 writes the directory
+        return out, cfg, False
     if (out / "config.json").exists():
         sys.exit(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +158,9 @@ def environment() -> dict:
 
 def write_json(path: str | Path, data) -> None:
     """Write JSON atomically (a temporary file, then a rename), so a killed run never leaves a
-    half-written file."""
+    half-written file. In a multi-process run only process 0 writes."""
+    if jax.process_index() > 0:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

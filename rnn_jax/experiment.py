@@ -24,8 +24,19 @@ from flax import nnx
 
 from rnn_jax import plots
 from rnn_jax.cells import CELLS
-from rnn_jax.config import apply_quick, environment, option, parse, require_at_least_one, write_json
+from rnn_jax.config import (
+    apply_quick,
+    compute_dtype,
+    dtype_option,
+    environment,
+    option,
+    parse,
+    require_at_least_one,
+    user_errors,
+    write_json,
+)
 from rnn_jax.gradflow import decay_rate
+from rnn_jax.parallel import DEVICE_FLAGS, DataParallel, DeviceOptions
 from rnn_jax.train import (
     BEST_BY,
     OPTIMIZERS,
@@ -33,6 +44,7 @@ from rnn_jax.train import (
     Checkpoints,
     LoopConfig,
     check_best_by,
+    check_on_nan,
     TrainState,
     evaluate_batches,
     init_train_state,
@@ -52,9 +64,10 @@ def best_by_option(default: str):
 
 
 @dataclasses.dataclass
-class TrainingOptions:
-    """Model and training flags shared by the task experiments. A subclass sets `QUICK`,
-    the options of `--quick` (a CI-sized run), and adds its data flags."""
+class TrainingOptions(DeviceOptions):
+    """Model and training flags shared by the task experiments (and where they run,
+    `DeviceOptions`). A subclass sets `QUICK`, the options of `--quick` (a CI-sized run), and
+    adds its data flags."""
 
     QUICK: ClassVar[dict] = {}
 
@@ -62,6 +75,7 @@ class TrainingOptions:
     layers: int = option(1, "stacked recurrent layers")
     hidden: int = option(128, "hidden size")
     dropout: float = option(0.0, "dropout between layers")
+    dtype: str = dtype_option()
     batch: int = option(32, "examples per training step")
     steps: int = option(2000, "training steps (also the horizon of the learning-rate decay)")
     minutes: float | None = option(None, "wall-clock budget of this invocation (also with --resume): stop, evaluated "
@@ -76,6 +90,8 @@ class TrainingOptions:
     best_by: str = best_by_option("loss")
     flow_every: int | None = option(None, "measure the gradient flow ||dL/dh_t|| every N steps "
                                           "(default: at the first and the last step)")
+    on_nan: str = option("stop", "a step whose loss or gradient is NaN/Inf: stop (the run ends there, with that "
+                                 "step's gradient-flow profile saved) | skip (no update; counted and logged)")
     checkpoint_every: int = option(200, "save a checkpoint every N steps (and at the end)")
     keep: int = option(2, "checkpoints to keep (besides the best, --best-by)")
     seed: int = option(0, "seed of initialisation, data split and order, and dropout")
@@ -86,6 +102,7 @@ class TrainingOptions:
                                 "given explicitly")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.quick:
             apply_quick(self, self.QUICK)
             self.quick = False  # applied: the saved config is the effective one
@@ -95,6 +112,8 @@ class TrainingOptions:
             raise ValueError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELLS)}")
         require_at_least_one(self, ("layers", "hidden", "batch", "steps", "eval_every", "checkpoint_every", "keep"))
         check_best_by(self.best_by)
+        check_on_nan(self.on_nan)
+        compute_dtype(self.dtype)
         if self.flow_every is not None:
             require_at_least_one(self, ("flow_every",))
         if self.minutes is not None and self.minutes <= 0:
@@ -102,6 +121,10 @@ class TrainingOptions:
         make_clipper(self.clip_norm, self.clip_value)
         make_optimizer(self.optimizer, self.lr)
         make_schedule(self.lr, schedule=self.schedule, warmup_steps=self.warmup, total_steps=self.steps)
+
+    def layer_options(self) -> dict:
+        """Options of every recurrent layer (`rnn_jax.layers.Recurrent`) set by the flags."""
+        return {"compute_dtype": compute_dtype(self.dtype)}
 
 
 @dataclasses.dataclass
@@ -115,6 +138,11 @@ class TaskOptions(TrainingOptions):
         super().__post_init__()
         if (self.checkpoint is None) != (self.input is None):
             raise ValueError("prediction needs both --checkpoint RUN_DIR and --input ...")
+
+
+# what a resumed run takes from its command line rather than from its saved config: how long
+# and where it runs, not what it trains
+RUNTIME_FLAGS = ("minutes", *DEVICE_FLAGS)
 
 
 def make_training(cfg: TrainingOptions):
@@ -157,18 +185,22 @@ def fit(
     evaluation batches are then consecutive windows of streams too, the state carried across.
     """
     optimizer, clipper = make_training(cfg)
+    parallel = DataParallel(cfg.devices)
+    parallel.check_batch(cfg.batch)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(cfg.seed),
                                        stateful_batch=cfg.batch if stateful else None)
+    state = parallel.place_state(state)  # a checkpoint restores into this placement, whatever it was saved from
     checkpoints = Checkpoints(out / "checkpoints", keep=cfg.keep, best_by=cfg.best_by)
     history = None
     if resuming:
-        state, saved = checkpoints.restore(state)
+        saved = checkpoints.restore_extra()  # first what the data must match, then the state
         changed = [k for k in extra if json.loads(json.dumps(extra[k])) != saved.get(k)]
         if changed:
             raise ValueError(f"{out}: the data gives a different {', '.join(changed)} than the checkpoint's; same data flags?")
+        if saved["history"]["status"] == "completed":
+            sys.exit(f"{out}: this run already finished ({checkpoints.latest_step()} steps); nothing to resume")
+        state, saved = checkpoints.restore(state)
         history = saved["history"]
-        if history["status"] == "completed":
-            sys.exit(f"{out}: this run already finished ({int(state.step)} steps); nothing to resume")
         print(f"resuming {out} at step {int(state.step)}", file=sys.stderr)
     started = time.time()
     state, history = train_loop(
@@ -176,10 +208,12 @@ def fit(
         train_step=make_train_step(graphdef, optimizer, loss_fn, clipper=clipper, stateful=stateful),
         flow_step=make_train_step(graphdef, optimizer, loss_fn, clipper=clipper, stateful=stateful, measure_flow=True),
         get_batch=get_batch,
-        evaluate=evaluate_batches(make_eval_step(graphdef, loss_fn), eval_batches, carry_over=stateful),
+        parallel=parallel,
+        evaluate=evaluate_batches(make_eval_step(graphdef, loss_fn), map(parallel.replicate, eval_batches),
+                                  carry_over=stateful),
         loop=LoopConfig(steps=cfg.steps, log_every=10, eval_every=cfg.eval_every, flow_every=cfg.flow_every or cfg.steps,
                         checkpoint_every=cfg.checkpoint_every, max_seconds=cfg.minutes * 60 if cfg.minutes else None,
-                        tokens_per_step=tokens_per_step),
+                        tokens_per_step=tokens_per_step, on_nan=cfg.on_nan),
         checkpoints=checkpoints,
         checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **extra, "history": h},
         history=history,
@@ -190,6 +224,8 @@ def fit(
     params = state.params
     if checkpoints.best.latest_step() is not None:
         params = checkpoints.restore(state, best=True, step=checkpoints.best.best_step())[0].params
+    if jax.process_count() > 1:  # the tests and predictions after training run in each process alone
+        params = jax.device_get(params)
     checkpoints.close()
     return Fitted(graphdef, state, params, history, wall)
 
@@ -231,10 +267,12 @@ def main(config_cls, run: Callable, predict: Callable, summary: Callable, argv=N
     """The command line of a task experiment: prediction with --checkpoint/--input, else a
     run, then `summary(cfg, results)` printed."""
     cfg = parse(config_cls, argv, description=description)
-    if cfg.checkpoint:
-        print(predict(cfg.checkpoint, cfg.input))
-        return
-    print(summary(cfg, run(cfg)))
+    with user_errors():
+        cfg.start_processes(cfg.out or cfg.resume)
+        if cfg.checkpoint:
+            print(predict(cfg.checkpoint, cfg.input))
+            return
+        print(summary(cfg, run(cfg)))
 
 
 def plot_history(cfg: TrainingOptions, out: Path, history: dict, *, title: str, ylabel: str = "loss") -> None:
@@ -271,10 +309,8 @@ def load_run(run_dir: str | Path, config_cls, build_model: Callable, *, last: bo
     step = manager.best_step() if best else manager.latest_step()
     if step is None:
         sys.exit(f"{run_dir}: no checkpoint saved yet")
-    import orbax.checkpoint as ocp
-
     # the vocabularies live in the checkpoint's JSON: read it first to shape the model
-    extra = manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
+    extra = checkpoints.restore_extra(best=best, step=step)
     model = build_model(cfg, extra)
     optimizer, _ = make_training(cfg)
     _, like = init_train_state(model, optimizer, jax.random.key(cfg.seed), **_stateful(model, cfg))

@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -22,7 +23,12 @@ def _save_with_grid_and_legend(fig, ax, path: Path, title: str) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    if jax.process_index() == 0:  # in a multi-process run, process 0 writes the figures
+        fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
@@ -52,8 +58,7 @@ def flow_vs_lag(curves: dict[str, dict[str, np.ndarray]], path: Path, *, title: 
     axes[0][0].set_ylabel(r"$\|\partial L_T / \partial h_{T-k}\|$")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def flow_heatmaps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str) -> None:
@@ -79,8 +84,7 @@ def flow_heatmaps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
         ax.set_ylabel("training step")
     fig.colorbar(image, ax=axes[0].tolist(), label=r"$\log_{10}\|\partial L_T/\partial h_{T-k}\|$")
     fig.suptitle(title)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def loss_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path, *, title: str,
@@ -126,8 +130,7 @@ def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: st
     for ax in (left, right):
         ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def forecast(series: np.ndarray, forecasts: dict[str, np.ndarray], origin: int, path: Path, *, title: str) -> None:
@@ -153,5 +156,4 @@ def attention(weights: np.ndarray, source: list[str], target: list[str], path: P
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)

@@ -33,7 +33,7 @@ from flax import nnx
 
 from rnn_jax.cells import Carry, Cell, _dot
 from rnn_jax.layers import RecurrentStack, _values
-from rnn_jax.recurrence import _finish_step
+from rnn_jax.recurrence import _finish_step, cast_params
 
 Array = jax.Array
 
@@ -60,11 +60,12 @@ class Decoder(nnx.Module):
     """Token decoder; `memory_size` > 0 adds attention over a memory of that width."""
 
     def __init__(self, cell: Cell, *, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, memory_size: int = 0, attention_size: int | None = None, rngs: nnx.Rngs):
+                 dropout: float = 0.0, memory_size: int = 0, attention_size: int | None = None, rngs: nnx.Rngs,
+                 **layer_options):
         self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
         self.embed_size = embed_size
         self.rnn = RecurrentStack(cell, embed_size + memory_size, hidden_size, num_layers=num_layers, dropout=dropout,
-                                  rngs=rngs)
+                                  rngs=rngs, **layer_options)
         self.attention = (AdditiveAttention(hidden_size, memory_size, attention_size or hidden_size, rngs=rngs)
                           if memory_size else None)
         self.output = nnx.Linear(hidden_size + memory_size, hidden_size, rngs=rngs) if memory_size else None
@@ -92,6 +93,8 @@ class Decoder(nnx.Module):
         layers = list(self.rnn.layers)
         cell = layers[0].cell
         params = [_values(layer.forward) for layer in layers]
+        if layers[0].compute_dtype is not None:  # as in `recurrence.run`: bf16 matmuls, float32 carries
+            params = [cast_params(p, layers[0].compute_dtype) for p in params]
         first = params[0]
         # the embedding half of the first layer's input projection, for all steps at once
         xw = cell.project_inputs({**first, "W_xh": first["W_xh"][: self.embed_size]}, xs)
@@ -129,12 +132,13 @@ class Seq2Seq(nnx.Module):
     so the encoder's final carry of layer l starts decoder layer l)."""
 
     def __init__(self, cell: Cell, *, source_vocab: int, target_vocab: int, embed_size: int, hidden_size: int,
-                 num_layers: int = 1, dropout: float = 0.0, attention: bool = False, rngs: nnx.Rngs):
+                 num_layers: int = 1, dropout: float = 0.0, attention: bool = False, rngs: nnx.Rngs, **layer_options):
         self.embed = nnx.Embed(source_vocab, embed_size, rngs=rngs)
-        self.encoder = RecurrentStack(cell, embed_size, hidden_size, num_layers=num_layers, dropout=dropout, rngs=rngs)
+        self.encoder = RecurrentStack(cell, embed_size, hidden_size, num_layers=num_layers, dropout=dropout, rngs=rngs,
+                                      **layer_options)
         self.decoder = Decoder(cell, vocab_size=target_vocab, embed_size=embed_size, hidden_size=hidden_size,
                                num_layers=num_layers, dropout=dropout, memory_size=hidden_size if attention else 0,
-                               rngs=rngs)
+                               rngs=rngs, **layer_options)
 
     def encode(self, inputs: Array, *, mask: Array | None = None, dropout_key: Array | None = None,
                probes: list[Carry] | None = None) -> tuple[list[Carry], dict]:
@@ -167,9 +171,9 @@ class Captioner(nnx.Module):
     layer (and c_0 likewise for the LSTM); then the decoder generates the caption."""
 
     def __init__(self, cell: Cell, *, feature_size: int, vocab_size: int, embed_size: int, hidden_size: int,
-                 num_layers: int = 1, dropout: float = 0.0, rngs: nnx.Rngs):
+                 num_layers: int = 1, dropout: float = 0.0, rngs: nnx.Rngs, **layer_options):
         self.decoder = Decoder(cell, vocab_size=vocab_size, embed_size=embed_size, hidden_size=hidden_size,
-                               num_layers=num_layers, dropout=dropout, rngs=rngs)
+                               num_layers=num_layers, dropout=dropout, rngs=rngs, **layer_options)
         leaves = len(cell.carry_names)
         self.image = nnx.Linear(feature_size, num_layers * leaves * hidden_size, rngs=rngs)
 

@@ -17,6 +17,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from rnn_jax import gradflow
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.parallel import DataParallel, is_primary
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -45,6 +47,7 @@ class TrainState:
     opt_state: optax.OptState
     key: Array  # raw uint32 key data (checkpointable); dropout at step s uses fold_in(key, s)
     carry: Any = None  # stateful truncated BPTT: each layer's carry at the end of the last window
+    active: Any = None  # stacked seeds: (seeds,) bool, False for a seed stopped by a NaN (its updates are off)
 
 
 def init_train_state(
@@ -118,17 +121,22 @@ def make_train_step(
     clipper: optax.GradientTransformation | None = None,
     measure_flow: bool = False,
     stateful: bool = False,
+    seeds: bool = False,
 ):
     """A jitted `step(state, batch) -> (state, metrics)`; `state` is donated.
 
     metrics: ``loss``, ``grad_norm`` (global norm of the raw gradient), ``clipped_grad_norm``
-    (after `clipper`, a stateless optax clipping transform) and what `loss_fn` reports. With
+    (after `clipper`, a stateless optax clipping transform) and what `loss_fn` reports. A step
+    whose loss or gradient is not finite updates nothing but ``state.step``. With
     `measure_flow`, also ``flow`` (see `rnn_jax.gradflow.grads_and_flow`), from the same
     forward pass that produces the gradient; without it, the step contains no probes at all.
 
     `stateful`: truncated BPTT over parallel streams. The window starts from `state.carry`
     (zeros where ``batch["reset"]`` is True, i.e. when the streams restart) and its final
     carry, with `stop_gradient`, becomes the next `state.carry`.
+
+    `seeds`: independent models trained in one step, `jax.vmap` over a leading seed axis of
+    the state (`stack_seeds`), the batch and every metric.
     """
     clipper = clipper or optax.identity()
 
@@ -150,34 +158,55 @@ def make_train_step(
         clipped, _ = clipper.update(grads, clipper.init(state.params))
         updates, opt_state = optimizer.update(clipped, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "clipped_grad_norm": optax.tree.norm(clipped), **metrics}
+        grad_norm = optax.tree.norm(grads)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "clipped_grad_norm": optax.tree.norm(clipped), **metrics}
         carry = jax.lax.stop_gradient(final_carries) if stateful else state.carry
+        # a non-finite loss or gradient leaves the state as it was (the loop then skips the
+        # step or stops on it, see LoopConfig.on_nan): one NaN never reaches the parameters
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if state.active is not None:
+            finite &= state.active
+        params, opt_state, carry = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                                (params, opt_state, carry), (state.params, state.opt_state, state.carry))
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry), metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(jax.vmap(step) if seeds else step, donate_argnums=0)
 
 
-def make_flow_probe(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy):
+def step_number(state: TrainState) -> int:
+    """The state's step (stacked seeds all step together)."""
+    return int(np.ravel(state.step)[0])
+
+
+def stack_seeds(states: list[TrainState]) -> TrainState:
+    """Train states of independent seeds (same model shapes) as one, with a leading seed axis
+    (and every seed active)."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states).replace(active=jnp.ones(len(states), bool))
+
+
+def make_flow_probe(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy, *, seeds: bool = False):
     """A jitted `probe(params, batch) -> (loss, flow)`: the gradient-flow measurement alone,
-    without an update (e.g. of a model at initialisation or after training)."""
+    without an update (e.g. of a model at initialisation or after training); `seeds`: vmapped
+    over stacked seeds."""
 
     def probe(params, batch, carries=None):
         loss, _, _, flow = gradflow.grads_and_flow(loss_fn, graphdef, params, batch, None, initial_carries=carries)
         return loss, flow
 
-    return jax.jit(probe)
+    return jax.jit(jax.vmap(probe) if seeds else probe)
 
 
-def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy):
+def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy, *, seeds: bool = False):
     """A jitted `evaluate(params, batch, carries=None) -> (metrics, final carries)`, without
-    dropout. Pass the returned carries back in to evaluate a long text window by window."""
+    dropout. Pass the returned carries back in to evaluate a long text window by window.
+    `seeds`: vmapped over stacked seeds (params, batch and carries)."""
 
     def evaluate(params, batch, carries=None):
         loss, metrics = loss_fn(nnx.merge(graphdef, params), batch, None, None, carries)
         final_carries = metrics.pop("final_carries")
         return {"loss": loss, **metrics}, final_carries
 
-    return jax.jit(evaluate)
+    return jax.jit(jax.vmap(evaluate) if seeds else evaluate)
 
 
 # -- checkpoints --------------------------------------------------------------------------
@@ -198,25 +227,31 @@ class Checkpoints:
     TrainState and a JSON item (config, history, ...).
 
     Orbax writes a step to a temporary directory and renames it when complete, so a killed
-    save never leaves a checkpoint that restores half-written.
+    save never leaves a checkpoint that restores half-written: such a temporary directory is
+    not a step; opening the checkpoints warns about it and removes it.
     """
 
     def __init__(self, directory: str | Path, *, keep: int = 3, best_by: str = "loss"):
         self.best_by = check_best_by(best_by)
         self.directory = Path(directory).absolute()
+        _warn_half_written(self.directory)
+        # in a multi-process run the two managers save the same step at once: their barriers
+        # (named by step) need distinct prefixes
+        common = lambda name: dict(create=True, cleanup_tmp_directories=True,  # noqa: E731
+                                   multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
         self.last = ocp.CheckpointManager(
-            self.directory / "last", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            self.directory / "last", options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common("last"))
         )
         self.best = ocp.CheckpointManager(
             self.directory / "best",
             options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[best_by], best_mode=BEST_BY[best_by],
-                                                 create=True),
+                                                 **common("best")),
         )
 
     def save(self, state: TrainState, extra: dict, *, eval_metrics: dict[str, float] | None = None) -> None:
         """Save as the latest; with `eval_metrics` (the validation metrics of this state), also
         as the best if it beats the best so far by `best_by`."""
-        step = int(state.step)
+        step = step_number(state)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra))
         if step not in self.last.all_steps():
             self.last.save(step, args=args)
@@ -225,12 +260,19 @@ class Checkpoints:
         if self.best_by not in eval_metrics:
             raise ValueError(f"the evaluation reports {sorted(eval_metrics)}: no {self.best_by!r} to pick the best "
                              "checkpoint by; use --best-by loss")
-        value = float(eval_metrics[self.best_by])
+        value = float(np.mean(eval_metrics[self.best_by]))  # the mean over seeds, if stacked
         if math.isfinite(value) and step not in self.best.all_steps():
             self.best.save(step, args=args, metrics={self.best_by: value})
 
     def latest_step(self) -> int | None:
         return self.last.latest_step()
+
+    def restore_extra(self, *, best: bool = False, step: int | None = None) -> dict:
+        """Only the JSON saved beside the state (config, vocabularies, history): what a run
+        needs to know before it can build the model the state belongs to."""
+        manager = self.best if best else self.last
+        step = _checkpoint_step(manager, step)
+        return manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
 
     def restore(self, like: TrainState, *, best: bool = False, step: int | None = None) -> tuple[TrainState, dict]:
         """Restore into the structure of `like` (a freshly initialised TrainState)."""
@@ -245,10 +287,22 @@ class Checkpoints:
         self.best.close()
 
 
-def restore_checkpoint(manager: ocp.CheckpointManager, like: TrainState, step: int | None = None):
+def _warn_half_written(directory: Path) -> None:
+    half_written = sorted(str(p.relative_to(directory)) for p in directory.glob("*/*") if ocp.utils.TMP_DIR_SUFFIX in p.name)
+    if half_written:
+        warnings.warn(f"{directory}: ignoring and removing half-written checkpoint(s) {half_written} (a save was "
+                      "interrupted); the last complete checkpoint is used", stacklevel=3)
+
+
+def _checkpoint_step(manager: ocp.CheckpointManager, step: int | None) -> int:
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}: nothing to restore or resume from")
+    return step
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager, like: TrainState, step: int | None = None):
+    step = _checkpoint_step(manager, step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:
         restored = manager.restore(
@@ -277,6 +331,53 @@ class LoopConfig:
     keep_checkpoints: int = 3
     max_seconds: float | None = None  # wall-clock budget of this invocation: stop (evaluated, saved) when spent
     tokens_per_step: int | None = None  # to log throughput (tokens/s) with each train record
+    on_nan: str = "stop"  # a step with a non-finite loss or gradient: "stop" the run there, or "skip" it
+
+    def __post_init__(self):
+        check_on_nan(self.on_nan)
+
+
+ON_NAN = ("stop", "skip")
+
+
+def check_on_nan(on_nan: str) -> str:
+    if on_nan not in ON_NAN:
+        raise ValueError(f"unknown on_nan {on_nan!r} (--on-nan); choose one of: {', '.join(ON_NAN)}")
+    return on_nan
+
+
+def host_value(value) -> float | list[float]:
+    """A scalar metric as a float; stacked seeds' metric (seeds,) as a list of floats."""
+    value = np.asarray(value, np.float64)
+    return float(value) if value.ndim == 0 else value.tolist()
+
+
+def split_seeds(history: dict, seeds: int) -> list[dict]:
+    """The history of a loop over stacked seeds (records holding a list per metric, flow
+    profiles with a leading seed axis) as one history per seed."""
+    def pick(value, i):
+        return value[i] if isinstance(value, list) else value
+
+    def record(r, i):
+        return {k: (v if k == "step" else pick(v, i)) for k, v in r.items()}
+
+    per_seed = []
+    for i in range(seeds):
+        stopped = history.get("diverged_at", [None] * seeds)[i]
+        end = math.inf if stopped is None else stopped  # a seed stopped by a NaN: its records end there
+        flow = {step: {profile: {key: norms[i] for key, norms in by_key.items()} for profile, by_key in profiles.items()}
+                for step, profiles in history["flow"].items() if int(step) <= end}
+        single = {**history, "train": [record(r, i) for r in history["train"] if r["step"] < end],
+                  "eval": [record(r, i) for r in history["eval"] if r["step"] <= end], "flow": flow,
+                  "skipped_steps": [s for s, bad in history.get("skipped_steps", []) if i in bad]}
+        if stopped is not None:
+            single.update(status="diverged", diverged_at=stopped)
+        else:
+            single.pop("diverged_at", None)
+        if "last_finite_grad_norm" in history:
+            single["last_finite_grad_norm"] = pick(history["last_finite_grad_norm"], i)
+        per_seed.append(single)
+    return per_seed
 
 
 def to_python(tree):
@@ -290,6 +391,7 @@ def train_loop(
     train_step: Callable,
     get_batch: Callable[[int], Batch],
     loop: LoopConfig,
+    parallel: DataParallel | None = None,
     flow_step: Callable | None = None,
     evaluate: Callable[[nnx.State], dict[str, float]] | None = None,
     checkpoints: Checkpoints | None = None,
@@ -304,18 +406,28 @@ def train_loop(
     `measure_flow=True`; it replaces the plain step at steps divisible by `loop.flow_every`
     and at the last step, so the flow is measured on exactly the gradient that trains). `evaluate(params)` returns
     scalar metrics including ``loss``. `history` (from a checkpoint, to resume) collects
-    ``train`` and ``eval`` records, ``flow`` profiles by step, and ``status``:
-    ``completed``, ``diverged`` (a NaN/Inf loss or gradient: the run stops; the step and the
-    last finite gradient norm are recorded, and the profile of that step if it was measured;
-    no checkpoint is written after it), ``stopped`` (the `max_seconds` budget ran out: evaluated
-    and saved first) or ``interrupted`` (Ctrl-C: a checkpoint is saved first).
-    `checkpoint_extra(history)` builds the JSON saved beside the state.
+    ``train`` and ``eval`` records, ``flow`` profiles by step, ``skipped_steps`` and ``status``:
+    ``completed``, ``diverged`` (with ``loop.on_nan == "stop"``, a NaN/Inf loss or gradient
+    stops the run: the step, the last finite gradient norm and the gradient-flow profile of
+    that step are recorded; no checkpoint is written after it), ``stopped`` (the `max_seconds`
+    budget ran out: evaluated and saved first) or ``interrupted`` (Ctrl-C: a checkpoint is saved
+    first). With ``on_nan == "skip"`` such a step updates nothing and is counted in
+    ``skipped_steps`` (and logged as ``train/skipped``) instead.
+
+    Stacked seeds (`stack_seeds`, a step made with ``seeds=True``): records hold one value per
+    seed, and a NaN stops only the seeds concerned (``diverged_at`` per seed; their updates are
+    switched off) until none is left; `split_seeds` gives each seed's own history.
+    `checkpoint_extra(history)` builds the JSON saved beside the state. `parallel` places the
+    state and each batch on its device mesh (data parallel; see `rnn_jax.parallel`).
     """
     history = history or {"train": [], "eval": [], "flow": {}}
+    history.setdefault("skipped_steps", [])
     history["status"] = "running"
     log_dir = Path(log_dir) if log_dir else None
-    writer = _open_logs(log_dir, history)
-    start = int(state.step)
+    writer = _open_logs(log_dir if is_primary() else None, history)
+    parallel = parallel or DataParallel(1)
+    state = parallel.place_state(state)
+    start = step_number(state)
     started = time.monotonic()
     log_mark = [start, started]  # (step, time) of the last train record, for tokens/s
     last_finite_grad_norm = None
@@ -326,7 +438,7 @@ def train_loop(
             checkpoints.save(state, extra, eval_metrics=eval_metrics)
 
     def run_eval(step):
-        metrics = {k: float(v) for k, v in evaluate(state.params).items()}
+        metrics = {k: host_value(v) for k, v in evaluate(state.params).items()}
         history["eval"].append({"step": step, **metrics})
         writer.log("eval", step, metrics)
         return metrics
@@ -335,29 +447,54 @@ def train_loop(
     ctrl_c = _CtrlC()
     try:
         for step in bar:
-            batch = get_batch(step)
+            batch = parallel.place_batch(get_batch(step))
             measure = flow_step is not None and loop.flow_every and (step % loop.flow_every == 0 or step == loop.steps - 1)
             state, metrics = (flow_step if measure else train_step)(state, batch)
             flow = metrics.pop("flow", None)
-            scalars = {k: float(v) for k, v in metrics.items()}
+            scalars = {k: host_value(v) for k, v in metrics.items()}
             if flow is not None:
                 history["flow"][str(step)] = to_python(flow)
-            if not math.isfinite(scalars["loss"]) or not math.isfinite(scalars["grad_norm"]):
-                history.update(status="diverged", diverged_at=step, last_finite_grad_norm=last_finite_grad_norm)
-                bar.write(
-                    f"{desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite "
-                    f"gradient norm {last_finite_grad_norm}); stopping, the last good checkpoint is kept"
-                )
-                break
-            last_finite_grad_norm = scalars["grad_norm"]
-            if step % loop.log_every == 0 or step == loop.steps - 1:
+            # per seed if stacked; a seed already stopped by a NaN no longer counts
+            finite = np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])
+            bad = ~finite if state.active is None else ~finite & np.asarray(state.active)
+            if np.any(bad) and loop.on_nan == "skip":
+                history["skipped_steps"].append(step if np.ndim(bad) == 0 else [step, np.flatnonzero(bad).tolist()])
+                writer.log("train", step, {"skipped": len(history["skipped_steps"])})
+            elif np.any(bad):
+                if flow is None and flow_step is not None:  # measure the step that failed, updating nothing
+                    active = state.active
+                    frozen = state if active is None else state.replace(active=jnp.zeros_like(active))
+                    frozen, metrics = flow_step(frozen, batch)
+                    state = frozen.replace(step=frozen.step - 1, active=active)
+                    history["flow"][str(step)] = to_python(metrics["flow"])
+                bar.write(f"{desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite gradient "
+                          f"norm {last_finite_grad_norm}); the step's gradient-flow profile is in the history (--on-nan "
+                          "skip would go on)")
+                if np.ndim(bad) == 0:
+                    history.update(status="diverged", diverged_at=step, last_finite_grad_norm=last_finite_grad_norm)
+                    bar.write(f"{desc}: stopping; the last good checkpoint is kept")
+                    break
+                # stacked seeds: those seeds stop here (updates off), the others go on
+                stopped = history.setdefault("diverged_at", [None] * bad.size)
+                history["last_finite_grad_norm"] = last_finite_grad_norm
+                for seed in np.flatnonzero(bad):
+                    stopped[seed] = step
+                state = state.replace(active=state.active & jnp.asarray(~bad))
+                bar.write(f"{desc}: seed(s) {np.flatnonzero(bad).tolist()} stop at step {step}; the others go on")
+                if not np.any(np.asarray(state.active)):
+                    history["status"] = "diverged"
+                    break
+            last_finite_grad_norm = _last_finite(last_finite_grad_norm, scalars["grad_norm"], finite)
+            # a single run's skipped step is not a record; stacked seeds' records go on (a stopped
+            # seed's records end at its stop, see `split_seeds`)
+            if (np.ndim(bad) > 0 or not bad) and (step % loop.log_every == 0 or step == loop.steps - 1):
                 now = time.monotonic()
                 if loop.tokens_per_step and step > log_mark[0]:
                     scalars["tokens_per_s"] = loop.tokens_per_step * (step - log_mark[0]) / (now - log_mark[1])
                 log_mark[:] = [step, now]
                 history["train"].append({"step": step, **scalars})
                 writer.log("train", step, scalars)
-                postfix = {"loss": f"{scalars['loss']:.4f}"}
+                postfix = {"loss": f"{np.mean(scalars['loss']):.4f}"}
                 if "tokens_per_s" in scalars:
                     postfix["tok/s"] = f"{scalars['tokens_per_s']:.0f}"
                 bar.set_postfix(postfix, refresh=False)
@@ -389,6 +526,14 @@ def train_loop(
         if checkpoints is not None:
             checkpoints.wait()
     return state, history
+
+
+def _last_finite(previous, current, finite):
+    """The last finite gradient norm (per seed, if stacked), updated with this step's."""
+    if np.ndim(finite) == 0:
+        return current if finite else previous
+    previous = np.full(finite.shape, np.nan) if previous is None else np.asarray(previous, np.float64)
+    return np.where(finite, current, previous).tolist()
 
 
 class _CtrlC:
@@ -423,13 +568,17 @@ class _Logs:
             self.jsonl = open(log_dir / "metrics.jsonl", "a")
             self.tb = SummaryWriter(str(log_dir / "tensorboard"))
 
-    def log(self, split: str, step: int, scalars: dict[str, float]):
+    def log(self, split: str, step: int, scalars: dict[str, float | list[float]]):
         if self.jsonl is None:
             return
         self.jsonl.write(json.dumps({"split": split, "step": step, **scalars}) + "\n")
         self.jsonl.flush()
         for name, value in scalars.items():
-            self.tb.add_scalar(f"{split}/{name}", value, step)
+            if isinstance(value, list):  # stacked seeds: one curve each
+                for seed, v in enumerate(value):
+                    self.tb.add_scalar(f"{split}/{name}/seed{seed}", v, step)
+            else:
+                self.tb.add_scalar(f"{split}/{name}", value, step)
 
     def close(self):
         if self.jsonl is not None:
@@ -466,6 +615,6 @@ def evaluate_batches(
             metrics, final_carries = evaluate_step(params, batch, carries)
             carries = final_carries if carry_over else None
             results.append(metrics)
-        return {k: float(np.mean([float(r[k]) for r in results])) for k in results[0]}
+        return {k: host_value(np.mean([np.asarray(r[k]) for r in results], axis=0)) for k in results[0]}
 
     return evaluate

@@ -39,7 +39,8 @@ def finished(corpus, tmp_path_factory):
     return out
 
 
-def _final_params(out):
+def final_state(out):
+    """The last checkpoint's TrainState of a char_lm run, restored on the default device."""
     cfg = char_lm.Config(**{**json.loads((out / "config.json").read_text()), "resume": None})
     model = char_lm.build_model(cfg, {"vocab": json.loads((out / "results.json").read_text())["vocab"]})
     stateful_batch = cfg.batch if cfg.tbptt == "stateful" else None
@@ -72,7 +73,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(corpus, tmp_path, mode, fi
     char_lm.main([*TINY, "--tbptt", mode, "--data", str(corpus), "--out", str(out), "--minutes", "1e-9"])  # stops after step 1
     assert json.loads((out / "results.json").read_text())["steps"] == 1
     char_lm.main(["--resume", str(out)])
-    assert_tree_close(_final_params(out), _final_params(reference), atol=0, rtol=0)
+    assert_tree_close(final_state(out), final_state(reference), atol=0, rtol=0)
     train = lambda d: [(r["step"], r["loss"]) for r in json.loads((d / "results.json").read_text())["history"]["train"]]
     assert train(out) == train(reference)
 
@@ -80,6 +81,17 @@ def test_stopped_and_resumed_run_equals_uninterrupted(corpus, tmp_path, mode, fi
 def test_resume_of_a_finished_run_says_so(finished):
     with pytest.raises(SystemExit, match="already finished"):
         char_lm.main(["--resume", str(finished)])
+
+
+def test_bfloat16_run(corpus, tmp_path, finished):
+    out = tmp_path / "bf16"
+    char_lm.main([*TINY, "--data", str(corpus), "--out", str(out), "--dtype", "bfloat16"])
+    results, full = (json.loads((d / "results.json").read_text()) for d in (out, finished))
+    assert results["config"]["dtype"] == "bfloat16" and results["status"] == "completed"
+    assert results["val_loss_nats"] == pytest.approx(full["val_loss_nats"], rel=1e-2)  # the float32 run's
+    state = final_state(out)  # parameters and optimizer state stay float32
+    floats = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state)) if jnp.issubdtype(leaf.dtype, jnp.floating)}
+    assert floats == {jnp.dtype("float32")}
 
 
 def test_hf_dataset_path_with_a_local_dataset(tmp_path):
@@ -97,6 +109,12 @@ def test_hf_dataset_path_with_a_local_dataset(tmp_path):
         (["--cell", "lstmm"], "unknown cell 'lstmm'"),
         (["--tbptt", "sliding"], "--tbptt must be one of"),
         (["--schedule", "cosine", "--warmup", "10", "--steps", "5"], "total_steps > warmup_steps"),
+        (["--devices", "0"], "--devices must be >= 1"),
+        (["--dtype", "float16"], "unknown --dtype 'float16'"),
+        (["--on-nan", "ignore"], "unknown on_nan 'ignore' (--on-nan)"),
+        (["--coordinator", "localhost:1234"], "needs --num-processes N and --process-id I"),
+        (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be in 0..1"),
+        (["--process-id", "1"], "go with --coordinator"),
     ],
 )
 def test_bad_flags(flags, message, capsys):
@@ -107,7 +125,7 @@ def test_bad_flags(flags, message, capsys):
 
 def test_corpus_shorter_than_a_window(tmp_path):
     (tmp_path / "short.txt").write_text("tiny text")
-    with pytest.raises(ValueError, match="too few for 4 streams"):
+    with pytest.raises(SystemExit, match="error: .*too few for 4 streams"):
         char_lm.main([*TINY, "--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "run")])
 
 
@@ -164,3 +182,125 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     assert results["status"] == "interrupted" and "interrupted at step" in output
     step = Checkpoints(out / "checkpoints").latest_step()
     assert step is not None and step > 0
+
+
+def _saved_steps(out):
+    last = out / "checkpoints" / "last"
+    return sorted(int(p.name) for p in last.iterdir() if p.name.isdigit()) if last.is_dir() else []
+
+
+def test_kill_9_at_random_points_then_resume_equals_uninterrupted(corpus, tmp_path):
+    """SIGKILL (no handler runs) at random moments, including during checkpoint saves; each
+    resume starts from the last complete checkpoint, and the final parameters and training
+    records equal those of a run that was never interrupted, exactly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flags = [*TINY, "--steps", "240", "--eval-every", "120", "--checkpoint-every", "2", "--data", str(corpus)]
+    reference = tmp_path / "reference"
+    char_lm.main([*flags, "--out", str(reference)])
+    out = tmp_path / "killed"
+    rng = np.random.default_rng(0)
+    command = [sys.executable, "-m", "experiments.char_lm"]
+    for attempt in range(3):
+        args = [*flags, "--out", str(out)] if attempt == 0 else ["--resume", str(out)]
+        process = subprocess.Popen([*command, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   cwd=Path(__file__).resolve().parents[1])
+        if attempt == 2:  # the last one runs to the end
+            assert process.wait(timeout=300) == 0, process.stderr.read()
+            break
+        before = max(_saved_steps(out), default=0)
+        deadline = time.time() + 120
+        while max(_saved_steps(out), default=0) <= before + 10:  # a few new checkpoints, then a random moment
+            assert process.poll() is None and time.time() < deadline, process.stderr.read()
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -signal.SIGKILL
+        assert not (out / "results.json").exists()
+    assert_tree_close(final_state(out), final_state(reference), atol=0, rtol=0)
+    train = lambda d: [(r["step"], r["loss"]) for r in json.loads((d / "results.json").read_text())["history"]["train"]]
+    assert train(out) == train(reference)
+
+
+def test_a_half_written_checkpoint_is_ignored_with_a_warning(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    latest = Checkpoints(out / "checkpoints").latest_step()
+    half = out / "checkpoints" / "last" / f"{latest + 3}.orbax-checkpoint-tmp-1234"
+    half.mkdir()
+    (half / "partial").write_text("x")
+    with pytest.warns(UserWarning, match="ignoring and removing half-written checkpoint"):
+        checkpoints = Checkpoints(out / "checkpoints")
+    assert checkpoints.latest_step() == latest and not half.exists()
+    checkpoints.close()
+    assert_tree_close(final_state(out), final_state(finished), atol=0, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def stopped(corpus, tmp_path_factory):
+    """A run stopped by its time budget after step 1, resumable."""
+    out = tmp_path_factory.mktemp("clm") / "stopped"
+    char_lm.main([*TINY, "--data", str(corpus), "--out", str(out), "--minutes", "1e-9"])
+    return out
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "copy"))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "error: no text file matches"), (b"", "is empty"), (b"caf\xe9 \xff\xfe bytes", "is not UTF-8 text")],
+    ids=["missing", "empty", "undecodable"],
+)
+def test_bad_corpus_is_a_message_not_a_traceback(tmp_path, content, message):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit, match=message):
+        char_lm.main([*TINY, "--data", str(path), "--out", str(tmp_path / "run")])
+
+
+def test_resume_without_checkpoints(stopped, tmp_path):
+    import shutil
+
+    run = _copy(stopped, tmp_path)
+    shutil.rmtree(run / "checkpoints")
+    with pytest.raises(SystemExit, match="error: no checkpoint in .*nothing to restore or resume from"):
+        char_lm.main(["--resume", str(run)])
+    with pytest.raises(SystemExit, match="no config.json there"):
+        char_lm.main(["--resume", str(tmp_path / "nowhere")])
+
+
+def test_resume_from_a_corrupt_checkpoint(stopped, tmp_path):
+    run = _copy(stopped, tmp_path)
+    for file in (run / "checkpoints" / "last" / "1" / "state").rglob("*"):
+        if file.is_file():
+            file.write_bytes(b"\0garbage")
+    with pytest.raises(SystemExit, match="error: cannot restore checkpoint step 1 .* corrupt or was written by a different"):
+        char_lm.main(["--resume", str(run)])
+
+
+def test_resume_with_a_checkpoint_of_another_cell(stopped, tmp_path):
+    run = _copy(stopped, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "cell": "gru"}))
+    with pytest.raises(SystemExit, match="different model configuration"):
+        char_lm.main(["--resume", str(run)])
+
+
+def test_resume_with_other_data(stopped, tmp_path):
+    run = _copy(stopped, tmp_path)
+    (tmp_path / "other.txt").write_text("QXZ" + text.builtin_corpus(4000, seed=9))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "data": str(tmp_path / "other.txt")}))
+    with pytest.raises(SystemExit, match="the data gives a different vocab than the checkpoint's"):
+        char_lm.main(["--resume", str(run)])

@@ -44,7 +44,18 @@ def test_outputs_of_a_run(adding_run):
     assert len(rows) == 3 * 2 * 3 * 2 * 6 + 2 * 3 * 2 * 6
     for name in ("flow_vs_lag.png", "flow_heatmap.png", "loss_curves.png"):
         assert (adding_run / name).stat().st_size > 10_000
-    assert (adding_run / "logs" / "lstm-seed1" / "metrics.jsonl").exists()
+    assert (adding_run / "logs" / "lstm" / "metrics.jsonl").exists()
+
+
+def test_seeds_trained_together_equal_each_seed_alone(adding_run, tmp_path):
+    gradient_flow.main([*TINY, "--seed", "1", "--cells", "gru", "--out", str(tmp_path / "alone")])
+    together = json.loads((adding_run / "results.json").read_text())["cells"]["gru"]["seeds"]["1"]
+    alone = json.loads((tmp_path / "alone" / "results.json").read_text())["cells"]["gru"]["seeds"]["1"]
+    for split in ("train", "eval"):
+        assert [r["step"] for r in together[split]] == [r["step"] for r in alone[split]]
+        np.testing.assert_allclose([r["loss"] for r in together[split]], [r["loss"] for r in alone[split]], rtol=1e-5)
+    for step, profiles in alone["flow"].items():
+        np.testing.assert_allclose(together["flow"][step]["by_lag"]["layer0/h"], profiles["by_lag"]["layer0/h"], rtol=1e-4)
 
 
 def test_resume_of_a_finished_run_reproduces_it(adding_run, capsys):

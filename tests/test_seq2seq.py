@@ -86,6 +86,22 @@ def test_attention_decoder_matches_a_step_by_step_reference(cell):
     np.testing.assert_allclose(np.asarray(logits)[mask], expected[mask], atol=2e-5, rtol=2e-5)
 
 
+def test_bfloat16_matmuls_in_the_attention_decoder():
+    """`compute_dtype` reaches every recurrent layer, the attention decoder's hand-stepped
+    scan included: bf16 products, float32 parameters, carries and outputs, close to float32."""
+    batch = _batch()
+    run = lambda m: m(batch["inputs"], batch["decoder_inputs"], mask=batch["mask"], source_mask=batch["source_mask"])  # noqa: E731
+    full, carries = run(_model())
+    bf16 = Seq2Seq(make_cell("lstm"), source_vocab=VOCAB, target_vocab=VOCAB, embed_size=EMBED, hidden_size=HIDDEN,
+                   num_layers=2, attention=True, compute_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    low, low_carries = run(bf16)
+    assert low.dtype == jnp.float32 and all(c.dtype == jnp.float32 for c in jax.tree.leaves(low_carries))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(bf16, nnx.Param)))
+    mask = np.asarray(batch["mask"])
+    error = np.abs(np.asarray(low) - np.asarray(full))[mask].max()
+    assert 0 < error < 3e-2  # rounded (so bf16 was used), and only by bf16's precision
+
+
 def test_source_padding_is_ignored():
     model, batch = _model(), _batch()
     changed = {**batch, "inputs": batch["inputs"].at[1, :2].set(5)}  # the second source's padding

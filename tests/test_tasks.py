@@ -128,7 +128,7 @@ def test_load_series_keeps_gaps(tmp_path):
 
 
 def test_hub_name_offline_error():
-    with pytest.raises(RuntimeError, match="save_to_disk"):
+    with pytest.raises(FileNotFoundError, match="save_to_disk"):
         tasks.load_sentiment("someone/no_such_sentiment_data")
 
 

@@ -18,8 +18,9 @@ VOCAB, HIDDEN = 6, 8
 DATA = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, 500), jnp.int32)
 
 
-def _setup(hidden=HIDDEN, lr=1e-2):
-    model = SequenceModel(make_cell("lstm"), vocab_size=VOCAB, hidden_size=hidden, output_size=VOCAB, num_layers=2, dropout=0.1, rngs=nnx.Rngs(0))
+def _setup(hidden=HIDDEN, lr=1e-2, dropout=0.1):
+    model = SequenceModel(make_cell("lstm"), vocab_size=VOCAB, hidden_size=hidden, output_size=VOCAB, num_layers=2,
+                          dropout=dropout, rngs=nnx.Rngs(0))
     optimizer = optax.adam(lr)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
     return state, make_train_step(graphdef, optimizer), make_train_step(graphdef, optimizer, measure_flow=True)
@@ -63,25 +64,44 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert list((tmp_path / "logs" / "tensorboard").iterdir())
 
 
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    state, step, flow = _setup(lr=1e-2)
-
-    def poisoned(step_number):
+def _poisoned(bad_steps):
+    """get_batch with out-of-range token ids at `bad_steps`: the embedding lookup fills NaN, so
+    the real step's loss and gradient are NaN."""
+    def batches(step_number):
         batch = get_batch(step_number)
-        return batch if step_number < 5 else {**batch, "inputs": batch["inputs"] * 0 + 10**6}  # out-of-range ids
+        return {**batch, "inputs": batch["inputs"] * 0 + 10**6} if step_number in bad_steps else batch
+    return batches
 
-    def nan_step(state, batch):
-        state, metrics = step(state, batch)
-        bad = jnp.any(batch["inputs"] >= VOCAB)
-        return state, {**metrics, "loss": jnp.where(bad, jnp.nan, metrics["loss"])}
 
+def test_divergence_stops_with_the_profile_of_that_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    state, step, flow = _setup(lr=1e-2)
     checkpoints = Checkpoints(tmp_path / "ckpt")
-    _, history = train_loop(state, train_step=nan_step, get_batch=poisoned, checkpoints=checkpoints,
-                            loop=LoopConfig(steps=10, checkpoint_every=3))
+    good, _ = train_loop(state, train_step=step, get_batch=get_batch, loop=LoopConfig(steps=5))  # steps 0-4
+    state, step, flow = _setup(lr=1e-2)
+    final, history = train_loop(state, train_step=step, flow_step=flow, get_batch=_poisoned({5}), checkpoints=checkpoints,
+                                loop=LoopConfig(steps=10, checkpoint_every=3, flow_every=100))
     checkpoints.close()
     assert history["status"] == "diverged" and history["diverged_at"] == 5
     assert np.isfinite(history["last_finite_grad_norm"])
     assert Checkpoints(tmp_path / "ckpt").latest_step() == 3
+    assert_tree_close(final.params, good.params, atol=0, rtol=0)  # the NaN step changed nothing
+    profile = history["flow"]["5"]["by_step"]["layer0/h"]  # measured on the diverging step itself
+    assert len(profile) == 10 and not np.all(np.isfinite(profile))
+
+
+def test_skipped_steps_update_nothing():
+    state, step, _ = _setup(dropout=0.0)
+    skipped, history = train_loop(state, train_step=step, get_batch=_poisoned({5, 6}),
+                                  loop=LoopConfig(steps=10, on_nan="skip"))
+    assert history["status"] == "completed" and history["skipped_steps"] == [5, 6]
+    assert all(np.isfinite(r["loss"]) for r in history["train"]) and 5 not in [r["step"] for r in history["train"]]
+    state, step, _ = _setup(dropout=0.0)  # the same batches without the two poisoned ones
+    reference, _ = train_loop(state, train_step=step, get_batch=lambda s: get_batch(s if s < 5 else s + 2),
+                              loop=LoopConfig(steps=8))
+    assert_tree_close(skipped.params, reference.params, atol=0, rtol=0)
+    assert_tree_close(skipped.opt_state, reference.opt_state, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="unknown on_nan 'ignore'"):
+        LoopConfig(steps=1, on_nan="ignore")
 
 
 def test_restore_errors_are_explicit(tmp_path):
@@ -146,3 +166,35 @@ def test_stateful_windows_continue_the_sequence():
     fresh, _ = model(tokens[:, 10:20])
     restart = optax.softmax_cross_entropy_with_integer_labels(fresh, tokens[:, 11:21]).mean()
     assert float(again["loss"]) == pytest.approx(float(restart), rel=1e-5)
+
+
+def test_stacked_seeds_stop_one_at_a_time():
+    """Two seeds in one vmapped step: a NaN in seed 1 at step 3 stops seed 1 there (its state
+    stays that of step 2) while seed 0 trains on, as it would alone."""
+    from rnn_jax.train import split_seeds, stack_seeds
+
+    def setup():
+        model = SequenceModel(make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, rngs=nnx.Rngs(0))
+        optimizer = optax.adam(1e-2)
+        graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
+        return graphdef, optimizer, state
+
+    graphdef, optimizer, state = setup()
+    poisoned = _poisoned({3})
+
+    def stacked_batch(step):  # seed 0 reads get_batch, seed 1 the poisoned stream
+        return jax.tree.map(lambda a, b: jnp.stack([a, b]), get_batch(step), poisoned(step))
+
+    stacked, history = train_loop(stack_seeds([state, state]), train_step=make_train_step(graphdef, optimizer, seeds=True),
+                                  flow_step=make_train_step(graphdef, optimizer, measure_flow=True, seeds=True),
+                                  get_batch=stacked_batch, loop=LoopConfig(steps=6, log_every=1, flow_every=100))
+    assert history["status"] == "completed" and history["diverged_at"] == [None, 3]
+    seed0, seed1 = split_seeds(history, 2)
+    assert seed0["status"] == "completed" and [r["step"] for r in seed0["train"]] == list(range(6))
+    assert seed1["status"] == "diverged" and [r["step"] for r in seed1["train"]] == [0, 1, 2]
+    assert not np.all(np.isfinite(seed1["flow"]["3"]["by_step"]["layer0/h"]))  # the profile of the NaN step
+    for seed, steps in ((0, 6), (1, 3)):
+        graphdef, optimizer, state = setup()
+        alone, _ = train_loop(state, train_step=make_train_step(graphdef, optimizer), get_batch=get_batch,
+                              loop=LoopConfig(steps=steps))
+        assert_tree_close(jax.tree.map(lambda a: a[seed], stacked.params), alone.params)

@@ -46,7 +46,7 @@ def load_table(source: str, *, split: str = "train", config: str | None = None, 
     try:
         return datasets.load_dataset(source, config, split=split)
     except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise RuntimeError(
+        raise FileNotFoundError(
             f"cannot load the Hugging Face dataset {source!r} ({type(error).__name__}: {error}). Without network "
             "access to the hub, download it on a connected machine, `save_to_disk` it, and pass that folder "
             "(or a local .parquet/.jsonl file) instead"
