@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from benchmarks import common
-from rnn_jax import SequenceModel, init_train_state, make_cell, make_train_step
+from rnn_jax import SequenceModel, init_train_state, make_cell, make_train_step, stack_seeds
 
 
 def vmapped_step(cell: str, hidden: int, tokens: np.ndarray):
@@ -32,9 +32,9 @@ def vmapped_step(cell: str, hidden: int, tokens: np.ndarray):
                               output_size=common.VOCAB, rngs=nnx.Rngs(seed))
         graphdef, state = init_train_state(model, optimizer, jax.random.key(seed))
         states.append(state)
-    state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-    step = jax.jit(jax.vmap(make_train_step(graphdef, optimizer)), donate_argnums=0)
-    return common.stepper(step, state, {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])})
+    step = make_train_step(graphdef, optimizer, seeds=True)  # what experiments.gradient_flow --seeds runs
+    return common.stepper(step, stack_seeds(states),
+                          {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])})
 
 
 def sequential_steps(cell: str, hidden: int, tokens: np.ndarray):

@@ -24,8 +24,11 @@ from rnn_jax.train import (
     make_optimizer,
     make_schedule,
     make_train_step,
+    split_seeds,
+    stack_seeds,
     train_loop,
 )
+from rnn_jax.parallel import DataParallel
 
 __version__ = "0.1.0"
 
@@ -64,4 +67,7 @@ __all__ = [
     "run",
     "run_bidirectional",
     "sequence_cross_entropy",
+    "DataParallel",
+    "split_seeds",
+    "stack_seeds",
 ]

@@ -9,7 +9,17 @@ import optax
 import pytest
 from flax import nnx
 
-from rnn_jax import Checkpoints, LoopConfig, SequenceModel, init_train_state, make_cell, make_train_step, train_loop
+from rnn_jax import (
+    Checkpoints,
+    LoopConfig,
+    SequenceModel,
+    init_train_state,
+    make_cell,
+    make_train_step,
+    split_seeds,
+    stack_seeds,
+    train_loop,
+)
 from rnn_jax.data.text import random_windows
 
 from .conftest import assert_tree_close
@@ -171,8 +181,6 @@ def test_stateful_windows_continue_the_sequence():
 def test_stacked_seeds_stop_one_at_a_time():
     """Two seeds in one vmapped step: a NaN in seed 1 at step 3 stops seed 1 there (its state
     stays that of step 2) while seed 0 trains on, as it would alone."""
-    from rnn_jax.train import split_seeds, stack_seeds
-
     def setup():
         model = SequenceModel(make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, rngs=nnx.Rngs(0))
         optimizer = optax.adam(1e-2)
