@@ -199,13 +199,14 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
     parallel = DataParallel(cfg.devices, batch_axis=1)  # batches are (seed, batch, ...)
     parallel.check_batch(cfg.batch)
     state = parallel.place_state(stack_seeds(states))
-    keys = [jax.random.split(jax.random.fold_in(jax.random.key(seed), 1)) for seed in seeds]
-    data_keys, eval_keys = (jax.numpy.stack([k[i] for k in keys]) for i in (0, 1))
-    batch_fn = jax.jit(jax.vmap(task.batch))
-    each_seed = jax.vmap(jax.random.fold_in, (0, None))
+    # each seed's (data, evaluation) keys, as a single-seed run of that seed has them: (seeds, 2)
+    keys = jax.numpy.stack([jax.random.split(jax.random.fold_in(jax.random.key(seed), 1)) for seed in seeds])
+    data_keys, eval_keys = keys[:, 0], keys[:, 1]
+    # batch `index` of every seed's stream, one jitted call (`index` traced: no retrace per step)
+    batches = jax.jit(lambda keys, index: jax.vmap(task.batch)(jax.vmap(jax.random.fold_in, (0, None))(keys, index)))
 
     def get_batch(step):
-        return batch_fn(each_seed(data_keys, step))
+        return batches(data_keys, step)
 
     if cfg.steps == 0:  # the profile at initialisation only
         _, flow = make_flow_probe(graphdef, task.loss_fn, seeds=True)(state.params, get_batch(0))
@@ -224,7 +225,7 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
 
     clipper = make_clipper(cfg.clip_norm, cfg.clip_value)
     evaluate = evaluate_batches(make_eval_step(graphdef, task.loss_fn, seeds=True),
-                                [parallel.replicate(batch_fn(each_seed(eval_keys, i))) for i in range(cfg.eval_batches)])
+                                [parallel.replicate(batches(eval_keys, i)) for i in range(cfg.eval_batches)])
     _, history = train_loop(
         state,
         train_step=make_train_step(graphdef, optimizer, task.loss_fn, clipper=clipper, seeds=True),

@@ -428,6 +428,8 @@ def train_loop(
     parallel = parallel or DataParallel(1)
     state = parallel.place_state(state)
     start = step_number(state)
+    # stacked seeds: which are still training, mirrored on the host (read once, not every step)
+    active = None if state.active is None else np.asarray(state.active)
     started = time.monotonic()
     log_mark = [start, started]  # (step, time) of the last train record, for tokens/s
     last_finite_grad_norm = None
@@ -456,16 +458,15 @@ def train_loop(
                 history["flow"][str(step)] = to_python(flow)
             # per seed if stacked; a seed already stopped by a NaN no longer counts
             finite = np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])
-            bad = ~finite if state.active is None else ~finite & np.asarray(state.active)
+            bad = ~finite if active is None else ~finite & active
             if np.any(bad) and loop.on_nan == "skip":
                 history["skipped_steps"].append(step if np.ndim(bad) == 0 else [step, np.flatnonzero(bad).tolist()])
                 writer.log("train", step, {"skipped": len(history["skipped_steps"])})
             elif np.any(bad):
                 if flow is None and flow_step is not None:  # measure the step that failed, updating nothing
-                    active = state.active
-                    frozen = state if active is None else state.replace(active=jnp.zeros_like(active))
+                    frozen = state if active is None else state.replace(active=jnp.zeros_like(state.active))
                     frozen, metrics = flow_step(frozen, batch)
-                    state = frozen.replace(step=frozen.step - 1, active=active)
+                    state = frozen.replace(step=frozen.step - 1, active=state.active)
                     history["flow"][str(step)] = to_python(metrics["flow"])
                 bar.write(f"{desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite gradient "
                           f"norm {last_finite_grad_norm}); the step's gradient-flow profile is in the history (--on-nan "
@@ -479,9 +480,10 @@ def train_loop(
                 history["last_finite_grad_norm"] = last_finite_grad_norm
                 for seed in np.flatnonzero(bad):
                     stopped[seed] = step
-                state = state.replace(active=state.active & jnp.asarray(~bad))
+                active = active & ~bad
+                state = state.replace(active=parallel.replicate(jnp.asarray(active)))
                 bar.write(f"{desc}: seed(s) {np.flatnonzero(bad).tolist()} stop at step {step}; the others go on")
-                if not np.any(np.asarray(state.active)):
+                if not np.any(active):
                     history["status"] = "diverged"
                     break
             last_finite_grad_norm = _last_finite(last_finite_grad_norm, scalars["grad_norm"], finite)
