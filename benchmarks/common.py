@@ -60,12 +60,12 @@ def rnn_jax_step(cell: str, hidden: int, tokens: np.ndarray, **options):
 
 
 def stepper(step, state, batch):
-    """`call()`: one `step(state, batch) -> (state, metrics)`, keeping the state between calls."""
+    """`call()`: one `step(state, batch) -> (state, StepOutput)`, keeping the state between calls."""
     holder = [state]
 
     def call():
-        holder[0], metrics = step(holder[0], batch)
-        return metrics["loss"]
+        holder[0], out = step(holder[0], batch)
+        return out.loss
 
     return call
 

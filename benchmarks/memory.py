@@ -47,15 +47,15 @@ def child(cell: str, hidden: int, batch: int, seq: int, remat: str, steps: int) 
     for i in range(steps + 1):  # the first call is the warm-up
         if i == 1:
             start = time.perf_counter()
-        state, metrics = compiled(state, batch_arrays)
-        common.wait(metrics["loss"])
+        state, out = compiled(state, batch_arrays)
+        common.wait(out.loss)
     seconds = (time.perf_counter() - start) / steps
     return dict(cell=cell, hidden=hidden, batch=batch, seq=seq, remat=remat, remat_option=REMAT[remat](seq),
                 temp_mib=buffers.temp_size_in_bytes / 2**20, arguments_mib=buffers.argument_size_in_bytes / 2**20,
                 peak_rss_mib=_peak_rss_mib(), s_per_step=seconds, compile_s=compile_s)
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", default="lstm", help="rnn | lstm | gru (default: lstm)")
     parser.add_argument("--hidden", type=int, default=256, help="hidden size (default: 256)")
@@ -65,6 +65,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the first (default: 2)")
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one configuration, as JSON, in this process
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(**json.loads(args.child))))

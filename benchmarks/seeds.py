@@ -43,7 +43,7 @@ def sequential_steps(cell: str, hidden: int, tokens: np.ndarray):
     return lambda: [call() for call in calls][-1]
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", default="lstm", help="comma-separated cells (default: lstm)")
     parser.add_argument("--hidden", default="128,256", help="comma-separated hidden sizes (default: 128,256)")
@@ -53,6 +53,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds; the median is reported")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     env = common.environment()

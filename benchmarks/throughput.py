@@ -38,7 +38,7 @@ LEVERS = {
 }
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cells (default: rnn,lstm,gru)")
     parser.add_argument("--hidden", default="128,256,512,1024", help="comma-separated hidden sizes "
@@ -51,6 +51,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds; the median is reported")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     impls = [name for name in args.impls.split(",") if name != "torch" or common.torch_available()]

@@ -23,7 +23,7 @@ from flax import nnx
 
 from benchmarks import common
 from rnn_jax import SequenceModel, make_cell
-from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.losses import apply, sequence_cross_entropy
 
 
 def nnx_jit(cell, hidden, tokens):
@@ -34,7 +34,7 @@ def nnx_jit(cell, hidden, tokens):
 
     @nnx.jit
     def step(model, optimizer, batch):
-        loss, grads = nnx.value_and_grad(lambda m: sequence_cross_entropy(m, batch)[0])(model)
+        loss, grads = nnx.value_and_grad(lambda m: apply(sequence_cross_entropy, m, batch).loss)(model)
         optimizer.update(model, grads)
         return loss
 
@@ -48,7 +48,7 @@ VARIANTS = {
 }
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", default="lstm", help="comma-separated cells to time (default: lstm)")
     parser.add_argument("--hidden", default="256", help="comma-separated hidden sizes (default: 256)")
@@ -60,6 +60,11 @@ def main(argv=None):
                         "that isolates per-call overhead")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--out", help="also write the rows as JSON to this path")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     configs = [(c, int(h), args.batch, args.seq) for c in args.cells.split(",") for h in args.hidden.split(",")]

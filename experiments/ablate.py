@@ -6,7 +6,7 @@ grid is the LSTM variants of Greff et al. 2017 ("LSTM: A Search Space Odyssey").
 
     python -m experiments.ablate --seeds 3                                  # Greff variants, adding T=100
     python -m experiments.ablate --cells rnn --grid recurrent_scale=0.5,1.0,1.5 --grid clip_norm=none,1.0
-    python -m experiments.ablate --cells lstm,gru --grid seq_len=50,100,200 --quick
+    python -m experiments.ablate --cells lstm gru --grid seq_len=50,100,200 --quick
 
 Writes to --out: one gradient_flow run per grid point (in its own folder, resumable: rerun
 the same command to continue), summary.csv, summary.md, ablation.png and results.json.
@@ -21,27 +21,61 @@ import itertools
 import sys
 import typing
 from pathlib import Path
+from typing import Annotated, ClassVar
 
-from experiments import gradient_flow
+import tyro
+
+from experiments import cli, gradient_flow
 from rnn_jax import plots
 from rnn_jax.cells import LSTM_VARIANTS
-from rnn_jax.config import build_parser, environment, user_errors, write_json
+from rnn_jax.config import environment, write_json
 
 DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
 
-def parse_grid(specs: list[str]) -> list[tuple[str, list]]:
+@dataclasses.dataclass
+class Config(gradient_flow.Config):
+    QUICK: ClassVar[dict] = {**gradient_flow.Config.QUICK, "steps": 100, "grid": ("lstm_variant=standard,NFG",)}
+
+    grid: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """axes of the grid, each FIELD=V1,V2 with FIELD a gradient_flow option, e.g. lstm_variant=NIG,NFG
+    recurrent_scale=0.5,1.5 (default: lstm_variant over all Greff et al. variants; "none" is None)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for point in self.points():  # every grid point is a valid gradient_flow configuration
+            try:
+                gradient_flow.Config(**{**self.base(), **point})
+            except ValueError as error:
+                raise ValueError(f"grid point {point_name(point)}: {error}") from error
+
+    def points(self) -> list[dict]:
+        axes = parse_grid(self.grid) or DEFAULT_GRID
+        return [dict(zip((name for name, _ in axes), values)) for values in itertools.product(*(v for _, v in axes))]
+
+    def base(self) -> dict:
+        """The gradient_flow options every grid point starts from (its own out and resume aside)."""
+        fields = {f.name for f in dataclasses.fields(gradient_flow.Config)} - {"out", "resume"}
+        return {name: getattr(self, name) for name in fields}
+
+
+def parse_grid(specs) -> list[tuple[str, list]]:
     """["field=a,b", ...] -> [(field, [typed a, typed b]), ...]; "none" is None."""
     hints = typing.get_type_hints(gradient_flow.Config)
     axes = []
     for spec in specs:
         field, _, values = spec.partition("=")
         field = field.strip().replace("-", "_")
-        if field not in hints or not values:
+        if field not in hints or not values or field in ("out", "resume"):
             raise ValueError(f"--grid {spec!r}: expected FIELD=v1,v2 with FIELD a gradient_flow option "
                              f"({', '.join(sorted(hints))})")
         kind = next((a for a in typing.get_args(hints[field]) if a is not type(None)), hints[field])
-        convert = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind
+        if typing.get_origin(kind) is tuple:  # e.g. cells=rnn,lstm: one grid point per value
+            convert = lambda v: (v,)  # noqa: E731
+        elif kind is bool:
+            convert = lambda v: v.lower() in ("1", "true", "yes")  # noqa: E731
+        else:
+            convert = kind
         axes.append((field, [None if v.strip().lower() == "none" else convert(v.strip()) for v in values.split(",")]))
     return axes
 
@@ -98,43 +132,36 @@ def write_tables(rows: list[dict], out: Path, metric: str) -> None:
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv=None):
-    parser = build_parser(gradient_flow.Config, description=__doc__)
-    parser.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
-                        help="an axis of the grid, e.g. lstm_variant=NIG,NFG or recurrent_scale=0.5,1.5 "
-                             "(repeatable; default: lstm_variant over all Greff et al. variants)")
-    args = vars(parser.parse_args(argv))
-    try:
-        axes = parse_grid(args.pop("grid")) or DEFAULT_GRID
-    except ValueError as error:
-        parser.error(str(error))
-    out = Path(args.pop("out") or f"runs/ablate/{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    args.pop("resume")
-    if not args["cells"] or ("lstm_variant" in dict(axes) and args["cells"] == "rnn,lstm,gru"):
-        args["cells"] = "lstm"  # the variant grid compares LSTMs
+def run(cfg: Config) -> dict:
+    axes = parse_grid(cfg.grid) or DEFAULT_GRID
+    out = Path(cfg.out or f"runs/ablate/{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    base = cfg.base()
+    if "lstm_variant" in dict(axes) and base["cells"] == gradient_flow.Config.cells:
+        base["cells"] = ("lstm",)  # the variant grid compares LSTMs
     points = []
-    for values in itertools.product(*(v for _, v in axes)):
-        point = dict(zip((name for name, _ in axes), values))
+    for point in cfg.points():
         run_dir = out / point_name(point).replace("/", "_")
-        try:
-            cfg = gradient_flow.Config(**{**args, **point, "out": str(run_dir)})
-        except ValueError as error:
-            parser.error(f"grid point {point_name(point)}: {error}")
+        point_cfg = gradient_flow.Config(**{**base, **point, "out": str(run_dir)})
         if (run_dir / "config.json").exists():  # run before: finished runs are reused, others resumed
-            cfg = dataclasses.replace(cfg, resume=str(run_dir), out=None)
+            point_cfg = dataclasses.replace(point_cfg, resume=str(run_dir), out=None)
         print(f"== {point_name(point)}", file=sys.stderr)
-        with user_errors():
-            points.append((point, gradient_flow.run(cfg)))
-
+        points.append((point, gradient_flow.run(point_cfg)))
     rows = summarise(points)
     metric = points[0][1]["task"]["metric"]
     write_tables(rows, out, metric)
     labels = [f"{point_name(p)} {c}" if len(points[0][1]["cells"]) > 1 else point_name(p)
               for p, r in points for c in r["cells"]]
     plots.ablation_bars(labels, rows, out / "ablation.png", metric=metric, baseline=rows[0]["baseline"])
-    write_json(out / "results.json", {"grid": axes, "base_config": args, "environment": environment(), "rows": rows})
-    print((out / "summary.md").read_text())
-    print(f"-> {out}")
+    write_json(out / "results.json", {"grid": axes, "base_config": base, "environment": environment(), "rows": rows})
+    return {"out": str(out), "rows": rows}
+
+
+def summary(cfg: Config, results: dict) -> str:
+    return (Path(results["out"]) / "summary.md").read_text() + f"-> {results['out']}"
+
+
+def main(argv=None):
+    cli.main(Config, run, summary, argv, description=__doc__)
 
 
 if __name__ == "__main__":

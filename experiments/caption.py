@@ -24,19 +24,18 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
+from typing import ClassVar
 
 import numpy as np
 from flax import nnx
 
-from rnn_jax import experiment
-from rnn_jax.cells import make_cell
-from rnn_jax.config import option, prepare_run_dir, require_at_least_one
+from experiments import cli
+from rnn_jax.config import prepare_run_dir, require_at_least_one
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import greedy
 from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
-from rnn_jax.losses import seq2seq_cross_entropy
+from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.seq2seq import Captioner
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -45,12 +44,13 @@ CAPTION_LEN = 5  # a {thin|thick} {digit} leaning {left|right}
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK = dict(hidden=32, embed=16, batch=16, steps=60, eval_every=30, checkpoint_every=30)
+    QUICK: ClassVar[dict] = dict(hidden=32, embed=16, batch=16, steps=60, eval_every=30, checkpoint_every=30)
 
-    embed: int = option(32, "word embedding size")
-    hidden: int = option(128, "hidden size")
-    steps: int = option(1500, "training steps (also the horizon of the learning-rate decay)")
-    eval_every: int = option(100, "evaluate on the validation images every N steps")
+    embed: int = 32
+    """word embedding size"""
+    hidden: int = 128
+    steps: int = 1500
+    eval_every: int = 100
 
     def __post_init__(self):
         super().__post_init__()
@@ -90,7 +90,7 @@ def encode(vocab: Vocab, images: np.ndarray, captions) -> dict[str, np.ndarray]:
 
 
 def build_model(cfg: Config, extra: dict) -> Captioner:
-    return Captioner(make_cell(cfg.cell), feature_size=64, vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
+    return Captioner(cfg.make_cell(cfg.cell), feature_size=64, vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
                      hidden_size=cfg.hidden, num_layers=cfg.layers, dropout=cfg.dropout, **cfg.layer_options(),
                      rngs=nnx.Rngs(cfg.seed))
 
@@ -124,7 +124,7 @@ def caption_metrics(predicted: list[list[str]], reference: list[list[str]]) -> d
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "caption", from_command_line=RUNTIME_FLAGS)
+    out, cfg, _ = prepare_run_dir(cfg, "caption", from_command_line=RUNTIME_FLAGS)
     from sklearn.model_selection import train_test_split
 
     images, labels = load_digits()
@@ -136,7 +136,7 @@ def run(cfg: Config) -> dict:
     extra = {"vocab": list(vocab.tokens)}
     data = {name: encode(vocab, images[r], [captions[i] for i in r])
             for name, r in (("train", train), ("validation", validation))}
-    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=seq2seq_cross_entropy,
+    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_cross_entropy,
                  get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
                  eval_batches=[data["validation"]], extra=extra, desc=f"caption {cfg.cell}")
     model = nnx.merge(fitted.graphdef, fitted.params)
@@ -158,15 +158,15 @@ def predict(run_dir: str, image: str) -> str:
     if image.strip().isdigit():
         index = int(image)
         if index >= len(images):
-            sys.exit(f"--input {index}: the digits dataset has images 0..{len(images) - 1}")
+            raise ValueError(f"--input {index}: the digits dataset has images 0..{len(images) - 1}")
         pixels, note = images[index], f"image {index} (its own caption: {' '.join(describe(images, labels)[index])})"
     else:
         try:
             pixels = np.array([float(v) for v in image.split(",")], np.float32)
         except ValueError:
-            sys.exit("--input must be an image index or 64 comma-separated pixel values (0-16)")
+            raise ValueError("--input must be an image index or 64 comma-separated pixel values (0-16)")
         if pixels.size != 64:
-            sys.exit(f"--input has {pixels.size} values; an image is 8x8 = 64 pixels (0-16)")
+            raise ValueError(f"--input has {pixels.size} values; an image is 8x8 = 64 pixels (0-16)")
         note = "the given image"
     return f"{note}\n{' '.join(caption(model, Vocab(extra['vocab']), pixels[None])[0])}"
 
@@ -182,7 +182,7 @@ def summary(cfg: Config, results: dict) -> str:
 
 
 def main(argv=None):
-    experiment.main(Config, run, predict, summary, argv, description=__doc__)
+    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 The model reads the series as its steps' changes d_t = x_t - x_(t-1) (standardised with the
 training part) beside the position in the season (sin and cos of 2 pi t / period), and
 predicts the next change; x_(t+1) = x_t + predicted change. Working on changes lets the
-recurrence follow a trend it never saw in training levels. --log models log(x) (for series
+recurrence follow a trend it never saw in training levels. --log True models log(x) (for series
 whose seasonal swing grows with the level, like the airline data). Missing values (co2) are
 interpolated in the inputs and left out of the loss and of every metric.
 
@@ -32,25 +32,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_jax import experiment, plots
-from rnn_jax.cells import make_cell
-from rnn_jax.config import option, prepare_run_dir, require_at_least_one
-from rnn_jax.data import tasks
+from experiments import cli
+from rnn_jax import plots
+from rnn_jax.config import prepare_run_dir
+from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.decode import batched_outputs
 from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_mse
 
-DATA_DIR = "../shared/data/timeseries"
 # name: (file in --data-dir, value column, season length (0: none), test points, model log(x))
 SERIES = {
     "airline": ("airline_passengers.csv", "Passengers", 12, 24, True),
@@ -63,39 +62,58 @@ SERIES = {
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK = dict(hidden=16, batch=8, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
+    QUICK: ClassVar[dict] = dict(hidden=16, batch=8, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
 
-    series: str = option("airline", f"a built-in series from --data-dir: {' | '.join(SERIES)}")
-    data_dir: str = option(DATA_DIR, "where the built-in series' CSV files are")
-    data: str | None = option(None, "instead of --series: a local table (.csv, ...), save_to_disk folder or hub id")
-    column: str | None = option(None, "--data: the column of values (in time order)")
-    period: int | None = option(None, "season length in steps (0: none; default: the built-in series')")
-    holdout: int | None = option(None, "test points at the end, and as many validation points before them "
-                                       "(default: the built-in series')")
-    log: bool | None = option(None, "model log(x) (default: the built-in series')")
-    window: int = option(36, "steps per training window, and of history before each one-step forecast")
-    batch: int = option(16, "windows per training step")
-    steps: int = option(800, "training steps (also the horizon of the learning-rate decay)")
-    hidden: int = option(32, "hidden size")
-    eval_every: int = option(50, "evaluate on the validation points every N steps")
-    checkpoint_every: int = option(100, "save a checkpoint every N steps (and at the end)")
-    warmup: int = option(20, "linear warm-up steps")
+    series: str = "airline"
+    """a built-in series: airline | co2 | sunspots | nile | unemployment (from the timeseries corpus:
+    $RNN_JAX_DATA/timeseries/, or --data-dir)"""
+    data_dir: str | None = None
+    """the folder of the built-in series' CSV files (default: the timeseries corpus)"""
+    data: str | None = None
+    """instead of --series: a local table (.csv, ...), save_to_disk folder or hub id"""
+    column: str | None = None
+    """--data: the column of values (in time order)"""
+    period: int | None = None
+    """season length in steps (0: none; default: the built-in series')"""
+    holdout: int | None = None
+    """test points at the end, and as many validation points before them (default: the built-in series')"""
+    log: bool | None = None
+    """model log(x): True | False (default: the built-in series')"""
+    window: int = 36
+    """steps per training window, and of history before each one-step forecast"""
+    batch: int = 16
+    steps: int = 800
+    hidden: int = 32
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    warmup: int | None = 20
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data is None:
-            if self.series not in SERIES:
-                raise ValueError(f"unknown --series {self.series!r}; choose one of: {', '.join(SERIES)}")
-            _, _, period, holdout, log = SERIES[self.series]
-            self.period = period if self.period is None else self.period
-            self.holdout = holdout if self.holdout is None else self.holdout
-            self.log = log if self.log is None else self.log
-        elif self.column is None or self.holdout is None:
+        if self.data is None and self.series not in SERIES:
+            raise ValueError(f"unknown --series {self.series!r}; choose one of: {', '.join(SERIES)}")
+        if self.data is not None and (self.column is None or self.holdout is None):
             raise ValueError("--data needs --column and --holdout (and --period, if the series has seasons)")
-        self.period, self.log = self.period or 0, bool(self.log)
-        if self.period < 0:
+        if self.season < 0:
             raise ValueError(f"--period must be >= 0, got {self.period}")
-        require_at_least_one(self, ("holdout", "window"))
+        if self.test_points < 1 or self.window < 1:
+            raise ValueError(f"--holdout and --window must be >= 1, got {self.test_points}, {self.window}")
+
+    def _series_default(self, index: int, given):
+        """A flag's value, or the built-in series' own where it is not given."""
+        return given if given is not None or self.data is not None else SERIES[self.series][index]
+
+    @property
+    def season(self) -> int:
+        return self._series_default(2, self.period) or 0
+
+    @property
+    def test_points(self) -> int:
+        return self._series_default(3, self.holdout)
+
+    @property
+    def log_values(self) -> bool:
+        return bool(self._series_default(4, self.log))
 
 
 def load_values(cfg: Config) -> np.ndarray:
@@ -103,11 +121,12 @@ def load_values(cfg: Config) -> np.ndarray:
         values = tasks.load_series(cfg.data, cfg.column)
     else:
         file, column, *_ = SERIES[cfg.series]
-        path = Path(cfg.data_dir) / file
+        folder = corpora.resolve(cfg.data_dir or "timeseries").location
+        path = Path(folder) / file
         if not path.exists():
-            sys.exit(f"{path} not found: pass --data-dir, the folder of the series' CSV files")
+            raise FileNotFoundError(f"{path} not found: pass --data-dir, the folder of the series' CSV files")
         values = tasks.load_series(str(path), column)
-    if cfg.log:
+    if cfg.log_values:
         if np.nanmin(values) <= 0:
             raise ValueError("--log needs positive values; the series has some <= 0")
         values = np.log(values)
@@ -125,7 +144,7 @@ def features(levels: np.ndarray, start: int, extra: dict) -> np.ndarray:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return SequenceModel(make_cell(cfg.cell), input_size=3 if extra["period"] else 1, hidden_size=cfg.hidden,
+    return SequenceModel(cfg.make_cell(cfg.cell), input_size=3 if extra["period"] else 1, hidden_size=cfg.hidden,
                          output_size=1, num_layers=cfg.layers, dropout=cfg.dropout, **cfg.layer_options(),
                          rngs=nnx.Rngs(cfg.seed))
 
@@ -179,9 +198,9 @@ def errors(predicted, actual) -> dict[str, float]:
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "forecast", from_command_line=RUNTIME_FLAGS)
+    out, cfg, _ = prepare_run_dir(cfg, "forecast", from_command_line=RUNTIME_FLAGS)
     values = load_values(cfg)
-    n, holdout, period = len(values), cfg.holdout, cfg.period
+    n, holdout, period = len(values), cfg.test_points, cfg.season
     train_end = n - 2 * holdout  # x_0 .. x_(train_end - 1) train
     if train_end - 1 < cfg.window + 1:
         raise ValueError(f"{n} points leave {train_end} for training: fewer than --window {cfg.window} + 2; "
@@ -194,12 +213,12 @@ def run(cfg: Config) -> dict:
     train = windows(filled, observed, extra, np.arange(cfg.window - 1, train_end - 1), cfg.window, last_only=False)
     validation = windows(filled, observed, extra, np.arange(train_end - 1, n - holdout - 1), cfg.window, last_only=True)
     test = windows(filled, observed, extra, np.arange(n - holdout - 1, n - 1), cfg.window, last_only=True)
-    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=sequence_mse,
+    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_mse,
                  get_batch=shuffled_batches(train, min(cfg.batch, len(train["inputs"])), cfg.seed),
                  eval_batches=[validation], extra=extra, desc=f"forecast {cfg.cell}")
     model = nnx.merge(fitted.graphdef, fitted.params)
 
-    unlog = np.exp if cfg.log else (lambda v: v)
+    unlog = np.exp if cfg.log_values else (lambda v: v)
     actual = unlog(values[n - holdout:])
     one_step = unlog(filled[n - holdout - 1:n - 1] + batched_outputs(model, test)[:, -1, 0] * extra["scale"])
     origin = n - holdout
@@ -227,12 +246,13 @@ def predict(run_dir: str, text: str) -> str:
     try:
         values = np.array([float(v) for v in text.split(",")], np.float64)
     except ValueError:
-        sys.exit(f"--input must be comma-separated numbers, got {text!r}")
-    if values.size < 2 or not np.isfinite(values).all() or (cfg.log and values.min() <= 0):
-        sys.exit("--input needs at least 2 finite values" + (" (> 0: the model works on log values)" if cfg.log else ""))
-    levels = np.log(values) if cfg.log else values
-    forecast = roll_out(model, levels, extra["series_length"] - len(levels), cfg.holdout, extra)
-    forecast = np.exp(forecast) if cfg.log else forecast
+        raise ValueError(f"--input must be comma-separated numbers, got {text!r}")
+    if values.size < 2 or not np.isfinite(values).all() or (cfg.log_values and values.min() <= 0):
+        raise ValueError("--input needs at least 2 finite values"
+                         + (" (> 0: the model works on log values)" if cfg.log_values else ""))
+    levels = np.log(values) if cfg.log_values else values
+    forecast = roll_out(model, levels, extra["series_length"] - len(levels), cfg.test_points, extra)
+    forecast = np.exp(forecast) if cfg.log_values else forecast
     return ", ".join(f"{v:.4g}" for v in forecast)
 
 
@@ -244,7 +264,7 @@ def summary(cfg: Config, results: dict) -> str:
 
 
 def main(argv=None):
-    experiment.main(Config, run, predict, summary, argv, description=__doc__)
+    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
 
 
 if __name__ == "__main__":

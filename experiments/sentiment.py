@@ -1,9 +1,13 @@
 """Many-to-one: the sentiment of a sentence or a whole review, read from the final state.
 
-    python -m experiments.sentiment --data ../shared/data/rt_sentence_polarity/sentences.tsv
-    python -m experiments.sentiment --data ../shared/data/movie_reviews_polarity/reviews.jsonl --max-len 800
-    python -m experiments.sentiment --hf-dataset rotten_tomatoes        # online: hub splits are used
+    python -m experiments.sentiment                                     # sentence polarity
+    python -m experiments.sentiment --data movie_reviews_polarity --max-len 800 --batch 16
+    python -m experiments.sentiment --data my_reviews.jsonl --text-column review --label-column stars
     python -m experiments.sentiment --checkpoint runs/sentiment/RUN --input "a gorgeous, witty, seductive movie ."
+
+--data is a corpus name (rt_sentence_polarity, the default, or movie_reviews_polarity: read from
+$RNN_JAX_DATA, else the hub where a copy is there), a local .tsv/.csv/.jsonl/.parquet file, a
+save_to_disk folder or a hub dataset id (its splits are used).
 
 Words are lower-cased and split from punctuation; the vocabulary is the training split's words
 seen at least --min-count times (others become <unk>) and is saved with the checkpoint.
@@ -23,39 +27,44 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
+from typing import ClassVar
 
 import numpy as np
 from flax import nnx
 
-from rnn_jax import experiment
-from rnn_jax.cells import make_cell
-from rnn_jax.config import option, prepare_run_dir, require_at_least_one
-from rnn_jax.data import tasks
+from experiments import cli
+from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, best_by_option, class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
-
-DEFAULT_DATA = "../shared/data/rt_sentence_polarity/sentences.tsv"
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=40)
+    QUICK: ClassVar[dict] = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=40)
 
-    data: str = option(DEFAULT_DATA, "labelled texts: a local .tsv/.csv/.jsonl/.parquet file, a save_to_disk "
-                                     "folder, or a hub dataset id")
-    hf_config: str | None = option(None, "configuration name of a hub dataset that has several")
-    text_column: str = option("text", "the column holding the text")
-    label_column: str = option("label", "the column holding the integer class")
-    max_len: int = option(64, "tokens per example (longer ones keep their last --max-len tokens)")
-    min_count: int = option(2, "words seen fewer times in training become <unk>")
-    embed: int = option(128, "word embedding size")
-    bidirectional: bool = option(False, "a forward and a backward recurrence, final states concatenated")
-    best_by: str = best_by_option("accuracy")  # the metric tested (by loss: an early checkpoint)
+    data: str = "rt_sentence_polarity"
+    """labelled texts: a corpus name (rt_sentence_polarity | movie_reviews_polarity), a local
+    .tsv/.csv/.jsonl/.parquet file, a save_to_disk folder, or a hub dataset id"""
+    hf_config: str | None = None
+    """configuration name of a hub dataset that has several"""
+    text_column: str = "text"
+    """the column holding the text"""
+    label_column: str = "label"
+    """the column holding the integer class"""
+    max_len: int = 64
+    """tokens per example (longer ones keep their last --max-len tokens)"""
+    min_count: int = 2
+    """words seen fewer times in training become <unk>"""
+    embed: int = 128
+    """word embedding size"""
+    bidirectional: bool = False
+    """a forward and a backward recurrence, final states concatenated"""
+    best_by: str = "accuracy"  # the metric tested (by loss: an early checkpoint)
 
     def __post_init__(self):
         super().__post_init__()
@@ -63,7 +72,7 @@ class Config(TaskOptions):
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return SequenceModel(make_cell(cfg.cell), vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
+    return SequenceModel(cfg.make_cell(cfg.cell), vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
                          hidden_size=cfg.hidden, output_size=len(extra["labels"]), num_layers=cfg.layers,
                          dropout=cfg.dropout, bidirectional=cfg.bidirectional, readout="final", **cfg.layer_options(),
                          rngs=nnx.Rngs(cfg.seed))
@@ -75,9 +84,10 @@ def encode(vocab: Vocab, token_lists, max_len: int) -> dict[str, np.ndarray]:
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "sentiment", from_command_line=RUNTIME_FLAGS)
-    splits = tasks.load_sentiment(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
-                                  seed=cfg.seed, config=cfg.hf_config)
+    out, cfg, _ = prepare_run_dir(cfg, "sentiment", from_command_line=RUNTIME_FLAGS)
+    splits = corpora.read(cfg.data, lambda source: tasks.load_sentiment(
+        source.location, text_column=cfg.text_column, label_column=cfg.label_column, seed=cfg.seed,
+        config=source.config or cfg.hf_config))
     train_tokens, train_labels = splits["train"]
     vocab = Vocab.build(train_tokens, min_count=cfg.min_count)
     labels = sorted(set(train_labels.tolist()))
@@ -85,7 +95,7 @@ def run(cfg: Config) -> dict:
         raise ValueError(f"{cfg.data}: labels must be 0..K-1 with K >= 2; the training split has {labels}")
     data = {s: {**encode(vocab, tokens, cfg.max_len), "targets": y} for s, (tokens, y) in splits.items()}
     extra = {"vocab": list(vocab.tokens), "labels": labels}
-    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=classification_cross_entropy,
+    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=classification_cross_entropy,
                  get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
                  eval_batches=chunks(data["validation"], 512), extra=extra, desc=f"sentiment {cfg.cell}",
                  tokens_per_step=cfg.batch * cfg.max_len)
@@ -108,7 +118,7 @@ def predict(run_dir: str, text: str) -> str:
     cfg, extra, model = load_run(run_dir, Config, build_model)
     tokens = tasks.tokenize(text)
     if not tokens:
-        sys.exit("--input holds no word")
+        raise ValueError("--input holds no word")
     vocab = Vocab(extra["vocab"])
     logits = batched_outputs(model, encode(vocab, [tokens], cfg.max_len))[0]
     lines = [repr(text)] + ["  " + line for line in class_probabilities(logits, extra["labels"])]
@@ -126,7 +136,7 @@ def summary(cfg: Config, results: dict) -> str:
 
 
 def main(argv=None):
-    experiment.main(Config, run, predict, summary, argv, description=__doc__)
+    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
 
 
 if __name__ == "__main__":

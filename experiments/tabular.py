@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
+from typing import ClassVar
 
 import numpy as np
 from flax import nnx
 
-from rnn_jax import experiment
-from rnn_jax.cells import make_cell
-from rnn_jax.config import option, prepare_run_dir
+from experiments import cli
+from rnn_jax.config import prepare_run_dir
 from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.tables import load_table, require_columns
 from rnn_jax.decode import batched_outputs
@@ -44,16 +43,18 @@ SKLEARN_DATASETS = ("breast_cancer", "wine", "iris", "digits")
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK = dict(hidden=16, batch=16, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
+    QUICK: ClassVar[dict] = dict(hidden=16, batch=16, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
 
-    dataset: str = option("breast_cancer", f"a dataset shipped in scikit-learn: {' | '.join(SKLEARN_DATASETS)}")
-    data: str | None = option(None, "instead of --dataset: a local .csv/.tsv/.jsonl/.parquet table, save_to_disk "
-                                    "folder or hub id")
-    label_column: str = option("label", "--data: the integer class column (every other column is a feature)")
-    steps: int = option(600, "training steps (also the horizon of the learning-rate decay)")
-    warmup: int = option(20, "linear warm-up steps")
-    eval_every: int = option(50, "evaluate on the validation split every N steps")
-    checkpoint_every: int = option(100, "save a checkpoint every N steps (and at the end)")
+    dataset: str = "breast_cancer"
+    """a dataset shipped in scikit-learn: breast_cancer | wine | iris | digits"""
+    data: str | None = None
+    """instead of --dataset: a local .csv/.tsv/.jsonl/.parquet table, save_to_disk folder or hub id"""
+    label_column: str = "label"
+    """--data: the integer class column (every other column is a feature)"""
+    steps: int = 600
+    warmup: int | None = 20
+    eval_every: int = 50
+    checkpoint_every: int = 100
 
     def __post_init__(self):
         super().__post_init__()
@@ -91,7 +92,7 @@ def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return SequenceModel(make_cell(cfg.cell), input_size=len(extra["features"]), hidden_size=cfg.hidden,
+    return SequenceModel(cfg.make_cell(cfg.cell), input_size=len(extra["features"]), hidden_size=cfg.hidden,
                          output_size=len(extra["labels"]), num_layers=cfg.layers, dropout=cfg.dropout,
                          readout="final", **cfg.layer_options(),
                          rngs=nnx.Rngs(cfg.seed))
@@ -103,7 +104,7 @@ def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "tabular", from_command_line=RUNTIME_FLAGS)
+    out, cfg, _ = prepare_run_dir(cfg, "tabular", from_command_line=RUNTIME_FLAGS)
     features, labels, names = load_features(cfg)
     classes = sorted(set(labels.tolist()))
     if classes != list(range(len(classes))) or len(classes) < 2:
@@ -112,7 +113,7 @@ def run(cfg: Config) -> dict:
     mean, std = features[rows["train"]].mean(0), features[rows["train"]].std(0)
     extra = {"features": names, "labels": classes, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
     data = {s: {"inputs": as_sequences(features[r], extra), "targets": labels[r]} for s, r in rows.items()}
-    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=classification_cross_entropy,
+    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=classification_cross_entropy,
                  get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
                  eval_batches=chunks(data["validation"], 4096), extra=extra, desc=f"tabular {cfg.cell}")
     model = nnx.merge(fitted.graphdef, fitted.params)
@@ -139,9 +140,9 @@ def predict(run_dir: str, values: str) -> str:
     try:
         x = np.array([float(v) for v in values.split(",")], np.float32)
     except ValueError:
-        sys.exit(f"--input must be {len(extra['features'])} comma-separated numbers, got {values!r}")
+        raise ValueError(f"--input must be {len(extra['features'])} comma-separated numbers, got {values!r}")
     if x.size != len(extra["features"]):
-        sys.exit(f"--input has {x.size} values; the model takes {len(extra['features'])}: {', '.join(extra['features'])}")
+        raise ValueError(f"--input has {x.size} values; the model takes {len(extra['features'])}: {', '.join(extra['features'])}")
     logits = batched_outputs(model, {"inputs": as_sequences(x[None], extra)})[0]
     return "\n".join(class_probabilities(logits, extra["labels"]))
 
@@ -154,7 +155,7 @@ def summary(cfg: Config, results: dict) -> str:
 
 
 def main(argv=None):
-    experiment.main(Config, run, predict, summary, argv, description=__doc__)
+    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
 
 
 if __name__ == "__main__":

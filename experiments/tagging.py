@@ -2,11 +2,13 @@
 
     python -m experiments.tagging                                       # UD English-EWT, train/dev/test
     python -m experiments.tagging --bidirectional --cell gru
-    python -m experiments.tagging --hf-dataset universal_dependencies --hf-config en_ewt   # online
+    python -m experiments.tagging --data my_treebank/ --max-len 48
     python -m experiments.tagging --checkpoint runs/tagging/RUN --input "The old man the boats ."
 
---data is a folder with the treebank's *-train / *-dev / *-test .conllu files (or
---train/--dev/--test files). Words keep their case (a capital says much about PROPN); words
+--data is a corpus name (ud_english_ewt, the default: read from $RNN_JAX_DATA, else from the
+hub as universal-dependencies/universal_dependencies, en_ewt), a folder with a treebank's
+*-train / *-dev / *-test .conllu files, a save_to_disk folder or a hub dataset id with tokens
+and upos columns (--hf-config its configuration). Words keep their case (a capital says much about PROPN); words
 seen fewer than --min-count times in training become <unk>, so the model learns what to do
 with a word it does not know. Sentences are right-padded; padding is masked out of the
 recurrence, the loss and the accuracy. Reported: token accuracy on the test split of the best
@@ -21,40 +23,43 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from flax import nnx
 
-from rnn_jax import experiment
-from rnn_jax.cells import make_cell
-from rnn_jax.config import option, prepare_run_dir, require_at_least_one
-from rnn_jax.data import tasks
+from experiments import cli
+from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, best_by_option, finish, fit, load_run
+from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
 
-DEFAULT_DATA = "../shared/data/ud_english_ewt"
 SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=32)
+    QUICK: ClassVar[dict] = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=32)
 
-    data: str = option(DEFAULT_DATA, "a folder holding *-train/*-dev/*-test .conllu files, a save_to_disk folder "
-                                     "or a hub dataset id (with tokens and upos columns)")
-    hf_config: str | None = option(None, "configuration of a hub dataset (e.g. en_ewt)")
-    max_len: int = option(64, "words per sentence in training (longer sentences are cut there; evaluation "
-                              "reads every word)")
-    min_count: int = option(2, "words seen fewer times in training become <unk>")
-    embed: int = option(128, "word embedding size")
-    bidirectional: bool = option(False, "tag from a forward and a backward recurrence")
-    best_by: str = best_by_option("accuracy")  # the metric tested (by loss: an early checkpoint)
+    data: str = "ud_english_ewt"
+    """a corpus name (ud_english_ewt), a folder holding *-train/*-dev/*-test .conllu files, a save_to_disk folder or a hub dataset id (with tokens
+    and upos columns)"""
+    hf_config: str | None = None
+    """configuration of a hub dataset (e.g. en_ewt)"""
+    max_len: int = 64
+    """words per sentence in training (longer sentences are cut there; evaluation reads every word)"""
+    min_count: int = 2
+    """words seen fewer times in training become <unk>"""
+    embed: int = 128
+    """word embedding size"""
+    bidirectional: bool = False
+    """tag from a forward and a backward recurrence"""
+    best_by: str = "accuracy"  # the metric tested (by loss: an early checkpoint)
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,20 +67,25 @@ class Config(TaskOptions):
 
 
 def load_splits(cfg: Config) -> dict[str, list[tuple[list[str], list[str]]]]:
-    folder = Path(cfg.data)
+    return corpora.read(cfg.data, lambda source: read_treebank(source, cfg.hf_config))
+
+
+def read_treebank(source: corpora.Source, config: str | None) -> dict[str, list[tuple[list[str], list[str]]]]:
+    folder = Path(source.location)
     if folder.is_dir() and not (folder / "dataset_dict.json").exists():
         found = {}
         for split, name in SPLIT_NAMES.items():
             files = sorted(folder.glob(f"*-{name}.conllu"))
             if len(files) != 1:
-                sys.exit(f"--data {folder}: expected one *-{name}.conllu file there, found {len(files)}")
+                raise FileNotFoundError(f"--data {folder}: expected one *-{name}.conllu file there, found {len(files)}")
             found[split] = tasks.load_conllu(str(files[0]))
         return found
-    return {split: tasks.load_conllu(cfg.data, split=split, config=cfg.hf_config) for split in SPLIT_NAMES}
+    return {split: tasks.load_conllu(source.location, split=split, config=source.config or config)
+            for split in SPLIT_NAMES}
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return SequenceModel(make_cell(cfg.cell), vocab_size=len(extra["words"]), embed_size=cfg.embed,
+    return SequenceModel(cfg.make_cell(cfg.cell), vocab_size=len(extra["words"]), embed_size=cfg.embed,
                          hidden_size=cfg.hidden, output_size=len(extra["tags"]), num_layers=cfg.layers,
                          dropout=cfg.dropout, bidirectional=cfg.bidirectional, **cfg.layer_options(),
                          rngs=nnx.Rngs(cfg.seed))
@@ -107,7 +117,7 @@ def token_accuracy(model, data: dict) -> float:
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "tagging", from_command_line=RUNTIME_FLAGS)
+    out, cfg, _ = prepare_run_dir(cfg, "tagging", from_command_line=RUNTIME_FLAGS)
     splits = load_splits(cfg)
     train = splits["train"]
     words = Vocab.build([w for w, _ in train], min_count=cfg.min_count)
@@ -116,7 +126,7 @@ def run(cfg: Config) -> dict:
     data = {s: encode(words, tags, sentences, cfg.max_len if s == "train" else longest[s])
             for s, sentences in splits.items()}
     extra = {"words": list(words.tokens), "tags": list(tags.tokens)}
-    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=sequence_cross_entropy,
+    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_cross_entropy,
                  get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
                  eval_batches=chunks(data["validation"], 512), extra=extra, desc=f"tagging {cfg.cell}",
                  tokens_per_step=cfg.batch * cfg.max_len)
@@ -135,7 +145,7 @@ def predict(run_dir: str, sentence: str) -> str:
     cfg, extra, model = load_run(run_dir, Config, build_model)
     sentence_words = sentence.split()
     if not sentence_words:
-        sys.exit("--input holds no word")
+        raise ValueError("--input holds no word")
     words, tags = Vocab(extra["words"]), Vocab(extra["tags"])
     ids, mask = pad([words.encode(sentence_words)], len(sentence_words))
     predicted = batched_outputs(model, {"inputs": ids, "mask": mask})[0].argmax(-1)
@@ -152,7 +162,7 @@ def summary(cfg: Config, results: dict) -> str:
 
 
 def main(argv=None):
-    experiment.main(Config, run, predict, summary, argv, description=__doc__)
+    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
     python -m experiments.translate                                  # no attention: the state is the bottleneck
     python -m experiments.translate --attention --cell gru
     python -m experiments.translate --reverse                        # French -> English
-    python -m experiments.translate --hf-dataset opus_books --hf-config en-fr   # online ("translation" column)
+    python -m experiments.translate --data Helsinki-NLP/opus_books --hf-config en-fr   # a hub dataset, online
     python -m experiments.translate --checkpoint runs/translate/RUN --input "I am very hungry."
 
+--data is a corpus name (tatoeba_eng_fra, the default, read from $RNN_JAX_DATA), a
+source<TAB>target file, a table or save_to_disk folder with --source-column/--target-column,
+or a hub dataset id (a "translation" column of {source: ..., target: ...} rows works too).
 Sentences are lower-cased and split from punctuation; pairs with a side longer than
 --max-len tokens are left out. The split (seeded, 90/5/5) is by source sentence, so the
 several translations of one sentence never straddle splits, and each test sentence is scored
@@ -25,48 +28,59 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
+from typing import ClassVar
 
 import numpy as np
 from flax import nnx
 
-from rnn_jax import experiment, plots
-from rnn_jax.cells import make_cell
-from rnn_jax.config import option, prepare_run_dir, require_at_least_one
-from rnn_jax.data import tasks
+from experiments import cli
+from rnn_jax import plots
+from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import beam_search, greedy
 from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
-from rnn_jax.losses import seq2seq_cross_entropy
+from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.seq2seq import Seq2Seq
 
-DEFAULT_DATA = "../shared/data/tatoeba_eng_fra/eng-fra.tsv"
 SPECIALS = (PAD, UNK, BOS, EOS)
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=8)
+    QUICK: ClassVar[dict] = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=8)
 
-    data: str = option(DEFAULT_DATA, "sentence pairs: a source<TAB>target file, a table/save_to_disk folder with "
-                                     "--source-column/--target-column, or a hub id")
-    hf_config: str | None = option(None, "configuration of a hub dataset (e.g. en-fr)")
-    source_column: str = option("en", "tables: the source-language column (or key of a 'translation' column)")
-    target_column: str = option("fr", "tables: the target-language column")
-    reverse: bool = option(False, "translate from the second language into the first")
-    max_len: int = option(12, "longest sentence kept, in tokens (either side)")
-    min_count: int = option(3, "words seen fewer times in training become <unk>")
-    embed: int = option(128, "word embedding size (both languages)")
-    hidden: int = option(256, "hidden size (encoder and decoder)")
-    batch: int = option(64, "sentence pairs per training step")
-    steps: int = option(3000, "training steps (also the horizon of the learning-rate decay)")
-    eval_every: int = option(500, "evaluate on the validation split every N steps")
-    checkpoint_every: int = option(500, "save a checkpoint every N steps (and at the end)")
-    attention: bool = option(False, "additive attention over the encoder's states (Bahdanau et al., 2015)")
-    beam: int = option(4, "beam width of beam-search decoding")
-    length_penalty: float = option(0.6, "beam search ranks log p / length**penalty")
-    test_sentences: int | None = option(None, "decode at most this many test sentences (default: all)")
+    data: str = "tatoeba_eng_fra"
+    """sentence pairs: a corpus name (tatoeba_eng_fra), a source<TAB>target file, a table/save_to_disk folder with --source-column/--target-column,
+    or a hub id"""
+    hf_config: str | None = None
+    """configuration of a hub dataset (e.g. en-fr)"""
+    source_column: str = "en"
+    """tables: the source-language column (or key of a 'translation' column)"""
+    target_column: str = "fr"
+    """tables: the target-language column"""
+    reverse: bool = False
+    """translate from the second language into the first"""
+    max_len: int = 12
+    """longest sentence kept, in tokens (either side)"""
+    min_count: int = 3
+    """words seen fewer times in training become <unk>"""
+    embed: int = 128
+    """word embedding size (both languages)"""
+    hidden: int = 256
+    batch: int = 64
+    steps: int = 3000
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    attention: bool = False
+    """additive attention over the encoder's states (Bahdanau et al., 2015)"""
+    beam: int = 4
+    """beam width of beam-search decoding"""
+    length_penalty: float = 0.6
+    """beam search ranks log p / length**penalty"""
+    test_sentences: int | None = None
+    """decode at most this many test sentences (default: all)"""
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,8 +88,9 @@ class Config(TaskOptions):
 
 
 def tokenized_pairs(cfg: Config) -> list[tuple[list[str], list[str]]]:
-    pairs = tasks.load_pairs(cfg.data, source_column=cfg.source_column, target_column=cfg.target_column,
-                             config=cfg.hf_config)
+    pairs = corpora.read(cfg.data, lambda source: tasks.load_pairs(
+        source.location, source_column=cfg.source_column, target_column=cfg.target_column,
+        config=source.config or cfg.hf_config))
     pairs = [(tasks.tokenize(b), tasks.tokenize(a)) if cfg.reverse else (tasks.tokenize(a), tasks.tokenize(b))
              for a, b in pairs]
     kept = [(s, t) for s, t in pairs if 0 < len(s) <= cfg.max_len and 0 < len(t) <= cfg.max_len]
@@ -111,7 +126,7 @@ def encode_pairs(source_vocab: Vocab, target_vocab: Vocab, grouped, max_len: int
 
 
 def build_model(cfg: Config, extra: dict) -> Seq2Seq:
-    return Seq2Seq(make_cell(cfg.cell), source_vocab=len(extra["source_vocab"]),
+    return Seq2Seq(cfg.make_cell(cfg.cell), source_vocab=len(extra["source_vocab"]),
                    target_vocab=len(extra["target_vocab"]), embed_size=cfg.embed, hidden_size=cfg.hidden,
                    num_layers=cfg.layers, dropout=cfg.dropout, attention=cfg.attention, **cfg.layer_options(),
                    rngs=nnx.Rngs(cfg.seed))
@@ -140,14 +155,14 @@ def bleu(hypotheses: list[list[str]], references: list[list[list[str]]]) -> floa
 
 
 def run(cfg: Config) -> dict:
-    out, cfg, resuming = prepare_run_dir(cfg, "translate", from_command_line=RUNTIME_FLAGS)
+    out, cfg, _ = prepare_run_dir(cfg, "translate", from_command_line=RUNTIME_FLAGS)
     splits = split_by_source(tokenized_pairs(cfg), cfg.seed)
     source_vocab = Vocab.build([s for s, _ in splits["train"]], min_count=cfg.min_count, specials=SPECIALS)
     target_vocab = Vocab.build([t for _, ts in splits["train"] for t in ts], min_count=cfg.min_count, specials=SPECIALS)
     extra = {"source_vocab": list(source_vocab.tokens), "target_vocab": list(target_vocab.tokens)}
     train = encode_pairs(source_vocab, target_vocab, splits["train"], cfg.max_len)
     validation = encode_pairs(source_vocab, target_vocab, splits["validation"], cfg.max_len)
-    fitted = fit(cfg, out, resuming, model=build_model(cfg, extra), loss_fn=seq2seq_cross_entropy,
+    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_cross_entropy,
                  get_batch=shuffled_batches(train, cfg.batch, cfg.seed), eval_batches=chunks(validation, 1024),
                  extra=extra, desc=f"translate {cfg.cell}", tokens_per_step=cfg.batch * (cfg.max_len + 1))
     model = nnx.merge(fitted.graphdef, fitted.params)
@@ -184,9 +199,9 @@ def predict(run_dir: str, sentence: str) -> str:
     source_vocab, target_vocab = Vocab(extra["source_vocab"]), Vocab(extra["target_vocab"])
     tokens = tasks.tokenize(sentence)
     if not tokens:
-        sys.exit("--input holds no word")
+        raise ValueError("--input holds no word")
     if len(tokens) > cfg.max_len:
-        sys.exit(f"--input has {len(tokens)} tokens; this model was trained on at most {cfg.max_len}")
+        raise ValueError(f"--input has {len(tokens)} tokens; this model was trained on at most {cfg.max_len}")
     unknown = [t for t in tokens if t not in source_vocab]
     lines = [f"greedy: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=False)[0])}",
              f"beam {cfg.beam}: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=True)[0])}"]
@@ -206,7 +221,7 @@ def summary(cfg: Config, results: dict) -> str:
 
 
 def main(argv=None):
-    experiment.main(Config, run, predict, summary, argv, description=__doc__)
+    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
 
 
 if __name__ == "__main__":

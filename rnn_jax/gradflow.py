@@ -19,30 +19,28 @@ average of ||dl_b/dh_t^(b)||: the per-sequence gradient norm, independent of bat
 Keys of the returned dicts: ``layer{i}/{h|c}``, or ``layer{i}/{forward|backward}/{h|c}``
 for bidirectional layers, prefixed by the stack's name in models of several stacks
 (``encoder/layer0/h``); values are (time,) arrays indexed by t. A model states which stacks
-it has and how its probes are shaped with `zero_probes(batch)` and `probe_groups(probes)`
+it has and how its probes are shaped with `probes_for(batch)` and `probe_groups(probes)`
 (see `rnn_jax.layers.SequenceModel`). Probes at padded steps get no gradient (the masked
 step discards them), so a padded step contributes zero to the norms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-Array = jax.Array
+from rnn_jax.cells import accumulation_dtype
+from rnn_jax.losses import LossFn, LossOutput, apply
 
-# loss_fn(model, batch, dropout_key, probes, initial_carries) -> (loss, metrics). To get the
-# long-range profile, metrics must hold "final_step_loss": the loss at the last time step alone, L_T.
-LossFn = Callable[..., tuple[Array, dict[str, Array]]]
+Array = jax.Array
 
 
 def _per_step_norms(probe_grad: Array) -> Array:
     """(batch, time, hidden) -> (time,): sum over the batch of the per-sequence L2 norm."""
-    return jnp.sum(jnp.sqrt(jnp.sum(jnp.square(probe_grad.astype(jnp.float32)), axis=-1)), axis=0)
+    probe_grad = probe_grad.astype(accumulation_dtype(probe_grad.dtype))
+    return jnp.sum(jnp.sqrt(jnp.sum(jnp.square(probe_grad), axis=-1)), axis=0)
 
 
 def probe_norms(model: nnx.Module, probe_grads) -> dict[str, Array]:
@@ -60,33 +58,29 @@ def probe_norms(model: nnx.Module, probe_grads) -> dict[str, Array]:
     return norms
 
 
-def grads_and_flow(
-    loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, batch, dropout_key, *, initial_carries=None, long_range=True
-):
-    """Loss, metrics, parameter gradient and gradient-flow norms from one forward pass.
+def grads_and_flow(loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, batch, dropout_key, *,
+                   initial_carries=None, long_range: bool = True) -> tuple[LossOutput, nnx.State, dict]:
+    """The loss, parameter gradient and gradient-flow norms from one forward pass.
 
-    Returns (loss, metrics, grads, flow) where flow holds
+    Returns (loss output, grads, flow) where flow holds
       ``by_step``: {key: (time,)}  ||dL/dh_t||, L the training loss;
       ``by_lag``:  {key: (time,)}  ||dL_T/dh_{T-k}|| at entry k (k = 0 is the last step),
-                   L_T = metrics["final_step_loss"] (only with `long_range`).
+                   L_T the loss output's `final_step_loss` (only with `long_range`).
     """
     model = nnx.merge(graphdef, params)
-    zero_probes = model.zero_probes(batch)
 
     def losses(params, probes):
-        loss, metrics = loss_fn(nnx.merge(graphdef, params), batch, dropout_key, probes, initial_carries)
-        final = metrics.get("final_step_loss", loss) if long_range else loss
-        return jnp.stack([loss, final]), metrics
+        out = apply(loss_fn, nnx.merge(graphdef, params), batch, dropout_key=dropout_key, probes=probes,
+                    initial_carries=initial_carries)
+        return jnp.stack([out.loss, out.final_step_loss]), out
 
-    (loss, _), pullback, metrics = jax.vjp(losses, params, zero_probes, has_aux=True)
-    grads, probe_grads = pullback(jnp.array([1.0, 0.0], loss.dtype))
+    both, pullback, out = jax.vjp(losses, params, model.probes_for(batch), has_aux=True)
+    grads, probe_grads = pullback(jnp.array([1.0, 0.0], both.dtype))
     flow = {"by_step": probe_norms(model, probe_grads)}
     if long_range:
-        if "final_step_loss" not in metrics:
-            raise ValueError("the long-range profile needs the loss function to report metrics['final_step_loss']")
-        _, final_probe_grads = pullback(jnp.array([0.0, 1.0], loss.dtype))
+        _, final_probe_grads = pullback(jnp.array([0.0, 1.0], both.dtype))
         flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_probe_grads).items()}
-    return loss, metrics, grads, flow
+    return out, grads, flow
 
 
 def decay_rate(norms_by_lag, *, skip: int = 1, floor: float = 1e-30) -> float:

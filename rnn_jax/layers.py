@@ -27,7 +27,7 @@ def _param_dict(params: dict[str, Array]) -> nnx.Dict:
     return nnx.Dict({name: nnx.Param(value) for name, value in params.items()})
 
 
-def _values(params: nnx.Dict) -> dict[str, Array]:
+def param_values(params: nnx.Dict) -> dict[str, Array]:
     return {name: p[...] for name, p in params.items()}
 
 
@@ -80,8 +80,8 @@ class Recurrent(nnx.Module):
         if self.bidirectional:
             return recurrence.run_bidirectional(
                 self.cell,
-                _values(self.forward),
-                _values(self.backward),
+                param_values(self.forward),
+                param_values(self.backward),
                 xs,
                 initial_carry=initial_carry,
                 mask=mask,
@@ -89,7 +89,7 @@ class Recurrent(nnx.Module):
                 **self._run_options(),
             )
         return recurrence.run(
-            self.cell, _values(self.forward), xs, initial_carry=initial_carry, mask=mask, probes=probes, **self._run_options()
+            self.cell, param_values(self.forward), xs, initial_carry=initial_carry, mask=mask, probes=probes, **self._run_options()
         )
 
     def _run_options(self) -> dict:
@@ -253,8 +253,14 @@ class SequenceModel(nnx.Module):
             hs = self.rnn.final_hidden(carries)
         return self.head(hs), carries
 
-    def zero_probes(self, batch) -> list[Carry]:
-        """Zero gradient-flow probes for every layer for `batch` (a dict with ``inputs``)."""
+    def forward(self, batch: dict, *, dropout_key: Array | None = None, probes: list[Carry] | None = None,
+                initial_carries: list[Carry] | None = None) -> tuple[Array, list[Carry]]:
+        """The model on a batch dict (``inputs``, optional ``mask``): see `rnn_jax.losses.apply`."""
+        return self(batch["inputs"], mask=batch.get("mask"), initial_carries=initial_carries, dropout_key=dropout_key,
+                    probes=probes)
+
+    def probes_for(self, batch: dict) -> list[Carry]:
+        """Zero gradient-flow probes of every layer for `batch` (``inputs`` (batch, time, ...))."""
         return self.rnn.zero_probes(*jnp.shape(batch["inputs"])[:2])
 
     def probe_groups(self, probes) -> list[tuple[str, "RecurrentStack", list[Carry]]]:

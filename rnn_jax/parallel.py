@@ -18,8 +18,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rnn_jax.config import option
-
 DATA_AXIS = "data"
 
 
@@ -44,12 +42,16 @@ class DeviceOptions:
     """Where a run executes, not what it trains: a resumed run takes these flags from its
     command line (`DEVICE_FLAGS`), not from its saved config."""
 
-    devices: int | None = option(None, "data-parallel over this many devices (default: all visible; the batch is "
-                                       "split over them, so it must divide evenly)")
-    coordinator: str | None = option(None, "multi-process run: process 0's HOST:PORT (with --num-processes and "
-                                           "--process-id), or auto to detect the cluster (SLURM, MPI, TPU pods)")
-    num_processes: int | None = option(None, "multi-process run: how many processes")
-    process_id: int | None = option(None, "multi-process run: this process's index, 0 to N-1")
+    devices: int | None = None
+    """data-parallel over this many devices (default: all visible; the batch is split over them, so it
+    must divide evenly)"""
+    coordinator: str | None = None
+    """multi-process run: process 0's HOST:PORT (with --num-processes and --process-id), or auto to detect
+    the cluster (SLURM, MPI, TPU pods)"""
+    num_processes: int | None = None
+    """multi-process run: how many processes"""
+    process_id: int | None = None
+    """multi-process run: this process's index, 0 to N-1"""
 
     def __post_init__(self):
         if self.devices is not None and self.devices < 1:

@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import Carry, Cell, Params, _dot
+from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype, matmul
 
 Array = jax.Array
 
@@ -64,7 +64,7 @@ def _check_carry(cell: Cell, carry: Carry, batch: int, hidden: int) -> None:
 
 def cast_params(params: Params, dtype) -> Params:
     """Parameters in the compute dtype (e.g. bfloat16): the matmuls run in it, while
-    `cells._dot` accumulates in float32, so carries and gate arithmetic stay float32."""
+    `cells.matmul` accumulates in float32, so carries and gate arithmetic stay float32."""
     return jax.tree.map(lambda p: p.astype(dtype), params)
 
 
@@ -131,8 +131,8 @@ def run(
     if features != input_size:
         raise ValueError(f"xs has {features} features per step but the cell expects input_size={input_size}")
     mask = _as_mask(mask, lengths, batch, time)
-    if initial_carry is None:
-        initial_carry = cell.zero_carry((batch,), hidden)
+    if initial_carry is None:  # in the parameters' precision: float64 parameters carry float64 states
+        initial_carry = cell.zero_carry((batch,), hidden, accumulation_dtype(*jax.tree.leaves(params)))
     else:
         _check_carry(cell, initial_carry, batch, hidden)
     if compute_dtype is not None:
@@ -172,7 +172,7 @@ def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backp
     def step(carry, inputs):
         x_t, mask_t, probe_t = inputs
         xw_t = x_t if hoist else cell.project_inputs(params, x_t)
-        return _finish_step(cell, carry, *cell.recur(params, carry, xw_t), mask_t, probe_t)
+        return finish_step(cell, carry, *cell.recur(params, carry, xw_t), mask_t, probe_t)
 
     if remat_steps:
         step = jax.checkpoint(step)
@@ -197,7 +197,7 @@ def _scan_segments(scan, carry, xs, mask, probes, *, segment, reverse):
     return carry, hs.reshape(-1, *hs.shape[2:])[:time]
 
 
-def _finish_step(cell: Cell, carry: Carry, new_carry: Carry, h: Array, mask_t, probe_t) -> tuple[Carry, Array]:
+def finish_step(cell: Cell, carry: Carry, new_carry: Carry, h: Array, mask_t, probe_t) -> tuple[Carry, Array]:
     """Add the gradient-flow probe to the new carry; at padded steps keep the old carry and output zeros."""
     if probe_t is not None:
         new_carry = jax.tree.map(jnp.add, new_carry, probe_t)
@@ -230,8 +230,8 @@ def _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, 
     def step(carry, inputs):
         x_t, mask_t, probe_t = inputs
         xw_t = x_t if hoist else cell.project_inputs(projection, x_t)
-        hw_t = _dot(cell.hidden(carry), w_hh)
-        new_carry, h = _finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
+        hw_t = matmul(cell.hidden(carry), w_hh)
+        new_carry, h = finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
         return new_carry, (h, carry, hw_t, None if hoist else xw_t)
 
     scanned = cell.project_inputs(projection, xs) if hoist else xs
@@ -250,11 +250,11 @@ def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
         carry, xw_t, hw_t, mask_t, probe_t, d_h = inputs
 
         def forward(gate_params, carry, xw_t, hw_t, probe_t):
-            return _finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
+            return finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
 
         _, pullback = jax.vjp(forward, gate_params, carry, xw_t, hw_t, probe_t)
         d_params_t, d_carry, d_xw_t, d_hw_t, d_probe_t = pullback((d_carry, d_h))
-        d_h_prev = _dot(d_hw_t, w_hh.T).astype(d_h.dtype)
+        d_h_prev = matmul(d_hw_t, w_hh.T).astype(d_h.dtype)
         d_carry = jax.tree.map(jnp.add, d_carry, jax.vjp(cell.hidden, carry)[1](d_h_prev)[0])
         return (d_carry, jax.tree.map(jnp.add, d_gate_params, d_params_t)), (d_xw_t, d_hw_t, d_probe_t)
 
@@ -264,11 +264,12 @@ def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
     )
     # the weight gradients: one matmul each over all (time x batch) rows
     h_prev = cell.hidden(carries)
-    d_w_hh = jnp.einsum("tbh,tbg->hg", h_prev, d_hw.astype(h_prev.dtype), preferred_element_type=jnp.float32)
-    d_w_xh = jnp.einsum("tbi,tbg->ig", xs, d_xw.astype(xs.dtype), preferred_element_type=jnp.float32)
+    accumulate = accumulation_dtype(h_prev.dtype, xs.dtype, w_hh.dtype)
+    d_w_hh = jnp.einsum("tbh,tbg->hg", h_prev, d_hw.astype(h_prev.dtype), preferred_element_type=accumulate)
+    d_w_xh = jnp.einsum("tbi,tbg->ig", xs, d_xw.astype(xs.dtype), preferred_element_type=accumulate)
     d_projection = {"W_xh": d_w_xh.astype(projection["W_xh"].dtype),
                     "b": jnp.sum(d_xw, axis=(0, 1)).astype(projection["b"].dtype)}
-    d_xs = _dot(d_xw, projection["W_xh"].T).astype(xs.dtype)
+    d_xs = matmul(d_xw, projection["W_xh"].T).astype(xs.dtype)
     return d_projection, d_w_hh.astype(w_hh.dtype), d_gate_params, d_xs, d_initial_carry, None, d_probes
 
 

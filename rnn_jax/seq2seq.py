@@ -20,9 +20,11 @@ all layers step together in one scan and only the embedding half of the first la
 projection is hoisted.
 
 Both models take ``(inputs, decoder_inputs, ...)`` and return ``(logits, decoder carries)``,
-so one loss (`rnn_jax.losses.seq2seq_cross_entropy`) and the decoding of `rnn_jax.decode`
+and read a batch (``inputs``, optional ``source_mask``, ``decoder_inputs`` = <bos> y_1 ...
+y_(T-1), ``targets`` = y_1 ... <eos>, ``mask`` over the targets) with `forward`, so one loss
+(`rnn_jax.losses.sequence_cross_entropy`, teacher forcing) and the decoding of `rnn_jax.decode`
 serve both. Gradient-flow probes are ``{"encoder": [...], "decoder": [...]}`` (see
-`zero_probes` / `probe_groups`).
+`probes_for` / `probe_groups`).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_jax.cells import Carry, Cell, _dot
-from rnn_jax.layers import RecurrentStack, _values
-from rnn_jax.recurrence import _finish_step, cast_params
+from rnn_jax.cells import Carry, Cell, accumulation_dtype, matmul
+from rnn_jax.layers import RecurrentStack, param_values
+from rnn_jax.recurrence import cast_params, finish_step
 
 Array = jax.Array
 
@@ -52,8 +54,9 @@ class AdditiveAttention(nnx.Module):
         scores = self.score(jnp.tanh(keys + self.query(query)[:, None, :]))[..., 0]
         if memory_mask is not None:
             scores = jnp.where(memory_mask, scores, -1e30)
-        weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
-        return jnp.einsum("bs,bsm->bm", weights, memory.astype(jnp.float32)), weights
+        dtype = accumulation_dtype(scores.dtype, memory.dtype)
+        weights = jax.nn.softmax(scores.astype(dtype), axis=-1)
+        return jnp.einsum("bs,bsm->bm", weights, memory.astype(dtype)), weights
 
 
 class Decoder(nnx.Module):
@@ -92,7 +95,7 @@ class Decoder(nnx.Module):
         carries, outputs [h_t; c_t] (batch, time, hidden + memory), weights (batch, time, source))."""
         layers = list(self.rnn.layers)
         cell = layers[0].cell
-        params = [_values(layer.forward) for layer in layers]
+        params = [param_values(layer.forward) for layer in layers]
         if layers[0].compute_dtype is not None:  # as in `recurrence.run`: bf16 matmuls, float32 carries
             params = [cast_params(p, layers[0].compute_dtype) for p in params]
         first = params[0]
@@ -107,12 +110,12 @@ class Decoder(nnx.Module):
         def step(carries, inputs):
             t, xw_t, mask_t, probes_t = inputs
             context, weights = self.attention(cell.hidden(carries[-1]), keys, memory, memory_mask)
-            x = xw_t + _dot(context, w_context)
+            x = xw_t + matmul(context, w_context)
             new_carries, h = [], None
             for depth, (p, carry, probe) in enumerate(zip(params, carries, probes_t)):
                 if depth > 0:  # the input of a layer above is the (dropped-out) state of the one below
                     x = cell.project_inputs(p, self._dropout(h, depth, t, dropout_key))
-                new, h = _finish_step(cell, carry, *cell.recur(p, carry, x), mask_t, probe)
+                new, h = finish_step(cell, carry, *cell.recur(p, carry, x), mask_t, probe)
                 new_carries.append(new)
             return new_carries, (jnp.concatenate([h, context.astype(h.dtype)], -1), weights)
 
@@ -149,8 +152,8 @@ class Seq2Seq(nnx.Module):
         return carries, memory
 
     def __call__(self, inputs: Array, decoder_inputs: Array, *, mask: Array | None = None,
-                 source_mask: Array | None = None, dropout_key: Array | None = None, probes: dict | None = None,
-                 initial_carries=None) -> tuple[Array, list[Carry]]:
+                 source_mask: Array | None = None, dropout_key: Array | None = None,
+                 probes: dict | None = None) -> tuple[Array, list[Carry]]:
         """(source (batch, S), decoder inputs (batch, T): <bos> y_1 ... ) -> (logits (batch, T, vocab),
         decoder carries). `mask` is the target mask, `source_mask` the source's."""
         probes = probes or {}
@@ -158,7 +161,12 @@ class Seq2Seq(nnx.Module):
         return self.decoder(decoder_inputs, initial_carries=carries, mask=mask, dropout_key=dropout_key,
                             probes=probes.get("decoder"), **memory)
 
-    def zero_probes(self, batch) -> dict:
+    def forward(self, batch: dict, *, dropout_key=None, probes=None, initial_carries=None):
+        """The model on a batch dict (see the module docstring and `rnn_jax.losses.apply`)."""
+        return self(batch["inputs"], batch["decoder_inputs"], mask=batch.get("mask"),
+                    source_mask=batch.get("source_mask"), dropout_key=dropout_key, probes=probes)
+
+    def probes_for(self, batch: dict) -> dict:
         return {"encoder": self.encoder.zero_probes(*jnp.shape(batch["inputs"])[:2]),
                 "decoder": self.decoder.rnn.zero_probes(*jnp.shape(batch["decoder_inputs"])[:2])}
 
@@ -185,12 +193,17 @@ class Captioner(nnx.Module):
         return [jax.tree.map(lambda _: next(parts), carry) for carry in zero], {}
 
     def __call__(self, inputs: Array, decoder_inputs: Array, *, mask: Array | None = None, source_mask=None,
-                 dropout_key: Array | None = None, probes: dict | None = None, initial_carries=None):
+                 dropout_key: Array | None = None, probes: dict | None = None):
         carries, _ = self.encode(inputs)
         return self.decoder(decoder_inputs, initial_carries=carries, mask=mask, dropout_key=dropout_key,
                             probes=(probes or {}).get("decoder"))
 
-    def zero_probes(self, batch) -> dict:
+    def forward(self, batch: dict, *, dropout_key=None, probes=None, initial_carries=None):
+        """The model on a batch dict: ``inputs`` (features), ``decoder_inputs``, ``mask``."""
+        return self(batch["inputs"], batch["decoder_inputs"], mask=batch.get("mask"), dropout_key=dropout_key,
+                    probes=probes)
+
+    def probes_for(self, batch: dict) -> dict:
         return {"decoder": self.decoder.rnn.zero_probes(*jnp.shape(batch["decoder_inputs"])[:2])}
 
     def probe_groups(self, probes) -> list:

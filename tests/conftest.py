@@ -1,4 +1,6 @@
 import logging
+import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -7,6 +9,15 @@ import pytest
 from rnn_jax import make_cell
 
 from . import reference
+
+# The real corpora, found the way a user's machine finds them: $RNN_JAX_DATA (.ci/run sets it too).
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("RNN_JAX_DATA", str(ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ["RNN_JAX_DATA"])
+# no test reaches the Hugging Face hub: offline, `datasets` fails at once instead of after its timeouts
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no data directory at $RNN_JAX_DATA={DATA}")
 
 # Restoring a checkpoint into the wrong shapes (tested on purpose) leaves orbax's asyncio tasks
 # with exceptions that asyncio reports at interpreter exit, after pytest's summary line.
@@ -52,5 +63,15 @@ def cell_case(request):
     return make_cell(options.pop("name"), **options), ref_step
 
 
+def usage_error(capsys) -> str:
+    """What a command line printed to stderr, as one line: tyro draws its usage errors in a box
+    and wraps them to the terminal's width."""
+    return " ".join(capsys.readouterr().err.replace("│", " ").split())
+
+
 def assert_tree_close(actual, expected, atol=1e-5, rtol=1e-5):
-    jax.tree.map(lambda a, e: np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=atol, rtol=rtol), actual, expected)
+    """Leaf by leaf (a NamedTuple carry compares with the plain tuple of a NumPy reference)."""
+    actual, expected = jax.tree.leaves(actual), jax.tree.leaves(expected)
+    assert len(actual) == len(expected), (len(actual), len(expected))
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=atol, rtol=rtol)

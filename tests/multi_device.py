@@ -74,7 +74,7 @@ def check_flow() -> None:
     (state1, history1), (state4, history4) = runs[1], runs[4]
     assert jax.tree.leaves(state4.params)[0].sharding.num_devices == 4
     close(state4.params, state1.params)
-    close(history4["flow"], history1["flow"])
+    close(history4.flow, history1.flow)
     print("flow profiles: 4 devices == 1 device")
 
 

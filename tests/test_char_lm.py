@@ -13,13 +13,14 @@ from flax import nnx
 
 from experiments import char_lm, sample
 from rnn_jax import SequenceModel, make_cell
+from rnn_jax.checkpoints import Checkpoints
+from rnn_jax.config import config_from_json
 from rnn_jax.data import text
 from rnn_jax.decode import next_token
 from rnn_jax.decode import sample as sample_tokens
-from rnn_jax.experiment import make_training
-from rnn_jax.train import Checkpoints, init_train_state
+from rnn_jax.train import init_train_state
 
-from .conftest import assert_tree_close
+from .conftest import assert_tree_close, usage_error
 
 TINY = ["--hidden", "8", "--layers", "2", "--batch", "4", "--bptt", "8", "--steps", "6", "--warmup", "2",
         "--eval-every", "3", "--checkpoint-every", "3", "--sample-length", "20"]
@@ -41,10 +42,10 @@ def finished(corpus, tmp_path_factory):
 
 def final_state(out):
     """The last checkpoint's TrainState of a char_lm run, restored on the default device."""
-    cfg = char_lm.Config(**{**json.loads((out / "config.json").read_text()), "resume": None})
+    cfg = config_from_json(char_lm.Config, json.loads((out / "config.json").read_text()))
     model = char_lm.build_model(cfg, {"vocab": json.loads((out / "results.json").read_text())["vocab"]})
     stateful_batch = cfg.batch if cfg.tbptt == "stateful" else None
-    _, like = init_train_state(model, make_training(cfg)[0], jax.random.key(0), stateful_batch=stateful_batch)
+    _, like = init_train_state(model, cfg.make_training()[0], jax.random.key(0), stateful_batch=stateful_batch)
     checkpoints = Checkpoints(out / "checkpoints")
     state, _ = checkpoints.restore(like)
     checkpoints.close()
@@ -54,9 +55,10 @@ def final_state(out):
 def test_outputs(finished):
     results = json.loads((finished / "results.json").read_text())
     assert results["status"] == "completed" and results["steps"] == 6
-    assert results["val_loss_bits"] == pytest.approx(results["val_loss_nats"] / np.log(2))
+    metrics = results["metrics"]
+    assert metrics["val_loss_bits"] == pytest.approx(metrics["val_loss_nats"] / np.log(2))
     assert [r["step"] for r in results["history"]["eval"]] == [3, 6]
-    assert results["tokens_per_s"] > 0 and results["environment"]["jax"] == jax.__version__
+    assert metrics["tokens_per_s"] > 0 and results["environment"]["jax"] == jax.__version__
     assert (finished / "samples.txt").read_text().startswith("\n")
     assert (finished / "loss_curves.png").stat().st_size > 5_000
     assert (finished / "logs" / "metrics.jsonl").exists()
@@ -78,9 +80,14 @@ def test_stopped_and_resumed_run_equals_uninterrupted(corpus, tmp_path, mode, fi
     assert train(out) == train(reference)
 
 
-def test_resume_of_a_finished_run_says_so(finished):
-    with pytest.raises(SystemExit, match="already finished"):
-        char_lm.main(["--resume", str(finished)])
+def test_resume_of_a_finished_run_says_so(finished, capsys):
+    before = json.loads((finished / "results.json").read_text())
+    char_lm.main(["--resume", str(finished)])
+    assert "finished: nothing left to train at step 6" in capsys.readouterr().err
+    after = json.loads((finished / "results.json").read_text())
+    assert after["history"] == before["history"] and after["metrics"]["val_loss_nats"] == before["metrics"]["val_loss_nats"]
+    char_lm.main(["--checkpoint", str(finished), "--input", "alice"])  # a prediction: the text continued
+    assert capsys.readouterr().out.startswith("alice")
 
 
 def test_bfloat16_run(corpus, tmp_path, finished):
@@ -88,7 +95,7 @@ def test_bfloat16_run(corpus, tmp_path, finished):
     char_lm.main([*TINY, "--data", str(corpus), "--out", str(out), "--dtype", "bfloat16"])
     results, full = (json.loads((d / "results.json").read_text()) for d in (out, finished))
     assert results["config"]["dtype"] == "bfloat16" and results["status"] == "completed"
-    assert results["val_loss_nats"] == pytest.approx(full["val_loss_nats"], rel=1e-2)  # the float32 run's
+    assert results["metrics"]["val_loss_nats"] == pytest.approx(full["metrics"]["val_loss_nats"], rel=1e-2)  # the float32 run's
     state = final_state(out)  # parameters and optimizer state stay float32
     floats = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state)) if jnp.issubdtype(leaf.dtype, jnp.floating)}
     assert floats == {jnp.dtype("float32")}
@@ -108,7 +115,7 @@ def test_hf_dataset_path_with_a_local_dataset(tmp_path):
         (["--hidden", "-3"], "--hidden must be >= 1"),
         (["--cell", "lstmm"], "unknown cell 'lstmm'"),
         (["--tbptt", "sliding"], "--tbptt must be one of"),
-        (["--schedule", "cosine", "--warmup", "10", "--steps", "5"], "total_steps > warmup_steps"),
+        (["--schedule", "cosine", "--warmup", "10", "--steps", "5"], "--warmup 10 must be below --steps 5"),
         (["--devices", "0"], "--devices must be >= 1"),
         (["--dtype", "float16"], "unknown --dtype 'float16'"),
         (["--on-nan", "ignore"], "unknown on_nan 'ignore' (--on-nan)"),
@@ -120,7 +127,7 @@ def test_hf_dataset_path_with_a_local_dataset(tmp_path):
 def test_bad_flags(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         char_lm.main(flags)
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in usage_error(capsys)
 
 
 def test_corpus_shorter_than_a_window(tmp_path):

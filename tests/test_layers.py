@@ -7,7 +7,16 @@ import optax
 import pytest
 from flax import nnx
 
-from rnn_jax import Recurrent, RecurrentStack, SequenceModel, init_train_state, make_cell, make_eval_step, make_train_step, run
+from rnn_jax import (
+    Recurrent,
+    RecurrentStack,
+    SequenceModel,
+    init_train_state,
+    make_cell,
+    make_eval_step,
+    make_train_step,
+    run,
+)
 from rnn_jax.losses import sequence_cross_entropy
 
 from .conftest import assert_tree_close
@@ -15,7 +24,7 @@ from .conftest import assert_tree_close
 BATCH, TIME, INPUT, HIDDEN, VOCAB = 2, 6, 3, 8, 7
 
 
-def _values(d):
+def param_values(d):
     return {k: v[...] for k, v in d.items()}
 
 
@@ -23,7 +32,7 @@ def test_recurrent_layer_calls_the_pure_run():
     cell = make_cell("gru")
     layer = Recurrent(cell, INPUT, HIDDEN, rngs=nnx.Rngs(0))
     xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
-    assert_tree_close(layer(xs), run(cell, _values(layer.forward), xs), atol=0, rtol=0)
+    assert_tree_close(layer(xs), run(cell, param_values(layer.forward), xs), atol=0, rtol=0)
     assert set(nnx.state(layer, nnx.Param)["forward"]) == {"W_xh", "W_hh", "b", "b_hn"}
 
 
@@ -97,11 +106,11 @@ def test_train_step_learns_a_fixed_batch(name):
     graphdef, state = init_train_state(_char_model(name, num_layers=2, dropout=0.1), optimizer, jax.random.key(0))
     step, evaluate = make_train_step(graphdef, optimizer), make_eval_step(graphdef)
     batch = _batch()
-    initial = float(evaluate(state.params, batch)[0]["loss"])
+    initial = float(evaluate(state.params, batch).loss)
     for _ in range(40):
-        state, metrics = step(state, batch)
-    assert int(state.step) == 40 and np.isfinite(float(metrics["grad_norm"]))
-    assert float(evaluate(state.params, batch)[0]["loss"]) < 0.5 * initial
+        state, out = step(state, batch)
+    assert int(state.step) == 40 and np.isfinite(float(out.grad_norm))
+    assert float(evaluate(state.params, batch).loss) < 0.5 * initial
 
 
 def test_split_once_step_equals_nnx_jit_step():
@@ -119,7 +128,7 @@ def test_split_once_step_equals_nnx_jit_step():
 
     @nnx.jit
     def nnx_step(model, nnx_optimizer, batch):
-        grads = nnx.grad(lambda m: sequence_cross_entropy(m, batch)[0])(model)
+        grads = nnx.grad(lambda m: sequence_cross_entropy(m(batch["inputs"])[0], batch).loss)(model)
         nnx_optimizer.update(model, grads)
 
     for _ in range(3):
@@ -133,6 +142,6 @@ def test_masked_loss_ignores_padding():
     batch = _batch()
     mask = jnp.array([[1] * TIME, [1] * 3 + [0] * (TIME - 3)], bool)
     other_targets = batch["targets"].at[1, 3:].set(0)
-    a = evaluate(state.params, {**batch, "mask": mask})[0]["loss"]
-    b = evaluate(state.params, {**batch, "targets": other_targets, "mask": mask})[0]["loss"]
+    a = evaluate(state.params, {**batch, "mask": mask}).loss
+    b = evaluate(state.params, {**batch, "targets": other_targets, "mask": mask}).loss
     assert float(a) == float(b)

@@ -9,9 +9,10 @@ import pytest
 from jax.test_util import check_grads
 
 from rnn_jax import make_cell, run, run_bidirectional
+from rnn_jax.cells import LSTM_VARIANTS
 
 from . import reference
-from .conftest import as_numpy, assert_tree_close, random_carry, random_params
+from .conftest import CELL_CASES, as_numpy, assert_tree_close, random_carry, random_params
 
 BATCH, TIME, INPUT, HIDDEN = 3, 7, 4, 5
 LENGTHS = np.array([7, 4, 1])
@@ -69,7 +70,7 @@ def _fused_and_autodiff_gradients(cell, params, xs, carry0, **options):
     mask padding on both sides and gradient-flow probes."""
     mask = jnp.arange(TIME)[None, :] >= jnp.array([0, 2, 5])[:, None]
     mask = mask & (jnp.arange(TIME)[None, :] < jnp.array([7, 6, 7])[:, None])
-    probes = cell.zero_carry((BATCH, TIME), HIDDEN)
+    probes = cell.zero_carry((BATCH, TIME), HIDDEN, xs.dtype)
 
     def loss(params, xs, carry0, probes, backprop):
         carry, ys = run(cell, params, xs, initial_carry=carry0, mask=mask, probes=probes, backprop=backprop, **options)
@@ -97,6 +98,30 @@ def test_fused_backward_equals_autodiff_for_lstm_variants(variant):
     xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
     fused, autodiff = _fused_and_autodiff_gradients(cell, params, xs, random_carry(cell, jax.random.key(2), BATCH, HIDDEN))
     assert_tree_close(fused, autodiff, atol=1e-5, rtol=1e-5)
+
+
+FLOAT64_CELLS = [options for _, options, _ in CELL_CASES] + [
+    {"name": "lstm", "variant": variant} for variant in LSTM_VARIANTS if variant != "standard"]
+
+
+@pytest.mark.parametrize("options", FLOAT64_CELLS, ids=lambda o: "-".join(map(str, o.values())))
+def test_float64_end_to_end(options):
+    """Under jax_enable_x64 with float64 parameters: the default carry is float64, and the
+    hand-written backward pass equals autodiff to 1e-12 (it accumulates in float64, not float32),
+    in both directions, with masks and probes, hoisted or not."""
+    options = dict(options)
+    cell = make_cell(options.pop("name"), **options)
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), random_params(cell, jax.random.key(0), INPUT, HIDDEN))
+        xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
+        carry, ys = run(cell, params, xs)
+        assert ys.dtype == jnp.float64 and all(c.dtype == jnp.float64 for c in jax.tree.leaves(carry))
+        carry0 = jax.tree.map(lambda c: c.astype(jnp.float64), random_carry(cell, jax.random.key(2), BATCH, HIDDEN))
+        # both directions for the base cells; the LSTM variants differ only in `gates`
+        for reverse, hoist in ((False, False), (True, True))[: 1 if "variant" in options else 2]:
+            fused, autodiff = _fused_and_autodiff_gradients(cell, params, xs, carry0, reverse=reverse, hoist_inputs=hoist)
+            assert all(g.dtype == jnp.float64 for g in jax.tree.leaves(fused))
+            assert_tree_close(fused, autodiff, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -15,7 +15,7 @@ from rnn_jax import make_cell
 from rnn_jax.data.batches import pad
 from rnn_jax.decode import beam_search, greedy
 from rnn_jax.gradflow import grads_and_flow
-from rnn_jax.losses import seq2seq_cross_entropy
+from rnn_jax.losses import apply, sequence_cross_entropy
 from rnn_jax.seq2seq import Captioner, Seq2Seq
 
 from . import reference
@@ -113,17 +113,17 @@ def test_source_padding_is_ignored():
 def test_seq2seq_gradients(attention):
     model, batch = _model(attention=attention, layers=1), _batch()
     graphdef, params = nnx.split(model)
-    loss = lambda p: seq2seq_cross_entropy(nnx.merge(graphdef, p), batch)[0]  # noqa: E731
+    loss = lambda p: apply(sequence_cross_entropy, nnx.merge(graphdef, p), batch).loss  # noqa: E731
     check_grads(loss, (params,), order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
 
 
 def test_flow_reaches_the_encoder_and_leaves_the_gradient_unchanged():
     model, batch = _model(), _batch()
     graphdef, params = nnx.split(model)
-    loss, _, grads, flow = grads_and_flow(seq2seq_cross_entropy, graphdef, params, batch, None)
+    _, grads, flow = grads_and_flow(sequence_cross_entropy, graphdef, params, batch, None)
     assert {"encoder/layer0/h", "encoder/layer1/c", "decoder/layer1/h"} <= set(flow["by_lag"])
     assert np.all(np.asarray(flow["by_lag"]["encoder/layer0/h"]) > 0)
-    expected = jax.grad(lambda p: seq2seq_cross_entropy(nnx.merge(graphdef, p), batch)[0])(params)
+    expected = jax.grad(lambda p: apply(sequence_cross_entropy, nnx.merge(graphdef, p), batch).loss)(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, expected)
 
 

@@ -96,7 +96,7 @@ def test_forecast_end_to_end(tmp_path, capsys):
     (tmp_path / "s.csv").write_text("t,value\n" + "\n".join(lines) + "\n")
     out = tmp_path / "run"
     forecast.main([*FAST, "--data", str(tmp_path / "s.csv"), "--column", "value", "--period", "12", "--holdout", "12",
-                   "--window", "24", "--batch", "8", "--log", "--out", str(out)])
+                   "--window", "24", "--batch", "8", "--log", "True", "--out", str(out)])
     results = _results(out)
     metrics = results["metrics"]
     assert set(metrics) == {"one_step", "persistence", "multi_step", "last_value", "seasonal_naive", "last_season"}

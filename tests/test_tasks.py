@@ -16,7 +16,7 @@ from rnn_jax.data import tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.gradflow import grads_and_flow
-from rnn_jax.losses import classification_cross_entropy, sequence_cross_entropy, sequence_mse
+from rnn_jax.losses import apply, classification_cross_entropy, sequence_cross_entropy, sequence_mse
 
 CONLLU = """# sent_id = 1
 # text = The cat sat.
@@ -174,19 +174,20 @@ def test_task_losses_respect_masks_and_weights():
     ids = jnp.array([[1, 2, 3, 0], [4, 1, 0, 0]])
     mask = ids > 0
     batch = {"inputs": ids, "targets": ids, "mask": mask}
-    loss, metrics = sequence_cross_entropy(model, batch)
     logits, _ = model(ids, mask=mask)
+    out = sequence_cross_entropy(logits, batch)
+    assert apply(sequence_cross_entropy, model, batch).loss == out.loss  # the model read the batch's mask
     logp = jax.nn.log_softmax(logits)
     per_step = -jnp.take_along_axis(logp, ids[..., None], -1)[..., 0]
-    np.testing.assert_allclose(loss, per_step[mask].mean(), rtol=1e-5)
-    np.testing.assert_allclose(metrics["final_step_loss"], (per_step[0, 2] + per_step[1, 1]) / 2, rtol=1e-5)
+    np.testing.assert_allclose(out.loss, per_step[mask].mean(), rtol=1e-5)
+    np.testing.assert_allclose(out.final_step_loss, (per_step[0, 2] + per_step[1, 1]) / 2, rtol=1e-5)
 
     regressor = SequenceModel(make_cell("lstm"), input_size=2, hidden_size=4, output_size=1, rngs=nnx.Rngs(0))
     xs = jax.random.normal(jax.random.key(0), (2, 3, 2))
     targets = jnp.ones((2, 3))
     weights = jnp.array([[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
-    loss, _ = sequence_mse(regressor, {"inputs": xs, "targets": targets, "weights": weights})
     outputs, _ = regressor(xs)
+    loss = sequence_mse(outputs, {"inputs": xs, "targets": targets, "weights": weights}).loss
     np.testing.assert_allclose(loss, ((outputs[..., 0] - 1) ** 2 * weights).sum() / 3, rtol=1e-5)
 
 
@@ -196,10 +197,10 @@ def test_many_to_one_flow_is_zero_on_padding():
     ids, mask = pad([np.array([1, 2, 3, 4, 5]), np.array([2, 3])], 5, side="left")
     batch = {"inputs": jnp.asarray(ids), "mask": jnp.asarray(mask), "targets": jnp.array([0, 1])}
     graphdef, params = nnx.split(model)
-    loss, _, grads, flow = grads_and_flow(classification_cross_entropy, graphdef, params, batch, None)
+    _, grads, flow = grads_and_flow(classification_cross_entropy, graphdef, params, batch, None)
     by_lag = np.asarray(flow["by_lag"]["layer0/h"])
     single = {"inputs": jnp.asarray(ids[:1]), "mask": jnp.asarray(mask[:1]), "targets": jnp.array([0])}
-    _, _, _, flow_first = grads_and_flow(classification_cross_entropy, graphdef, params, single, None)
+    _, _, flow_first = grads_and_flow(classification_cross_entropy, graphdef, params, single, None)
     # lags 2-4 exist only in the first sequence: the padded one adds nothing there (the loss is a
     # batch mean, so the first sequence's gradient is halved)
     np.testing.assert_allclose(by_lag[2:], np.asarray(flow_first["by_lag"]["layer0/h"])[2:] / 2, rtol=1e-5)

@@ -11,6 +11,7 @@ from flax import nnx
 
 from rnn_jax import (
     Checkpoints,
+    History,
     LoopConfig,
     SequenceModel,
     init_train_state,
@@ -59,16 +60,16 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     checkpoints = Checkpoints(tmp_path / "ckpt")
     assert checkpoints.latest_step() == 4  # the final step of a loop is always saved
     restored, extra = checkpoints.restore(fresh, step=3)
-    history = extra["history"]
-    history["train"] = [r for r in history["train"] if r["step"] < 3]
-    history["flow"] = {s: f for s, f in history["flow"].items() if int(s) < 3}
+    history = History.from_json(extra["history"])
+    assert [r["step"] for r in history.train] == [0, 1, 2] and sorted(history.flow) == [0, 2]
     resumed_state, resumed_history = _run(restored, step, flow, steps=7, checkpoints=checkpoints, history=history, log_dir=tmp_path / "logs")
     checkpoints.close()
     assert_tree_close(resumed_state, full_state, atol=0, rtol=0)
-    assert resumed_history["train"] == full_history["train"]
-    assert resumed_history["flow"] == full_history["flow"]
-    assert sorted(resumed_history["flow"], key=int) == ["0", "2", "4", "6"]
-    assert resumed_history["status"] == "completed"
+    assert resumed_history.train == full_history.train
+    assert resumed_history.flow == full_history.flow
+    assert sorted(resumed_history.flow) == [0, 2, 4, 6]
+    assert resumed_history.status == "completed"
+    assert History.from_json(json.loads(json.dumps(full_history.to_json()))) == full_history
     records = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(7))
     assert list((tmp_path / "logs" / "tensorboard").iterdir())
@@ -91,11 +92,11 @@ def test_divergence_stops_with_the_profile_of_that_step_and_keeps_the_last_good_
     final, history = train_loop(state, train_step=step, flow_step=flow, get_batch=_poisoned({5}), checkpoints=checkpoints,
                                 loop=LoopConfig(steps=10, checkpoint_every=3, flow_every=100))
     checkpoints.close()
-    assert history["status"] == "diverged" and history["diverged_at"] == 5
-    assert np.isfinite(history["last_finite_grad_norm"])
+    assert history.status == "diverged" and history.diverged_at == 5
+    assert np.isfinite(history.last_finite_grad_norm)
     assert Checkpoints(tmp_path / "ckpt").latest_step() == 3
     assert_tree_close(final.params, good.params, atol=0, rtol=0)  # the NaN step changed nothing
-    profile = history["flow"]["5"]["by_step"]["layer0/h"]  # measured on the diverging step itself
+    profile = history.flow[5]["by_step"]["layer0/h"]  # measured on the diverging step itself
     assert len(profile) == 10 and not np.all(np.isfinite(profile))
 
 
@@ -103,8 +104,8 @@ def test_skipped_steps_update_nothing():
     state, step, _ = _setup(dropout=0.0)
     skipped, history = train_loop(state, train_step=step, get_batch=_poisoned({5, 6}),
                                   loop=LoopConfig(steps=10, on_nan="skip"))
-    assert history["status"] == "completed" and history["skipped_steps"] == [5, 6]
-    assert all(np.isfinite(r["loss"]) for r in history["train"]) and 5 not in [r["step"] for r in history["train"]]
+    assert history.status == "completed" and history.skipped_steps == [5, 6]
+    assert all(np.isfinite(r["loss"]) for r in history.train) and 5 not in [r["step"] for r in history.train]
     state, step, _ = _setup(dropout=0.0)  # the same batches without the two poisoned ones
     reference, _ = train_loop(state, train_step=step, get_batch=lambda s: get_batch(s if s < 5 else s + 2),
                               loop=LoopConfig(steps=8))
@@ -170,12 +171,12 @@ def test_stateful_windows_continue_the_sequence():
     state, second = step(state, windows[1])
     logits, _ = model(tokens[:, :20])
     whole = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:21])
-    assert float(first["loss"]) == pytest.approx(float(whole[:, :10].mean()), rel=1e-5)
-    assert float(second["loss"]) == pytest.approx(float(whole[:, 10:].mean()), rel=1e-5)
+    assert float(first.loss) == pytest.approx(float(whole[:, :10].mean()), rel=1e-5)
+    assert float(second.loss) == pytest.approx(float(whole[:, 10:].mean()), rel=1e-5)
     _, again = step(state, {**windows[1], "reset": jnp.asarray(True)})
     fresh, _ = model(tokens[:, 10:20])
     restart = optax.softmax_cross_entropy_with_integer_labels(fresh, tokens[:, 11:21]).mean()
-    assert float(again["loss"]) == pytest.approx(float(restart), rel=1e-5)
+    assert float(again.loss) == pytest.approx(float(restart), rel=1e-5)
 
 
 def test_stacked_seeds_stop_one_at_a_time():
@@ -196,11 +197,11 @@ def test_stacked_seeds_stop_one_at_a_time():
     stacked, history = train_loop(stack_seeds([state, state]), train_step=make_train_step(graphdef, optimizer, seeds=True),
                                   flow_step=make_train_step(graphdef, optimizer, measure_flow=True, seeds=True),
                                   get_batch=stacked_batch, loop=LoopConfig(steps=6, log_every=1, flow_every=100))
-    assert history["status"] == "completed" and history["diverged_at"] == [None, 3]
+    assert history.status == "completed" and history.diverged_at == [None, 3]
     seed0, seed1 = split_seeds(history, 2)
-    assert seed0["status"] == "completed" and [r["step"] for r in seed0["train"]] == list(range(6))
-    assert seed1["status"] == "diverged" and [r["step"] for r in seed1["train"]] == [0, 1, 2]
-    assert not np.all(np.isfinite(seed1["flow"]["3"]["by_step"]["layer0/h"]))  # the profile of the NaN step
+    assert seed0.status == "completed" and [r["step"] for r in seed0.train] == list(range(6))
+    assert seed1.status == "diverged" and [r["step"] for r in seed1.train] == [0, 1, 2]
+    assert not np.all(np.isfinite(seed1.flow[3]["by_step"]["layer0/h"]))  # the profile of the NaN step
     for seed, steps in ((0, 6), (1, 3)):
         graphdef, optimizer, state = setup()
         alone, _ = train_loop(state, train_step=make_train_step(graphdef, optimizer), get_batch=get_batch,

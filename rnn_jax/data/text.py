@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.data import corpora
 from rnn_jax.data.tables import load_table, require_columns
 
 
@@ -43,16 +44,32 @@ def load_text(path: str) -> str:
     return text
 
 
-def load_hf_text(name: str, *, text_column: str = "text", split: str = "train") -> str:
-    """The `text_column` of split `split` of a Hugging Face dataset, documents joined by
-    newlines. `name` is a hub id (needs the network), a `save_to_disk` folder, or a local
-    .parquet / .json(l) / .csv file or glob (see `rnn_jax.data.tables.load_table`)."""
-    corpus = load_table(name, split=split)
+def load_hf_text(name: str, *, text_column: str = "text", split: str = "train", config: str | None = None) -> str:
+    """The `text_column` of split `split` (e.g. "train+validation+test") of a Hugging Face
+    dataset, documents joined by newlines. `name` is a hub id (needs the network), a
+    `save_to_disk` folder, or a local .parquet / .json(l) / .csv file or glob (see
+    `rnn_jax.data.tables.load_table`)."""
+    corpus = load_table(name, split=split, config=config)
     require_columns(corpus, name, [text_column])
     text = "\n".join(corpus[text_column])
     if not text:
         raise ValueError(f"dataset {name!r}, column {text_column!r}, split {split!r} holds no text")
     return text
+
+
+def read_text(data: str | None, *, seed: int = 0) -> str:
+    """The text of `data`: a corpus name (``tinyshakespeare``, ``stacks_latex``, ``linux_c``;
+    found through `rnn_jax.data.corpora`: $RNN_JAX_DATA, else the hub), a text file or a quoted
+    glob; None: the built-in generated corpus (no download)."""
+    if data is None:
+        return builtin_corpus(seed=seed)
+
+    def load(source: corpora.Source) -> str:
+        if source.on_hub:  # the whole text: the hub copies split it
+            return load_hf_text(source.location, split="train+validation+test", config=source.config)
+        return load_text(source.location)
+
+    return corpora.read(data, load)
 
 
 def split_text(text: str, validation_fraction: float = 0.1) -> tuple[str, str]:

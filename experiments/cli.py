@@ -1,0 +1,52 @@
+"""The command line of every experiment: flags generated from its config dataclass by tyro (the
+help of a flag is its field's docstring), `--quick`, and user errors as one-line messages.
+
+The library raises (ValueError / FileNotFoundError, with a message that says what to fix); only
+this module prints usage or an error and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import tyro
+
+TRACEBACK_ENV = "RNN_JAX_TRACEBACK"
+
+
+def parse(config_cls, argv: Sequence[str] | None = None, *, description: str | None = None):
+    """An instance of `config_cls` from command-line arguments. With ``--quick`` the class's
+    QUICK values become the defaults, so a flag given explicitly wins even when its value equals
+    the normal default. A ValueError of the config's validation is a usage error naming the flag."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    default = config_cls(**config_cls.QUICK, quick=True) if "--quick" in argv else None
+    return tyro.cli(config_cls, args=argv, default=default, description=description)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Around a command-line program: a ValueError or FileNotFoundError (bad flags, data or
+    checkpoints: what the user can fix, and the message says how) ends it with that message and
+    exit status 1 instead of a traceback. RNN_JAX_TRACEBACK=1 shows the traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        sys.exit(f"error: {error}")
+
+
+def main(config_cls, run: Callable, summary: Callable, argv=None, *, description: str,
+         predict: Callable | None = None) -> None:
+    """The command line of an experiment: parse, then a run whose `summary(cfg, results)` is
+    printed, or with --checkpoint/--input a prediction."""
+    cfg = parse(config_cls, argv, description=description)
+    with user_errors():
+        cfg.start_processes(cfg.out or cfg.resume)
+        if predict is not None and cfg.checkpoint:
+            print(predict(cfg.checkpoint, cfg.input))
+            return
+        print(summary(cfg, run(cfg)))

@@ -1,0 +1,192 @@
+"""The cell protocol (`Cell`), the registry of cells by name, initialisers and the matmul
+every cell uses. See `rnn_jax.cells` for the protocol and the gate orders."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Params = dict[str, Array]
+Carry = Any  # an array h (RNN, GRU) or a NamedTuple of arrays (LSTM: LSTMState(c, h))
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "linear": lambda x: x,
+}
+
+INPUT_INITS: dict[str, Callable[..., Array]] = {
+    "lecun": jax.nn.initializers.lecun_normal(),
+    "glorot": jax.nn.initializers.glorot_uniform(),
+}
+
+RECURRENT_INITS = ("orthogonal", "identity", "normal")
+
+
+def check_choice(kind: str, value: str, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(allowed)}")
+    return value
+
+
+def _spectral_radius(w: Array) -> Array:
+    """max |eigenvalue| of a square matrix, computed on the host.
+
+    Non-symmetric eigendecomposition is not available on every backend, and this runs once
+    at initialisation, so NumPy does it (also under `jit`).
+    """
+
+    def host_radius(m):
+        return np.max(np.abs(np.linalg.eigvals(np.asarray(m, np.float64)))).astype(m.dtype)
+
+    return jax.pure_callback(host_radius, jax.ShapeDtypeStruct((), w.dtype), w)
+
+
+def recurrent_block(key: Array, hidden_size: int, init: str, scale: float, dtype=jnp.float32) -> Array:
+    """One (hidden, hidden) recurrent block whose spectral radius is `scale`.
+
+    - ``orthogonal``: a random orthogonal matrix times `scale` (Saxe et al. 2014);
+    - ``identity``: `scale * I` (IRNN, Le et al. 2015);
+    - ``normal``: i.i.d. Gaussian entries, rescaled so that max |eigenvalue| == `scale`.
+    """
+    check_choice("recurrent init", init, RECURRENT_INITS)
+    shape = (hidden_size, hidden_size)
+    if init == "orthogonal":
+        return jax.nn.initializers.orthogonal(scale)(key, shape, dtype)
+    if init == "identity":
+        return scale * jnp.eye(hidden_size, dtype=dtype)
+    w = jax.random.normal(key, shape, dtype) / np.sqrt(hidden_size)
+    return w * (scale / _spectral_radius(w))
+
+
+def accumulation_dtype(*dtypes) -> jnp.dtype:
+    """The dtype that arithmetic on `dtypes` accumulates in: at least float32 (bfloat16 matmul
+    inputs give float32 results), float64 under `jax_enable_x64` with float64 operands."""
+    return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
+def matmul(a: Array, w: Array) -> Array:
+    """`a @ w` computed in `w`'s dtype and accumulated/returned in `accumulation_dtype`.
+
+    With bfloat16 weights this is mixed precision: bf16 matmul inputs, float32 results, so the
+    gate arithmetic and the carried state stay in float32.
+    """
+    return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=accumulation_dtype(a.dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """Options and pure functions shared by all cells. Subclasses define the recurrence.
+
+    Attributes:
+      input_init: initialiser of W_xh, ``"lecun"`` (normal, fan-in) or ``"glorot"`` (uniform).
+      recurrent_init: initialiser of each gate's (hidden, hidden) block of W_hh:
+        ``"orthogonal"``, ``"identity"`` or ``"normal"`` (see `recurrent_block`).
+      recurrent_scale: spectral radius of each recurrent block at initialisation.
+    """
+
+    input_init: str = "lecun"
+    recurrent_init: str = "orthogonal"
+    recurrent_scale: float = 1.0
+
+    name: ClassVar[str]
+    num_gates: ClassVar[int]  # G, the gate blocks of the fused weights
+    carry_names: ClassVar[tuple[str, ...]] = ("h",)  # the carry's leaves, in tree order (NamedTuple fields)
+
+    def __post_init__(self):
+        check_choice("input init", self.input_init, INPUT_INITS)
+        check_choice("recurrent init", self.recurrent_init, RECURRENT_INITS)
+
+    # -- parameters ---------------------------------------------------------------------
+
+    def init(self, key: Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
+        """Fresh parameters for inputs of size `input_size` and a state of size `hidden_size`."""
+        for what, size in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(size, (int, np.integer)) or size <= 0:
+                raise ValueError(f"{self.name}: {what} must be a positive integer, got {size!r}")
+        gates = self.num_gates
+        key_x, key_h = jax.random.split(key)
+        w_xh = INPUT_INITS[self.input_init](key_x, (input_size, gates * hidden_size), dtype)
+        w_hh = jnp.concatenate(
+            [
+                recurrent_block(k, hidden_size, self.recurrent_init, self.recurrent_scale, dtype)
+                for k in jax.random.split(key_h, gates)
+            ],
+            axis=1,
+        )
+        return {"W_xh": w_xh, "W_hh": w_hh, "b": self.initial_bias(hidden_size, dtype)}
+
+    def initial_bias(self, hidden_size: int, dtype) -> Array:
+        return jnp.zeros((self.num_gates * hidden_size,), dtype)
+
+    @staticmethod
+    def sizes(params: Params) -> tuple[int, int]:
+        """(input_size, hidden_size) of a parameter dict."""
+        return params["W_xh"].shape[0], params["W_hh"].shape[0]
+
+    # -- the recurrence -----------------------------------------------------------------
+
+    def project_inputs(self, params: Params, xs: Array) -> Array:
+        """`xs W_xh + b` for any leading dims: (..., input) -> (..., G * hidden)."""
+        return matmul(xs, params["W_xh"]) + params["b"]
+
+    def step(self, params: Params, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
+        """One time step from the raw input x_t: (..., input) -> (new carry, h_t)."""
+        return self.recur(params, carry, self.project_inputs(params, x_t))
+
+    def recur(self, params: Params, carry: Carry, xw_t: Array) -> tuple[Carry, Array]:
+        """One time step from the input projection xw_t: (..., G * hidden) -> (new carry, h_t)."""
+        return self.gates(params, carry, xw_t, matmul(self.hidden(carry), params["W_hh"]))
+
+    def gates(self, params: Params, carry: Carry, xw_t: Array, hw_t: Array) -> tuple[Carry, Array]:
+        """The step's arithmetic after both projections, xw_t and hw_t = h_{t-1} W_hh, each
+        (..., G * hidden). Reads the parameters other than W_xh, b and W_hh (peepholes, ...)."""
+        raise NotImplementedError
+
+    @property
+    def fused_recurrence(self) -> bool:
+        """Whether h_{t-1} enters the step only through hw_t = h_{t-1} W_hh (see `gates`)."""
+        return True
+
+    def zero_carry(self, batch_shape: tuple[int, ...], hidden_size: int, dtype=jnp.float32) -> Carry:
+        return jnp.zeros((*batch_shape, hidden_size), dtype)
+
+    @staticmethod
+    def hidden(carry: Carry) -> Array:
+        """The hidden state h_t inside a carry."""
+        return carry
+
+
+CELLS: dict[str, type[Cell]] = {}
+
+
+def register_cell(cls: type[Cell]) -> type[Cell]:
+    """Make a cell class selectable by its `name` everywhere a cell is chosen by name
+    (`make_cell`, every experiment's --cell / --cells). A class decorator; a cell defined
+    outside the package registers the same way."""
+    taken = CELLS.get(getattr(cls, "name", ""))
+    if not getattr(cls, "name", "") or taken is not None and taken.__qualname__ != cls.__qualname__:  # a re-run of the same
+        raise ValueError(f"cell name {cls.name!r} is empty or taken by {taken}")   # definition replaces it
+    CELLS[cls.name] = cls
+    return cls
+
+
+def make_cell(name: str, **options) -> Cell:
+    """A cell by name (``"rnn"``, ``"lstm"``, ``"gru"``) with its options, e.g.
+    ``make_cell("gru", reset_after=False)`` or ``make_cell("rnn", activation="relu",
+    recurrent_init="identity")``."""
+    cls = CELLS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown cell {name!r}; choose one of: {', '.join(CELLS)}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"cell {name!r} has no option(s) {unknown}; its options are {sorted(fields)}")
+    return cls(**options)

@@ -1,0 +1,110 @@
+"""Why gradients vanish: the spectrum of the state-to-state Jacobians and the dynamics of the
+gates, measured on device along a batch's real trajectory.
+
+The gradient-flow profile (`rnn_jax.gradflow`) is one projection of the product of Jacobians
+J_T ... J_{t+1}, J_t = d carry_t / d carry_{t-1} (the full carry: (c, h) for the LSTM). Its
+whole spectrum is summarised by the Lyapunov exponents lambda_1 >= ... >= lambda_K (nats per
+step): the growth rates of K orthogonal directions under the product. The standard QR method
+propagates an orthonormal (carry, K) frame Q: at every step V = J_t Q (K Jacobian-vector
+products, `jax.linearize` under `vmap`, never a dense Jacobian of the sequence), Q R = V, and
+lambda_i is the time average of ln |R_ii| after a short transient. Each sequence of the batch has
+its own trajectory and frame; the exponents are averaged over the batch.
+
+  lambda_1 < 0     every direction is forgotten: the gradient vanishes at rate lambda_1 or faster;
+  lambda_i ~ 0     a direction the recurrence carries without loss (memory);
+  exp(T (lambda_1 - lambda_K))   the condition number of the T-step Jacobian (restricted to
+                   the K leading directions).
+
+Gate statistics over batch and time, per gate (LSTM i, f, o; GRU r, z): the mean and the
+saturated fractions (< 0.05, > 0.95), and the time constant of the additive update's keep gate
+(LSTM f, GRU 1 - z): the mean over units and steps of -1 / ln(keep), in steps.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from rnn_jax.cells import Cell, Params, accumulation_dtype
+
+Array = jax.Array
+SATURATION = 0.05  # a gate below this, or above 1 - this, counts as saturated
+KEEP_CLIP = 1e-6  # keep gates clipped to [KEEP_CLIP, 1 - KEEP_CLIP] for the time constant
+
+
+def default_transient(time: int) -> int:
+    """Steps left out of the time average while the frame aligns: a tenth of the sequence, at most 10."""
+    return min(10, time // 10)
+
+
+def layer_dynamics(cell: Cell, params: Params, xs: Array, *, k: int = 0, transient: int | None = None,
+                   initial_carry=None, frame_key: Array | None = None) -> dict:
+    """The Lyapunov spectrum (`k` leading exponents, descending; none for k = 0) and the gate
+    statistics of one recurrent layer over inputs xs: (batch, time, input).
+
+    Returns ``{"lyapunov": (k,), "gates": {gate: {"mean", "low", "high"}}, "time_constant": ()}``
+    (the last two for cells with gates), all averaged over the batch.
+    """
+    batch, time, _ = xs.shape
+    hidden = cell.sizes(params)[1]
+    transient = default_transient(time) if transient is None else transient
+    if not 0 <= transient < time:
+        raise ValueError(f"the transient must be in [0, time = {time}), got {transient}")
+    if initial_carry is None:
+        initial_carry = cell.zero_carry((batch,), hidden, accumulation_dtype(*jax.tree.leaves(params)))
+    size = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], initial_carry))[0].size
+    if not 0 <= k <= size:
+        raise ValueError(f"the spectrum has at most {size} exponents (the carry's size), got k = {k}")
+    frame = jnp.linalg.qr(jax.random.normal(jax.random.key(0) if frame_key is None else frame_key, (size, k)))[0]
+
+    def sequence(xs_row, carry):
+        _, unravel = ravel_pytree(carry)
+        xws = cell.project_inputs(params, xs_row)  # (time, G * hidden)
+
+        def step(state, inputs):
+            flat, q, log_growth = state
+            t, xw_t = inputs
+            carry = unravel(flat)
+            new_flat, jvp = jax.linearize(lambda f: ravel_pytree(cell.recur(params, unravel(f), xw_t)[0])[0], flat)
+            if k:
+                q, r = jnp.linalg.qr(jax.vmap(jvp, in_axes=1, out_axes=1)(q))
+                growth = jnp.log(jnp.maximum(jnp.abs(jnp.diagonal(r)), jnp.finfo(r.dtype).tiny))
+                log_growth = log_growth + jnp.where(t >= transient, growth, 0.0)
+            return (new_flat, q, log_growth), gate_statistics(cell, cell.gate_values(params, carry, xw_t))
+
+        start = (ravel_pytree(carry)[0], frame, jnp.zeros((k,), frame.dtype))
+        (_, _, log_growth), stats = jax.lax.scan(step, start, (jnp.arange(time), xws))
+        return log_growth / (time - transient), jax.tree.map(jnp.mean, stats)
+
+    exponents, stats = jax.vmap(sequence)(xs, initial_carry)
+    return {"lyapunov": -jnp.sort(-jnp.mean(exponents, axis=0)), **jax.tree.map(jnp.mean, stats)}
+
+
+def gate_statistics(cell: Cell, gates: dict[str, Array]) -> dict:
+    """Means over units of one step's gates: value, fractions below / above the saturation
+    thresholds, and the keep gate's time constant -1 / ln(keep)."""
+    stats = {"gates": {name: {"mean": jnp.mean(g), "low": jnp.mean(g < SATURATION), "high": jnp.mean(g > 1 - SATURATION)}
+                       for name, g in gates.items()}}
+    keep = cell.keep_gate(gates)
+    if keep is not None:
+        stats["time_constant"] = jnp.mean(-1.0 / jnp.log(jnp.clip(keep, KEEP_CLIP, 1 - KEEP_CLIP)))
+    return stats
+
+
+def model_dynamics(model, batch: dict, *, k: int = 0, transient: int | None = None) -> dict[str, dict]:
+    """`layer_dynamics` of every recurrent layer of a `SequenceModel` on `batch`, each layer on the
+    outputs of the one below (the directions of a bidirectional layer apart: ``layer0/forward``,
+    ``layer0/backward``); keyed like the gradient-flow profiles."""
+    xs = model.stack_inputs(batch)
+    results = {}
+    for i, layer in enumerate(model.rnn.layers):
+        directions = [("forward", layer.forward, xs)]
+        if layer.bidirectional:
+            directions.append(("backward", layer.backward, xs[:, ::-1]))
+        for direction, params, inputs in directions:
+            key = f"layer{i}" + (f"/{direction}" if layer.bidirectional else "")
+            results[key] = layer_dynamics(layer.cell, {n: p[...] for n, p in params.items()}, inputs, k=k,
+                                          transient=transient)
+        xs = layer(xs)[1]
+    return results

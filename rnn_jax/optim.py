@@ -1,0 +1,58 @@
+"""Optimizers, learning-rate schedules and gradient clipping by name (optax underneath)."""
+
+from __future__ import annotations
+
+import optax
+
+OPTIMIZERS = {"adam": optax.adam, "adamw": optax.adamw, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def default_warmup(steps: int) -> int:
+    """The warm-up of a run of `steps` steps when none is given: 100 steps, but never more than
+    a tenth of the run, so a short run is mostly at its learning rate."""
+    return min(100, steps // 10)
+
+
+def make_schedule(learning_rate: float, *, schedule: str = "constant", warmup_steps: int = 0,
+                  total_steps: int | None = None, final_fraction: float = 0.1) -> optax.Schedule:
+    """Linear warm-up from 0 over `warmup_steps`, then constant, or a cosine / linear decay to
+    `final_fraction * learning_rate` at `total_steps`."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if learning_rate <= 0 or warmup_steps < 0:
+        raise ValueError(f"need learning_rate > 0 and warmup_steps >= 0, got {learning_rate}, {warmup_steps}")
+    if total_steps is not None and warmup_steps and warmup_steps >= total_steps:
+        raise ValueError(f"--warmup {warmup_steps} must be below --steps {total_steps} (the warm-up is part of the run)")
+    warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else None
+    if schedule == "constant":
+        after = optax.constant_schedule(learning_rate)
+    else:
+        if total_steps is None:
+            raise ValueError(f"a {schedule} decay needs total_steps")
+        decay_steps = max(1, total_steps - warmup_steps)
+        after = (optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction) if schedule == "cosine"
+                 else optax.linear_schedule(learning_rate, final_fraction * learning_rate, decay_steps))
+    return optax.join_schedules([warmup, after], [warmup_steps]) if warmup else after
+
+
+def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
+    """An optax optimizer by name; `learning_rate` is a float or an optax schedule."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](learning_rate)
+
+
+def make_clipper(clip_norm: float | None = None, clip_value: float | None = None) -> optax.GradientTransformation:
+    """Gradient clipping by global norm or element-wise by value (at most one), or none."""
+    if clip_norm is not None and clip_value is not None:
+        raise ValueError("choose one of clip_norm (global norm) and clip_value (element-wise), not both")
+    if clip_norm is not None:
+        if clip_norm <= 0:
+            raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+        return optax.clip_by_global_norm(clip_norm)
+    if clip_value is not None:
+        if clip_value <= 0:
+            raise ValueError(f"clip_value must be > 0, got {clip_value}")
+        return optax.clip(clip_value)
+    return optax.identity()

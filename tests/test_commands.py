@@ -1,0 +1,189 @@
+"""Every documented command works for a newcomer: each experiment's --quick run end to end on
+the real corpora (found through $RNN_JAX_DATA, as on a user's machine), the prediction and
+sampling commands of README.md and docs/ on those runs, and every `python -m` line of the
+README, the docs and each experiment's and benchmark's --help names a module whose flags parse."""
+
+import importlib
+import re
+import shlex
+
+import jax
+import pytest
+
+from experiments import cli
+
+from .conftest import ROOT, needs_data
+
+EXPERIMENTS = ["gradient_flow", "ablate", "char_lm", "sentiment", "tagging", "translate", "caption", "tabular", "forecast"]
+# what each quick run adds to --quick: the char-LM reads Tiny Shakespeare, so the README's samples apply
+QUICK_FLAGS = {"char_lm": ["--data", "tinyshakespeare"]}
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def documented_commands(*, help_texts: bool = True) -> list[tuple[str, str, list[str]]]:
+    """(where, module, arguments) of every `python -m experiments.X ...` or `benchmarks.X` command
+    in README.md and docs/ (in code blocks, or inline in backticks), and with `help_texts` in the
+    docstrings (the --help) of the experiments and benchmarks."""
+    sources = [(str(p.relative_to(ROOT)), p.read_text()) for p in DOCUMENTS]
+    if help_texts:
+        for folder in ("experiments", "benchmarks"):
+            for path in sorted((ROOT / folder).glob("*.py")):
+                module = importlib.import_module(f"{folder}.{path.stem}")
+                sources.append((f"{folder}.{path.stem} --help", module.__doc__ or ""))
+    command = r"python -m ((?:experiments|benchmarks)\.\w+)"
+    commands = []
+    for where, text in sources:
+        inline = re.findall(r"`" + command + r"([^`]*)`", text)  # may wrap onto the next line
+        text = re.sub(r"`python -m [^`]*`", "", text)
+        lines = re.findall(command + r"(.*)", text)
+        for module, args in [*inline, *lines]:
+            args = shlex.split(args.replace("\n", " "), comments=True)
+            commands.append((where, module, [a for a in args if a != "&"]))
+    return commands
+
+
+def parse(module_name: str, args: list[str]):
+    module = importlib.import_module(module_name)
+    if module_name.startswith("benchmarks."):
+        return module.build_parser().parse_args(args)
+    return cli.parse(module.Config, args, description=module.__doc__)
+
+
+def test_the_readme_code_runs():
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        namespace = {}
+        exec(compile(block, "README.md", "exec"), namespace)
+        if "out" in namespace:
+            assert namespace["out"].flow["by_lag"]["layer0/h"].shape == (32,)
+
+
+def test_your_own_cell_from_the_readme_trains_in_the_main_job(tmp_path):
+    """The README's cell, written outside the package, registered by --imports, trained by
+    gradient_flow with its flow profile measured, and its gradient equal to autodiff's."""
+    import json
+
+    import jax
+    import numpy as np
+
+    from experiments import gradient_flow
+    from rnn_jax import make_cell, run
+
+    block = next(b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+                 if "register_cell" in b)
+    assert len(block.strip().splitlines()) <= 30
+    (tmp_path / "my_cell.py").write_text(block)
+    gradient_flow.main(["--imports", str(tmp_path / "my_cell.py"), "--cells", "leaky", "--seq-len", "6", "--hidden", "4",
+                        "--batch", "4", "--steps", "3", "--eval-every", "3", "--out", str(tmp_path / "run")])
+    record = json.loads((tmp_path / "run" / "results.json").read_text())["cells"]["leaky"]
+    assert record["status"] == {"0": "completed"} and np.all(np.asarray(record["grad_norm_by_lag"]["2"]) > 0)
+    cell = make_cell("leaky", leak=0.3)
+    params = cell.init(jax.random.key(0), 3, 4)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    grads = [jax.grad(lambda p: run(cell, p, xs, backprop=b)[1].sum())(params) for b in ("fused", "autodiff")]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
+
+
+def test_the_documents_show_commands():
+    modules = {module for _, module, _ in documented_commands()}
+    assert {f"experiments.{name}" for name in EXPERIMENTS} <= modules
+    assert "experiments.sample" in modules and "benchmarks.throughput" in modules
+
+
+@pytest.mark.parametrize("where, module, args", documented_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_documented_command_parses(where, module, args):
+    try:
+        parse(module, args)
+    except SystemExit as error:
+        pytest.fail(f"{where}: `python -m {module} {shlex.join(args)}` does not parse (exit {error.code})")
+
+
+@pytest.fixture(scope="session")
+def quick_runs(tmp_path_factory):
+    """Each experiment's --quick run, once per session: {experiment: its output directory}."""
+    root, runs = tmp_path_factory.mktemp("quick"), {}
+    for name in EXPERIMENTS:
+        runs[name] = root / name
+        importlib.import_module(f"experiments.{name}").main(["--quick", *QUICK_FLAGS.get(name, []),
+                                                             "--out", str(runs[name])])
+    return runs
+
+
+@needs_data
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_quick_run_completes(quick_runs, name):
+    results = (quick_runs[name] / ("summary.md" if name == "ablate" else "results.json"))
+    assert results.exists()
+    if name != "ablate":
+        text = results.read_text()
+        assert '"status": "completed"' in text or '"completed"' in text
+
+
+def _predictions():
+    return [(where, module, args) for where, module, args in documented_commands(help_texts=False)
+            if "--checkpoint" in args]
+
+
+@needs_data
+@pytest.mark.parametrize("where, module, args", _predictions(), ids=lambda v: v if isinstance(v, str) else "")
+def test_documented_prediction_runs_on_the_quick_run(quick_runs, capsys, where, module, args):
+    experiment = "char_lm" if module == "experiments.sample" else module.split(".")[1]
+    args = list(args)
+    args[args.index("--checkpoint") + 1] = str(quick_runs[experiment])
+    importlib.import_module(module).main(args)
+    assert capsys.readouterr().out.strip(), f"{where}: `python -m {module}` printed nothing"
+
+
+def test_bad_flag_values_exit_with_a_usage_error(capsys):
+    from experiments import sentiment
+
+    with pytest.raises(SystemExit) as error:
+        parse("experiments.sentiment", ["--warmup", "50", "--steps", "50"])
+    assert error.value.code == 2 and "--warmup 50 must be below --steps 50" in " ".join(capsys.readouterr().err.split())
+    assert sentiment.Config(steps=30).warmup_steps == 3  # the default warm-up fits a short run
+
+
+def test_quick_keeps_explicit_flags_even_at_their_defaults():
+    from experiments import sentiment
+
+    assert parse("experiments.sentiment", ["--quick"]).steps == sentiment.Config.QUICK["steps"]
+    assert parse("experiments.sentiment", ["--quick", "--steps", "2000"]).steps == 2000  # = the plain default
+    assert parse("experiments.sentiment", ["--quick", "--hidden", "128"]).hidden == 128
+    assert parse("experiments.sentiment", []).steps == sentiment.Config().steps
+
+
+def test_config_defaults_are_immutable():
+    """A default shared between config instances must not be mutable (a list or dict would be)."""
+    import dataclasses
+
+    for name in [*EXPERIMENTS, "sample"]:
+        module = importlib.import_module(f"experiments.{name}")
+        for field in dataclasses.fields(module.Config):
+            assert not isinstance(field.default, (list, dict, set)), f"{name}: {field.name}"
+
+
+def test_the_library_raises_and_only_the_command_line_exits(tmp_path):
+    """Nothing under rnn_jax/ exits or prints usage; from a notebook a mistake is an exception."""
+    import dataclasses
+
+    from experiments import gradient_flow, sentiment
+    from rnn_jax.config import prepare_run_dir
+    from rnn_jax.experiment import load_run
+
+    for path in (ROOT / "rnn_jax").rglob("*.py"):
+        source = path.read_text()
+        assert "sys.exit" not in source and "SystemExit" not in source and ".error(" not in source, path
+    with pytest.raises(ValueError, match="--warmup 20 must be below --steps 10"):
+        sentiment.Config(steps=10, warmup=20)
+    with pytest.raises(FileNotFoundError, match="no file matches"):  # fit's data, in process
+        sentiment.run(sentiment.Config(data=str(tmp_path / "missing.tsv"), out=str(tmp_path / "a")))
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        load_run(tmp_path, sentiment.Config, sentiment.build_model)
+    cfg = gradient_flow.Config(steps=2, hidden=4, batch=4, seq_len=5, cells=("rnn",), eval_every=1,
+                               out=str(tmp_path / "run"))
+    gradient_flow.run(cfg)
+    with pytest.raises(ValueError, match="already holds a run"):
+        prepare_run_dir(cfg, "gradient_flow")
+    with pytest.raises(ValueError, match="this run sees 1"):  # fit itself, on a config this machine cannot run
+        gradient_flow.run(dataclasses.replace(cfg, out=str(tmp_path / "b"), devices=jax.device_count() + 1))
