@@ -47,8 +47,9 @@ def random_tokens(batch: int, seq: int, seed: int = 0) -> np.ndarray:
 def rnn_jax_parts(cell: str, hidden: int, tokens: np.ndarray, *, measure_flow: bool = False, **layer_options):
     """(jitted step, initial TrainState, batch) of rnn_jax's char-LM train step
     (`make_train_step`); `layer_options` of `rnn_jax.layers.Recurrent` (backprop, remat, ...)."""
-    model = SequenceModel(make_cell(cell), vocab_size=VOCAB, hidden_size=hidden, output_size=VOCAB,
-                          rngs=nnx.Rngs(0), **layer_options)
+    model = SequenceModel(
+        make_cell(cell), vocab_size=VOCAB, hidden_size=hidden, output_size=VOCAB, rngs=nnx.Rngs(0), **layer_options
+    )
     optimizer = optax.adam(1e-3)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
     step = make_train_step(graphdef, optimizer, measure_flow=measure_flow)
@@ -182,7 +183,9 @@ def interleaved(calls: dict[str, Callable], *, repeats: int = 3, min_seconds: fl
                 result = call()
             wait(result)
             timings[name].append((time.perf_counter() - start) / per_round[name])
-    return {name: {"seconds": statistics.median(t), "first_call_s": first[name], "all": t} for name, t in timings.items()}
+    return {
+        name: {"seconds": statistics.median(t), "first_call_s": first[name], "all": t} for name, t in timings.items()
+    }
 
 
 def matmul_ceiling(size: int = 2048, repeats: int = 5) -> float:
@@ -201,9 +204,18 @@ def matmul_ceiling(size: int = 2048, repeats: int = 5) -> float:
 def environment() -> dict:
     import flax
 
-    info = {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__, "device": str(jax.devices()[0]),
-            "device_kind": jax.devices()[0].device_kind, "cpu": _cpu_name(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    info = {
+        "jax": jax.__version__,
+        "jaxlib": importlib.metadata.version("jaxlib"),
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "device": str(jax.devices()[0]),
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
     if torch_available():
         import torch
 

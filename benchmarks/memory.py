@@ -38,8 +38,9 @@ def _peak_rss_mib() -> float:
 
 
 def child(cell: str, hidden: int, batch: int, seq: int, remat: str, steps: int) -> dict:
-    step, state, batch_arrays = common.rnn_jax_parts(cell, hidden, common.random_tokens(batch, seq),
-                                                     remat=REMAT[remat](seq))
+    step, state, batch_arrays = common.rnn_jax_parts(
+        cell, hidden, common.random_tokens(batch, seq), remat=REMAT[remat](seq)
+    )
     start = time.perf_counter()
     compiled = step.lower(state, batch_arrays).compile()
     compile_s = time.perf_counter() - start
@@ -50,9 +51,19 @@ def child(cell: str, hidden: int, batch: int, seq: int, remat: str, steps: int) 
         state, out = compiled(state, batch_arrays)
         common.wait(out.loss)
     seconds = (time.perf_counter() - start) / steps
-    return dict(cell=cell, hidden=hidden, batch=batch, seq=seq, remat=remat, remat_option=REMAT[remat](seq),
-                temp_mib=buffers.temp_size_in_bytes / 2**20, arguments_mib=buffers.argument_size_in_bytes / 2**20,
-                peak_rss_mib=_peak_rss_mib(), s_per_step=seconds, compile_s=compile_s)
+    return dict(
+        cell=cell,
+        hidden=hidden,
+        batch=batch,
+        seq=seq,
+        remat=remat,
+        remat_option=REMAT[remat](seq),
+        temp_mib=buffers.temp_size_in_bytes / 2**20,
+        arguments_mib=buffers.argument_size_in_bytes / 2**20,
+        peak_rss_mib=_peak_rss_mib(),
+        s_per_step=seconds,
+        compile_s=compile_s,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cell", default="lstm", help="rnn | lstm | gru (default: lstm)")
     parser.add_argument("--hidden", type=int, default=256, help="hidden size (default: 256)")
     parser.add_argument("--batch", type=int, default=32, help="sequences per batch (default: 32)")
-    parser.add_argument("--seq", default="512,2048,8192", help="comma-separated sequence lengths (default: 512,2048,8192)")
+    parser.add_argument(
+        "--seq", default="512,2048,8192", help="comma-separated sequence lengths (default: 512,2048,8192)"
+    )
     parser.add_argument("--remat", default=",".join(REMAT), help=f"comma-separated subset of {', '.join(REMAT)}")
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the first (default: 2)")
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
@@ -83,26 +96,45 @@ def main(argv=None):
             if remat not in REMAT:
                 parser.error(f"unknown --remat {remat!r}; choose from {', '.join(REMAT)}")
             config = dict(cell=args.cell, hidden=args.hidden, batch=args.batch, seq=seq, remat=remat, steps=args.steps)
-            done = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--child", json.dumps(config)],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.memory", "--child", json.dumps(config)],
+                capture_output=True,
+                text=True,
+            )
             if done.returncode != 0:
                 print(f"{config} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
                 continue
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = rows[-1]
-            print(f"seq {seq:>5} remat {remat:<8} temporaries {r['temp_mib']:>7.0f} MiB, peak RSS "
-                  f"{r['peak_rss_mib']:>7.0f} MiB, {r['s_per_step']:>6.2f} s/step", flush=True)
+            print(
+                f"seq {seq:>5} remat {remat:<8} temporaries {r['temp_mib']:>7.0f} MiB, peak RSS "
+                f"{r['peak_rss_mib']:>7.0f} MiB, {r['s_per_step']:>6.2f} s/step",
+                flush=True,
+            )
     for r in rows:
         off = next((o for o in rows if o["seq"] == r["seq"] and o["remat"] == "off"), None)
         r["memory_vs_off"] = r["temp_mib"] / off["temp_mib"] if off else float("nan")
         r["time_vs_off"] = r["s_per_step"] / off["s_per_step"] if off else float("nan")
     print()
-    common.print_table(rows, [("cell", "cell", ""), ("hidden", "hidden", "d"), ("batch", "batch", "d"),
-                              ("seq", "seq", "d"), ("remat", "remat", ""), ("temp_mib", "temporaries MiB", ".0f"),
-                              ("memory_vs_off", "vs off", ".2f"), ("peak_rss_mib", "peak RSS MiB", ".0f"),
-                              ("s_per_step", "s/step", ".2f"), ("time_vs_off", "time vs off", ".2f")])
-    print("temporaries: XLA's buffers of the compiled step beyond its arguments (state, batch); "
-          "peak RSS includes compilation and the runtime")
+    common.print_table(
+        rows,
+        [
+            ("cell", "cell", ""),
+            ("hidden", "hidden", "d"),
+            ("batch", "batch", "d"),
+            ("seq", "seq", "d"),
+            ("remat", "remat", ""),
+            ("temp_mib", "temporaries MiB", ".0f"),
+            ("memory_vs_off", "vs off", ".2f"),
+            ("peak_rss_mib", "peak RSS MiB", ".0f"),
+            ("s_per_step", "s/step", ".2f"),
+            ("time_vs_off", "time vs off", ".2f"),
+        ],
+    )
+    print(
+        "temporaries: XLA's buffers of the compiled step beyond its arguments (state, batch); "
+        "peak RSS includes compilation and the runtime"
+    )
     common.write_json(args.out, {"environment": env, "rows": rows})
 
 

@@ -28,13 +28,15 @@ def vmapped_step(cell: str, hidden: int, tokens: np.ndarray):
     optimizer = optax.adam(1e-3)
     states = []
     for seed in range(tokens.shape[0]):
-        model = SequenceModel(make_cell(cell), vocab_size=common.VOCAB, hidden_size=hidden,
-                              output_size=common.VOCAB, rngs=nnx.Rngs(seed))
+        model = SequenceModel(
+            make_cell(cell), vocab_size=common.VOCAB, hidden_size=hidden, output_size=common.VOCAB, rngs=nnx.Rngs(seed)
+        )
         graphdef, state = init_train_state(model, optimizer, jax.random.key(seed))
         states.append(state)
     step = make_train_step(graphdef, optimizer, seeds=True)  # what experiments.gradient_flow --seeds runs
-    return common.stepper(step, stack_seeds(states),
-                          {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])})
+    return common.stepper(
+        step, stack_seeds(states), {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])}
+    )
 
 
 def sequential_steps(cell: str, hidden: int, tokens: np.ndarray):
@@ -66,18 +68,37 @@ def main(argv=None):
     for cell in args.cells.split(","):
         for hidden in map(int, args.hidden.split(",")):
             tokens = np.stack([common.random_tokens(args.batch, args.seq, seed) for seed in range(args.seeds)])
-            timed = common.interleaved({"vmap": vmapped_step(cell, hidden, tokens),
-                                        "sequential": sequential_steps(cell, hidden, tokens)},
-                                       repeats=args.repeats, min_seconds=args.min_seconds)
+            timed = common.interleaved(
+                {"vmap": vmapped_step(cell, hidden, tokens), "sequential": sequential_steps(cell, hidden, tokens)},
+                repeats=args.repeats,
+                min_seconds=args.min_seconds,
+            )
             for name, t in timed.items():
-                rows.append(dict(cell=cell, hidden=hidden, seeds=args.seeds, mode=name,
-                                 ms_per_step_of_all=1e3 * t["seconds"],
-                                 tokens_per_s=args.seeds * args.batch * args.seq / t["seconds"],
-                                 speedup=timed["sequential"]["seconds"] / t["seconds"], first_call_s=t["first_call_s"]))
-    common.print_table(rows, [("cell", "cell", ""), ("hidden", "hidden", "d"), ("seeds", "seeds", "d"),
-                              ("mode", "mode", ""), ("ms_per_step_of_all", "ms per step of all seeds", ".1f"),
-                              ("tokens_per_s", "tokens/s", ".0f"), ("speedup", "vs sequential", ".2f"),
-                              ("first_call_s", "compile s", ".1f")])
+                rows.append(
+                    dict(
+                        cell=cell,
+                        hidden=hidden,
+                        seeds=args.seeds,
+                        mode=name,
+                        ms_per_step_of_all=1e3 * t["seconds"],
+                        tokens_per_s=args.seeds * args.batch * args.seq / t["seconds"],
+                        speedup=timed["sequential"]["seconds"] / t["seconds"],
+                        first_call_s=t["first_call_s"],
+                    )
+                )
+    common.print_table(
+        rows,
+        [
+            ("cell", "cell", ""),
+            ("hidden", "hidden", "d"),
+            ("seeds", "seeds", "d"),
+            ("mode", "mode", ""),
+            ("ms_per_step_of_all", "ms per step of all seeds", ".1f"),
+            ("tokens_per_s", "tokens/s", ".0f"),
+            ("speedup", "vs sequential", ".2f"),
+            ("first_call_s", "compile s", ".1f"),
+        ],
+    )
     common.write_json(args.out, {"environment": env, "rows": rows})
 
 

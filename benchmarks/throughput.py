@@ -41,13 +41,17 @@ LEVERS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cells (default: rnn,lstm,gru)")
-    parser.add_argument("--hidden", default="128,256,512,1024", help="comma-separated hidden sizes "
-                        "(default: 128,256,512,1024)")
+    parser.add_argument(
+        "--hidden", default="128,256,512,1024", help="comma-separated hidden sizes (default: 128,256,512,1024)"
+    )
     parser.add_argument("--seq", default="128,512", help="comma-separated sequence lengths (default: 128,512)")
     parser.add_argument("--batch", type=int, default=32, help="sequences per batch (default: 32)")
-    parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS),
-                        help=f"comma-separated, of {', '.join(IMPLEMENTATIONS)} (torch is skipped when absent) and "
-                             f"the levers {', '.join(LEVERS)} (default: {','.join(IMPLEMENTATIONS)})")
+    parser.add_argument(
+        "--impls",
+        default=",".join(IMPLEMENTATIONS),
+        help=f"comma-separated, of {', '.join(IMPLEMENTATIONS)} (torch is skipped when absent) and "
+        f"the levers {', '.join(LEVERS)} (default: {','.join(IMPLEMENTATIONS)})",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds; the median is reported")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
@@ -77,22 +81,44 @@ def main(argv=None):
                 flops = common.flops_per_token(cell, hidden)
                 for name, t in timed.items():
                     tokens_per_s = args.batch * seq / t["seconds"]
-                    rows.append(dict(cell=cell, hidden=hidden, seq=seq, impl=name, ms_per_step=1e3 * t["seconds"],
-                                     tokens_per_s=tokens_per_s, ceiling=tokens_per_s * flops / (ceiling * 1e9),
-                                     first_call_s=t["first_call_s"], all_s=t["all"]))
-                base = {r["impl"]: r["ms_per_step"] for r in rows[-len(timed):]}
-                for r in rows[-len(timed):]:
+                    rows.append(
+                        dict(
+                            cell=cell,
+                            hidden=hidden,
+                            seq=seq,
+                            impl=name,
+                            ms_per_step=1e3 * t["seconds"],
+                            tokens_per_s=tokens_per_s,
+                            ceiling=tokens_per_s * flops / (ceiling * 1e9),
+                            first_call_s=t["first_call_s"],
+                            all_s=t["all"],
+                        )
+                    )
+                base = {r["impl"]: r["ms_per_step"] for r in rows[-len(timed) :]}
+                for r in rows[-len(timed) :]:
                     r["vs_torch"] = base["torch"] / r["ms_per_step"] if "torch" in base else float("nan")
                     r["vs_flax"] = base["flax"] / r["ms_per_step"] if "flax" in base else float("nan")
-                    print(f"{cell} {hidden:>4} {seq:>4} {r['impl']:<17} {r['tokens_per_s']:>9.0f} tok/s "
-                          f"{r['vs_torch']:>5.2f}x torch {r['vs_flax']:>5.2f}x flax {100 * r['ceiling']:>4.0f}% ceiling",
-                          flush=True)
+                    print(
+                        f"{cell} {hidden:>4} {seq:>4} {r['impl']:<17} {r['tokens_per_s']:>9.0f} tok/s "
+                        f"{r['vs_torch']:>5.2f}x torch {r['vs_flax']:>5.2f}x flax {100 * r['ceiling']:>4.0f}% ceiling",
+                        flush=True,
+                    )
     print()
-    common.print_table(rows, [("cell", "cell", ""), ("hidden", "hidden", "d"), ("seq", "seq", "d"),
-                              ("impl", "implementation", ""), ("ms_per_step", "ms/step", ".1f"),
-                              ("tokens_per_s", "tokens/s", ".0f"), ("vs_torch", "x torch", ".2f"),
-                              ("vs_flax", "x flax", ".2f"), ("ceiling", "of ceiling", ".0%"),
-                              ("first_call_s", "compile s", ".1f")])
+    common.print_table(
+        rows,
+        [
+            ("cell", "cell", ""),
+            ("hidden", "hidden", "d"),
+            ("seq", "seq", "d"),
+            ("impl", "implementation", ""),
+            ("ms_per_step", "ms/step", ".1f"),
+            ("tokens_per_s", "tokens/s", ".0f"),
+            ("vs_torch", "x torch", ".2f"),
+            ("vs_flax", "x flax", ".2f"),
+            ("ceiling", "of ceiling", ".0%"),
+            ("first_call_s", "compile s", ".1f"),
+        ],
+    )
     print("x torch / x flax: speed relative to that implementation at the same shape (higher is faster)")
     common.write_json(args.out, {"environment": env, "matmul_gflops": ceiling, "batch": args.batch, "rows": rows})
 

@@ -27,8 +27,9 @@ from rnn_jax.losses import apply, sequence_cross_entropy
 
 
 def nnx_jit(cell, hidden, tokens):
-    model = SequenceModel(make_cell(cell), vocab_size=common.VOCAB, hidden_size=hidden, output_size=common.VOCAB,
-                          rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell(cell), vocab_size=common.VOCAB, hidden_size=hidden, output_size=common.VOCAB, rngs=nnx.Rngs(0)
+    )
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
     batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
 
@@ -56,9 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seq", type=int, default=128, help="time steps per sequence (default: 128)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds; the median is reported")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
-    parser.add_argument("--no-tiny", action="store_true", help="skip the tiny model (hidden 16, batch 4, seq 8) "
-                        "that isolates per-call overhead")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--no-tiny",
+        action="store_true",
+        help="skip the tiny model (hidden 16, batch 4, seq 8) that isolates per-call overhead",
+    )
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--out", help="also write the rows as JSON to this path")
     return parser
 
@@ -77,16 +83,36 @@ def main(argv=None):
         timed = common.interleaved(calls, repeats=args.repeats, min_seconds=args.min_seconds)
         base = next(iter(timed.values()))["seconds"]
         for name, t in timed.items():
-            rows.append(dict(variant=name, cell=cell, hidden=hidden, batch=batch, seq=seq,
-                             ms_per_step=1e3 * t["seconds"], tokens_per_s=batch * seq / t["seconds"],
-                             vs_first=t["seconds"] / base, first_call_s=t["first_call_s"]))
+            rows.append(
+                dict(
+                    variant=name,
+                    cell=cell,
+                    hidden=hidden,
+                    batch=batch,
+                    seq=seq,
+                    ms_per_step=1e3 * t["seconds"],
+                    tokens_per_s=batch * seq / t["seconds"],
+                    vs_first=t["seconds"] / base,
+                    first_call_s=t["first_call_s"],
+                )
+            )
 
     env = common.environment()
     print(common.describe(env))
-    common.print_table(rows, [("variant", "variant", ""), ("cell", "cell", ""), ("hidden", "hidden", "d"),
-                              ("batch", "batch", "d"), ("seq", "seq", "d"), ("ms_per_step", "ms/step", ".3f"),
-                              ("tokens_per_s", "tokens/s", ".0f"), ("vs_first", "time ratio", ".2f"),
-                              ("first_call_s", "compile s", ".2f")])
+    common.print_table(
+        rows,
+        [
+            ("variant", "variant", ""),
+            ("cell", "cell", ""),
+            ("hidden", "hidden", "d"),
+            ("batch", "batch", "d"),
+            ("seq", "seq", "d"),
+            ("ms_per_step", "ms/step", ".3f"),
+            ("tokens_per_s", "tokens/s", ".0f"),
+            ("vs_first", "time ratio", ".2f"),
+            ("first_call_s", "compile s", ".2f"),
+        ],
+    )
     print("time ratio: ms/step relative to the first variant of the same configuration")
     common.write_json(args.out, {"environment": env, "rows": rows})
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import functools
 import itertools
 import sys
 import typing
@@ -67,8 +68,9 @@ def parse_grid(specs) -> list[tuple[str, list]]:
         field, _, values = spec.partition("=")
         field = field.strip().replace("-", "_")
         if field not in hints or not values or field in ("out", "resume"):
-            raise ValueError(f"--grid {spec!r}: expected FIELD=v1,v2 with FIELD a gradient_flow option "
-                             f"({', '.join(sorted(hints))})")
+            raise ValueError(
+                f"--grid {spec!r}: expected FIELD=v1,v2 with FIELD a gradient_flow option ({', '.join(sorted(hints))})"
+            )
         kind = next((a for a in typing.get_args(hints[field]) if a is not type(None)), hints[field])
         if typing.get_origin(kind) is tuple:  # e.g. cells=rnn,lstm: one grid point per value
             convert = lambda v: (v,)  # noqa: E731
@@ -84,27 +86,33 @@ def point_name(point: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
+def _rate(record: dict, step: str) -> dict:
+    return record["decay_rate"].get(step, {"mean": float("nan"), "std": float("nan")})
+
+
 def summarise(points: list[tuple[dict, dict]]) -> list[dict]:
     """One row per (grid point, cell): final loss and decay rates, mean +- std over seeds."""
     rows = []
     for point, results in points:
         last = str(max(0, results["config"]["steps"] - 1))
         for cell, record in results["cells"].items():
-            rate = lambda s: record["decay_rate"].get(s, {"mean": float("nan"), "std": float("nan")})
+            rate = functools.partial(_rate, record)
             statuses = list(record["status"].values())
-            rows.append({
-                **point,
-                "cell": cell,
-                "final_eval_loss": record["final_eval_loss"]["mean"],
-                "final_eval_loss_std": record["final_eval_loss"]["std"],
-                "decay_rate_init": rate("0")["mean"],
-                "decay_rate_init_std": rate("0")["std"],
-                "decay_rate_trained": rate(last)["mean"],
-                "decay_rate_trained_std": rate(last)["std"],
-                "diverged": statuses.count("diverged"),
-                "seeds": len(statuses),
-                "baseline": results["task"]["baseline"],
-            })
+            rows.append(
+                {
+                    **point,
+                    "cell": cell,
+                    "final_eval_loss": record["final_eval_loss"]["mean"],
+                    "final_eval_loss_std": record["final_eval_loss"]["std"],
+                    "decay_rate_init": rate("0")["mean"],
+                    "decay_rate_init_std": rate("0")["std"],
+                    "decay_rate_trained": rate(last)["mean"],
+                    "decay_rate_trained_std": rate(last)["std"],
+                    "diverged": statuses.count("diverged"),
+                    "seeds": len(statuses),
+                    "baseline": results["task"]["baseline"],
+                }
+            )
     return rows
 
 
@@ -113,21 +121,44 @@ def write_tables(rows: list[dict], out: Path, metric: str) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    keys = [k for k in rows[0] if k not in {
-        "cell", "final_eval_loss", "final_eval_loss_std", "decay_rate_init", "decay_rate_init_std",
-        "decay_rate_trained", "decay_rate_trained_std", "diverged", "seeds", "baseline"}]
+    keys = [
+        k
+        for k in rows[0]
+        if k
+        not in {
+            "cell",
+            "final_eval_loss",
+            "final_eval_loss_std",
+            "decay_rate_init",
+            "decay_rate_init_std",
+            "decay_rate_trained",
+            "decay_rate_trained_std",
+            "diverged",
+            "seeds",
+            "baseline",
+        }
+    ]
     lines = [
-        "| " + " | ".join([*keys, "cell", f"final eval {metric}", "decay/step at init", "decay/step trained", "diverged"]) + " |",
+        "| "
+        + " | ".join([*keys, "cell", f"final eval {metric}", "decay/step at init", "decay/step trained", "diverged"])
+        + " |",
         "|" + "---|" * (len(keys) + 5),
     ]
     for r in rows:
-        lines.append("| " + " | ".join([
-            *(str(r[k]) for k in keys), r["cell"],
-            f"{r['final_eval_loss']:.4g} ± {r['final_eval_loss_std']:.2g}",
-            f"{r['decay_rate_init']:+.4f} ± {r['decay_rate_init_std']:.4f}",
-            f"{r['decay_rate_trained']:+.4f} ± {r['decay_rate_trained_std']:.4f}",
-            f"{r['diverged']}/{r['seeds']}",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    *(str(r[k]) for k in keys),
+                    r["cell"],
+                    f"{r['final_eval_loss']:.4g} ± {r['final_eval_loss_std']:.2g}",
+                    f"{r['decay_rate_init']:+.4f} ± {r['decay_rate_init_std']:.4f}",
+                    f"{r['decay_rate_trained']:+.4f} ± {r['decay_rate_trained_std']:.4f}",
+                    f"{r['diverged']}/{r['seeds']}",
+                ]
+            )
+            + " |"
+        )
     lines.append(f"\nbaseline {metric}: {rows[0]['baseline']:.4g}")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
@@ -149,8 +180,11 @@ def run(cfg: Config) -> dict:
     rows = summarise(points)
     metric = points[0][1]["task"]["metric"]
     write_tables(rows, out, metric)
-    labels = [f"{point_name(p)} {c}" if len(points[0][1]["cells"]) > 1 else point_name(p)
-              for p, r in points for c in r["cells"]]
+    labels = [
+        f"{point_name(p)} {c}" if len(points[0][1]["cells"]) > 1 else point_name(p)
+        for p, r in points
+        for c in r["cells"]
+    ]
     plots.ablation_bars(labels, rows, out / "ablation.png", metric=metric, baseline=rows[0]["baseline"])
     write_json(out / "results.json", {"grid": axes, "base_config": base, "environment": environment(), "rows": rows})
     return {"out": str(out), "rows": rows}

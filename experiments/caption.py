@@ -34,8 +34,9 @@ from rnn_jax.config import prepare_run_dir, require_at_least_one
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import greedy
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import finish, fit, load_run
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 from rnn_jax.seq2seq import Captioner
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -90,16 +91,26 @@ def encode(vocab: Vocab, images: np.ndarray, captions) -> dict[str, np.ndarray]:
 
 
 def build_model(cfg: Config, extra: dict) -> Captioner:
-    return Captioner(cfg.make_cell(cfg.cell), feature_size=64, vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
-                     hidden_size=cfg.hidden, num_layers=cfg.layers, dropout=cfg.dropout, **cfg.layer_options(),
-                     rngs=nnx.Rngs(cfg.seed))
+    return Captioner(
+        cfg.make_cell(cfg.cell),
+        feature_size=64,
+        vocab_size=len(extra["vocab"]),
+        embed_size=cfg.embed,
+        hidden_size=cfg.hidden,
+        num_layers=cfg.layers,
+        dropout=cfg.dropout,
+        **cfg.layer_options(),
+        rngs=nnx.Rngs(cfg.seed),
+    )
 
 
 def caption(model: Captioner, vocab: Vocab, images: np.ndarray) -> list[list[str]]:
     graphdef, params = nnx.split(model)
     out = []
     for chunk in chunks({"inputs": images / 16.0}, 512):
-        tokens = greedy(graphdef, params, chunk["inputs"], bos=vocab.id(BOS), eos=vocab.id(EOS), max_len=CAPTION_LEN + 1)
+        tokens = greedy(
+            graphdef, params, chunk["inputs"], bos=vocab.id(BOS), eos=vocab.id(EOS), max_len=CAPTION_LEN + 1
+        )
         out += [vocab.decode(row) for row in np.asarray(tokens)]
     return out
 
@@ -114,12 +125,21 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def caption_metrics(predicted: list[list[str]], reference: list[list[str]]) -> dict[str, float]:
-    metrics = {"exact_match": float(np.mean([p == r for p, r in zip(predicted, reference)])),
-               "char_accuracy": float(np.mean([max(0.0, 1 - edit_distance(" ".join(p), " ".join(r)) / len(" ".join(r)))
-                                               for p, r in zip(predicted, reference)]))}
+    metrics = {
+        "exact_match": float(np.mean([p == r for p, r in zip(predicted, reference)])),
+        "char_accuracy": float(
+            np.mean(
+                [
+                    max(0.0, 1 - edit_distance(" ".join(p), " ".join(r)) / len(" ".join(r)))
+                    for p, r in zip(predicted, reference)
+                ]
+            )
+        ),
+    }
     for name, position in (("digit", 2), ("weight", 1), ("lean", 4)):
-        metrics[f"{name}_accuracy"] = float(np.mean([len(p) > position and p[position] == r[position]
-                                                     for p, r in zip(predicted, reference)]))
+        metrics[f"{name}_accuracy"] = float(
+            np.mean([len(p) > position and p[position] == r[position] for p, r in zip(predicted, reference)])
+        )
     return metrics
 
 
@@ -134,11 +154,20 @@ def run(cfg: Config) -> dict:
     validation, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=cfg.seed)
     vocab = Vocab.build([captions[i] for i in train], specials=(PAD, UNK, BOS, EOS))
     extra = {"vocab": list(vocab.tokens)}
-    data = {name: encode(vocab, images[r], [captions[i] for i in r])
-            for name, r in (("train", train), ("validation", validation))}
-    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_cross_entropy,
-                 get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
-                 eval_batches=[data["validation"]], extra=extra, desc=f"caption {cfg.cell}")
+    data = {
+        name: encode(vocab, images[r], [captions[i] for i in r])
+        for name, r in (("train", train), ("validation", validation))
+    }
+    fitted = fit(
+        cfg,
+        out,
+        build_model=lambda seed: build_model(cfg, extra),
+        loss_fn=sequence_cross_entropy,
+        get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
+        eval_batches=[data["validation"]],
+        extra=extra,
+        desc=f"caption {cfg.cell}",
+    )
     model = nnx.merge(fitted.graphdef, fitted.params)
     predicted = caption(model, vocab, images[test])
     reference = [captions[i] for i in test]
@@ -146,9 +175,13 @@ def run(cfg: Config) -> dict:
     most_common = collections.Counter(" ".join(captions[i]) for i in train).most_common(1)[0][0].split()
     baseline = caption_metrics([most_common] * len(test), reference)
     metrics.update({f"test_most_frequent_caption_{k}": v for k, v in baseline.items()})
-    info = {"examples": {"train": len(train), "validation": len(validation), "test": len(test)},
-            "samples": [{"index": int(i), "reference": " ".join(r), "caption": " ".join(p)}
-                        for i, r, p in zip(test[:20], reference, predicted)]}
+    info = {
+        "examples": {"train": len(train), "validation": len(validation), "test": len(test)},
+        "samples": [
+            {"index": int(i), "reference": " ".join(r), "caption": " ".join(p)}
+            for i, r, p in zip(test[:20], reference, predicted)
+        ],
+    }
     return finish(cfg, out, fitted, metrics, title="caption: sklearn digits", extra=info)
 
 
@@ -173,10 +206,12 @@ def predict(run_dir: str, image: str) -> str:
 
 def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    lines = [f"\ncaption {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}",
-             f"test exact match {m['test_exact_match']:.4f}, character accuracy {m['test_char_accuracy']:.4f}, "
-             f"digit {m['test_digit_accuracy']:.4f}, weight {m['test_weight_accuracy']:.4f}, lean "
-             f"{m['test_lean_accuracy']:.4f} (most frequent caption: exact {m['test_most_frequent_caption_exact_match']:.4f})"]
+    lines = [
+        f"\ncaption {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}",
+        f"test exact match {m['test_exact_match']:.4f}, character accuracy {m['test_char_accuracy']:.4f}, "
+        f"digit {m['test_digit_accuracy']:.4f}, weight {m['test_weight_accuracy']:.4f}, lean "
+        f"{m['test_lean_accuracy']:.4f} (most frequent caption: exact {m['test_most_frequent_caption_exact_match']:.4f})",
+    ]
     lines += [f"  image {s['index']}: {s['caption']!r}  (reference {s['reference']!r})" for s in results["samples"][:5]]
     return "\n".join(lines)
 

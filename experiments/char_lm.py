@@ -42,9 +42,10 @@ from experiments import cli
 from rnn_jax.config import prepare_run_dir, require_at_least_one
 from rnn_jax.data import text
 from rnn_jax.decode import sample
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 from rnn_jax.parallel import is_primary
 
 TBPTT_MODES = ("stateful", "random")
@@ -52,8 +53,9 @@ TBPTT_MODES = ("stateful", "random")
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK: ClassVar[dict] = dict(hidden=64, layers=1, batch=16, bptt=32, steps=200, eval_every=100,
-                                 checkpoint_every=100, sample_length=200)
+    QUICK: ClassVar[dict] = dict(
+        hidden=64, layers=1, batch=16, bptt=32, steps=200, eval_every=100, checkpoint_every=100, sample_length=200
+    )
 
     data: str | None = None
     """a corpus name (tinyshakespeare | stacks_latex | linux_c), a text file or a quoted glob (default: a
@@ -102,9 +104,17 @@ def load_corpus(cfg: Config) -> str:
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     """The model of `cfg` for the vocabulary ``extra["vocab"]`` (a string of characters)."""
     size = len(extra["vocab"])
-    return SequenceModel(cfg.make_cell(cfg.cell), vocab_size=size, embed_size=cfg.embed, hidden_size=cfg.hidden,
-                         output_size=size, num_layers=cfg.layers, dropout=cfg.dropout, **cfg.layer_options(),
-                         rngs=nnx.Rngs(cfg.seed))
+    return SequenceModel(
+        cfg.make_cell(cfg.cell),
+        vocab_size=size,
+        embed_size=cfg.embed,
+        hidden_size=cfg.hidden,
+        output_size=size,
+        num_layers=cfg.layers,
+        dropout=cfg.dropout,
+        **cfg.layer_options(),
+        rngs=nnx.Rngs(cfg.seed),
+    )
 
 
 def run(cfg: Config) -> dict:
@@ -113,8 +123,10 @@ def run(cfg: Config) -> dict:
     vocab = text.CharVocab.from_text(train_text)
     unseen = sorted(set(val_text) - set(vocab.chars))
     if unseen:  # rare characters only in the held-out tail: drop them there, and say so
-        print(f"validation text: dropping {len(unseen)} character kind(s) absent from training: {unseen!r}",
-              file=sys.stderr)
+        print(
+            f"validation text: dropping {len(unseen)} character kind(s) absent from training: {unseen!r}",
+            file=sys.stderr,
+        )
         val_text = "".join(c for c in val_text if c in set(vocab.chars))
     train_ids, val_ids = jnp.asarray(vocab.encode(train_text)), jnp.asarray(vocab.encode(val_text))
     train_streams, windows = text.stream_layout(train_ids, cfg.batch, cfg.bptt)
@@ -122,31 +134,71 @@ def run(cfg: Config) -> dict:
     if cfg.tbptt == "stateful":
         get_batch = jax.jit(lambda step: text.stream_window(train_streams, step % windows, cfg.bptt))
     else:
-        get_batch = jax.jit(lambda step: text.random_windows(jax.random.fold_in(data_key, step), train_ids, cfg.batch,
-                                                             cfg.bptt))
+        get_batch = jax.jit(
+            lambda step: text.random_windows(jax.random.fold_in(data_key, step), train_ids, cfg.batch, cfg.bptt)
+        )
     val_streams, val_windows = text.stream_layout(val_ids, cfg.batch, cfg.bptt)
     extra = {"vocab": vocab.chars}
-    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_cross_entropy,
-                 get_batch=get_batch, eval_batches=[text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
-                 extra=extra, desc=f"char_lm {cfg.cell}", tokens_per_step=cfg.batch * cfg.bptt,
-                 stateful=cfg.tbptt == "stateful")
+    fitted = fit(
+        cfg,
+        out,
+        build_model=lambda seed: build_model(cfg, extra),
+        loss_fn=sequence_cross_entropy,
+        get_batch=get_batch,
+        eval_batches=[text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
+        extra=extra,
+        desc=f"char_lm {cfg.cell}",
+        tokens_per_step=cfg.batch * cfg.bptt,
+        stateful=cfg.tbptt == "stateful",
+    )
     prime = "\n" if "\n" in vocab.chars else train_text[0]
-    samples = sample_text(fitted.graphdef, fitted.params, vocab, prime=prime, length=cfg.sample_length,
-                          temperature=cfg.temperature, seed=cfg.seed)
+    samples = sample_text(
+        fitted.graphdef,
+        fitted.params,
+        vocab,
+        prime=prime,
+        length=cfg.sample_length,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+    )
     if is_primary():
         (out / "samples.txt").write_text(samples + "\n")
-    results = finish(cfg, out, fitted, language_model_metrics(fitted.history),
-                     title=f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}", extra=extra,
-                     ylabel="cross-entropy (nats/char)")
+    results = finish(
+        cfg,
+        out,
+        fitted,
+        language_model_metrics(fitted.history),
+        title=f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}",
+        extra=extra,
+        ylabel="cross-entropy (nats/char)",
+    )
     return {**results, "sample": samples}
 
 
-def sample_text(graphdef, params, vocab: text.CharVocab, *, prime: str, length: int, temperature: float = 1.0,
-                top_k: int | None = None, argmax: bool = False, seed: int = 0) -> str:
+def sample_text(
+    graphdef,
+    params,
+    vocab: text.CharVocab,
+    *,
+    prime: str,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    argmax: bool = False,
+    seed: int = 0,
+) -> str:
     """`prime` followed by `length` sampled characters."""
     ids = vocab.encode(prime)  # raises, naming the characters, if the prime has unknown ones
-    tokens = sample(graphdef, params, jnp.asarray(ids)[None], jax.random.key(seed), length=length,
-                    temperature=temperature, top_k=top_k, argmax=argmax)
+    tokens = sample(
+        graphdef,
+        params,
+        jnp.asarray(ids)[None],
+        jax.random.key(seed),
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        argmax=argmax,
+    )
     return prime + vocab.decode(np.asarray(tokens[0]))
 
 
@@ -170,16 +222,25 @@ def predict(run_dir: str, prime: str) -> str:
     """The text `prime` continued by the trained run in `run_dir` (see experiments/sample.py for more options)."""
     cfg, extra, model = load_run(run_dir, Config, build_model)
     graphdef, params = nnx.split(model)
-    return sample_text(graphdef, params, text.CharVocab(extra["vocab"]), prime=prime, length=cfg.sample_length,
-                       temperature=cfg.temperature, seed=cfg.seed)
+    return sample_text(
+        graphdef,
+        params,
+        text.CharVocab(extra["vocab"]),
+        prime=prime,
+        length=cfg.sample_length,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+    )
 
 
 def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    return (f"\n{cfg.cell}: {results['steps']} steps in {results['wall_time_s'] / 60:.1f} min, "
-            f"{m['tokens_per_s'] or 0:.0f} tokens/s -> {results['out']}\n"
-            f"train {m['train_loss_nats']:.4f} nats/char, validation {m['val_loss_nats']:.4f} nats/char "
-            f"({m['val_loss_bits']:.3f} bits/char), best validation {m['best_val_loss_nats']:.4f}\n\n{results['sample']}")
+    return (
+        f"\n{cfg.cell}: {results['steps']} steps in {results['wall_time_s'] / 60:.1f} min, "
+        f"{m['tokens_per_s'] or 0:.0f} tokens/s -> {results['out']}\n"
+        f"train {m['train_loss_nats']:.4f} nats/char, validation {m['val_loss_nats']:.4f} nats/char "
+        f"({m['val_loss_bits']:.3f} bits/char), best validation {m['best_val_loss_nats']:.4f}\n\n{results['sample']}"
+    )
 
 
 def main(argv=None):

@@ -39,8 +39,9 @@ def user_errors():
         sys.exit(f"error: {error}")
 
 
-def main(config_cls, run: Callable, summary: Callable, argv=None, *, description: str,
-         predict: Callable | None = None) -> None:
+def main(
+    config_cls, run: Callable, summary: Callable, argv=None, *, description: str, predict: Callable | None = None
+) -> None:
     """The command line of an experiment: parse, then a run whose `summary(cfg, results)` is
     printed, or with --checkpoint/--input a prediction."""
     cfg = parse(config_cls, argv, description=description)

@@ -46,9 +46,10 @@ from rnn_jax.config import prepare_run_dir
 from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_mse
+from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 
 # name: (file in --data-dir, value column, season length (0: none), test points, model log(x))
 SERIES = {
@@ -144,9 +145,16 @@ def features(levels: np.ndarray, start: int, extra: dict) -> np.ndarray:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return SequenceModel(cfg.make_cell(cfg.cell), input_size=3 if extra["period"] else 1, hidden_size=cfg.hidden,
-                         output_size=1, num_layers=cfg.layers, dropout=cfg.dropout, **cfg.layer_options(),
-                         rngs=nnx.Rngs(cfg.seed))
+    return SequenceModel(
+        cfg.make_cell(cfg.cell),
+        input_size=3 if extra["period"] else 1,
+        hidden_size=cfg.hidden,
+        output_size=1,
+        num_layers=cfg.layers,
+        dropout=cfg.dropout,
+        **cfg.layer_options(),
+        rngs=nnx.Rngs(cfg.seed),
+    )
 
 
 def windows(filled: np.ndarray, observed: np.ndarray, extra: dict, ends: np.ndarray, length: int, *, last_only: bool):
@@ -184,10 +192,14 @@ def roll_out(model, levels: np.ndarray, start: int, horizon: int, extra: dict) -
     each prediction fed back as the next input."""
     graphdef, params = nnx.split(model)
     t = start + len(levels) + np.arange(horizon)
-    phase = (np.stack([np.sin(2 * np.pi * t / extra["period"]), np.cos(2 * np.pi * t / extra["period"])], -1)
-             if extra["period"] else np.zeros((horizon, 0)))
-    changes = np.asarray(_roll_out(graphdef, params, features(levels, start, extra)[None], horizon,
-                                   jnp.asarray(phase, jnp.float32)))
+    phase = (
+        np.stack([np.sin(2 * np.pi * t / extra["period"]), np.cos(2 * np.pi * t / extra["period"])], -1)
+        if extra["period"]
+        else np.zeros((horizon, 0))
+    )
+    changes = np.asarray(
+        _roll_out(graphdef, params, features(levels, start, extra)[None], horizon, jnp.asarray(phase, jnp.float32))
+    )
     return levels[-1] + np.cumsum(changes * extra["scale"])
 
 
@@ -203,41 +215,60 @@ def run(cfg: Config) -> dict:
     n, holdout, period = len(values), cfg.test_points, cfg.season
     train_end = n - 2 * holdout  # x_0 .. x_(train_end - 1) train
     if train_end - 1 < cfg.window + 1:
-        raise ValueError(f"{n} points leave {train_end} for training: fewer than --window {cfg.window} + 2; "
-                         "lower --window or --holdout")
+        raise ValueError(
+            f"{n} points leave {train_end} for training: fewer than --window {cfg.window} + 2; "
+            "lower --window or --holdout"
+        )
     observed = np.isfinite(values)
     idx = np.arange(n)
     filled = np.interp(idx, idx[observed], values[observed])
-    train_changes = np.diff(filled[:train_end])[observed[1:train_end] & observed[:train_end - 1]]
+    train_changes = np.diff(filled[:train_end])[observed[1:train_end] & observed[: train_end - 1]]
     extra = {"period": period, "scale": float(np.std(train_changes) or 1.0), "series_length": n}
     train = windows(filled, observed, extra, np.arange(cfg.window - 1, train_end - 1), cfg.window, last_only=False)
     validation = windows(filled, observed, extra, np.arange(train_end - 1, n - holdout - 1), cfg.window, last_only=True)
     test = windows(filled, observed, extra, np.arange(n - holdout - 1, n - 1), cfg.window, last_only=True)
-    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_mse,
-                 get_batch=shuffled_batches(train, min(cfg.batch, len(train["inputs"])), cfg.seed),
-                 eval_batches=[validation], extra=extra, desc=f"forecast {cfg.cell}")
+    fitted = fit(
+        cfg,
+        out,
+        build_model=lambda seed: build_model(cfg, extra),
+        loss_fn=sequence_mse,
+        get_batch=shuffled_batches(train, min(cfg.batch, len(train["inputs"])), cfg.seed),
+        eval_batches=[validation],
+        extra=extra,
+        desc=f"forecast {cfg.cell}",
+    )
     model = nnx.merge(fitted.graphdef, fitted.params)
 
     unlog = np.exp if cfg.log_values else (lambda v: v)
-    actual = unlog(values[n - holdout:])
-    one_step = unlog(filled[n - holdout - 1:n - 1] + batched_outputs(model, test)[:, -1, 0] * extra["scale"])
+    actual = unlog(values[n - holdout :])
+    one_step = unlog(filled[n - holdout - 1 : n - 1] + batched_outputs(model, test)[:, -1, 0] * extra["scale"])
     origin = n - holdout
     multi_step = unlog(roll_out(model, filled[:origin], 0, holdout, extra))
     last = filled[origin - 1]
     metrics = {
         "one_step": errors(one_step, actual),
-        "persistence": errors(unlog(filled[origin - 1:n - 1]), actual),
+        "persistence": errors(unlog(filled[origin - 1 : n - 1]), actual),
         "multi_step": errors(multi_step, actual),
         "last_value": errors(unlog(np.full(holdout, last)), actual),
     }
     if period:
-        metrics["seasonal_naive"] = errors(unlog(filled[origin - period:n - period]), actual)
+        metrics["seasonal_naive"] = errors(unlog(filled[origin - period : n - period]), actual)
         metrics["last_season"] = errors(unlog(filled[origin - period + np.arange(holdout) % period]), actual)
     title = f"forecast: {cfg.data or cfg.series}"
-    plots.forecast(unlog(values), {"one-step": one_step, "multi-step": multi_step}, origin, out / "forecast.png",
-                   title=f"{title} ({cfg.cell}), last {holdout} points held out")
-    info = {"points": n, "train_points": train_end, "validation_points": holdout, "test_points": holdout,
-            "forecasts": {"actual": actual.tolist(), "one_step": one_step.tolist(), "multi_step": multi_step.tolist()}}
+    plots.forecast(
+        unlog(values),
+        {"one-step": one_step, "multi-step": multi_step},
+        origin,
+        out / "forecast.png",
+        title=f"{title} ({cfg.cell}), last {holdout} points held out",
+    )
+    info = {
+        "points": n,
+        "train_points": train_end,
+        "validation_points": holdout,
+        "test_points": holdout,
+        "forecasts": {"actual": actual.tolist(), "one_step": one_step.tolist(), "multi_step": multi_step.tolist()},
+    }
     return finish(cfg, out, fitted, metrics, title=title, extra=info)
 
 
@@ -248,8 +279,10 @@ def predict(run_dir: str, text: str) -> str:
     except ValueError:
         raise ValueError(f"--input must be comma-separated numbers, got {text!r}")
     if values.size < 2 or not np.isfinite(values).all() or (cfg.log_values and values.min() <= 0):
-        raise ValueError("--input needs at least 2 finite values"
-                         + (" (> 0: the model works on log values)" if cfg.log_values else ""))
+        raise ValueError(
+            "--input needs at least 2 finite values"
+            + (" (> 0: the model works on log values)" if cfg.log_values else "")
+        )
     levels = np.log(values) if cfg.log_values else values
     forecast = roll_out(model, levels, extra["series_length"] - len(levels), cfg.test_points, extra)
     forecast = np.exp(forecast) if cfg.log_values else forecast
@@ -257,8 +290,10 @@ def predict(run_dir: str, text: str) -> str:
 
 
 def summary(cfg: Config, results: dict) -> str:
-    lines = [f"\nforecast {cfg.cell} on {cfg.data or cfg.series}: {results['steps']} steps in "
-             f"{results['wall_time_s']:.0f} s -> {results['out']}"]
+    lines = [
+        f"\nforecast {cfg.cell} on {cfg.data or cfg.series}: {results['steps']} steps in "
+        f"{results['wall_time_s']:.0f} s -> {results['out']}"
+    ]
     lines += [f"  {name:15s} RMSE {e['rmse']:10.4g}   MAE {e['mae']:10.4g}" for name, e in results["metrics"].items()]
     return "\n".join(lines)
 

@@ -35,11 +35,12 @@ from rnn_jax import plots
 from rnn_jax.cells import CELLS
 from rnn_jax.config import prepare_run_dir, require_at_least_one
 from rnn_jax.data import synthetic, text
-from rnn_jax.experiment import RUNTIME_FLAGS, TrainingOptions, fit, write_results
+from rnn_jax.experiment import fit, write_results
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.history import History
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import LossFn, final_step_mse, sequence_cross_entropy
+from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
 
@@ -75,6 +76,7 @@ class Config(TrainingOptions):
     eval_every: int = 100
     flow_every: int | None = 100
     checkpoint_every: int = 500
+    spectrum: int = 16
 
     def __post_init__(self):
         # "rnn,lstm" and ("rnn", "lstm") alike (idempotent, so a saved config reloads unchanged)
@@ -139,12 +141,26 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
     batches = jax.jit(lambda keys, index: jax.vmap(task.batch)(jax.vmap(jax.random.fold_in, (0, None))(keys, index)))
 
     def build_model(seed: int) -> SequenceModel:
-        return SequenceModel(cfg.make_cell(cell_name), hidden_size=cfg.hidden, num_layers=cfg.layers,
-                             rngs=nnx.Rngs(seed), **cfg.layer_options(), **task.model_io)
+        return SequenceModel(
+            cfg.make_cell(cell_name),
+            hidden_size=cfg.hidden,
+            num_layers=cfg.layers,
+            rngs=nnx.Rngs(seed),
+            **cfg.layer_options(),
+            **task.model_io,
+        )
 
-    fitted = fit(cfg, out, build_model=build_model, loss_fn=task.loss_fn, get_batch=lambda step: batches(data_keys, step),
-                 eval_batches=[batches(eval_keys, i) for i in range(cfg.eval_batches)], seeds=seeds, name=cell_name,
-                 desc=f"{cell_name} x {len(seeds)} seed(s)")
+    fitted = fit(
+        cfg,
+        out,
+        build_model=build_model,
+        loss_fn=task.loss_fn,
+        get_batch=lambda step: batches(data_keys, step),
+        eval_batches=[batches(eval_keys, i) for i in range(cfg.eval_batches)],
+        seeds=seeds,
+        name=cell_name,
+        desc=f"{cell_name} x {len(seeds)} seed(s)",
+    )
     return dict(zip(seeds, split_seeds(fitted.history, len(seeds))))
 
 
@@ -162,13 +178,67 @@ def summarise(cfg: Config, histories: dict[str, dict[int, History]]) -> dict:
         cells[cell] = {
             "grad_norm_by_lag": {str(s): by_lag[s].mean(0).tolist() for s in steps},
             "grad_norm_by_step": {str(s): by_step[s].mean(0).tolist() for s in steps},
-            "decay_rate": {str(s): {"mean": float(np.mean(r)), "std": float(np.std(r)), "per_seed": r}
-                           for s, r in rates.items()},
+            "decay_rate": {
+                str(s): {"mean": float(np.mean(r)), "std": float(np.std(r)), "per_seed": r} for s, r in rates.items()
+            },
             "final_eval_loss": {"mean": float(np.mean(finals)), "std": float(np.std(finals)), "per_seed": finals},
             "status": {str(seed): h.status for seed, h in by_seed.items()},
+            **summarise_dynamics(cfg, [{s: h.flow[s].get("dynamics", {}) for s in steps} for h in by_seed.values()]),
             "seeds": {str(seed): h.to_json() for seed, h in by_seed.items()},
         }
     return cells
+
+
+def summarise_dynamics(cfg: Config, by_seed: list[dict[int, dict]]) -> dict:
+    """Seed means of the Lyapunov spectra (``lyapunov``: layer 0; ``lyapunov_layer1``, ...), what
+    they say (leading exponent, directions above -0.01, log condition number of the T-step
+    Jacobian), and layer 0's gate statistics and time constant, by measured step."""
+    out = {}
+    steps = sorted(by_seed[0])
+    for layer in by_seed[0][steps[0]] if steps else []:
+        suffix = "" if layer == "layer0" else "_" + layer.replace("/", "_")
+        spectra = {s: np.mean([seed[s][layer]["lyapunov"] for seed in by_seed], axis=0) for s in steps}
+        if cfg.spectrum:
+            out["lyapunov" + suffix] = {str(s): spectrum.tolist() for s, spectrum in spectra.items()}
+            out["lyapunov_summary" + suffix] = {
+                str(s): spectrum_summary(spectrum, cfg.seq_len) for s, spectrum in spectra.items()
+            }
+        if layer == "layer0":
+            out.update(gate_summary([{s: seed[s][layer] for s in steps} for seed in by_seed]))
+    return out
+
+
+def gate_summary(by_seed: list[dict[int, dict]]) -> dict:
+    """Seed means of one layer's gate statistics (``gates.<step>.<gate>.{mean,low,high}``) and
+    time constant (``time_constant.<step>``)."""
+    steps, first = sorted(by_seed[0]), by_seed[0]
+
+    def mean(step, get):
+        return float(np.mean([get(seed[step]) for seed in by_seed]))
+
+    if not steps or not first[steps[0]]["gates"]:
+        return {}
+    out = {
+        "gates": {
+            str(s): {
+                gate: {stat: mean(s, lambda d, g=gate, k=stat: d["gates"][g][k]) for stat in ("mean", "low", "high")}
+                for gate in first[s]["gates"]
+            }
+            for s in steps
+        }
+    }
+    if steps and "time_constant" in first[steps[0]]:
+        out["time_constant"] = {str(s): mean(s, lambda d: d["time_constant"]) for s in steps}
+    return out
+
+
+def spectrum_summary(exponents, time: int) -> dict:
+    exponents = np.asarray(exponents, np.float64)
+    return {
+        "leading": float(exponents[0]),
+        "memory_directions": int(np.sum(exponents > -0.01)),
+        "log_condition": float(time * (exponents[0] - exponents[-1])),
+    }
 
 
 def write_csv(path: Path, histories: dict[str, dict[int, History]]) -> None:
@@ -178,7 +248,7 @@ def write_csv(path: Path, histories: dict[str, dict[int, History]]) -> None:
         for cell, by_seed in histories.items():
             for seed, history in by_seed.items():
                 for step, flow in sorted(history.flow.items()):
-                    for profile, by_key in flow.items():
+                    for profile, by_key in ((p, flow[p]) for p in ("by_step", "by_lag")):
                         for component, norms in by_key.items():
                             for index, norm in enumerate(norms):
                                 writer.writerow([cell, seed, step, profile, component, index, norm])
@@ -198,6 +268,10 @@ def make_plots(cfg: Config, task: Task, histories: dict[str, dict[int, History]]
                 rate = cells[cell]["decay_rate"][str(step)]
                 slopes[panel][cell] = f"{rate['mean']:.3f}" + (f"±{rate['std']:.3f}" if cfg.seeds > 1 else "")
     plots.flow_vs_lag(curves, out / "flow_vs_lag.png", title=title, slopes=slopes)
+    if cfg.spectrum:
+        spectra = {cell: {int(s): v for s, v in record["lyapunov"].items()} for cell, record in cells.items()}
+        plots.spectra(spectra, out / "lyapunov.png", title=title + ": Lyapunov spectrum of layer 0 over training")
+    plots.gate_dynamics(cells, out / "gates.png", title=title + ": gates of layer 0 over training")
     if not cfg.steps:
         return
     maps = {}
@@ -208,8 +282,10 @@ def make_plots(cfg: Config, task: Task, histories: dict[str, dict[int, History]]
     losses = {}
     for cell, by_seed in histories.items():
         for split in ("train", "eval"):
-            losses[f"{cell} {split}"] = [([r["step"] for r in getattr(h, split)], [r["loss"] for r in getattr(h, split)])
-                                         for h in by_seed.values()]
+            losses[f"{cell} {split}"] = [
+                ([r["step"] for r in getattr(h, split)], [r["loss"] for r in getattr(h, split)])
+                for h in by_seed.values()
+            ]
     plots.loss_curves(losses, out / "loss_curves.png", title=title, ylabel=task.metric, baseline=task.baseline)
 
 
@@ -220,11 +296,15 @@ def run(cfg: Config) -> dict:
     started = time.time()
     histories = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
     cells = summarise(cfg, histories)
-    results = write_results(cfg, out, {
-        "task": {"name": cfg.task, "metric": task.metric, "baseline": task.baseline, "vocab": task.vocab},
-        "wall_time_s": time.time() - started,
-        "cells": cells,
-    })
+    results = write_results(
+        cfg,
+        out,
+        {
+            "task": {"name": cfg.task, "metric": task.metric, "baseline": task.baseline, "vocab": task.vocab},
+            "wall_time_s": time.time() - started,
+            "cells": cells,
+        },
+    )
     if is_primary():
         write_csv(out / "grad_norms.csv", histories)
     make_plots(cfg, task, histories, cells, out)
@@ -233,14 +313,18 @@ def run(cfg: Config) -> dict:
 
 def summary(cfg: Config, results: dict) -> str:
     task, last = results["task"], str(max(0, cfg.steps - 1))
-    lines = [f"\n{cfg.task}: T={cfg.seq_len}, hidden {cfg.hidden}, {cfg.steps} steps, {cfg.seeds} seed(s) -> "
-             f"{results['out']}",
-             f"{'cell':<6} {'decay/step at init':>19} {'decay/step trained':>19} {'final eval ' + task['metric']:>28}  status"]
+    lines = [
+        f"\n{cfg.task}: T={cfg.seq_len}, hidden {cfg.hidden}, {cfg.steps} steps, {cfg.seeds} seed(s) -> "
+        f"{results['out']}",
+        f"{'cell':<6} {'decay/step at init':>19} {'decay/step trained':>19} {'final eval ' + task['metric']:>28}  status",
+    ]
     for cell, record in results["cells"].items():
-        rate = lambda s: (f"{record['decay_rate'][s]['mean']:+.4f}" if s in record["decay_rate"] else "-")  # noqa: E731
+        rate = lambda s: f"{record['decay_rate'][s]['mean']:+.4f}" if s in record["decay_rate"] else "-"  # noqa: E731
         final = record["final_eval_loss"]
-        lines.append(f"{cell:<6} {rate('0'):>19} {rate(last):>19} {final['mean']:>28.4g}  "
-                     f"{','.join(sorted(set(record['status'].values())))}")
+        lines.append(
+            f"{cell:<6} {rate('0'):>19} {rate(last):>19} {final['mean']:>28.4g}  "
+            f"{','.join(sorted(set(record['status'].values())))}"
+        )
     lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}")
     return "\n".join(lines)
 

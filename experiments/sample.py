@@ -52,11 +52,23 @@ def main(argv=None):
         vocab = CharVocab(extra["vocab"])
         unknown = sorted(set(options.prime) - set(vocab.chars))
         if unknown:
-            raise ValueError(f"--prime has characters the model never saw: {unknown!r}; its vocabulary is {vocab.chars!r}")
+            raise ValueError(
+                f"--prime has characters the model never saw: {unknown!r}; its vocabulary is {vocab.chars!r}"
+            )
         graphdef, params = nnx.split(model)
-        print(char_lm.sample_text(graphdef, params, vocab, prime=options.prime, length=options.length,
-                          temperature=options.temperature, top_k=options.top_k, argmax=options.argmax,
-                          seed=options.seed))
+        print(
+            char_lm.sample_text(
+                graphdef,
+                params,
+                vocab,
+                prime=options.prime,
+                length=options.length,
+                temperature=options.temperature,
+                top_k=options.top_k,
+                argmax=options.argmax,
+                seed=options.seed,
+            )
+        )
 
 
 if __name__ == "__main__":

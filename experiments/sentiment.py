@@ -38,14 +38,17 @@ from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
+from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK: ClassVar[dict] = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=40)
+    QUICK: ClassVar[dict] = dict(
+        hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=40
+    )
 
     data: str = "rt_sentence_polarity"
     """labelled texts: a corpus name (rt_sentence_polarity | movie_reviews_polarity), a local
@@ -72,10 +75,19 @@ class Config(TaskOptions):
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return SequenceModel(cfg.make_cell(cfg.cell), vocab_size=len(extra["vocab"]), embed_size=cfg.embed,
-                         hidden_size=cfg.hidden, output_size=len(extra["labels"]), num_layers=cfg.layers,
-                         dropout=cfg.dropout, bidirectional=cfg.bidirectional, readout="final", **cfg.layer_options(),
-                         rngs=nnx.Rngs(cfg.seed))
+    return SequenceModel(
+        cfg.make_cell(cfg.cell),
+        vocab_size=len(extra["vocab"]),
+        embed_size=cfg.embed,
+        hidden_size=cfg.hidden,
+        output_size=len(extra["labels"]),
+        num_layers=cfg.layers,
+        dropout=cfg.dropout,
+        bidirectional=cfg.bidirectional,
+        readout="final",
+        **cfg.layer_options(),
+        rngs=nnx.Rngs(cfg.seed),
+    )
 
 
 def encode(vocab: Vocab, token_lists, max_len: int) -> dict[str, np.ndarray]:
@@ -85,9 +97,16 @@ def encode(vocab: Vocab, token_lists, max_len: int) -> dict[str, np.ndarray]:
 
 def run(cfg: Config) -> dict:
     out, cfg, _ = prepare_run_dir(cfg, "sentiment", from_command_line=RUNTIME_FLAGS)
-    splits = corpora.read(cfg.data, lambda source: tasks.load_sentiment(
-        source.location, text_column=cfg.text_column, label_column=cfg.label_column, seed=cfg.seed,
-        config=source.config or cfg.hf_config))
+    splits = corpora.read(
+        cfg.data,
+        lambda source: tasks.load_sentiment(
+            source.location,
+            text_column=cfg.text_column,
+            label_column=cfg.label_column,
+            seed=cfg.seed,
+            config=source.config or cfg.hf_config,
+        ),
+    )
     train_tokens, train_labels = splits["train"]
     vocab = Vocab.build(train_tokens, min_count=cfg.min_count)
     labels = sorted(set(train_labels.tolist()))
@@ -95,10 +114,17 @@ def run(cfg: Config) -> dict:
         raise ValueError(f"{cfg.data}: labels must be 0..K-1 with K >= 2; the training split has {labels}")
     data = {s: {**encode(vocab, tokens, cfg.max_len), "targets": y} for s, (tokens, y) in splits.items()}
     extra = {"vocab": list(vocab.tokens), "labels": labels}
-    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=classification_cross_entropy,
-                 get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
-                 eval_batches=chunks(data["validation"], 512), extra=extra, desc=f"sentiment {cfg.cell}",
-                 tokens_per_step=cfg.batch * cfg.max_len)
+    fitted = fit(
+        cfg,
+        out,
+        build_model=lambda seed: build_model(cfg, extra),
+        loss_fn=classification_cross_entropy,
+        get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
+        eval_batches=chunks(data["validation"], 512),
+        extra=extra,
+        desc=f"sentiment {cfg.cell}",
+        tokens_per_step=cfg.batch * cfg.max_len,
+    )
     model = nnx.merge(fitted.graphdef, fitted.params)
     majority = collections.Counter(train_labels.tolist()).most_common(1)[0][0]
     metrics = {}
@@ -107,9 +133,12 @@ def run(cfg: Config) -> dict:
         metrics[f"{split}_accuracy"] = float(np.mean(logits.argmax(-1) == data[split]["targets"]))
         metrics[f"{split}_majority_baseline"] = float(np.mean(data[split]["targets"] == majority))
     lengths = [len(t) for t in train_tokens]
-    info = {"vocab_size": vocab.size, "examples": {s: len(y) for s, (_, y) in splits.items()},
-            "train_tokens_median": float(np.median(lengths)), "train_truncated_fraction":
-            float(np.mean(np.asarray(lengths) > cfg.max_len))}
+    info = {
+        "vocab_size": vocab.size,
+        "examples": {s: len(y) for s, (_, y) in splits.items()},
+        "train_tokens_median": float(np.median(lengths)),
+        "train_truncated_fraction": float(np.mean(np.asarray(lengths) > cfg.max_len)),
+    }
     return finish(cfg, out, fitted, metrics, title=f"sentiment: {cfg.data}", extra=info)
 
 
@@ -130,9 +159,11 @@ def predict(run_dir: str, text: str) -> str:
 
 def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    return (f"\nsentiment {cfg.cell}: {results['steps']} steps in {results['wall_time_s'] / 60:.1f} min -> {results['out']}\n"
-            f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}); "
-            f"validation {m['validation_accuracy']:.4f}")
+    return (
+        f"\nsentiment {cfg.cell}: {results['steps']} steps in {results['wall_time_s'] / 60:.1f} min -> {results['out']}\n"
+        f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}); "
+        f"validation {m['validation_accuracy']:.4f}"
+    )
 
 
 def main(argv=None):

@@ -34,9 +34,10 @@ from rnn_jax.config import prepare_run_dir
 from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.tables import load_table, require_columns
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
+from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 
 SKLEARN_DATASETS = ("breast_cancer", "wine", "iris", "digits")
 
@@ -92,10 +93,17 @@ def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return SequenceModel(cfg.make_cell(cfg.cell), input_size=len(extra["features"]), hidden_size=cfg.hidden,
-                         output_size=len(extra["labels"]), num_layers=cfg.layers, dropout=cfg.dropout,
-                         readout="final", **cfg.layer_options(),
-                         rngs=nnx.Rngs(cfg.seed))
+    return SequenceModel(
+        cfg.make_cell(cfg.cell),
+        input_size=len(extra["features"]),
+        hidden_size=cfg.hidden,
+        output_size=len(extra["labels"]),
+        num_layers=cfg.layers,
+        dropout=cfg.dropout,
+        readout="final",
+        **cfg.layer_options(),
+        rngs=nnx.Rngs(cfg.seed),
+    )
 
 
 def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
@@ -113,12 +121,21 @@ def run(cfg: Config) -> dict:
     mean, std = features[rows["train"]].mean(0), features[rows["train"]].std(0)
     extra = {"features": names, "labels": classes, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
     data = {s: {"inputs": as_sequences(features[r], extra), "targets": labels[r]} for s, r in rows.items()}
-    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=classification_cross_entropy,
-                 get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
-                 eval_batches=chunks(data["validation"], 4096), extra=extra, desc=f"tabular {cfg.cell}")
+    fitted = fit(
+        cfg,
+        out,
+        build_model=lambda seed: build_model(cfg, extra),
+        loss_fn=classification_cross_entropy,
+        get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
+        eval_batches=chunks(data["validation"], 4096),
+        extra=extra,
+        desc=f"tabular {cfg.cell}",
+    )
     model = nnx.merge(fitted.graphdef, fitted.params)
-    metrics = {f"{s}_accuracy": float(np.mean(batched_outputs(model, data[s]).argmax(-1) == data[s]["targets"]))
-               for s in ("validation", "test")}
+    metrics = {
+        f"{s}_accuracy": float(np.mean(batched_outputs(model, data[s]).argmax(-1) == data[s]["targets"]))
+        for s in ("validation", "test")
+    }
     majority = collections.Counter(data["train"]["targets"].tolist()).most_common(1)[0][0]
     metrics["test_majority_baseline"] = float(np.mean(data["test"]["targets"] == majority))
     metrics["test_logistic_regression"] = logistic_regression(data)
@@ -142,16 +159,20 @@ def predict(run_dir: str, values: str) -> str:
     except ValueError:
         raise ValueError(f"--input must be {len(extra['features'])} comma-separated numbers, got {values!r}")
     if x.size != len(extra["features"]):
-        raise ValueError(f"--input has {x.size} values; the model takes {len(extra['features'])}: {', '.join(extra['features'])}")
+        raise ValueError(
+            f"--input has {x.size} values; the model takes {len(extra['features'])}: {', '.join(extra['features'])}"
+        )
     logits = batched_outputs(model, {"inputs": as_sequences(x[None], extra)})[0]
     return "\n".join(class_probabilities(logits, extra["labels"]))
 
 
 def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    return (f"\ntabular {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}\n"
-            f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}, logistic "
-            f"regression {m['test_logistic_regression']:.4f}); validation {m['validation_accuracy']:.4f}")
+    return (
+        f"\ntabular {cfg.cell}: {results['steps']} steps in {results['wall_time_s']:.0f} s -> {results['out']}\n"
+        f"test accuracy {m['test_accuracy']:.4f} (majority class {m['test_majority_baseline']:.4f}, logistic "
+        f"regression {m['test_logistic_regression']:.4f}); validation {m['validation_accuracy']:.4f}"
+    )
 
 
 def main(argv=None):

@@ -35,16 +35,19 @@ from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 
 SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
-    QUICK: ClassVar[dict] = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=32)
+    QUICK: ClassVar[dict] = dict(
+        hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=32
+    )
 
     data: str = "ud_english_ewt"
     """a corpus name (ud_english_ewt), a folder holding *-train/*-dev/*-test .conllu files, a save_to_disk folder or a hub dataset id (with tokens
@@ -80,15 +83,24 @@ def read_treebank(source: corpora.Source, config: str | None) -> dict[str, list[
                 raise FileNotFoundError(f"--data {folder}: expected one *-{name}.conllu file there, found {len(files)}")
             found[split] = tasks.load_conllu(str(files[0]))
         return found
-    return {split: tasks.load_conllu(source.location, split=split, config=source.config or config)
-            for split in SPLIT_NAMES}
+    return {
+        split: tasks.load_conllu(source.location, split=split, config=source.config or config) for split in SPLIT_NAMES
+    }
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return SequenceModel(cfg.make_cell(cfg.cell), vocab_size=len(extra["words"]), embed_size=cfg.embed,
-                         hidden_size=cfg.hidden, output_size=len(extra["tags"]), num_layers=cfg.layers,
-                         dropout=cfg.dropout, bidirectional=cfg.bidirectional, **cfg.layer_options(),
-                         rngs=nnx.Rngs(cfg.seed))
+    return SequenceModel(
+        cfg.make_cell(cfg.cell),
+        vocab_size=len(extra["words"]),
+        embed_size=cfg.embed,
+        hidden_size=cfg.hidden,
+        output_size=len(extra["tags"]),
+        num_layers=cfg.layers,
+        dropout=cfg.dropout,
+        bidirectional=cfg.bidirectional,
+        **cfg.layer_options(),
+        rngs=nnx.Rngs(cfg.seed),
+    )
 
 
 def encode(words: Vocab, tags: Vocab, sentences, length: int) -> dict[str, np.ndarray]:
@@ -123,20 +135,32 @@ def run(cfg: Config) -> dict:
     words = Vocab.build([w for w, _ in train], min_count=cfg.min_count)
     tags = Vocab.build([t for _, t in train], specials=(PAD,))
     longest = {s: max(len(w) for w, _ in sentences) for s, sentences in splits.items()}
-    data = {s: encode(words, tags, sentences, cfg.max_len if s == "train" else longest[s])
-            for s, sentences in splits.items()}
+    data = {
+        s: encode(words, tags, sentences, cfg.max_len if s == "train" else longest[s])
+        for s, sentences in splits.items()
+    }
     extra = {"words": list(words.tokens), "tags": list(tags.tokens)}
-    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_cross_entropy,
-                 get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
-                 eval_batches=chunks(data["validation"], 512), extra=extra, desc=f"tagging {cfg.cell}",
-                 tokens_per_step=cfg.batch * cfg.max_len)
+    fitted = fit(
+        cfg,
+        out,
+        build_model=lambda seed: build_model(cfg, extra),
+        loss_fn=sequence_cross_entropy,
+        get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
+        eval_batches=chunks(data["validation"], 512),
+        extra=extra,
+        desc=f"tagging {cfg.cell}",
+        tokens_per_step=cfg.batch * cfg.max_len,
+    )
     model = nnx.merge(fitted.graphdef, fitted.params)
     metrics = {f"{s}_accuracy": token_accuracy(model, data[s]) for s in ("validation", "test")}
     metrics["test_most_frequent_tag_baseline"] = most_frequent_tag_baseline(train, splits["test"])
     test_words = [w for ws, _ in splits["test"] for w in ws]
-    info = {"vocab_size": words.size, "tags": list(tags.tokens[1:]),
-            "sentences": {s: len(v) for s, v in splits.items()},
-            "test_unknown_word_fraction": float(np.mean([w not in words for w in test_words]))}
+    info = {
+        "vocab_size": words.size,
+        "tags": list(tags.tokens[1:]),
+        "sentences": {s: len(v) for s, v in splits.items()},
+        "test_unknown_word_fraction": float(np.mean([w not in words for w in test_words])),
+    }
     return finish(cfg, out, fitted, metrics, title=f"tagging: {cfg.data}", extra=info)
 
 
@@ -149,16 +173,19 @@ def predict(run_dir: str, sentence: str) -> str:
     words, tags = Vocab(extra["words"]), Vocab(extra["tags"])
     ids, mask = pad([words.encode(sentence_words)], len(sentence_words))
     predicted = batched_outputs(model, {"inputs": ids, "mask": mask})[0].argmax(-1)
-    return " ".join(f"{w}/{tags.tokens[t]}" + ("" if w in words else f"({UNK})")
-                    for w, t in zip(sentence_words, predicted))
+    return " ".join(
+        f"{w}/{tags.tokens[t]}" + ("" if w in words else f"({UNK})") for w, t in zip(sentence_words, predicted)
+    )
 
 
 def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    return (f"\ntagging {cfg.cell}{' (bidirectional)' if cfg.bidirectional else ''}: {results['steps']} steps in "
-            f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}\n"
-            f"test token accuracy {m['test_accuracy']:.4f} (most frequent tag per word "
-            f"{m['test_most_frequent_tag_baseline']:.4f}); validation {m['validation_accuracy']:.4f}")
+    return (
+        f"\ntagging {cfg.cell}{' (bidirectional)' if cfg.bidirectional else ''}: {results['steps']} steps in "
+        f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}\n"
+        f"test token accuracy {m['test_accuracy']:.4f} (most frequent tag per word "
+        f"{m['test_most_frequent_tag_baseline']:.4f}); validation {m['validation_accuracy']:.4f}"
+    )
 
 
 def main(argv=None):

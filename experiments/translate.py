@@ -40,8 +40,9 @@ from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import beam_search, greedy
-from rnn_jax.experiment import RUNTIME_FLAGS, TaskOptions, finish, fit, load_run
+from rnn_jax.experiment import finish, fit, load_run
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 from rnn_jax.seq2seq import Seq2Seq
 
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -88,11 +89,19 @@ class Config(TaskOptions):
 
 
 def tokenized_pairs(cfg: Config) -> list[tuple[list[str], list[str]]]:
-    pairs = corpora.read(cfg.data, lambda source: tasks.load_pairs(
-        source.location, source_column=cfg.source_column, target_column=cfg.target_column,
-        config=source.config or cfg.hf_config))
-    pairs = [(tasks.tokenize(b), tasks.tokenize(a)) if cfg.reverse else (tasks.tokenize(a), tasks.tokenize(b))
-             for a, b in pairs]
+    pairs = corpora.read(
+        cfg.data,
+        lambda source: tasks.load_pairs(
+            source.location,
+            source_column=cfg.source_column,
+            target_column=cfg.target_column,
+            config=source.config or cfg.hf_config,
+        ),
+    )
+    pairs = [
+        (tasks.tokenize(b), tasks.tokenize(a)) if cfg.reverse else (tasks.tokenize(a), tasks.tokenize(b))
+        for a, b in pairs
+    ]
     kept = [(s, t) for s, t in pairs if 0 < len(s) <= cfg.max_len and 0 < len(t) <= cfg.max_len]
     if not kept:
         raise ValueError(f"{cfg.data}: no pair has both sides within --max-len {cfg.max_len} tokens")
@@ -121,19 +130,32 @@ def encode_pairs(source_vocab: Vocab, target_vocab: Vocab, grouped, max_len: int
     targets = [target_vocab.encode(t) for _, t in flat]
     decoder_inputs, _ = pad([np.concatenate([[bos], t]) for t in targets], max_len + 1)
     outputs, mask = pad([np.concatenate([t, [eos]]) for t in targets], max_len + 1)
-    return {**encode_sources(source_vocab, [s for s, _ in flat], max_len), "decoder_inputs": decoder_inputs,
-            "targets": outputs, "mask": mask}
+    return {
+        **encode_sources(source_vocab, [s for s, _ in flat], max_len),
+        "decoder_inputs": decoder_inputs,
+        "targets": outputs,
+        "mask": mask,
+    }
 
 
 def build_model(cfg: Config, extra: dict) -> Seq2Seq:
-    return Seq2Seq(cfg.make_cell(cfg.cell), source_vocab=len(extra["source_vocab"]),
-                   target_vocab=len(extra["target_vocab"]), embed_size=cfg.embed, hidden_size=cfg.hidden,
-                   num_layers=cfg.layers, dropout=cfg.dropout, attention=cfg.attention, **cfg.layer_options(),
-                   rngs=nnx.Rngs(cfg.seed))
+    return Seq2Seq(
+        cfg.make_cell(cfg.cell),
+        source_vocab=len(extra["source_vocab"]),
+        target_vocab=len(extra["target_vocab"]),
+        embed_size=cfg.embed,
+        hidden_size=cfg.hidden,
+        num_layers=cfg.layers,
+        dropout=cfg.dropout,
+        attention=cfg.attention,
+        **cfg.layer_options(),
+        rngs=nnx.Rngs(cfg.seed),
+    )
 
 
-def translate(model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vocab, sources, *, beam: bool,
-              size: int = 256) -> list[list[str]]:
+def translate(
+    model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vocab, sources, *, beam: bool, size: int = 256
+) -> list[list[str]]:
     graphdef, params = nnx.split(model)
     options = dict(bos=target_vocab.id(BOS), eos=target_vocab.id(EOS), max_len=cfg.max_len + 1)
     if beam:
@@ -162,26 +184,44 @@ def run(cfg: Config) -> dict:
     extra = {"source_vocab": list(source_vocab.tokens), "target_vocab": list(target_vocab.tokens)}
     train = encode_pairs(source_vocab, target_vocab, splits["train"], cfg.max_len)
     validation = encode_pairs(source_vocab, target_vocab, splits["validation"], cfg.max_len)
-    fitted = fit(cfg, out, build_model=lambda seed: build_model(cfg, extra), loss_fn=sequence_cross_entropy,
-                 get_batch=shuffled_batches(train, cfg.batch, cfg.seed), eval_batches=chunks(validation, 1024),
-                 extra=extra, desc=f"translate {cfg.cell}", tokens_per_step=cfg.batch * (cfg.max_len + 1))
+    fitted = fit(
+        cfg,
+        out,
+        build_model=lambda seed: build_model(cfg, extra),
+        loss_fn=sequence_cross_entropy,
+        get_batch=shuffled_batches(train, cfg.batch, cfg.seed),
+        eval_batches=chunks(validation, 1024),
+        extra=extra,
+        desc=f"translate {cfg.cell}",
+        tokens_per_step=cfg.batch * (cfg.max_len + 1),
+    )
     model = nnx.merge(fitted.graphdef, fitted.params)
 
     test = splits["test"][: cfg.test_sentences]
     sources, references = [s for s, _ in test], [ts for _, ts in test]
-    hypotheses = {kind: translate(model, cfg, source_vocab, target_vocab, sources, beam=kind == "beam")
-                  for kind in ("greedy", "beam")}
+    hypotheses = {
+        kind: translate(model, cfg, source_vocab, target_vocab, sources, beam=kind == "beam")
+        for kind in ("greedy", "beam")
+    }
     metrics = {f"test_bleu_{kind}": bleu(h, references) for kind, h in hypotheses.items()}
     metrics["test_bleu_copy_source"] = bleu(sources, references)
-    samples = [{"source": " ".join(s), "references": [" ".join(r) for r in refs],
-                **{kind: " ".join(h[i]) for kind, h in hypotheses.items()}}
-               for i, (s, refs) in enumerate(zip(sources[:20], references[:20]))]
+    samples = [
+        {
+            "source": " ".join(s),
+            "references": [" ".join(r) for r in refs],
+            **{kind: " ".join(h[i]) for kind, h in hypotheses.items()},
+        }
+        for i, (s, refs) in enumerate(zip(sources[:20], references[:20]))
+    ]
     if cfg.attention:
         plot_attention(model, test[0], source_vocab, target_vocab, hypotheses["greedy"][0], cfg, out)
-    info = {"pairs": {s: sum(len(ts) for _, ts in v) for s, v in splits.items()},
-            "source_sentences": {s: len(v) for s, v in splits.items()},
-            "vocab_sizes": {"source": source_vocab.size, "target": target_vocab.size},
-            "test_sentences_decoded": len(test), "samples": samples}
+    info = {
+        "pairs": {s: sum(len(ts) for _, ts in v) for s, v in splits.items()},
+        "source_sentences": {s: len(v) for s, v in splits.items()},
+        "vocab_sizes": {"source": source_vocab.size, "target": target_vocab.size},
+        "test_sentences_decoded": len(test),
+        "samples": samples,
+    }
     return finish(cfg, out, fitted, metrics, title=f"translate: {cfg.data}", extra=info)
 
 
@@ -191,7 +231,7 @@ def plot_attention(model, example, source_vocab, target_vocab, hypothesis, cfg, 
     carries, memory = model.encode(batch["inputs"], mask=batch["source_mask"])
     decoder_inputs = target_vocab.encode([BOS, *hypothesis])[None]
     weights = np.asarray(model.decoder.attention_weights(decoder_inputs, initial_carries=carries, **memory))[0]
-    plots.attention(weights[:, -len(source):], source, [*hypothesis, EOS], out / "attention.png")
+    plots.attention(weights[:, -len(source) :], source, [*hypothesis, EOS], out / "attention.png")
 
 
 def predict(run_dir: str, sentence: str) -> str:
@@ -203,8 +243,10 @@ def predict(run_dir: str, sentence: str) -> str:
     if len(tokens) > cfg.max_len:
         raise ValueError(f"--input has {len(tokens)} tokens; this model was trained on at most {cfg.max_len}")
     unknown = [t for t in tokens if t not in source_vocab]
-    lines = [f"greedy: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=False)[0])}",
-             f"beam {cfg.beam}: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=True)[0])}"]
+    lines = [
+        f"greedy: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=False)[0])}",
+        f"beam {cfg.beam}: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=True)[0])}",
+    ]
     if unknown:
         lines.append(f"(words unseen in training, read as <unk>: {unknown})")
     return "\n".join(lines)
@@ -212,10 +254,12 @@ def predict(run_dir: str, sentence: str) -> str:
 
 def summary(cfg: Config, results: dict) -> str:
     m = results["metrics"]
-    lines = [f"\ntranslate {cfg.cell}{' + attention' if cfg.attention else ''}: {results['steps']} steps in "
-             f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}",
-             f"test BLEU greedy {m['test_bleu_greedy']:.2f}, beam {cfg.beam} {m['test_bleu_beam']:.2f} "
-             f"(copying the source {m['test_bleu_copy_source']:.2f})"]
+    lines = [
+        f"\ntranslate {cfg.cell}{' + attention' if cfg.attention else ''}: {results['steps']} steps in "
+        f"{results['wall_time_s'] / 60:.1f} min -> {results['out']}",
+        f"test BLEU greedy {m['test_bleu_greedy']:.2f}, beam {cfg.beam} {m['test_bleu_beam']:.2f} "
+        f"(copying the source {m['test_bleu_copy_source']:.2f})",
+    ]
     lines += [f"  {s['source']}  ->  {s['beam']}   (reference: {s['references'][0]})" for s in results["samples"][:5]]
     return "\n".join(lines)
 

@@ -36,17 +36,24 @@ class Checkpoints:
         self.best_by = check_best_by(best_by)
         self.directory = Path(directory).absolute()
         _warn_half_written(self.directory)
+
         # in a multi-process run the two managers save the same step at once: their barriers
         # (named by step) need distinct prefixes
-        common = lambda name: dict(create=True, cleanup_tmp_directories=True,  # noqa: E731
-                                   multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
+        def common(name):
+            return dict(
+                create=True,
+                cleanup_tmp_directories=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
+            )
+
         self.last = ocp.CheckpointManager(
             self.directory / "last", options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common("last"))
         )
         self.best = ocp.CheckpointManager(
             self.directory / "best",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[best_by], best_mode=BEST_BY[best_by],
-                                                 **common("best")),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, best_fn=lambda m: m[best_by], best_mode=BEST_BY[best_by], **common("best")
+            ),
         )
 
     def save(self, state: TrainState, extra: dict, *, eval_metrics: dict[str, float] | None = None) -> None:
@@ -59,8 +66,10 @@ class Checkpoints:
         if eval_metrics is None:
             return
         if self.best_by not in eval_metrics:
-            raise ValueError(f"the evaluation reports {sorted(eval_metrics)}: no {self.best_by!r} to pick the best "
-                             "checkpoint by; use --best-by loss")
+            raise ValueError(
+                f"the evaluation reports {sorted(eval_metrics)}: no {self.best_by!r} to pick the best "
+                "checkpoint by; use --best-by loss"
+            )
         value = float(np.mean(eval_metrics[self.best_by]))  # the mean over seeds, if stacked
         if math.isfinite(value) and step not in self.best.all_steps():
             self.best.save(step, args=args, metrics={self.best_by: value})
@@ -89,10 +98,15 @@ class Checkpoints:
 
 
 def _warn_half_written(directory: Path) -> None:
-    half_written = sorted(str(p.relative_to(directory)) for p in directory.glob("*/*") if ocp.utils.TMP_DIR_SUFFIX in p.name)
+    half_written = sorted(
+        str(p.relative_to(directory)) for p in directory.glob("*/*") if ocp.utils.TMP_DIR_SUFFIX in p.name
+    )
     if half_written:
-        warnings.warn(f"{directory}: ignoring and removing half-written checkpoint(s) {half_written} (a save was "
-                      "interrupted); the last complete checkpoint is used", stacklevel=3)
+        warnings.warn(
+            f"{directory}: ignoring and removing half-written checkpoint(s) {half_written} (a save was "
+            "interrupted); the last complete checkpoint is used",
+            stacklevel=3,
+        )
 
 
 def _checkpoint_step(manager: ocp.CheckpointManager, step: int | None) -> int:
@@ -115,4 +129,3 @@ def restore_checkpoint(manager: ocp.CheckpointManager, like: TrainState, step: i
             "was written by a different model configuration (cell, sizes, layers)."
         ) from error
     return restored["state"], restored["extra"]
-

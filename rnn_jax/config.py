@@ -77,10 +77,13 @@ def config_from_json(cls, data: dict, **overrides):
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(hints))
     if unknown:
-        raise ValueError(f"the saved config has fields {unknown} that a {cls.__module__}.{cls.__name__} does not: "
-                         "is it a run of another experiment?")
-    values = {k: tuple(v) if isinstance(v, list) and typing.get_origin(hints[k]) is tuple else v
-              for k, v in data.items()}
+        raise ValueError(
+            f"the saved config has fields {unknown} that a {cls.__module__}.{cls.__name__} does not: "
+            "is it a run of another experiment?"
+        )
+    values = {
+        k: tuple(v) if isinstance(v, list) and typing.get_origin(hints[k]) is tuple else v for k, v in data.items()
+    }
     return cls(**{**values, **overrides})
 
 
@@ -94,10 +97,13 @@ def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
     if cfg.resume:
         path = Path(cfg.resume) / "config.json"
         if not path.exists():
-            raise FileNotFoundError(f"--resume {cfg.resume}: no config.json there; is it the output directory of a "
-                                    f"{experiment} run?")
+            raise FileNotFoundError(
+                f"--resume {cfg.resume}: no config.json there; is it the output directory of a {experiment} run?"
+            )
         if not (path.parent / "checkpoints").is_dir():
-            raise FileNotFoundError(f"no checkpoint in {path.parent / 'checkpoints'}: nothing to restore or resume from")
+            raise FileNotFoundError(
+                f"no checkpoint in {path.parent / 'checkpoints'}: nothing to restore or resume from"
+            )
         kept = {name: getattr(cfg, name) for name in from_command_line}
         return path.parent, config_from_json(type(cfg), json.loads(path.read_text()), resume=None, **kept), True
     out = Path(cfg.out or f"runs/{experiment}/{datetime.datetime.now():%Y%m%d-%H%M%S}")

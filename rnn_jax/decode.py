@@ -25,12 +25,14 @@ def batched_outputs(model: nnx.Module, arrays: dict, *, size: int = 512) -> np.n
     """`model(inputs, mask=mask)` outputs for every row of `arrays` (``inputs``, optional
     ``mask``), computed `size` rows at a time, as one NumPy array."""
     graphdef, params = nnx.split(model)
-    return np.concatenate([np.asarray(_outputs(graphdef, params, chunk["inputs"], chunk.get("mask")))
-                           for chunk in chunks(arrays, size)])
+    return np.concatenate(
+        [np.asarray(_outputs(graphdef, params, chunk["inputs"], chunk.get("mask"))) for chunk in chunks(arrays, size)]
+    )
 
 
-def next_token(key: Array, logits: Array, *, temperature: float = 1.0, top_k: int | None = None,
-               argmax: bool = False) -> Array:
+def next_token(
+    key: Array, logits: Array, *, temperature: float = 1.0, top_k: int | None = None, argmax: bool = False
+) -> Array:
     """One token id per row of `logits` (..., vocab)."""
     if argmax:
         return jnp.argmax(logits, axis=-1)
@@ -42,8 +44,17 @@ def next_token(key: Array, logits: Array, *, temperature: float = 1.0, top_k: in
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "length", "top_k", "argmax"))
-def sample(graphdef: nnx.GraphDef, params: nnx.State, prime: Array, key: Array, *, length: int,
-           temperature: float = 1.0, top_k: int | None = None, argmax: bool = False) -> Array:
+def sample(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    prime: Array,
+    key: Array,
+    *,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    argmax: bool = False,
+) -> Array:
     """Continue `prime` (batch, prime_len) token ids by `length` tokens: (batch, length).
 
     The prime is read in one scanned pass; then each step feeds the sampled token back in,
@@ -68,8 +79,16 @@ def sample(graphdef: nnx.GraphDef, params: nnx.State, prime: Array, key: Array, 
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "bos", "eos", "max_len"))
-def greedy(graphdef: nnx.GraphDef, params: nnx.State, inputs: Array, source_mask: Array | None = None, *,
-           bos: int, eos: int, max_len: int) -> Array:
+def greedy(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    inputs: Array,
+    source_mask: Array | None = None,
+    *,
+    bos: int,
+    eos: int,
+    max_len: int,
+) -> Array:
     """The most likely token at every step, fed back: (batch, max_len) ids, 0 (<pad>) after <eos>."""
     model = nnx.merge(graphdef, params)
     carries, memory = model.encode(inputs, mask=source_mask)
@@ -87,8 +106,18 @@ def greedy(graphdef: nnx.GraphDef, params: nnx.State, inputs: Array, source_mask
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "bos", "eos", "max_len", "beam", "length_penalty"))
-def beam_search(graphdef: nnx.GraphDef, params: nnx.State, inputs: Array, source_mask: Array | None = None, *,
-                bos: int, eos: int, max_len: int, beam: int = 4, length_penalty: float = 0.6) -> Array:
+def beam_search(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    inputs: Array,
+    source_mask: Array | None = None,
+    *,
+    bos: int,
+    eos: int,
+    max_len: int,
+    beam: int = 4,
+    length_penalty: float = 0.6,
+) -> Array:
     """Beam search: keeps the `beam` most likely prefixes of every sequence; a prefix ends at
     <eos>. The answer is the beam with the best log-probability / length**`length_penalty`
     (0: the plain sum, which favours short outputs; 1: the per-token mean). (batch, max_len) ids."""
@@ -118,8 +147,14 @@ def beam_search(graphdef: nnx.GraphDef, params: nnx.State, inputs: Array, source
         carries = jax.tree.map(lambda c: c[(rows + parent).reshape(-1)], carries)
         return (carries, token.reshape(-1), scores, tokens, finished, lengths), None
 
-    start = (carries, jnp.full((batch * beam,), bos, jnp.int32), scores, jnp.zeros((batch, beam, max_len), jnp.int32),
-             jnp.zeros((batch, beam), bool), jnp.zeros((batch, beam), jnp.int32))
+    start = (
+        carries,
+        jnp.full((batch * beam,), bos, jnp.int32),
+        scores,
+        jnp.zeros((batch, beam, max_len), jnp.int32),
+        jnp.zeros((batch, beam), bool),
+        jnp.zeros((batch, beam), jnp.int32),
+    )
     (_, _, scores, tokens, _, lengths), _ = jax.lax.scan(step, start, jnp.arange(max_len))
     best = jnp.argmax(scores / jnp.maximum(lengths, 1) ** length_penalty, axis=1)
     return jnp.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]

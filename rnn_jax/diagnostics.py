@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from rnn_jax.cells import Cell, Params, accumulation_dtype
+from rnn_jax.layers import param_values
 
 Array = jax.Array
 SATURATION = 0.05  # a gate below this, or above 1 - this, counts as saturated
@@ -38,8 +39,16 @@ def default_transient(time: int) -> int:
     return min(10, time // 10)
 
 
-def layer_dynamics(cell: Cell, params: Params, xs: Array, *, k: int = 0, transient: int | None = None,
-                   initial_carry=None, frame_key: Array | None = None) -> dict:
+def layer_dynamics(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    k: int = 0,
+    transient: int | None = None,
+    initial_carry=None,
+    frame_key: Array | None = None,
+) -> dict:
     """The Lyapunov spectrum (`k` leading exponents, descending; none for k = 0) and the gate
     statistics of one recurrent layer over inputs xs: (batch, time, input).
 
@@ -84,27 +93,37 @@ def layer_dynamics(cell: Cell, params: Params, xs: Array, *, k: int = 0, transie
 def gate_statistics(cell: Cell, gates: dict[str, Array]) -> dict:
     """Means over units of one step's gates: value, fractions below / above the saturation
     thresholds, and the keep gate's time constant -1 / ln(keep)."""
-    stats = {"gates": {name: {"mean": jnp.mean(g), "low": jnp.mean(g < SATURATION), "high": jnp.mean(g > 1 - SATURATION)}
-                       for name, g in gates.items()}}
+    stats = {
+        "gates": {
+            name: {"mean": jnp.mean(g), "low": jnp.mean(g < SATURATION), "high": jnp.mean(g > 1 - SATURATION)}
+            for name, g in gates.items()
+        }
+    }
     keep = cell.keep_gate(gates)
     if keep is not None:
         stats["time_constant"] = jnp.mean(-1.0 / jnp.log(jnp.clip(keep, KEEP_CLIP, 1 - KEEP_CLIP)))
     return stats
 
 
-def model_dynamics(model, batch: dict, *, k: int = 0, transient: int | None = None) -> dict[str, dict]:
+def model_dynamics(
+    model, batch: dict, *, k: int = 0, transient: int | None = None, initial_carries=None
+) -> dict[str, dict]:
     """`layer_dynamics` of every recurrent layer of a `SequenceModel` on `batch`, each layer on the
     outputs of the one below (the directions of a bidirectional layer apart: ``layer0/forward``,
-    ``layer0/backward``); keyed like the gradient-flow profiles."""
+    ``layer0/backward``); keyed like the gradient-flow profiles; `k` at most the carry's size. Masks are not read: the
+    trajectory is that of the whole window (from `initial_carries`, each layer's, if given)."""
     xs = model.stack_inputs(batch)
+    initial_carries = [None] * len(model.rnn.layers) if initial_carries is None else initial_carries
     results = {}
-    for i, layer in enumerate(model.rnn.layers):
-        directions = [("forward", layer.forward, xs)]
+    for i, (layer, carry) in enumerate(zip(model.rnn.layers, initial_carries)):
+        directions = [("forward", layer.forward, xs, carry if not layer.bidirectional or carry is None else carry[0])]
         if layer.bidirectional:
-            directions.append(("backward", layer.backward, xs[:, ::-1]))
-        for direction, params, inputs in directions:
+            directions.append(("backward", layer.backward, xs[:, ::-1], None if carry is None else carry[1]))
+        for direction, params, inputs, start in directions:
             key = f"layer{i}" + (f"/{direction}" if layer.bidirectional else "")
-            results[key] = layer_dynamics(layer.cell, {n: p[...] for n, p in params.items()}, inputs, k=k,
-                                          transient=transient)
-        xs = layer(xs)[1]
+            size = ravel_pytree(layer.cell.zero_carry((), layer.hidden_size))[0].size
+            results[key] = layer_dynamics(
+                layer.cell, param_values(params), inputs, k=min(k, size), transient=transient, initial_carry=start
+            )
+        xs = layer(xs, initial_carry=carry)[1]
     return results

@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from rnn_jax.cells import accumulation_dtype
+from rnn_jax.layers import param_values
 from rnn_jax.losses import LossFn, LossOutput, apply
 
 Array = jax.Array
@@ -58,8 +59,16 @@ def probe_norms(model: nnx.Module, probe_grads) -> dict[str, Array]:
     return norms
 
 
-def grads_and_flow(loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, batch, dropout_key, *,
-                   initial_carries=None, long_range: bool = True) -> tuple[LossOutput, nnx.State, dict]:
+def grads_and_flow(
+    loss_fn: LossFn,
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    batch,
+    dropout_key,
+    *,
+    initial_carries=None,
+    long_range: bool = True,
+) -> tuple[LossOutput, nnx.State, dict]:
     """The loss, parameter gradient and gradient-flow norms from one forward pass.
 
     Returns (loss output, grads, flow) where flow holds
@@ -67,20 +76,83 @@ def grads_and_flow(loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, b
       ``by_lag``:  {key: (time,)}  ||dL_T/dh_{T-k}|| at entry k (k = 0 is the last step),
                    L_T the loss output's `final_step_loss` (only with `long_range`).
     """
+    out, pullback = loss_and_pullback(loss_fn, graphdef, params, batch, dropout_key, initial_carries=initial_carries)
+    model = nnx.merge(graphdef, params)
+    grads, probe_grads = pullback(1.0, 0.0)
+    flow = {"by_step": probe_norms(model, probe_grads)}
+    if long_range:
+        _, final_probe_grads = pullback(0.0, 1.0)
+        flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_probe_grads).items()}
+    return out, grads, flow
+
+
+def loss_and_pullback(
+    loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, batch, dropout_key, *, initial_carries=None
+):
+    """One forward pass with zero probes: (loss output, `pullback(a, b)`), where pullback gives
+    the gradients of a L + b L_T with respect to the parameters and the probes (the latter:
+    with respect to every layer's carry at every step, through every path)."""
     model = nnx.merge(graphdef, params)
 
     def losses(params, probes):
-        out = apply(loss_fn, nnx.merge(graphdef, params), batch, dropout_key=dropout_key, probes=probes,
-                    initial_carries=initial_carries)
+        out = apply(
+            loss_fn,
+            nnx.merge(graphdef, params),
+            batch,
+            dropout_key=dropout_key,
+            probes=probes,
+            initial_carries=initial_carries,
+        )
         return jnp.stack([out.loss, out.final_step_loss]), out
 
-    both, pullback, out = jax.vjp(losses, params, model.probes_for(batch), has_aux=True)
-    grads, probe_grads = pullback(jnp.array([1.0, 0.0], both.dtype))
-    flow = {"by_step": probe_norms(model, probe_grads)}
-    if long_range:
-        _, final_probe_grads = pullback(jnp.array([0.0, 1.0], both.dtype))
-        flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_probe_grads).items()}
-    return out, grads, flow
+    both, vjp, out = jax.vjp(losses, params, model.probes_for(batch), has_aux=True)
+    return out, lambda a, b: vjp(jnp.array([a, b], both.dtype))
+
+
+def flow_regularizer(graphdef: nnx.GraphDef, params: nnx.State, batch, state_grads, *, initial_carries=None):
+    """Pascanu et al. (2013)'s vanishing-gradient regulariser,
+
+        Omega = sum_k ( || dE/dh_(k+1) . dh_(k+1)/dh_k || / || dE/dh_(k+1) || - 1 )^2,
+
+    summed over the steps and layers of a `SequenceModel` (the full carry: (c, h) for the LSTM)
+    and averaged over the sequences of the batch. `state_grads` (dE/dh for every step: the probe
+    gradients of `loss_and_pullback`) are constants, as in the paper; Omega's gradient reaches the
+    parameters through the step Jacobians and the trajectory they are taken along. Dropout is
+    not applied (the trajectory is the deterministic one)."""
+    model = nnx.merge(graphdef, params)
+    xs = model.stack_inputs(batch)
+    carries = [None] * len(model.rnn.layers) if initial_carries is None else initial_carries
+    total = 0.0
+    for layer, grads, carry in zip(model.rnn.layers, state_grads, carries):
+        if layer.bidirectional:
+            raise ValueError("the flow regulariser is implemented for forward layers only")
+        total = total + _layer_regularizer(layer, xs, jax.lax.stop_gradient(grads), carry)
+        xs = layer(xs, initial_carry=carry)[1]
+    return total
+
+
+def _layer_regularizer(layer, xs, grads, initial_carry):
+    cell = layer.cell
+    params = param_values(layer.forward)
+    batch = xs.shape[0]
+    carry = cell.zero_carry((batch,), layer.hidden_size, xs.dtype) if initial_carry is None else initial_carry
+    time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
+
+    def step(carry, inputs):
+        xw_t, v = inputs  # v = dE/d carry_t, the cotangent of this step's output
+        new_carry, pullback = jax.vjp(lambda c: cell.recur(params, c, xw_t)[0], carry)
+        (u,) = pullback(v)  # dE/d carry_t . d carry_t / d carry_(t-1)
+        v_norm, u_norm = _row_norm(v), _row_norm(u)
+        term = jnp.where(v_norm > 1e-20, jnp.square(u_norm / jnp.maximum(v_norm, 1e-20) - 1.0), 0.0)
+        return new_carry, term
+
+    _, terms = jax.lax.scan(step, carry, (time_major(cell.project_inputs(params, xs)), time_major(grads)))
+    return jnp.mean(jnp.sum(terms[1:], axis=0))  # k from the first step on: dh_1/dh_0 links no two states
+
+
+def _row_norm(tree):
+    """Per-sequence L2 norm over all leaves of a carry: (batch,)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf), axis=-1) for leaf in jax.tree.leaves(tree)))
 
 
 def decay_rate(norms_by_lag, *, skip: int = 1, floor: float = 1e-30) -> float:

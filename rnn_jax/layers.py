@@ -57,9 +57,7 @@ class Recurrent(nnx.Module):
         # static, hashable options of `rnn_jax.recurrence.run`
         self.unroll, self.remat, self.compute_dtype, self.backprop = unroll, remat, compute_dtype, backprop
         self.forward = _param_dict(cell.init(rngs.params(), input_size, hidden_size))
-        self.backward = (
-            _param_dict(cell.init(rngs.params(), input_size, hidden_size)) if bidirectional else None
-        )
+        self.backward = _param_dict(cell.init(rngs.params(), input_size, hidden_size)) if bidirectional else None
 
     @property
     def output_size(self) -> int:
@@ -89,7 +87,13 @@ class Recurrent(nnx.Module):
                 **self._run_options(),
             )
         return recurrence.run(
-            self.cell, param_values(self.forward), xs, initial_carry=initial_carry, mask=mask, probes=probes, **self._run_options()
+            self.cell,
+            param_values(self.forward),
+            xs,
+            initial_carry=initial_carry,
+            mask=mask,
+            probes=probes,
+            **self._run_options(),
         )
 
     def _run_options(self) -> dict:
@@ -247,17 +251,32 @@ class SequenceModel(nnx.Module):
         """inputs: tokens (batch, time) or features (batch, time, input) ->
         (outputs (batch, time, output_size), or (batch, output_size) with the "final" readout;
         final carry of each layer)."""
-        xs = self.embed(inputs) if self.embed is not None else jnp.asarray(inputs)
+        xs = self.stack_inputs({"inputs": inputs})
         carries, hs = self.rnn(xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key, probes=probes)
         if self.readout == "final":
             hs = self.rnn.final_hidden(carries)
         return self.head(hs), carries
 
-    def forward(self, batch: dict, *, dropout_key: Array | None = None, probes: list[Carry] | None = None,
-                initial_carries: list[Carry] | None = None) -> tuple[Array, list[Carry]]:
+    def stack_inputs(self, batch: dict) -> Array:
+        """What the recurrent stack reads: the embedded tokens or the features, (batch, time, input)."""
+        return self.embed(batch["inputs"]) if self.embed is not None else jnp.asarray(batch["inputs"])
+
+    def forward(
+        self,
+        batch: dict,
+        *,
+        dropout_key: Array | None = None,
+        probes: list[Carry] | None = None,
+        initial_carries: list[Carry] | None = None,
+    ) -> tuple[Array, list[Carry]]:
         """The model on a batch dict (``inputs``, optional ``mask``): see `rnn_jax.losses.apply`."""
-        return self(batch["inputs"], mask=batch.get("mask"), initial_carries=initial_carries, dropout_key=dropout_key,
-                    probes=probes)
+        return self(
+            batch["inputs"],
+            mask=batch.get("mask"),
+            initial_carries=initial_carries,
+            dropout_key=dropout_key,
+            probes=probes,
+        )
 
     def probes_for(self, batch: dict) -> list[Carry]:
         """Zero gradient-flow probes of every layer for `batch` (``inputs`` (batch, time, ...))."""

@@ -97,8 +97,17 @@ def train_loop(
     `checkpoint_extra(history)` builds the JSON saved beside the state. `parallel` places the
     state and each batch on its device mesh (data parallel; see `rnn_jax.parallel`).
     """
-    run = _Run(state, loop, history or History(), parallel or DataParallel(1), checkpoints, checkpoint_extra,
-               evaluate, log_dir, desc)
+    run = _Run(
+        state,
+        loop,
+        history or History(),
+        parallel or DataParallel(1),
+        checkpoints,
+        checkpoint_extra,
+        evaluate,
+        log_dir,
+        desc,
+    )
     try:
         for step in run.bar:
             batch = run.parallel.place_batch(get_batch(step))
@@ -139,8 +148,9 @@ class _Run:
         start = step_number(self.state)
         self.last_record = (start, self.started)  # (step, time) of the last train record, for tokens/s
         self.last_finite_grad_norm = None
-        self.bar = tqdm(range(start, loop.steps), initial=start, total=loop.steps, desc=desc, dynamic_ncols=True,
-                        leave=False)
+        self.bar = tqdm(
+            range(start, loop.steps), initial=start, total=loop.steps, desc=desc, dynamic_ncols=True, leave=False
+        )
         self.ctrl_c = _CtrlC()
 
     def non_finite(self, scalars) -> np.ndarray:
@@ -153,8 +163,11 @@ class _Run:
         if np.ndim(finite) == 0:
             self.last_finite_grad_norm = scalars["grad_norm"] if finite else self.last_finite_grad_norm
             return
-        previous = (np.full(finite.shape, np.nan) if self.last_finite_grad_norm is None
-                    else np.asarray(self.last_finite_grad_norm, np.float64))
+        previous = (
+            np.full(finite.shape, np.nan)
+            if self.last_finite_grad_norm is None
+            else np.asarray(self.last_finite_grad_norm, np.float64)
+        )
         self.last_finite_grad_norm = np.where(finite, scalars["grad_norm"], previous).tolist()
 
     def stop_on_nan(self, step, bad, batch, flow_step, scalars) -> bool:
@@ -165,9 +178,11 @@ class _Run:
             frozen, out = flow_step(frozen, batch)
             self.state = frozen.replace(step=frozen.step - 1, active=self.state.active)
             self.history.flow[step] = to_python(out.flow)
-        self.bar.write(f"{self.desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite "
-                       f"gradient norm {self.last_finite_grad_norm}); the step's gradient-flow profile is in the "
-                       "history (--on-nan skip would go on)")
+        self.bar.write(
+            f"{self.desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite "
+            f"gradient norm {self.last_finite_grad_norm}); the step's gradient-flow profile is in the "
+            "history (--on-nan skip would go on)"
+        )
         if np.ndim(bad) == 0:
             self.history.status, self.history.diverged_at = "diverged", step
             self.history.last_finite_grad_norm = self.last_finite_grad_norm
@@ -196,7 +211,9 @@ class _Run:
             return
         now = time.monotonic()
         if self.loop.tokens_per_step and step > self.last_record[0]:
-            scalars["tokens_per_s"] = self.loop.tokens_per_step * (step - self.last_record[0]) / (now - self.last_record[1])
+            scalars["tokens_per_s"] = (
+                self.loop.tokens_per_step * (step - self.last_record[0]) / (now - self.last_record[1])
+            )
         self.last_record = (step, now)
         self.history.train.append({"step": step, **scalars})
         self.log.write("train", step, scalars)
@@ -236,7 +253,9 @@ class _Run:
 
     def save(self, eval_metrics=None) -> None:
         if self.checkpoints is not None:
-            extra = self.checkpoint_extra(self.history) if self.checkpoint_extra else {"history": self.history.to_json()}
+            extra = (
+                self.checkpoint_extra(self.history) if self.checkpoint_extra else {"history": self.history.to_json()}
+            )
             self.checkpoints.save(self.state, extra, eval_metrics=eval_metrics)
 
     def close(self) -> None:
@@ -267,8 +286,9 @@ class _CtrlC:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def evaluate_batches(evaluate_step: Callable, batches: Iterable[Batch], *,
-                     carry_over: bool = False) -> Callable[[nnx.State], dict[str, float]]:
+def evaluate_batches(
+    evaluate_step: Callable, batches: Iterable[Batch], *, carry_over: bool = False
+) -> Callable[[nnx.State], dict[str, float]]:
     """`evaluate(params)`: the mean loss and metrics of `evaluate_step(params, batch)` (a
     `LossOutput`) over fixed batches. `carry_over`: the batches are consecutive windows of
     parallel streams (stateful TBPTT), so each window starts from the previous window's final

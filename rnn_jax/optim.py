@@ -14,8 +14,14 @@ def default_warmup(steps: int) -> int:
     return min(100, steps // 10)
 
 
-def make_schedule(learning_rate: float, *, schedule: str = "constant", warmup_steps: int = 0,
-                  total_steps: int | None = None, final_fraction: float = 0.1) -> optax.Schedule:
+def make_schedule(
+    learning_rate: float,
+    *,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    total_steps: int | None = None,
+    final_fraction: float = 0.1,
+) -> optax.Schedule:
     """Linear warm-up from 0 over `warmup_steps`, then constant, or a cosine / linear decay to
     `final_fraction * learning_rate` at `total_steps`."""
     if schedule not in SCHEDULES:
@@ -23,7 +29,9 @@ def make_schedule(learning_rate: float, *, schedule: str = "constant", warmup_st
     if learning_rate <= 0 or warmup_steps < 0:
         raise ValueError(f"need learning_rate > 0 and warmup_steps >= 0, got {learning_rate}, {warmup_steps}")
     if total_steps is not None and warmup_steps and warmup_steps >= total_steps:
-        raise ValueError(f"--warmup {warmup_steps} must be below --steps {total_steps} (the warm-up is part of the run)")
+        raise ValueError(
+            f"--warmup {warmup_steps} must be below --steps {total_steps} (the warm-up is part of the run)"
+        )
     warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else None
     if schedule == "constant":
         after = optax.constant_schedule(learning_rate)
@@ -31,8 +39,11 @@ def make_schedule(learning_rate: float, *, schedule: str = "constant", warmup_st
         if total_steps is None:
             raise ValueError(f"a {schedule} decay needs total_steps")
         decay_steps = max(1, total_steps - warmup_steps)
-        after = (optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction) if schedule == "cosine"
-                 else optax.linear_schedule(learning_rate, final_fraction * learning_rate, decay_steps))
+        after = (
+            optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_fraction)
+            if schedule == "cosine"
+            else optax.linear_schedule(learning_rate, final_fraction * learning_rate, decay_steps)
+        )
     return optax.join_schedules([warmup, after], [warmup_steps]) if warmup else after
 
 

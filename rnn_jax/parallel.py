@@ -58,8 +58,10 @@ class DeviceOptions:
             raise ValueError(f"--devices must be >= 1, got {self.devices}")
         if self.coordinator not in (None, "auto"):
             if self.num_processes is None or self.process_id is None:
-                raise ValueError("--coordinator HOST:PORT needs --num-processes N and --process-id I "
-                                 "(or --coordinator auto on a cluster)")
+                raise ValueError(
+                    "--coordinator HOST:PORT needs --num-processes N and --process-id I "
+                    "(or --coordinator auto on a cluster)"
+                )
             if not 0 <= self.process_id < self.num_processes:
                 raise ValueError(f"--process-id must be in 0..{self.num_processes - 1}, got {self.process_id}")
         elif self.num_processes is not None or self.process_id is not None:
@@ -87,8 +89,10 @@ class DataParallel:
         available = jax.devices()
         count = len(available) if devices is None else devices
         if not 1 <= count <= len(available):
-            raise ValueError(f"--devices {count}: this run sees {len(available)} {available[0].platform} device(s); "
-                             f"choose 1 to {len(available)}")
+            raise ValueError(
+                f"--devices {count}: this run sees {len(available)} {available[0].platform} device(s); "
+                f"choose 1 to {len(available)}"
+            )
         if jax.process_count() > 1 and count != len(available):
             raise ValueError("a multi-process run uses every device of every process; leave --devices out")
         self.mesh = Mesh(np.array(available[:count]), (DATA_AXIS,))
@@ -102,8 +106,10 @@ class DataParallel:
 
     def check_batch(self, batch_size: int, flag: str = "--batch") -> None:
         if batch_size % self.size:
-            raise ValueError(f"{flag} {batch_size} does not split evenly over {self.size} devices; use a multiple of "
-                             f"{self.size} or fewer --devices")
+            raise ValueError(
+                f"{flag} {batch_size} does not split evenly over {self.size} devices; use a multiple of "
+                f"{self.size} or fewer --devices"
+            )
 
     def place_state(self, state):
         """The TrainState replicated on every device, its stateful carry split by batch row."""
@@ -132,6 +138,7 @@ class DataParallel:
         if jax.process_count() == 1:
             return jax.device_put(array, self.split)
         rows = size // jax.process_count()
-        local = np.take(np.asarray(array), range(jax.process_index() * rows, (jax.process_index() + 1) * rows),
-                        axis=self.batch_axis)
+        local = np.take(
+            np.asarray(array), range(jax.process_index() * rows, (jax.process_index() + 1) * rows), axis=self.batch_axis
+        )
         return jax.make_array_from_process_local_data(self.split, local, np.shape(array))

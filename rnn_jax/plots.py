@@ -74,8 +74,14 @@ def flow_heatmaps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
     fig, axes = plt.subplots(1, len(maps), figsize=(4.8 * len(maps), 4.2), squeeze=False, layout="constrained")
     for ax, (cell, (steps, _)) in zip(axes[0], maps.items()):
         image = ax.imshow(
-            logs[cell], aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax,
-            extent=(-0.5, logs[cell].shape[1] - 0.5, -0.5, len(steps) - 0.5), interpolation="nearest",
+            logs[cell],
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(-0.5, logs[cell].shape[1] - 0.5, -0.5, len(steps) - 0.5),
+            interpolation="nearest",
         )
         ticks = np.linspace(0, len(steps) - 1, min(6, len(steps))).round().astype(int)
         ax.set_yticks(ticks, [str(steps[t]) for t in ticks])
@@ -87,8 +93,15 @@ def flow_heatmaps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
     _save(fig, path)
 
 
-def loss_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path, *, title: str,
-                ylabel: str, baseline: float | None = None, log: bool = True) -> None:
+def loss_curves(
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    path: Path,
+    *,
+    title: str,
+    ylabel: str,
+    baseline: float | None = None,
+    log: bool = True,
+) -> None:
     """Loss against training step, one colour per cell, one line per seed.
 
     curves: {label: [(steps, values), ...]} (several seeds per label)."""
@@ -96,8 +109,14 @@ def loss_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Pa
     for i, (label, runs) in enumerate(curves.items()):
         base = label.split()[0]
         for j, (steps, values) in enumerate(runs):
-            ax.plot(steps, values, color=_color(base, i), alpha=0.85 if j == 0 else 0.45,
-                    label=label if j == 0 else None, linestyle="--" if "eval" in label else "-")
+            ax.plot(
+                steps,
+                values,
+                color=_color(base, i),
+                alpha=0.85 if j == 0 else 0.45,
+                label=label if j == 0 else None,
+                linestyle="--" if "eval" in label else "-",
+            )
     if baseline is not None:
         ax.axhline(baseline, color="black", linestyle=":", label=f"baseline {baseline:.3g}")
     if log:
@@ -118,10 +137,22 @@ def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: st
     left.set_xlabel(f"final eval {metric}")
     left.legend(fontsize=8)
     height = 0.4
-    right.barh(y - height / 2, [r["decay_rate_init"] for r in rows], height, xerr=[r["decay_rate_init_std"] for r in rows],
-               color="tab:gray", label="at initialisation")
-    right.barh(y + height / 2, [r["decay_rate_trained"] for r in rows], height,
-               xerr=[r["decay_rate_trained_std"] for r in rows], color="tab:orange", label="after training")
+    right.barh(
+        y - height / 2,
+        [r["decay_rate_init"] for r in rows],
+        height,
+        xerr=[r["decay_rate_init_std"] for r in rows],
+        color="tab:gray",
+        label="at initialisation",
+    )
+    right.barh(
+        y + height / 2,
+        [r["decay_rate_trained"] for r in rows],
+        height,
+        xerr=[r["decay_rate_trained_std"] for r in rows],
+        color="tab:orange",
+        label="after training",
+    )
     right.axvline(0, color="black", linewidth=0.8)
     right.set_xlabel(r"decay rate of $\|\partial L_T/\partial h_{T-k}\|$ (ln per step)")
     right.legend(fontsize=8)
@@ -155,5 +186,69 @@ def attention(weights: np.ndarray, source: list[str], target: list[str], path: P
     ax.set_yticks(range(len(target)), target, fontsize=8)
     ax.set_xlabel("source")
     ax.set_ylabel("output")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def spectra(spectra_by_cell: dict[str, dict[int, np.ndarray]], path: Path, *, title: str) -> None:
+    """One panel per cell: the Lyapunov exponents (descending) at each measured training step,
+    darker = later. spectra_by_cell: {cell: {step: (K,) exponents}}."""
+    fig, axes = plt.subplots(1, len(spectra_by_cell), figsize=(4.5 * len(spectra_by_cell), 3.8), squeeze=False)
+    for ax, (cell, by_step) in zip(axes[0], spectra_by_cell.items()):
+        steps = sorted(by_step)
+        for j, step in enumerate(steps):
+            shade = plt.cm.viridis(1 - j / max(1, len(steps) - 1))
+            ax.plot(
+                np.arange(1, len(by_step[step]) + 1),
+                by_step[step],
+                marker=".",
+                color=shade,
+                label=f"step {step}" if j in (0, len(steps) - 1) else None,
+            )
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_title(cell)
+        ax.set_xlabel("exponent index i")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(r"$\lambda_i$ (nats / step)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def gate_dynamics(gates_by_cell: dict[str, dict], path: Path, *, title: str) -> None:
+    """Over training, per cell with gates: each gate's mean (solid) and saturated fractions
+    (dotted: < 0.05, dashed: > 0.95); below, the keep gate's time constant.
+    gates_by_cell: {cell: {"gates": {step: {gate: {mean, low, high}}}, "time_constant": {step: tau}}}."""
+    cells = [c for c, record in gates_by_cell.items() if record.get("gates")]
+    if not cells:
+        return
+    fig, axes = plt.subplots(2, len(cells), figsize=(4.5 * len(cells), 6), squeeze=False, sharex="col")
+    for col, cell in enumerate(cells):
+        record = gates_by_cell[cell]
+        steps = sorted(record["gates"], key=int)
+        x = [int(s) for s in steps]
+        for i, gate in enumerate(record["gates"][steps[0]]):
+            color = plt.cm.tab10(i)
+            for stat, style in (("mean", "-"), ("low", ":"), ("high", "--")):
+                ax = axes[0][col]
+                ax.plot(
+                    x,
+                    [record["gates"][s][gate][stat] for s in steps],
+                    style,
+                    color=color,
+                    label=gate if stat == "mean" else None,
+                )
+        axes[0][col].set_title(cell)
+        axes[0][col].set_ylim(-0.02, 1.02)
+        axes[0][col].legend(fontsize=8)
+        axes[0][col].grid(True, alpha=0.3)
+        if record.get("time_constant"):
+            axes[1][col].semilogy(x, [record["time_constant"][s] for s in steps], color="k")
+        axes[1][col].set_xlabel("training step")
+        axes[1][col].grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("gate mean (- ), < 0.05 (:), > 0.95 (--)")
+    axes[1][0].set_ylabel("time constant -1/ln(keep) (steps)")
+    fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)

@@ -57,8 +57,7 @@ def _check_carry(cell: Cell, carry: Carry, batch: int, hidden: int) -> None:
         want = jax.tree.map(lambda s: s.shape, expected)
         got = jax.tree.map(jnp.shape, carry)
         raise ValueError(
-            f"initial_carry for cell {cell.name!r} must have shapes {want} "
-            f"(batch={batch}, hidden={hidden}), got {got}"
+            f"initial_carry for cell {cell.name!r} must have shapes {want} (batch={batch}, hidden={hidden}), got {got}"
         )
 
 
@@ -148,8 +147,16 @@ def run(
         raise ValueError(f"remat must be a bool or a segment length >= 1, got {remat!r}")
     if hoist_inputs is None:
         hoist_inputs = hidden >= HOIST_FROM_HIDDEN
-    scan = functools.partial(_scan_steps, cell, params, reverse=reverse, unroll=unroll, backprop=backprop,
-                             remat_steps=bool(remat) and segment is None, hoist=hoist_inputs)
+    scan = functools.partial(
+        _scan_steps,
+        cell,
+        params,
+        reverse=reverse,
+        unroll=unroll,
+        backprop=backprop,
+        remat_steps=bool(remat) and segment is None,
+        hoist=hoist_inputs,
+    )
     # time-major for the scan: (time, batch, ...)
     time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
     inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
@@ -166,8 +173,9 @@ def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backp
     (with the hand-written backward pass where it applies)."""
     if backprop == "fused" and cell.fused_recurrence and not remat_steps:
         projection = {"W_xh": params["W_xh"], "b": params["b"]}
-        return _fused_scan(cell, reverse, unroll, hoist, projection, params["W_hh"], _gate_params(params), xs, carry,
-                           mask, probes)
+        return _fused_scan(
+            cell, reverse, unroll, hoist, projection, params["W_hh"], _gate_params(params), xs, carry, mask, probes
+        )
 
     def step(carry, inputs):
         x_t, mask_t, probe_t = inputs
@@ -192,8 +200,9 @@ def _scan_segments(scan, carry, xs, mask, probes, *, segment, reverse):
         pad = lambda a: jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
         xs, mask, probes = pad(xs), pad(mask), jax.tree.map(pad, probes)
     split = lambda a: a.reshape(-1, segment, *a.shape[1:])  # noqa: E731
-    carry, hs = jax.lax.scan(jax.checkpoint(lambda c, seg: scan(c, *seg)), carry,
-                             jax.tree.map(split, (xs, mask, probes)), reverse=reverse)
+    carry, hs = jax.lax.scan(
+        jax.checkpoint(lambda c, seg: scan(c, *seg)), carry, jax.tree.map(split, (xs, mask, probes)), reverse=reverse
+    )
     return carry, hs.reshape(-1, *hs.shape[2:])[:time]
 
 
@@ -222,8 +231,9 @@ def _gate_params(params: Params) -> Params:
 # step's carry, xw_t and hw_t (so the backward step is elementwise work and one matmul).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _fused_scan(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes):
-    return _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask,
-                          probes)[0]
+    return _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes)[
+        0
+    ]
 
 
 def _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes):
@@ -235,8 +245,9 @@ def _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, 
         return new_carry, (h, carry, hw_t, None if hoist else xw_t)
 
     scanned = cell.project_inputs(projection, xs) if hoist else xs
-    carry, (hs, carries, hws, xw) = jax.lax.scan(step, initial_carry, (scanned, mask, probes), reverse=reverse,
-                                                 unroll=unroll)
+    carry, (hs, carries, hws, xw) = jax.lax.scan(
+        step, initial_carry, (scanned, mask, probes), reverse=reverse, unroll=unroll
+    )
     xw = scanned if hoist else xw
     return (carry, hs), (projection, w_hh, gate_params, xs, xw, mask, probes, carries, hws)
 
@@ -267,8 +278,10 @@ def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
     accumulate = accumulation_dtype(h_prev.dtype, xs.dtype, w_hh.dtype)
     d_w_hh = jnp.einsum("tbh,tbg->hg", h_prev, d_hw.astype(h_prev.dtype), preferred_element_type=accumulate)
     d_w_xh = jnp.einsum("tbi,tbg->ig", xs, d_xw.astype(xs.dtype), preferred_element_type=accumulate)
-    d_projection = {"W_xh": d_w_xh.astype(projection["W_xh"].dtype),
-                    "b": jnp.sum(d_xw, axis=(0, 1)).astype(projection["b"].dtype)}
+    d_projection = {
+        "W_xh": d_w_xh.astype(projection["W_xh"].dtype),
+        "b": jnp.sum(d_xw, axis=(0, 1)).astype(projection["b"].dtype),
+    }
     d_xs = matmul(d_xw, projection["W_xh"].T).astype(xs.dtype)
     return d_projection, d_w_hh.astype(w_hh.dtype), d_gate_params, d_xs, d_initial_carry, None, d_probes
 

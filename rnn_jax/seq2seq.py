@@ -62,31 +62,63 @@ class AdditiveAttention(nnx.Module):
 class Decoder(nnx.Module):
     """Token decoder; `memory_size` > 0 adds attention over a memory of that width."""
 
-    def __init__(self, cell: Cell, *, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, memory_size: int = 0, attention_size: int | None = None, rngs: nnx.Rngs,
-                 **layer_options):
+    def __init__(
+        self,
+        cell: Cell,
+        *,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        memory_size: int = 0,
+        attention_size: int | None = None,
+        rngs: nnx.Rngs,
+        **layer_options,
+    ):
         self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
         self.embed_size = embed_size
-        self.rnn = RecurrentStack(cell, embed_size + memory_size, hidden_size, num_layers=num_layers, dropout=dropout,
-                                  rngs=rngs, **layer_options)
-        self.attention = (AdditiveAttention(hidden_size, memory_size, attention_size or hidden_size, rngs=rngs)
-                          if memory_size else None)
+        self.rnn = RecurrentStack(
+            cell,
+            embed_size + memory_size,
+            hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            rngs=rngs,
+            **layer_options,
+        )
+        self.attention = (
+            AdditiveAttention(hidden_size, memory_size, attention_size or hidden_size, rngs=rngs)
+            if memory_size
+            else None
+        )
         self.output = nnx.Linear(hidden_size + memory_size, hidden_size, rngs=rngs) if memory_size else None
         self.head = nnx.Linear(hidden_size, vocab_size, rngs=rngs)
 
-    def __call__(self, tokens: Array, *, initial_carries: list[Carry], mask: Array | None = None,
-                 memory: Array | None = None, memory_mask: Array | None = None, dropout_key: Array | None = None,
-                 probes: list[Carry] | None = None) -> tuple[Array, list[Carry]]:
+    def __call__(
+        self,
+        tokens: Array,
+        *,
+        initial_carries: list[Carry],
+        mask: Array | None = None,
+        memory: Array | None = None,
+        memory_mask: Array | None = None,
+        dropout_key: Array | None = None,
+        probes: list[Carry] | None = None,
+    ) -> tuple[Array, list[Carry]]:
         """tokens (batch, time) -> (logits (batch, time, vocab), final carries)."""
         xs = self.embed(tokens)
         if self.attention is None:
-            carries, hs = self.rnn(xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key, probes=probes)
+            carries, hs = self.rnn(
+                xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key, probes=probes
+            )
             return self.head(hs), carries
         carries, outputs, _ = self._attend(xs, initial_carries, mask, memory, memory_mask, dropout_key, probes)
         return self.head(jnp.tanh(self.output(outputs))), carries
 
-    def attention_weights(self, tokens: Array, *, initial_carries: list[Carry], memory: Array,
-                          memory_mask: Array | None = None) -> Array:
+    def attention_weights(
+        self, tokens: Array, *, initial_carries: list[Carry], memory: Array, memory_mask: Array | None = None
+    ) -> Array:
         """(batch, time, source) attention weights of teacher-forced decoding (for plots)."""
         return self._attend(self.embed(tokens), initial_carries, None, memory, memory_mask, None, None)[2]
 
@@ -101,7 +133,7 @@ class Decoder(nnx.Module):
         first = params[0]
         # the embedding half of the first layer's input projection, for all steps at once
         xw = cell.project_inputs({**first, "W_xh": first["W_xh"][: self.embed_size]}, xs)
-        w_context = first["W_xh"][self.embed_size:]
+        w_context = first["W_xh"][self.embed_size :]
         keys = self.attention.key(memory)
         batch, time = xs.shape[:2]
         mask = jnp.ones((batch, time), bool) if mask is None else mask
@@ -120,8 +152,9 @@ class Decoder(nnx.Module):
             return new_carries, (jnp.concatenate([h, context.astype(h.dtype)], -1), weights)
 
         time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
-        carries, (outputs, weights) = jax.lax.scan(step, list(initial_carries),
-                                                   (jnp.arange(time), time_major(xw), mask.T, time_major(probes)))
+        carries, (outputs, weights) = jax.lax.scan(
+            step, list(initial_carries), (jnp.arange(time), time_major(xw), mask.T, time_major(probes))
+        )
         return carries, jnp.swapaxes(outputs, 0, 1), jnp.swapaxes(weights, 0, 1)
 
     def _dropout(self, h, depth, t, key):
@@ -134,41 +167,89 @@ class Seq2Seq(nnx.Module):
     """Encoder-decoder over token sequences (same cell, hidden size and depth on both sides,
     so the encoder's final carry of layer l starts decoder layer l)."""
 
-    def __init__(self, cell: Cell, *, source_vocab: int, target_vocab: int, embed_size: int, hidden_size: int,
-                 num_layers: int = 1, dropout: float = 0.0, attention: bool = False, rngs: nnx.Rngs, **layer_options):
+    def __init__(
+        self,
+        cell: Cell,
+        *,
+        source_vocab: int,
+        target_vocab: int,
+        embed_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        attention: bool = False,
+        rngs: nnx.Rngs,
+        **layer_options,
+    ):
         self.embed = nnx.Embed(source_vocab, embed_size, rngs=rngs)
-        self.encoder = RecurrentStack(cell, embed_size, hidden_size, num_layers=num_layers, dropout=dropout, rngs=rngs,
-                                      **layer_options)
-        self.decoder = Decoder(cell, vocab_size=target_vocab, embed_size=embed_size, hidden_size=hidden_size,
-                               num_layers=num_layers, dropout=dropout, memory_size=hidden_size if attention else 0,
-                               rngs=rngs, **layer_options)
+        self.encoder = RecurrentStack(
+            cell, embed_size, hidden_size, num_layers=num_layers, dropout=dropout, rngs=rngs, **layer_options
+        )
+        self.decoder = Decoder(
+            cell,
+            vocab_size=target_vocab,
+            embed_size=embed_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            memory_size=hidden_size if attention else 0,
+            rngs=rngs,
+            **layer_options,
+        )
 
-    def encode(self, inputs: Array, *, mask: Array | None = None, dropout_key: Array | None = None,
-               probes: list[Carry] | None = None) -> tuple[list[Carry], dict]:
+    def encode(
+        self,
+        inputs: Array,
+        *,
+        mask: Array | None = None,
+        dropout_key: Array | None = None,
+        probes: list[Carry] | None = None,
+    ) -> tuple[list[Carry], dict]:
         """source tokens (batch, source_time) -> (decoder initial carries, memory kwargs)."""
         key = None if dropout_key is None else jax.random.fold_in(dropout_key, 1)
         carries, outputs = self.encoder(self.embed(inputs), mask=mask, dropout_key=key, probes=probes)
         memory = {"memory": outputs, "memory_mask": mask} if self.decoder.attention is not None else {}
         return carries, memory
 
-    def __call__(self, inputs: Array, decoder_inputs: Array, *, mask: Array | None = None,
-                 source_mask: Array | None = None, dropout_key: Array | None = None,
-                 probes: dict | None = None) -> tuple[Array, list[Carry]]:
+    def __call__(
+        self,
+        inputs: Array,
+        decoder_inputs: Array,
+        *,
+        mask: Array | None = None,
+        source_mask: Array | None = None,
+        dropout_key: Array | None = None,
+        probes: dict | None = None,
+    ) -> tuple[Array, list[Carry]]:
         """(source (batch, S), decoder inputs (batch, T): <bos> y_1 ... ) -> (logits (batch, T, vocab),
         decoder carries). `mask` is the target mask, `source_mask` the source's."""
         probes = probes or {}
         carries, memory = self.encode(inputs, mask=source_mask, dropout_key=dropout_key, probes=probes.get("encoder"))
-        return self.decoder(decoder_inputs, initial_carries=carries, mask=mask, dropout_key=dropout_key,
-                            probes=probes.get("decoder"), **memory)
+        return self.decoder(
+            decoder_inputs,
+            initial_carries=carries,
+            mask=mask,
+            dropout_key=dropout_key,
+            probes=probes.get("decoder"),
+            **memory,
+        )
 
     def forward(self, batch: dict, *, dropout_key=None, probes=None, initial_carries=None):
         """The model on a batch dict (see the module docstring and `rnn_jax.losses.apply`)."""
-        return self(batch["inputs"], batch["decoder_inputs"], mask=batch.get("mask"),
-                    source_mask=batch.get("source_mask"), dropout_key=dropout_key, probes=probes)
+        return self(
+            batch["inputs"],
+            batch["decoder_inputs"],
+            mask=batch.get("mask"),
+            source_mask=batch.get("source_mask"),
+            dropout_key=dropout_key,
+            probes=probes,
+        )
 
     def probes_for(self, batch: dict) -> dict:
-        return {"encoder": self.encoder.zero_probes(*jnp.shape(batch["inputs"])[:2]),
-                "decoder": self.decoder.rnn.zero_probes(*jnp.shape(batch["decoder_inputs"])[:2])}
+        return {
+            "encoder": self.encoder.zero_probes(*jnp.shape(batch["inputs"])[:2]),
+            "decoder": self.decoder.rnn.zero_probes(*jnp.shape(batch["decoder_inputs"])[:2]),
+        }
 
     def probe_groups(self, probes) -> list:
         return [("encoder/", self.encoder, probes["encoder"]), ("decoder/", self.decoder.rnn, probes["decoder"])]
@@ -178,10 +259,29 @@ class Captioner(nnx.Module):
     """A feature vector sets the decoder's initial state: h_0 = tanh(W_img x + b) in every
     layer (and c_0 likewise for the LSTM); then the decoder generates the caption."""
 
-    def __init__(self, cell: Cell, *, feature_size: int, vocab_size: int, embed_size: int, hidden_size: int,
-                 num_layers: int = 1, dropout: float = 0.0, rngs: nnx.Rngs, **layer_options):
-        self.decoder = Decoder(cell, vocab_size=vocab_size, embed_size=embed_size, hidden_size=hidden_size,
-                               num_layers=num_layers, dropout=dropout, rngs=rngs, **layer_options)
+    def __init__(
+        self,
+        cell: Cell,
+        *,
+        feature_size: int,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        rngs: nnx.Rngs,
+        **layer_options,
+    ):
+        self.decoder = Decoder(
+            cell,
+            vocab_size=vocab_size,
+            embed_size=embed_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            rngs=rngs,
+            **layer_options,
+        )
         leaves = len(cell.carry_names)
         self.image = nnx.Linear(feature_size, num_layers * leaves * hidden_size, rngs=rngs)
 
@@ -192,16 +292,30 @@ class Captioner(nnx.Module):
         parts = iter(jnp.split(states, len(zero) * len(jax.tree.leaves(zero[0])), axis=-1))
         return [jax.tree.map(lambda _: next(parts), carry) for carry in zero], {}
 
-    def __call__(self, inputs: Array, decoder_inputs: Array, *, mask: Array | None = None, source_mask=None,
-                 dropout_key: Array | None = None, probes: dict | None = None):
+    def __call__(
+        self,
+        inputs: Array,
+        decoder_inputs: Array,
+        *,
+        mask: Array | None = None,
+        source_mask=None,
+        dropout_key: Array | None = None,
+        probes: dict | None = None,
+    ):
         carries, _ = self.encode(inputs)
-        return self.decoder(decoder_inputs, initial_carries=carries, mask=mask, dropout_key=dropout_key,
-                            probes=(probes or {}).get("decoder"))
+        return self.decoder(
+            decoder_inputs,
+            initial_carries=carries,
+            mask=mask,
+            dropout_key=dropout_key,
+            probes=(probes or {}).get("decoder"),
+        )
 
     def forward(self, batch: dict, *, dropout_key=None, probes=None, initial_carries=None):
         """The model on a batch dict: ``inputs`` (features), ``decoder_inputs``, ``mask``."""
-        return self(batch["inputs"], batch["decoder_inputs"], mask=batch.get("mask"), dropout_key=dropout_key,
-                    probes=probes)
+        return self(
+            batch["inputs"], batch["decoder_inputs"], mask=batch.get("mask"), dropout_key=dropout_key, probes=probes
+        )
 
     def probes_for(self, batch: dict) -> dict:
         return {"decoder": self.decoder.rnn.zero_probes(*jnp.shape(batch["decoder_inputs"])[:2])}

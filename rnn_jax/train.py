@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_jax import gradflow
+from rnn_jax import diagnostics, gradflow
 from rnn_jax.losses import LossFn, LossOutput, apply, sequence_cross_entropy
 
 Array = jax.Array
@@ -40,11 +40,16 @@ class StepOutput(NamedTuple):
     grad_norm: Array  # global norm of the raw gradient
     clipped_grad_norm: Array  # after the clipper
     metrics: dict[str, Array]  # the loss's own (accuracy, ...)
-    flow: dict | None = None  # the gradient-flow profile of this step (`measure_flow`), see `rnn_jax.gradflow`
+    flow: dict | None = None  # the gradient-flow profile of this step (`measure_flow`), see `rnn_jax.gradflow`,
+    # and with `spectrum`, flow["dynamics"]: per layer, Lyapunov exponents and gate statistics (`rnn_jax.diagnostics`)
 
     def scalars(self) -> dict[str, Array]:
-        return {"loss": self.loss, "grad_norm": self.grad_norm, "clipped_grad_norm": self.clipped_grad_norm,
-                **self.metrics}
+        return {
+            "loss": self.loss,
+            "grad_norm": self.grad_norm,
+            "clipped_grad_norm": self.clipped_grad_norm,
+            **self.metrics,
+        }
 
 
 def init_train_state(
@@ -69,6 +74,8 @@ def make_train_step(
     *,
     clipper: optax.GradientTransformation | None = None,
     measure_flow: bool = False,
+    spectrum: int | None = None,
+    flow_regularizer: float = 0.0,
     stateful: bool = False,
     seeds: bool = False,
 ):
@@ -77,7 +84,13 @@ def make_train_step(
     A step whose loss or gradient is not finite updates nothing but ``state.step``. With
     `measure_flow`, the output also holds the gradient-flow profile (see
     `rnn_jax.gradflow.grads_and_flow`), from the same forward pass that produces the gradient;
-    without it, the step contains no probes at all.
+    without it, the step contains no probes at all. With `measure_flow` and `spectrum` (not
+    None), also ``flow["dynamics"]``: each layer's `spectrum` leading Lyapunov exponents and its
+    gate statistics on this batch, before the update (`rnn_jax.diagnostics`).
+
+    `flow_regularizer`: the weight of Pascanu et al. (2013)'s vanishing-gradient regulariser
+    (`rnn_jax.gradflow.flow_regularizer`), added to the loss's gradient; its value is reported
+    as ``metrics["flow_regularizer"]``.
 
     `stateful`: truncated BPTT over parallel streams. The window starts from `state.carry`
     (zeros where ``batch["reset"]`` is True, i.e. when the streams restart) and its final
@@ -88,6 +101,17 @@ def make_train_step(
     """
     clipper = clipper or optax.identity()
 
+    def regularized(params, batch, dropout_key, carries):
+        """The loss's gradient plus `flow_regularizer` times that of Pascanu et al.'s Omega."""
+        out, pullback = gradflow.loss_and_pullback(
+            loss_fn, graphdef, params, batch, dropout_key, initial_carries=carries
+        )
+        grads, state_grads = pullback(1.0, 0.0)
+        omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
+            graphdef, params, batch, state_grads, initial_carries=carries
+        )
+        return out, jax.tree.map(lambda g, r: g + flow_regularizer * r, grads, omega_grads), omega
+
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, StepOutput]:
         dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         carries = None
@@ -95,15 +119,24 @@ def make_train_step(
             carries = jax.tree.map(lambda c: jnp.where(batch["reset"], jnp.zeros_like(c), c), state.carry)
         flow = None
         if measure_flow:
-            out, grads, flow = gradflow.grads_and_flow(loss_fn, graphdef, state.params, batch, dropout_key,
-                                                       initial_carries=carries)
-        else:
+            out, grads, flow = gradflow.grads_and_flow(
+                loss_fn, graphdef, state.params, batch, dropout_key, initial_carries=carries
+            )
+            dynamics = measure_dynamics(graphdef, state.params, batch, spectrum, carries)
+            if dynamics is not None:
+                flow["dynamics"] = dynamics
+        elif not flow_regularizer:
+
             def loss(params):
-                out = apply(loss_fn, nnx.merge(graphdef, params), batch, dropout_key=dropout_key,
-                            initial_carries=carries)
+                out = apply(
+                    loss_fn, nnx.merge(graphdef, params), batch, dropout_key=dropout_key, initial_carries=carries
+                )
                 return out.loss, out
 
             (_, out), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        if flow_regularizer:
+            out, grads, omega = regularized(state.params, batch, dropout_key, carries)
+            out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
         clipped, _ = clipper.update(grads, clipper.init(state.params))
         updates, opt_state = optimizer.update(clipped, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -114,8 +147,11 @@ def make_train_step(
         finite = jnp.isfinite(out.loss) & jnp.isfinite(grad_norm)
         if state.active is not None:
             finite &= state.active
-        params, opt_state, carry = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                                (params, opt_state, carry), (state.params, state.opt_state, state.carry))
+        params, opt_state, carry = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state, carry),
+            (state.params, state.opt_state, state.carry),
+        )
         report = StepOutput(out.loss, grad_norm, optax.tree.norm(clipped), out.metrics, flow)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry), report
 
@@ -127,13 +163,22 @@ def step_number(state: TrainState) -> int:
     return int(np.ravel(state.step)[0])
 
 
-def make_flow_probe(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy, *, seeds: bool = False):
+def make_flow_probe(
+    graphdef: nnx.GraphDef,
+    loss_fn: LossFn = sequence_cross_entropy,
+    *,
+    spectrum: int | None = None,
+    seeds: bool = False,
+):
     """A jitted `probe(params, batch, carries=None) -> (loss, flow)`: the gradient-flow
-    measurement alone, without an update (e.g. of a model at initialisation or after
-    training); `seeds`: vmapped over stacked seeds."""
+    measurement alone (with the dynamics as in `make_train_step`), without an update (e.g. of a
+    model at initialisation or after training); `seeds`: vmapped over stacked seeds."""
 
     def probe(params, batch, carries=None):
         out, _, flow = gradflow.grads_and_flow(loss_fn, graphdef, params, batch, None, initial_carries=carries)
+        dynamics = measure_dynamics(graphdef, params, batch, spectrum, carries)
+        if dynamics is not None:
+            flow["dynamics"] = dynamics
         return out.loss, flow
 
     return jax.jit(jax.vmap(probe) if seeds else probe)
@@ -148,3 +193,12 @@ def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entr
         return apply(loss_fn, nnx.merge(graphdef, params), batch, initial_carries=carries)
 
     return jax.jit(jax.vmap(evaluate) if seeds else evaluate)
+
+
+def measure_dynamics(graphdef: nnx.GraphDef, params: nnx.State, batch, spectrum: int | None, carries=None):
+    """`rnn_jax.diagnostics.model_dynamics` of the model, with `spectrum` Lyapunov exponents
+    (None: nothing; 0: the gate statistics only), for models that expose their stack's inputs."""
+    model = nnx.merge(graphdef, params)
+    if spectrum is None or not hasattr(model, "stack_inputs"):
+        return None
+    return diagnostics.model_dynamics(model, batch, k=spectrum, initial_carries=carries)

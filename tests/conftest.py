@@ -39,10 +39,7 @@ def random_params(cell, key, input_size, hidden_size, scale=0.5):
     zero initialisation."""
     shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size, hidden_size))
     keys = jax.random.split(key, len(shapes))
-    return {
-        name: scale * jax.random.normal(k, s.shape, s.dtype)
-        for k, (name, s) in zip(keys, sorted(shapes.items()))
-    }
+    return {name: scale * jax.random.normal(k, s.shape, s.dtype) for k, (name, s) in zip(keys, sorted(shapes.items()))}
 
 
 def random_carry(cell, key, batch, hidden):

@@ -67,10 +67,14 @@ def check_flow() -> None:
         model = SequenceModel(make_cell("gru"), vocab_size=6, hidden_size=8, output_size=6, rngs=nnx.Rngs(0))
         optimizer = optax.adam(1e-2)
         graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
-        runs[devices] = train_loop(state, train_step=make_train_step(graphdef, optimizer),
-                                   flow_step=make_train_step(graphdef, optimizer, measure_flow=True),
-                                   get_batch=get_batch, parallel=DataParallel(devices),
-                                   loop=LoopConfig(steps=3, log_every=1, flow_every=1))
+        runs[devices] = train_loop(
+            state,
+            train_step=make_train_step(graphdef, optimizer),
+            flow_step=make_train_step(graphdef, optimizer, measure_flow=True),
+            get_batch=get_batch,
+            parallel=DataParallel(devices),
+            loop=LoopConfig(steps=3, log_every=1, flow_every=1),
+        )
     (state1, history1), (state4, history4) = runs[1], runs[4]
     assert jax.tree.leaves(state4.params)[0].sharding.num_devices == 4
     close(state4.params, state1.params)
@@ -81,8 +85,26 @@ def check_flow() -> None:
 def check_stacked_seeds(work: Path) -> None:
     """gradient_flow's seeds stacked in one vmapped step, the batch axis (behind the seed
     axis) split over 4 devices."""
-    flags = ["--seq-len", "6", "--hidden", "4", "--batch", "8", "--steps", "4", "--flow-every", "2", "--eval-every", "2",
-             "--eval-batches", "1", "--cells", "lstm", "--seeds", "2"]
+    flags = [
+        "--seq-len",
+        "6",
+        "--hidden",
+        "4",
+        "--batch",
+        "8",
+        "--steps",
+        "4",
+        "--flow-every",
+        "2",
+        "--eval-every",
+        "2",
+        "--eval-batches",
+        "1",
+        "--cells",
+        "lstm",
+        "--seeds",
+        "2",
+    ]
     results = {}
     for devices in (1, 4):
         gradient_flow.main([*flags, "--devices", str(devices), "--out", str(work / f"seeds{devices}")])

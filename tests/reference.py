@@ -55,7 +55,9 @@ def gru_step(params, h, x, reset_after=True):
 def run(step, params, xs, carry, reverse=False):
     """xs: (batch, time, input) -> (final carry, ys (batch, time, hidden)), a Python loop."""
     params = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    carry = tuple(np.asarray(c, np.float64) for c in carry) if isinstance(carry, tuple) else np.asarray(carry, np.float64)
+    carry = (
+        tuple(np.asarray(c, np.float64) for c in carry) if isinstance(carry, tuple) else np.asarray(carry, np.float64)
+    )
     xs = np.asarray(xs, np.float64)
     times = range(xs.shape[1])
     ys = [None] * xs.shape[1]

@@ -16,8 +16,21 @@ def _rows(path):
 
 def test_throughput_compares_implementations(tmp_path):
     out = tmp_path / "throughput.json"
-    throughput.main(["--cells", "gru", "--seq", "4", "--batch", "2", "--impls", "rnn_jax,rnn_jax-autodiff,flax,rnn_jax-bf16",
-                     "--out", str(out), *TINY])
+    throughput.main(
+        [
+            "--cells",
+            "gru",
+            "--seq",
+            "4",
+            "--batch",
+            "2",
+            "--impls",
+            "rnn_jax,rnn_jax-autodiff,flax,rnn_jax-bf16",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     rows = _rows(out)
     assert [r["impl"] for r in rows] == ["rnn_jax", "rnn_jax-autodiff", "flax", "rnn_jax-bf16"]
     assert all(r["tokens_per_s"] > 0 and 0 < r["ceiling"] for r in rows)
@@ -31,8 +44,22 @@ def test_throughput_rejects_an_unknown_implementation():
 
 def test_memory_reports_buffers_and_rss_per_process(tmp_path):
     out = tmp_path / "memory.json"
-    memory.main(["--seq", "16", "--batch", "2", "--remat", "off,per-step,segments", "--steps", "1", "--out", str(out),
-                 "--hidden", "8"])
+    memory.main(
+        [
+            "--seq",
+            "16",
+            "--batch",
+            "2",
+            "--remat",
+            "off,per-step,segments",
+            "--steps",
+            "1",
+            "--out",
+            str(out),
+            "--hidden",
+            "8",
+        ]
+    )
     rows = _rows(out)
     assert [r["remat"] for r in rows] == ["off", "per-step", "segments"]
     assert all(r["temp_mib"] > 0 and r["peak_rss_mib"] > r["temp_mib"] for r in rows)

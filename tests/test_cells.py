@@ -1,6 +1,8 @@
 """Cells against independent references: NumPy (all cells and forms), Flax's cells with
 copied weights (pins the gate order and the GRU form), gradients by finite differences."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -51,13 +53,20 @@ def test_lstm_variants_match_numpy(variant):
     params = random_params(cell, jax.random.key(20), INPUT, HIDDEN)
     carry = random_carry(cell, jax.random.key(21), BATCH, HIDDEN)
     xs = jax.random.normal(jax.random.key(22), (BATCH, STEPS, INPUT))
-    step = lambda p, c, x: reference.lstm_variant_step(p, c, x, variant)
+    step = functools.partial(reference.lstm_variant_step, variant=variant)
     ref_carry, ref_ys = reference.run(step, as_numpy(params), xs, as_numpy(carry))
     carry, ys = run(cell, params, xs, initial_carry=carry)
     np.testing.assert_allclose(ys, ref_ys, atol=1e-5, rtol=1e-5)
     assert_tree_close(carry, ref_carry)
-    check_grads(lambda p: jnp.sum(jnp.sin(run(cell, p, xs[:, :3], initial_carry=carry)[1])), (params,),
-                order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+    check_grads(
+        lambda p: jnp.sum(jnp.sin(run(cell, p, xs[:, :3], initial_carry=carry)[1])),
+        (params,),
+        order=1,
+        modes=["rev"],
+        eps=1e-2,
+        atol=2e-2,
+        rtol=2e-2,
+    )
 
 
 def test_lstm_variant_structure():
@@ -109,7 +118,10 @@ def test_gru_reset_after_matches_flax_linen():
     cell = make_cell("gru", reset_after=True)
     params = random_params(cell, jax.random.key(9), INPUT, HIDDEN)
     w_xh, w_hh, b = (_negate_z(params[k], HIDDEN) for k in ("W_xh", "W_hh", "b"))
-    split = lambda a: dict(zip("rzn", jnp.split(a, 3, axis=-1)))
+
+    def split(a):
+        return dict(zip("rzn", jnp.split(a, 3, axis=-1)))
+
     wx, wh, bx = split(w_xh), split(w_hh), split(b)
     flax_params = {
         "ir": {"kernel": wx["r"], "bias": bx["r"]},

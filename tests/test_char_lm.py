@@ -22,8 +22,26 @@ from rnn_jax.train import init_train_state
 
 from .conftest import assert_tree_close, usage_error
 
-TINY = ["--hidden", "8", "--layers", "2", "--batch", "4", "--bptt", "8", "--steps", "6", "--warmup", "2",
-        "--eval-every", "3", "--checkpoint-every", "3", "--sample-length", "20"]
+TINY = [
+    "--hidden",
+    "8",
+    "--layers",
+    "2",
+    "--batch",
+    "4",
+    "--bptt",
+    "8",
+    "--steps",
+    "6",
+    "--warmup",
+    "2",
+    "--eval-every",
+    "3",
+    "--checkpoint-every",
+    "3",
+    "--sample-length",
+    "20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +70,10 @@ def final_state(out):
     return state
 
 
+def train_records(out):
+    return [(r["step"], r["loss"]) for r in json.loads((out / "results.json").read_text())["history"]["train"]]
+
+
 def test_outputs(finished):
     results = json.loads((finished / "results.json").read_text())
     assert results["status"] == "completed" and results["steps"] == 6
@@ -72,12 +94,13 @@ def test_stopped_and_resumed_run_equals_uninterrupted(corpus, tmp_path, mode, fi
         reference = tmp_path / "full"
         char_lm.main([*TINY, "--tbptt", mode, "--data", str(corpus), "--out", str(reference)])
     out = tmp_path / "stopped"
-    char_lm.main([*TINY, "--tbptt", mode, "--data", str(corpus), "--out", str(out), "--minutes", "1e-9"])  # stops after step 1
+    char_lm.main(
+        [*TINY, "--tbptt", mode, "--data", str(corpus), "--out", str(out), "--minutes", "1e-9"]
+    )  # stops after step 1
     assert json.loads((out / "results.json").read_text())["steps"] == 1
     char_lm.main(["--resume", str(out)])
     assert_tree_close(final_state(out), final_state(reference), atol=0, rtol=0)
-    train = lambda d: [(r["step"], r["loss"]) for r in json.loads((d / "results.json").read_text())["history"]["train"]]
-    assert train(out) == train(reference)
+    assert train_records(out) == train_records(reference)
 
 
 def test_resume_of_a_finished_run_says_so(finished, capsys):
@@ -85,7 +108,10 @@ def test_resume_of_a_finished_run_says_so(finished, capsys):
     char_lm.main(["--resume", str(finished)])
     assert "finished: nothing left to train at step 6" in capsys.readouterr().err
     after = json.loads((finished / "results.json").read_text())
-    assert after["history"] == before["history"] and after["metrics"]["val_loss_nats"] == before["metrics"]["val_loss_nats"]
+    assert (
+        after["history"] == before["history"]
+        and after["metrics"]["val_loss_nats"] == before["metrics"]["val_loss_nats"]
+    )
     char_lm.main(["--checkpoint", str(finished), "--input", "alice"])  # a prediction: the text continued
     assert capsys.readouterr().out.startswith("alice")
 
@@ -95,16 +121,24 @@ def test_bfloat16_run(corpus, tmp_path, finished):
     char_lm.main([*TINY, "--data", str(corpus), "--out", str(out), "--dtype", "bfloat16"])
     results, full = (json.loads((d / "results.json").read_text()) for d in (out, finished))
     assert results["config"]["dtype"] == "bfloat16" and results["status"] == "completed"
-    assert results["metrics"]["val_loss_nats"] == pytest.approx(full["metrics"]["val_loss_nats"], rel=1e-2)  # the float32 run's
+    assert results["metrics"]["val_loss_nats"] == pytest.approx(
+        full["metrics"]["val_loss_nats"], rel=1e-2
+    )  # the float32 run's
     state = final_state(out)  # parameters and optimizer state stay float32
-    floats = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state)) if jnp.issubdtype(leaf.dtype, jnp.floating)}
+    floats = {
+        leaf.dtype
+        for leaf in jax.tree.leaves((state.params, state.opt_state))
+        if jnp.issubdtype(leaf.dtype, jnp.floating)
+    }
     assert floats == {jnp.dtype("float32")}
 
 
 def test_hf_dataset_path_with_a_local_dataset(tmp_path):
     lines = text.builtin_corpus(3000, seed=2).splitlines()
     datasets.Dataset.from_dict({"content": lines}).save_to_disk(str(tmp_path / "hf"))
-    char_lm.main([*TINY, "--hf-dataset", str(tmp_path / "hf"), "--text-column", "content", "--out", str(tmp_path / "run")])
+    char_lm.main(
+        [*TINY, "--hf-dataset", str(tmp_path / "hf"), "--text-column", "content", "--out", str(tmp_path / "run")]
+    )
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "completed"
 
 
@@ -120,7 +154,10 @@ def test_hf_dataset_path_with_a_local_dataset(tmp_path):
         (["--dtype", "float16"], "unknown --dtype 'float16'"),
         (["--on-nan", "ignore"], "unknown on_nan 'ignore' (--on-nan)"),
         (["--coordinator", "localhost:1234"], "needs --num-processes N and --process-id I"),
-        (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be in 0..1"),
+        (
+            ["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"],
+            "--process-id must be in 0..1",
+        ),
         (["--process-id", "1"], "go with --coordinator"),
     ],
 )
@@ -137,12 +174,16 @@ def test_corpus_shorter_than_a_window(tmp_path):
 
 
 def test_sample_cli(finished, capsys):
-    sample.main(["--checkpoint", str(finished), "--prime", "alice", "--length", "30", "--temperature", "0.7", "--top-k", "3"])
+    sample.main(
+        ["--checkpoint", str(finished), "--prime", "alice", "--length", "30", "--temperature", "0.7", "--top-k", "3"]
+    )
     out = capsys.readouterr().out
     assert out.startswith("alice") and len(out.rstrip("\n")) >= 35
     sample.main(["--checkpoint", str(finished), "--prime", "bob", "--length", "10", "--argmax", "--last"])
     first = capsys.readouterr().out
-    sample.main(["--checkpoint", str(finished), "--prime", "bob", "--length", "10", "--argmax", "--last", "--seed", "7"])
+    sample.main(
+        ["--checkpoint", str(finished), "--prime", "bob", "--length", "10", "--argmax", "--last", "--seed", "7"]
+    )
     assert capsys.readouterr().out == first  # greedy ignores the seed
     with pytest.raises(SystemExit, match=r"never saw: \['Q', 'Z'\]"):
         sample.main(["--checkpoint", str(finished), "--prime", "QZa"])
@@ -175,9 +216,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
 
     out = tmp_path / "interrupted"
     flags = [*TINY, "--steps", "100000", "--eval-every", "100000", "--checkpoint-every", "100000", "--warmup", "0"]
-    process = subprocess.Popen([sys.executable, "-m", "experiments.char_lm", *flags, "--data", str(corpus), "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=Path(__file__).resolve().parents[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.char_lm", *flags, "--data", str(corpus), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     deadline = time.time() + 120
     while not (out / "logs" / "metrics.jsonl").exists() or not (out / "logs" / "metrics.jsonl").read_text():
         assert process.poll() is None and time.time() < deadline, process.communicate()[0]
@@ -213,8 +258,13 @@ def test_kill_9_at_random_points_then_resume_equals_uninterrupted(corpus, tmp_pa
     command = [sys.executable, "-m", "experiments.char_lm"]
     for attempt in range(3):
         args = [*flags, "--out", str(out)] if attempt == 0 else ["--resume", str(out)]
-        process = subprocess.Popen([*command, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                   cwd=Path(__file__).resolve().parents[1])
+        process = subprocess.Popen(
+            [*command, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         if attempt == 2:  # the last one runs to the end
             assert process.wait(timeout=300) == 0, process.stderr.read()
             break
@@ -229,8 +279,7 @@ def test_kill_9_at_random_points_then_resume_equals_uninterrupted(corpus, tmp_pa
         assert process.returncode == -signal.SIGKILL
         assert not (out / "results.json").exists()
     assert_tree_close(final_state(out), final_state(reference), atol=0, rtol=0)
-    train = lambda d: [(r["step"], r["loss"]) for r in json.loads((d / "results.json").read_text())["history"]["train"]]
-    assert train(out) == train(reference)
+    assert train_records(out) == train_records(reference)
 
 
 def test_a_half_written_checkpoint_is_ignored_with_a_warning(finished, tmp_path):
@@ -292,7 +341,9 @@ def test_resume_from_a_corrupt_checkpoint(stopped, tmp_path):
     for file in (run / "checkpoints" / "last" / "1" / "state").rglob("*"):
         if file.is_file():
             file.write_bytes(b"\0garbage")
-    with pytest.raises(SystemExit, match="error: cannot restore checkpoint step 1 .* corrupt or was written by a different"):
+    with pytest.raises(
+        SystemExit, match="error: cannot restore checkpoint step 1 .* corrupt or was written by a different"
+    ):
         char_lm.main(["--resume", str(run)])
 
 

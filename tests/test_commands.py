@@ -14,7 +14,17 @@ from experiments import cli
 
 from .conftest import ROOT, needs_data
 
-EXPERIMENTS = ["gradient_flow", "ablate", "char_lm", "sentiment", "tagging", "translate", "caption", "tabular", "forecast"]
+EXPERIMENTS = [
+    "gradient_flow",
+    "ablate",
+    "char_lm",
+    "sentiment",
+    "tagging",
+    "translate",
+    "caption",
+    "tabular",
+    "forecast",
+]
 # what each quick run adds to --quick: the char-LM reads Tiny Shakespeare, so the README's samples apply
 QUICK_FLAGS = {"char_lm": ["--data", "tinyshakespeare"]}
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -70,12 +80,31 @@ def test_your_own_cell_from_the_readme_trains_in_the_main_job(tmp_path):
     from experiments import gradient_flow
     from rnn_jax import make_cell, run
 
-    block = next(b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-                 if "register_cell" in b)
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "register_cell" in b
+    )
     assert len(block.strip().splitlines()) <= 30
     (tmp_path / "my_cell.py").write_text(block)
-    gradient_flow.main(["--imports", str(tmp_path / "my_cell.py"), "--cells", "leaky", "--seq-len", "6", "--hidden", "4",
-                        "--batch", "4", "--steps", "3", "--eval-every", "3", "--out", str(tmp_path / "run")])
+    gradient_flow.main(
+        [
+            "--imports",
+            str(tmp_path / "my_cell.py"),
+            "--cells",
+            "leaky",
+            "--seq-len",
+            "6",
+            "--hidden",
+            "4",
+            "--batch",
+            "4",
+            "--steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     record = json.loads((tmp_path / "run" / "results.json").read_text())["cells"]["leaky"]
     assert record["status"] == {"0": "completed"} and np.all(np.asarray(record["grad_norm_by_lag"]["2"]) > 0)
     cell = make_cell("leaky", leak=0.3)
@@ -105,15 +134,16 @@ def quick_runs(tmp_path_factory):
     root, runs = tmp_path_factory.mktemp("quick"), {}
     for name in EXPERIMENTS:
         runs[name] = root / name
-        importlib.import_module(f"experiments.{name}").main(["--quick", *QUICK_FLAGS.get(name, []),
-                                                             "--out", str(runs[name])])
+        importlib.import_module(f"experiments.{name}").main(
+            ["--quick", *QUICK_FLAGS.get(name, []), "--out", str(runs[name])]
+        )
     return runs
 
 
 @needs_data
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_quick_run_completes(quick_runs, name):
-    results = (quick_runs[name] / ("summary.md" if name == "ablate" else "results.json"))
+    results = quick_runs[name] / ("summary.md" if name == "ablate" else "results.json")
     assert results.exists()
     if name != "ablate":
         text = results.read_text()
@@ -121,8 +151,9 @@ def test_quick_run_completes(quick_runs, name):
 
 
 def _predictions():
-    return [(where, module, args) for where, module, args in documented_commands(help_texts=False)
-            if "--checkpoint" in args]
+    return [
+        (where, module, args) for where, module, args in documented_commands(help_texts=False) if "--checkpoint" in args
+    ]
 
 
 @needs_data
@@ -180,8 +211,9 @@ def test_the_library_raises_and_only_the_command_line_exits(tmp_path):
         sentiment.run(sentiment.Config(data=str(tmp_path / "missing.tsv"), out=str(tmp_path / "a")))
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         load_run(tmp_path, sentiment.Config, sentiment.build_model)
-    cfg = gradient_flow.Config(steps=2, hidden=4, batch=4, seq_len=5, cells=("rnn",), eval_every=1,
-                               out=str(tmp_path / "run"))
+    cfg = gradient_flow.Config(
+        steps=2, hidden=4, batch=4, seq_len=5, cells=("rnn",), eval_every=1, out=str(tmp_path / "run")
+    )
     gradient_flow.run(cfg)
     with pytest.raises(ValueError, match="already holds a run"):
         prepare_run_dir(cfg, "gradient_flow")

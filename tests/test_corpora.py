@@ -28,8 +28,9 @@ def test_a_corpus_is_read_from_the_data_directory(tmp_path, monkeypatch):
 def test_without_a_data_directory_a_corpus_comes_from_the_hub(monkeypatch):
     monkeypatch.delenv(corpora.DATA_ENV, raising=False)
     assert corpora.resolve("tinyshakespeare") == corpora.Source("karpathy/tiny_shakespeare", on_hub=True)
-    assert corpora.resolve("ud_english_ewt") == corpora.Source("universal-dependencies/universal_dependencies", "en_ewt",
-                                                               on_hub=True)
+    assert corpora.resolve("ud_english_ewt") == corpora.Source(
+        "universal-dependencies/universal_dependencies", "en_ewt", on_hub=True
+    )
 
     def offline(source):
         raise ConnectionError("no network")

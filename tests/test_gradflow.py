@@ -57,9 +57,18 @@ def _unrolled_state_grads(model, batch, loss_fn_from_logits):
     return jax.grad(loss)(zeros)
 
 
-@pytest.mark.parametrize("name, options", [("lstm", {}), ("gru", {}), ("lstm", {"variant": "FGR"})], ids=["lstm", "gru", "lstm-FGR"])
+@pytest.mark.parametrize(
+    "name, options", [("lstm", {}), ("gru", {}), ("lstm", {"variant": "FGR"})], ids=["lstm", "gru", "lstm-FGR"]
+)
 def test_probe_gradients_equal_unrolled_reference(name, options):
-    model = SequenceModel(make_cell(name, **options), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=2, rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell(name, **options),
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        output_size=VOCAB,
+        num_layers=2,
+        rngs=nnx.Rngs(0),
+    )
     graphdef, params = nnx.split(model, nnx.Param)
     batch = _tokens()
     _, flow = make_flow_probe(graphdef, sequence_cross_entropy)(params, batch)
@@ -80,7 +89,9 @@ def test_probe_gradients_equal_unrolled_reference(name, options):
 
 
 def test_bidirectional_keys():
-    model = SequenceModel(make_cell("lstm"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, bidirectional=True, rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("lstm"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, bidirectional=True, rngs=nnx.Rngs(0)
+    )
     graphdef, params = nnx.split(model, nnx.Param)
     _, flow = make_flow_probe(graphdef)(params, _tokens())
     assert sorted(flow["by_step"]) == ["layer0/backward/c", "layer0/backward/h", "layer0/forward/c", "layer0/forward/h"]
@@ -90,7 +101,15 @@ def test_bidirectional_keys():
 @pytest.mark.parametrize("clip", [None, optax.clip_by_global_norm(1e-3)])
 def test_measurement_does_not_change_the_training_step(clip):
     optimizer = optax.adam(1e-2)
-    model = SequenceModel(make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=2, dropout=0.2, rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("gru"),
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        output_size=VOCAB,
+        num_layers=2,
+        dropout=0.2,
+        rngs=nnx.Rngs(0),
+    )
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
     plain = make_train_step(graphdef, optimizer, clipper=clip)
     measured = make_train_step(graphdef, optimizer, clipper=clip, measure_flow=True)

@@ -14,8 +14,24 @@ from rnn_jax.data import synthetic, text
 
 from .conftest import usage_error
 
-TINY = ["--seq-len", "6", "--hidden", "4", "--batch", "4", "--steps", "4", "--flow-every", "2",
-        "--eval-every", "2", "--eval-batches", "1", "--checkpoint-every", "2"]
+TINY = [
+    "--seq-len",
+    "6",
+    "--hidden",
+    "4",
+    "--batch",
+    "4",
+    "--steps",
+    "4",
+    "--flow-every",
+    "2",
+    "--eval-every",
+    "2",
+    "--eval-batches",
+    "1",
+    "--checkpoint-every",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +56,18 @@ def test_outputs_of_a_run(adding_run):
         seed0 = record["seeds"]["0"]["flow"]["0"]["by_lag"]["layer0/h"]
         seed1 = record["seeds"]["1"]["flow"]["0"]["by_lag"]["layer0/h"]
         np.testing.assert_allclose(record["grad_norm_by_lag"]["0"], (np.array(seed0) + seed1) / 2, rtol=1e-6)
+        spectrum = record["lyapunov"]["3"]  # --spectrum 16, at most the carry's size (4 or 8 here)
+        assert len(spectrum) == (8 if cell == "lstm" else 4) and spectrum == sorted(spectrum, reverse=True)
+        assert set(record["lyapunov_summary"]["0"]) == {"leading", "memory_directions", "log_condition"}
+        if cell != "rnn":
+            gates = {"lstm": {"i", "f", "o"}, "gru": {"r", "z"}}[cell]
+            assert set(record["gates"]["3"]) == gates and record["time_constant"]["0"] > 0
+            assert set(record["gates"]["3"][next(iter(gates))]) == {"mean", "low", "high"}
     with open(adding_run / "grad_norms.csv") as f:
         rows = list(csv.DictReader(f))
     # 3 cells x 2 seeds x 3 measured steps x 2 profiles x 6 indices, + the LSTM's c component
     assert len(rows) == 3 * 2 * 3 * 2 * 6 + 2 * 3 * 2 * 6
-    for name in ("flow_vs_lag.png", "flow_heatmap.png", "loss_curves.png"):
+    for name in ("flow_vs_lag.png", "flow_heatmap.png", "loss_curves.png", "lyapunov.png", "gates.png"):
         assert (adding_run / name).stat().st_size > 10_000
     assert (adding_run / "logs" / "lstm" / "metrics.jsonl").exists()
 
@@ -57,7 +80,9 @@ def test_seeds_trained_together_equal_each_seed_alone(adding_run, tmp_path):
         assert [r["step"] for r in together[split]] == [r["step"] for r in alone[split]]
         np.testing.assert_allclose([r["loss"] for r in together[split]], [r["loss"] for r in alone[split]], rtol=1e-5)
     for step, profiles in alone["flow"].items():
-        np.testing.assert_allclose(together["flow"][step]["by_lag"]["layer0/h"], profiles["by_lag"]["layer0/h"], rtol=1e-4)
+        np.testing.assert_allclose(
+            together["flow"][step]["by_lag"]["layer0/h"], profiles["by_lag"]["layer0/h"], rtol=1e-4
+        )
 
 
 def test_resume_of_a_finished_run_reproduces_it(adding_run, capsys):
@@ -136,7 +161,11 @@ def test_ablation_grid(tmp_path):
     ablate.main([*TINY, "--grid", "lstm_variant=CIFG,FGR", "--grid", "clip_norm=none,1.0", "--out", str(out)])
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [(r["lstm_variant"], r["clip_norm"]) for r in rows] == [
-        ("CIFG", ""), ("CIFG", "1.0"), ("FGR", ""), ("FGR", "1.0")]
+        ("CIFG", ""),
+        ("CIFG", "1.0"),
+        ("FGR", ""),
+        ("FGR", "1.0"),
+    ]
     assert all(r["cell"] == "lstm" for r in rows)
     assert "| lstm_variant | clip_norm | cell |" in (out / "summary.md").read_text()
     assert (out / "ablation.png").stat().st_size > 10_000
@@ -144,7 +173,9 @@ def test_ablation_grid(tmp_path):
     assert run["config"]["lstm_variant"] == "FGR" and run["config"]["clip_norm"] == 1.0
 
 
-@pytest.mark.parametrize("grid, message", [("hiden=1,2", "a gradient_flow option"), ("lstm_variant=NXG", "unknown --lstm-variant 'NXG'")])
+@pytest.mark.parametrize(
+    "grid, message", [("hiden=1,2", "a gradient_flow option"), ("lstm_variant=NXG", "unknown --lstm-variant 'NXG'")]
+)
 def test_ablation_grid_errors(tmp_path, grid, message, capsys):
     from experiments import ablate
 

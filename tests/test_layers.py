@@ -52,7 +52,15 @@ def test_stack_composes_layers_and_bidirectional_doubles_features():
 
 
 def test_dropout_between_layers_only_with_a_key():
-    model = SequenceModel(make_cell("rnn"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=3, dropout=0.5, rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("rnn"),
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        output_size=VOCAB,
+        num_layers=3,
+        dropout=0.5,
+        rngs=nnx.Rngs(0),
+    )
     tokens = jax.random.randint(jax.random.key(1), (BATCH, TIME), 0, VOCAB)
     eval_a, _ = model(tokens)
     eval_b, _ = model(tokens)
@@ -62,12 +70,21 @@ def test_dropout_between_layers_only_with_a_key():
     train_c, _ = model(tokens, dropout_key=jax.random.key(3))
     np.testing.assert_array_equal(train_a, train_b)
     assert not np.allclose(train_a, eval_a) and not np.allclose(train_a, train_c)
-    single = SequenceModel(make_cell("rnn"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, dropout=0.5, rngs=nnx.Rngs(0))
+    single = SequenceModel(
+        make_cell("rnn"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, dropout=0.5, rngs=nnx.Rngs(0)
+    )
     np.testing.assert_array_equal(single(tokens, dropout_key=jax.random.key(2))[0], single(tokens)[0])
 
 
 def test_model_with_real_valued_inputs_and_carries():
-    model = SequenceModel(make_cell("gru", reset_after=False), input_size=INPUT, hidden_size=HIDDEN, output_size=1, num_layers=2, rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("gru", reset_after=False),
+        input_size=INPUT,
+        hidden_size=HIDDEN,
+        output_size=1,
+        num_layers=2,
+        rngs=nnx.Rngs(0),
+    )
     xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
     ys, carries = model(xs)
     assert ys.shape == (BATCH, TIME, 1) and len(carries) == 2
@@ -92,7 +109,9 @@ def test_bad_model_configuration(build, message):
 
 
 def _char_model(name, seed=0, **options):
-    return SequenceModel(make_cell(name), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, rngs=nnx.Rngs(seed), **options)
+    return SequenceModel(
+        make_cell(name), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, rngs=nnx.Rngs(seed), **options
+    )
 
 
 def _batch():

@@ -20,11 +20,22 @@ def test_four_devices_equal_one_and_checkpoints_move_between_them(tmp_path):
     corpus = tmp_path / "input.txt"
     corpus.write_text(text.builtin_corpus(4000, seed=1))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-m", "tests.multi_device", str(corpus), str(tmp_path)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.multi_device", str(corpus), str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in ("flow profiles: 4 devices == 1 device", "stacked seeds: 4 devices == 1 device", "char_lm: 4 devices == 1 device",
-                 "stopped on 4 device(s), resumed on 1", "stopped on 1 device(s), resumed on 4"):
+    for line in (
+        "flow profiles: 4 devices == 1 device",
+        "stacked seeds: 4 devices == 1 device",
+        "char_lm: 4 devices == 1 device",
+        "stopped on 4 device(s), resumed on 1",
+        "stopped on 1 device(s), resumed on 4",
+    ):
         assert line in result.stdout, result.stdout
 
 
@@ -53,10 +64,30 @@ def test_two_processes_equal_one(tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    processes = [subprocess.Popen([sys.executable, "-m", "experiments.char_lm", *flags, "--out", str(tmp_path / "two"),
-                                   "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
-                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "experiments.char_lm",
+                *flags,
+                "--out",
+                str(tmp_path / "two"),
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n".join(outputs)
     two, one = final_state(tmp_path / "two"), final_state(tmp_path / "one")

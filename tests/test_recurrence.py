@@ -74,7 +74,9 @@ def _fused_and_autodiff_gradients(cell, params, xs, carry0, **options):
 
     def loss(params, xs, carry0, probes, backprop):
         carry, ys = run(cell, params, xs, initial_carry=carry0, mask=mask, probes=probes, backprop=backprop, **options)
-        return jnp.sum(jnp.sin(ys) * jnp.arange(TIME)[None, :, None]) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
+        return jnp.sum(jnp.sin(ys) * jnp.arange(TIME)[None, :, None]) + sum(
+            jnp.sum(c**2) for c in jax.tree.leaves(carry)
+        )
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)), static_argnums=4)
     return grad(params, xs, carry0, probes, "fused"), grad(params, xs, carry0, probes, "autodiff")
@@ -84,11 +86,14 @@ def _fused_and_autodiff_gradients(cell, params, xs, carry0, **options):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_fused_backward_equals_autodiff(setup, reverse, hoist_inputs):
     cell, _, params, xs, carry0 = setup
-    fused, autodiff = _fused_and_autodiff_gradients(cell, params, xs, carry0, reverse=reverse, hoist_inputs=hoist_inputs)
+    fused, autodiff = _fused_and_autodiff_gradients(
+        cell, params, xs, carry0, reverse=reverse, hoist_inputs=hoist_inputs
+    )
     assert_tree_close(fused, autodiff, atol=1e-5, rtol=1e-5)
     if hoist_inputs:  # and the hoisted projection gives what the per-step one gives
-        assert_tree_close(fused, _fused_and_autodiff_gradients(cell, params, xs, carry0, reverse=reverse)[0],
-                          atol=1e-5, rtol=1e-5)
+        assert_tree_close(
+            fused, _fused_and_autodiff_gradients(cell, params, xs, carry0, reverse=reverse)[0], atol=1e-5, rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "FGR", "CIFG", "NOG", "NOAF", "1997"])
@@ -96,12 +101,15 @@ def test_fused_backward_equals_autodiff_for_lstm_variants(variant):
     cell = make_cell("lstm", variant=variant)
     params = random_params(cell, jax.random.key(0), INPUT, HIDDEN)
     xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
-    fused, autodiff = _fused_and_autodiff_gradients(cell, params, xs, random_carry(cell, jax.random.key(2), BATCH, HIDDEN))
+    fused, autodiff = _fused_and_autodiff_gradients(
+        cell, params, xs, random_carry(cell, jax.random.key(2), BATCH, HIDDEN)
+    )
     assert_tree_close(fused, autodiff, atol=1e-5, rtol=1e-5)
 
 
 FLOAT64_CELLS = [options for _, options, _ in CELL_CASES] + [
-    {"name": "lstm", "variant": variant} for variant in LSTM_VARIANTS if variant != "standard"]
+    {"name": "lstm", "variant": variant} for variant in LSTM_VARIANTS if variant != "standard"
+]
 
 
 @pytest.mark.parametrize("options", FLOAT64_CELLS, ids=lambda o: "-".join(map(str, o.values())))
@@ -119,7 +127,9 @@ def test_float64_end_to_end(options):
         carry0 = jax.tree.map(lambda c: c.astype(jnp.float64), random_carry(cell, jax.random.key(2), BATCH, HIDDEN))
         # both directions for the base cells; the LSTM variants differ only in `gates`
         for reverse, hoist in ((False, False), (True, True))[: 1 if "variant" in options else 2]:
-            fused, autodiff = _fused_and_autodiff_gradients(cell, params, xs, carry0, reverse=reverse, hoist_inputs=hoist)
+            fused, autodiff = _fused_and_autodiff_gradients(
+                cell, params, xs, carry0, reverse=reverse, hoist_inputs=hoist
+            )
             assert all(g.dtype == jnp.float64 for g in jax.tree.leaves(fused))
             assert_tree_close(fused, autodiff, atol=1e-12, rtol=1e-12)
 

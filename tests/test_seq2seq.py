@@ -25,16 +25,29 @@ STEPS = {"lstm": reference.lstm_step, "gru": reference.gru_step, "rnn": referenc
 
 
 def _model(cell="lstm", attention=True, layers=2, seed=0):
-    return Seq2Seq(make_cell(cell), source_vocab=VOCAB, target_vocab=VOCAB, embed_size=EMBED, hidden_size=HIDDEN,
-                   num_layers=layers, attention=attention, rngs=nnx.Rngs(seed))
+    return Seq2Seq(
+        make_cell(cell),
+        source_vocab=VOCAB,
+        target_vocab=VOCAB,
+        embed_size=EMBED,
+        hidden_size=HIDDEN,
+        num_layers=layers,
+        attention=attention,
+        rngs=nnx.Rngs(seed),
+    )
 
 
 def _batch():
     source, source_mask = pad([np.array([2, 3, 4, 5]), np.array([3, 2])], 4, side="left")
     targets, mask = pad([np.array([4, 2, 3]), np.array([5, 3])], 3)
     decoder_inputs, _ = pad([np.array([1, 4, 2]), np.array([1, 5])], 3)
-    return {"inputs": jnp.asarray(source), "source_mask": jnp.asarray(source_mask),
-            "decoder_inputs": jnp.asarray(decoder_inputs), "targets": jnp.asarray(targets), "mask": jnp.asarray(mask)}
+    return {
+        "inputs": jnp.asarray(source),
+        "source_mask": jnp.asarray(source_mask),
+        "decoder_inputs": jnp.asarray(decoder_inputs),
+        "targets": jnp.asarray(targets),
+        "mask": jnp.asarray(mask),
+    }
 
 
 def _np(params):
@@ -47,10 +60,14 @@ def _reference_decoder(model, batch, cell):
     encoder = [_np(layer.forward) for layer in model.encoder.layers]
     decoder = [_np(layer.forward) for layer in model.decoder.rnn.layers]
     attention = model.decoder.attention
-    w_q, w_k, b_k = (np.asarray(a, np.float64) for a in (attention.query.kernel[...], attention.key.kernel[...],
-                                                           attention.key.bias[...]))
+    w_q, w_k, b_k = (
+        np.asarray(a, np.float64)
+        for a in (attention.query.kernel[...], attention.key.kernel[...], attention.key.bias[...])
+    )
     v = np.asarray(attention.score.kernel[...], np.float64)[:, 0]
-    out_w, out_b = (np.asarray(a, np.float64) for a in (model.decoder.output.kernel[...], model.decoder.output.bias[...]))
+    out_w, out_b = (
+        np.asarray(a, np.float64) for a in (model.decoder.output.kernel[...], model.decoder.output.bias[...])
+    )
     head_w, head_b = (np.asarray(a, np.float64) for a in (model.decoder.head.kernel[...], model.decoder.head.bias[...]))
     source_embed = np.asarray(model.embed.embedding[...], np.float64)
     target_embed = np.asarray(model.decoder.embed.embedding[...], np.float64)
@@ -92,8 +109,17 @@ def test_bfloat16_matmuls_in_the_attention_decoder():
     batch = _batch()
     run = lambda m: m(batch["inputs"], batch["decoder_inputs"], mask=batch["mask"], source_mask=batch["source_mask"])  # noqa: E731
     full, carries = run(_model())
-    bf16 = Seq2Seq(make_cell("lstm"), source_vocab=VOCAB, target_vocab=VOCAB, embed_size=EMBED, hidden_size=HIDDEN,
-                   num_layers=2, attention=True, compute_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    bf16 = Seq2Seq(
+        make_cell("lstm"),
+        source_vocab=VOCAB,
+        target_vocab=VOCAB,
+        embed_size=EMBED,
+        hidden_size=HIDDEN,
+        num_layers=2,
+        attention=True,
+        compute_dtype=jnp.bfloat16,
+        rngs=nnx.Rngs(0),
+    )
     low, low_carries = run(bf16)
     assert low.dtype == jnp.float32 and all(c.dtype == jnp.float32 for c in jax.tree.leaves(low_carries))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(bf16, nnx.Param)))
@@ -128,13 +154,20 @@ def test_flow_reaches_the_encoder_and_leaves_the_gradient_unchanged():
 
 
 def test_captioner_initial_state_comes_from_the_image():
-    model = Captioner(make_cell("lstm"), feature_size=3, vocab_size=VOCAB, embed_size=EMBED, hidden_size=HIDDEN,
-                      num_layers=2, rngs=nnx.Rngs(0))
+    model = Captioner(
+        make_cell("lstm"),
+        feature_size=3,
+        vocab_size=VOCAB,
+        embed_size=EMBED,
+        hidden_size=HIDDEN,
+        num_layers=2,
+        rngs=nnx.Rngs(0),
+    )
     features = jax.random.normal(jax.random.key(0), (2, 3))
     carries, memory = model.encode(features)
     states = np.asarray(jnp.tanh(model.image(features)))
     assert memory == {}
-    np.testing.assert_allclose(carries[1][0], states[:, 2 * HIDDEN:3 * HIDDEN])  # layer 1, first leaf
+    np.testing.assert_allclose(carries[1][0], states[:, 2 * HIDDEN : 3 * HIDDEN])  # layer 1, first leaf
     logits, _ = model(features, jnp.ones((2, 3), jnp.int32))
     assert logits.shape == (2, 3, VOCAB)
 
@@ -148,8 +181,9 @@ def _all_sequence_log_probs(model, row, eos, length):
     last = np.where(is_eos.any(1), is_eos.argmax(1), length - 1)
     counted = np.arange(length)[None] <= last[:, None]
     decoder_inputs = np.concatenate([np.ones((n, 1), int), candidates[:, :-1]], 1)
-    logits, _ = model(jnp.repeat(row["inputs"], n, 0), jnp.asarray(decoder_inputs),
-                      source_mask=jnp.repeat(row["source_mask"], n, 0))
+    logits, _ = model(
+        jnp.repeat(row["inputs"], n, 0), jnp.asarray(decoder_inputs), source_mask=jnp.repeat(row["source_mask"], n, 0)
+    )
     logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), candidates[..., None], -1)[..., 0]
     return candidates, (logp * counted).sum(1)
 
@@ -167,10 +201,14 @@ def test_greedy_and_beam_search_against_exhaustive_search(attention):
         np.testing.assert_array_equal(np.argmax(logits[0], -1), generated)
     np.testing.assert_array_equal(
         beam_search(graphdef, params, batch["inputs"], batch["source_mask"], beam=1, length_penalty=0.0, **options),
-        tokens)
+        tokens,
+    )
     # a beam as wide as all prefixes of length 2 searches exhaustively
-    best = np.asarray(beam_search(graphdef, params, batch["inputs"], batch["source_mask"], beam=VOCAB**2,
-                                  length_penalty=0.0, **options))
+    best = np.asarray(
+        beam_search(
+            graphdef, params, batch["inputs"], batch["source_mask"], beam=VOCAB**2, length_penalty=0.0, **options
+        )
+    )
     for b in range(2):
         row = {k: batch[k][b : b + 1] for k in ("inputs", "source_mask")}
         candidates, scores = _all_sequence_log_probs(model, row, eos=2, length=3)

@@ -20,11 +20,29 @@ def sentiment_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("sentiment")
     rng = np.random.default_rng(0)
     words = {0: ["dull", "boring", "bad"], 1: ["great", "fun", "good"]}
-    rows = [f"{y}\tthe film was {rng.choice(words[y])} and {rng.choice(['long', 'short'])} ." for y in rng.integers(0, 2, 120)]
+    rows = [
+        f"{y}\tthe film was {rng.choice(words[y])} and {rng.choice(['long', 'short'])} ."
+        for y in rng.integers(0, 2, 120)
+    ]
     (root / "s.tsv").write_text("label\ttext\n" + "\n".join(rows) + "\n")
     out = root / "run"
-    sentiment.main([*FAST, "--data", str(root / "s.tsv"), "--embed", "8", "--batch", "8", "--max-len", "10",
-                    "--best-by", "accuracy", "--out", str(out)])
+    sentiment.main(
+        [
+            *FAST,
+            "--data",
+            str(root / "s.tsv"),
+            "--embed",
+            "8",
+            "--batch",
+            "8",
+            "--max-len",
+            "10",
+            "--best-by",
+            "accuracy",
+            "--out",
+            str(out),
+        ]
+    )
     return out
 
 
@@ -53,15 +71,35 @@ def test_tagging_end_to_end(tmp_path, capsys):
     sentences = []
     rng = np.random.default_rng(0)
     for i in range(40):
-        words = [("the", "DET"), (rng.choice(["dog", "cat", "bird"]), "NOUN"), (rng.choice(["runs", "sleeps"]), "VERB"),
-                 (".", "PUNCT")]
-        sentences.append(f"# sent_id = {i}\n" + "".join(
-            f"{k}\t{w}\t{w}\t{t}\t_\t_\t0\t_\t_\t_\n" for k, (w, t) in enumerate(words, 1)))
+        words = [
+            ("the", "DET"),
+            (rng.choice(["dog", "cat", "bird"]), "NOUN"),
+            (rng.choice(["runs", "sleeps"]), "VERB"),
+            (".", "PUNCT"),
+        ]
+        sentences.append(
+            f"# sent_id = {i}\n"
+            + "".join(f"{k}\t{w}\t{w}\t{t}\t_\t_\t0\t_\t_\t_\n" for k, (w, t) in enumerate(words, 1))
+        )
     for split in ("train", "dev", "test"):
         (tmp_path / f"tiny-ud-{split}.conllu").write_text("\n".join(sentences) + "\n")
     out = tmp_path / "run"
-    tagging.main([*FAST, "--data", str(tmp_path), "--embed", "8", "--batch", "8", "--max-len", "6", "--bidirectional",
-                  "--out", str(out)])
+    tagging.main(
+        [
+            *FAST,
+            "--data",
+            str(tmp_path),
+            "--embed",
+            "8",
+            "--batch",
+            "8",
+            "--max-len",
+            "6",
+            "--bidirectional",
+            "--out",
+            str(out),
+        ]
+    )
     results = _results(out)
     assert results["metrics"]["test_most_frequent_tag_baseline"] == 1.0  # every word has one tag here
     assert 0 <= results["metrics"]["test_accuracy"] <= 1
@@ -95,8 +133,27 @@ def test_forecast_end_to_end(tmp_path, capsys):
     lines = [f"{i},{'' if i == 30 else f'{v:.3f}'}" for i, v in zip(t, values)]  # one gap
     (tmp_path / "s.csv").write_text("t,value\n" + "\n".join(lines) + "\n")
     out = tmp_path / "run"
-    forecast.main([*FAST, "--data", str(tmp_path / "s.csv"), "--column", "value", "--period", "12", "--holdout", "12",
-                   "--window", "24", "--batch", "8", "--log", "True", "--out", str(out)])
+    forecast.main(
+        [
+            *FAST,
+            "--data",
+            str(tmp_path / "s.csv"),
+            "--column",
+            "value",
+            "--period",
+            "12",
+            "--holdout",
+            "12",
+            "--window",
+            "24",
+            "--batch",
+            "8",
+            "--log",
+            "True",
+            "--out",
+            str(out),
+        ]
+    )
     results = _results(out)
     metrics = results["metrics"]
     assert set(metrics) == {"one_step", "persistence", "multi_step", "last_value", "seasonal_naive", "last_season"}
@@ -120,8 +177,24 @@ def test_translate_end_to_end_with_attention(tmp_path, capsys):
     lines.append("The cat.\tLe chat.\tattribution columns are ignored")
     (tmp_path / "pairs.tsv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
-    translate.main([*FAST, "--data", str(tmp_path / "pairs.tsv"), "--embed", "8", "--batch", "4", "--max-len", "6",
-                    "--attention", "--beam", "2", "--out", str(out)])
+    translate.main(
+        [
+            *FAST,
+            "--data",
+            str(tmp_path / "pairs.tsv"),
+            "--embed",
+            "8",
+            "--batch",
+            "4",
+            "--max-len",
+            "6",
+            "--attention",
+            "--beam",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     results = _results(out)
     assert results["source_sentences"] == {"train": 19, "validation": 1, "test": 1}  # 21 distinct, by sentence
     assert {"test_bleu_greedy", "test_bleu_beam", "test_bleu_copy_source"} <= set(results["metrics"])

@@ -82,16 +82,22 @@ def test_load_sentiment_tsv_shuffles_and_splits(tmp_path):
 
 def test_load_sentiment_uses_folds_and_hub_splits(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text("".join(json.dumps({"fold": i % 10, "label": i % 2, "text": f"review {i}"}) + "\n" for i in range(40)))
+    path.write_text(
+        "".join(json.dumps({"fold": i % 10, "label": i % 2, "text": f"review {i}"}) + "\n" for i in range(40))
+    )
     splits = tasks.load_sentiment(str(path))
     assert [len(splits[s][1]) for s in tasks.SPLITS] == [32, 4, 4]
     assert [t[1] for t in splits["validation"][0]] == ["8", "18", "28", "38"]  # fold 8
 
     hub = tmp_path / "hub"
-    datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"sentence": [f"w{i}" for i in range(20)], "y": [i % 2 for i in range(20)]}),
-        "test": datasets.Dataset.from_dict({"sentence": ["a", "b"], "y": [0, 1]}),
-    }).save_to_disk(str(hub))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"sentence": [f"w{i}" for i in range(20)], "y": [i % 2 for i in range(20)]}
+            ),
+            "test": datasets.Dataset.from_dict({"sentence": ["a", "b"], "y": [0, 1]}),
+        }
+    ).save_to_disk(str(hub))
     splits = tasks.load_sentiment(str(hub), text_column="sentence", label_column="y")
     assert [len(splits[s][1]) for s in tasks.SPLITS] == [18, 2, 2]  # validation carved from train
     with pytest.raises(ValueError, match="no column 'text'"):
@@ -111,8 +117,12 @@ def test_conllu_skips_comments_ranges_and_empty_nodes(tmp_path):
 
 
 def test_conllu_from_a_hub_style_dataset_with_class_labels(tmp_path):
-    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
-                                  "upos": datasets.Sequence(datasets.ClassLabel(names=["NOUN", "VERB"]))})
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "upos": datasets.Sequence(datasets.ClassLabel(names=["NOUN", "VERB"])),
+        }
+    )
     table = datasets.Dataset.from_dict({"tokens": [["dogs", "bark"]], "upos": [[0, 1]]}, features=features)
     datasets.DatasetDict({"train": table, "validation": table, "test": table}).save_to_disk(str(tmp_path / "ud"))
     assert tasks.load_conllu(str(tmp_path / "ud"), split="test") == [(["dogs", "bark"], ["NOUN", "VERB"])]
@@ -156,8 +166,9 @@ def test_final_readout_is_the_head_on_the_last_real_state(bidirectional):
 
 def test_one_step_rnn_is_an_mlp():
     """One step from a zero state: h = tanh(x W_xh + b) (W_hh multiplies zeros), y = W_hy h + b_y."""
-    model = SequenceModel(make_cell("rnn"), input_size=4, hidden_size=6, output_size=3, readout="final",
-                          rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("rnn"), input_size=4, hidden_size=6, output_size=3, readout="final", rngs=nnx.Rngs(0)
+    )
     x = jax.random.normal(jax.random.key(1), (5, 4))
     params = model.rnn.layers[0].forward
     hidden_layer = nnx.Linear(4, 6, rngs=nnx.Rngs(2))
@@ -192,8 +203,9 @@ def test_task_losses_respect_masks_and_weights():
 
 
 def test_many_to_one_flow_is_zero_on_padding():
-    model = SequenceModel(make_cell("lstm"), vocab_size=6, hidden_size=4, output_size=2, readout="final",
-                          rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("lstm"), vocab_size=6, hidden_size=4, output_size=2, readout="final", rngs=nnx.Rngs(0)
+    )
     ids, mask = pad([np.array([1, 2, 3, 4, 5]), np.array([2, 3])], 5, side="left")
     batch = {"inputs": jnp.asarray(ids), "mask": jnp.asarray(mask), "targets": jnp.array([0, 1])}
     graphdef, params = nnx.split(model)

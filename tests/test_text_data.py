@@ -28,7 +28,9 @@ def test_hf_dataset_from_disk_parquet_and_splits(local_hf):
 def test_hub_name_without_network_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="cannot load the Hugging Face dataset 'someone/no_such_corpus'.*save_to_disk"):
+    with pytest.raises(
+        FileNotFoundError, match="cannot load the Hugging Face dataset 'someone/no_such_corpus'.*save_to_disk"
+    ):
         text.load_hf_text("someone/no_such_corpus")
 
 

@@ -30,8 +30,15 @@ DATA = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, 500), jnp.int32)
 
 
 def _setup(hidden=HIDDEN, lr=1e-2, dropout=0.1):
-    model = SequenceModel(make_cell("lstm"), vocab_size=VOCAB, hidden_size=hidden, output_size=VOCAB, num_layers=2,
-                          dropout=dropout, rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("lstm"),
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        output_size=VOCAB,
+        num_layers=2,
+        dropout=dropout,
+        rngs=nnx.Rngs(0),
+    )
     optimizer = optax.adam(lr)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
     return state, make_train_step(graphdef, optimizer), make_train_step(graphdef, optimizer, measure_flow=True)
@@ -43,8 +50,14 @@ def get_batch(step):
 
 def _run(state, step, flow, steps, checkpoints=None, history=None, log_dir=None):
     return train_loop(
-        state, train_step=step, flow_step=flow, get_batch=get_batch, checkpoints=checkpoints, history=history,
-        loop=LoopConfig(steps=steps, log_every=1, flow_every=2, checkpoint_every=3), log_dir=log_dir,
+        state,
+        train_step=step,
+        flow_step=flow,
+        get_batch=get_batch,
+        checkpoints=checkpoints,
+        history=history,
+        loop=LoopConfig(steps=steps, log_every=1, flow_every=2, checkpoint_every=3),
+        log_dir=log_dir,
     )
 
 
@@ -62,7 +75,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     restored, extra = checkpoints.restore(fresh, step=3)
     history = History.from_json(extra["history"])
     assert [r["step"] for r in history.train] == [0, 1, 2] and sorted(history.flow) == [0, 2]
-    resumed_state, resumed_history = _run(restored, step, flow, steps=7, checkpoints=checkpoints, history=history, log_dir=tmp_path / "logs")
+    resumed_state, resumed_history = _run(
+        restored, step, flow, steps=7, checkpoints=checkpoints, history=history, log_dir=tmp_path / "logs"
+    )
     checkpoints.close()
     assert_tree_close(resumed_state, full_state, atol=0, rtol=0)
     assert resumed_history.train == full_history.train
@@ -78,9 +93,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 def _poisoned(bad_steps):
     """get_batch with out-of-range token ids at `bad_steps`: the embedding lookup fills NaN, so
     the real step's loss and gradient are NaN."""
+
     def batches(step_number):
         batch = get_batch(step_number)
         return {**batch, "inputs": batch["inputs"] * 0 + 10**6} if step_number in bad_steps else batch
+
     return batches
 
 
@@ -89,8 +106,14 @@ def test_divergence_stops_with_the_profile_of_that_step_and_keeps_the_last_good_
     checkpoints = Checkpoints(tmp_path / "ckpt")
     good, _ = train_loop(state, train_step=step, get_batch=get_batch, loop=LoopConfig(steps=5))  # steps 0-4
     state, step, flow = _setup(lr=1e-2)
-    final, history = train_loop(state, train_step=step, flow_step=flow, get_batch=_poisoned({5}), checkpoints=checkpoints,
-                                loop=LoopConfig(steps=10, checkpoint_every=3, flow_every=100))
+    final, history = train_loop(
+        state,
+        train_step=step,
+        flow_step=flow,
+        get_batch=_poisoned({5}),
+        checkpoints=checkpoints,
+        loop=LoopConfig(steps=10, checkpoint_every=3, flow_every=100),
+    )
     checkpoints.close()
     assert history.status == "diverged" and history.diverged_at == 5
     assert np.isfinite(history.last_finite_grad_norm)
@@ -102,13 +125,15 @@ def test_divergence_stops_with_the_profile_of_that_step_and_keeps_the_last_good_
 
 def test_skipped_steps_update_nothing():
     state, step, _ = _setup(dropout=0.0)
-    skipped, history = train_loop(state, train_step=step, get_batch=_poisoned({5, 6}),
-                                  loop=LoopConfig(steps=10, on_nan="skip"))
+    skipped, history = train_loop(
+        state, train_step=step, get_batch=_poisoned({5, 6}), loop=LoopConfig(steps=10, on_nan="skip")
+    )
     assert history.status == "completed" and history.skipped_steps == [5, 6]
     assert all(np.isfinite(r["loss"]) for r in history.train) and 5 not in [r["step"] for r in history.train]
     state, step, _ = _setup(dropout=0.0)  # the same batches without the two poisoned ones
-    reference, _ = train_loop(state, train_step=step, get_batch=lambda s: get_batch(s if s < 5 else s + 2),
-                              loop=LoopConfig(steps=8))
+    reference, _ = train_loop(
+        state, train_step=step, get_batch=lambda s: get_batch(s if s < 5 else s + 2), loop=LoopConfig(steps=8)
+    )
     assert_tree_close(skipped.params, reference.params, atol=0, rtol=0)
     assert_tree_close(skipped.opt_state, reference.opt_state, atol=0, rtol=0)
     with pytest.raises(ValueError, match="unknown on_nan 'ignore'"):
@@ -158,15 +183,21 @@ def test_best_checkpoint_by_accuracy(tmp_path):
 def test_stateful_windows_continue_the_sequence():
     """Stateful truncated BPTT: window 2 starts from window 1's final carry, so its loss equals
     the loss on those positions of one long forward pass; `reset` starts from zeros."""
+
     def make_model():
-        return SequenceModel(make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=2, rngs=nnx.Rngs(0))
+        return SequenceModel(
+            make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=2, rngs=nnx.Rngs(0)
+        )
 
     model = make_model()  # a twin of the one whose (donated) parameters the step consumes
     optimizer = optax.sgd(0.0)  # parameters stay put, so both windows see the same model
     graphdef, state = init_train_state(make_model(), optimizer, jax.random.key(0), stateful_batch=2)
     step = make_train_step(graphdef, optimizer, stateful=True)
     tokens = DATA[:42].reshape(2, 21)
-    windows = [{"inputs": tokens[:, k:k + 10], "targets": tokens[:, k + 1:k + 11], "reset": jnp.asarray(k == 0)} for k in (0, 10)]
+    windows = [
+        {"inputs": tokens[:, k : k + 10], "targets": tokens[:, k + 1 : k + 11], "reset": jnp.asarray(k == 0)}
+        for k in (0, 10)
+    ]
     state, first = step(state, windows[0])
     state, second = step(state, windows[1])
     logits, _ = model(tokens[:, :20])
@@ -182,8 +213,11 @@ def test_stateful_windows_continue_the_sequence():
 def test_stacked_seeds_stop_one_at_a_time():
     """Two seeds in one vmapped step: a NaN in seed 1 at step 3 stops seed 1 there (its state
     stays that of step 2) while seed 0 trains on, as it would alone."""
+
     def setup():
-        model = SequenceModel(make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, rngs=nnx.Rngs(0))
+        model = SequenceModel(
+            make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, rngs=nnx.Rngs(0)
+        )
         optimizer = optax.adam(1e-2)
         graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
         return graphdef, optimizer, state
@@ -194,9 +228,13 @@ def test_stacked_seeds_stop_one_at_a_time():
     def stacked_batch(step):  # seed 0 reads get_batch, seed 1 the poisoned stream
         return jax.tree.map(lambda a, b: jnp.stack([a, b]), get_batch(step), poisoned(step))
 
-    stacked, history = train_loop(stack_seeds([state, state]), train_step=make_train_step(graphdef, optimizer, seeds=True),
-                                  flow_step=make_train_step(graphdef, optimizer, measure_flow=True, seeds=True),
-                                  get_batch=stacked_batch, loop=LoopConfig(steps=6, log_every=1, flow_every=100))
+    stacked, history = train_loop(
+        stack_seeds([state, state]),
+        train_step=make_train_step(graphdef, optimizer, seeds=True),
+        flow_step=make_train_step(graphdef, optimizer, measure_flow=True, seeds=True),
+        get_batch=stacked_batch,
+        loop=LoopConfig(steps=6, log_every=1, flow_every=100),
+    )
     assert history.status == "completed" and history.diverged_at == [None, 3]
     seed0, seed1 = split_seeds(history, 2)
     assert seed0.status == "completed" and [r["step"] for r in seed0.train] == list(range(6))
@@ -204,6 +242,7 @@ def test_stacked_seeds_stop_one_at_a_time():
     assert not np.all(np.isfinite(seed1.flow[3]["by_step"]["layer0/h"]))  # the profile of the NaN step
     for seed, steps in ((0, 6), (1, 3)):
         graphdef, optimizer, state = setup()
-        alone, _ = train_loop(state, train_step=make_train_step(graphdef, optimizer), get_batch=get_batch,
-                              loop=LoopConfig(steps=steps))
+        alone, _ = train_loop(
+            state, train_step=make_train_step(graphdef, optimizer), get_batch=get_batch, loop=LoopConfig(steps=steps)
+        )
         assert_tree_close(jax.tree.map(lambda a: a[seed], stacked.params), alone.params)

@@ -49,6 +49,7 @@ from rnn_jax.cells.base import (  # noqa: I001 (the cells below in registration 
     recurrent_block,
     register_cell,
 )
+
 # imported in the note's order, which is the registry's (and the order of "choose one of" lists)
 from rnn_jax.cells.rnn import RNN
 from rnn_jax.cells.lstm import LSTM, LSTM_VARIANTS, FGRState, LSTMState

@@ -66,6 +66,14 @@ def recurrent_block(key: Array, hidden_size: int, init: str, scale: float, dtype
     return w * (scale / _spectral_radius(w))
 
 
+def chrono_bias(key: Array, hidden_size: int, max_length: float, dtype=jnp.float32) -> Array:
+    """Chrono initialisation (Tallec & Ollivier 2018): ln U[1, T_max - 1] per unit, the bias of a
+    keep gate whose characteristic forgetting times then spread over 1 .. T_max steps."""
+    if max_length <= 2:
+        raise ValueError(f"chrono initialisation needs T_max > 2 (--chrono-init), got {max_length}")
+    return jnp.log(jax.random.uniform(key, (hidden_size,), dtype, 1.0, max_length - 1.0))
+
+
 def accumulation_dtype(*dtypes) -> jnp.dtype:
     """The dtype that arithmetic on `dtypes` accumulates in: at least float32 (bfloat16 matmul
     inputs give float32 results), float64 under `jax_enable_x64` with float64 operands."""
@@ -150,6 +158,16 @@ class Cell:
         (..., G * hidden). Reads the parameters other than W_xh, b and W_hh (peepholes, ...)."""
         raise NotImplementedError
 
+    def gate_values(self, params: Params, carry: Carry, xw_t: Array) -> dict[str, Array]:
+        """The step's gates by name, each (..., hidden) in [0, 1] (for `rnn_jax.diagnostics`); a cell
+        without gates has none."""
+        return {}
+
+    def keep_gate(self, gates: dict[str, Array]) -> Array | None:
+        """The weight of the old state in the cell's additive update (LSTM f, GRU 1 - z), from
+        `gate_values`; its time constant is -1 / ln(keep) steps. None: no additive update."""
+        return None
+
     @property
     def fused_recurrence(self) -> bool:
         """Whether h_{t-1} enters the step only through hw_t = h_{t-1} W_hh (see `gates`)."""
@@ -172,8 +190,10 @@ def register_cell(cls: type[Cell]) -> type[Cell]:
     (`make_cell`, every experiment's --cell / --cells). A class decorator; a cell defined
     outside the package registers the same way."""
     taken = CELLS.get(getattr(cls, "name", ""))
-    if not getattr(cls, "name", "") or taken is not None and taken.__qualname__ != cls.__qualname__:  # a re-run of the same
-        raise ValueError(f"cell name {cls.name!r} is empty or taken by {taken}")   # definition replaces it
+    if (
+        not getattr(cls, "name", "") or taken is not None and taken.__qualname__ != cls.__qualname__
+    ):  # a re-run of the same
+        raise ValueError(f"cell name {cls.name!r} is empty or taken by {taken}")  # definition replaces it
     CELLS[cls.name] = cls
     return cls
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Cell, matmul, register_cell
+from rnn_jax.cells.base import Cell, chrono_bias, matmul, register_cell
 
 
 @register_cell
@@ -35,6 +35,7 @@ class GRU(Cell):
     """
 
     reset_after: bool = True
+    chrono_init: float | None = None
 
     name: ClassVar[str] = "gru"
     num_gates: ClassVar[int] = 3
@@ -43,6 +44,9 @@ class GRU(Cell):
         params = super().init(key, input_size, hidden_size, dtype)
         if self.reset_after:
             params["b_hn"] = jnp.zeros((hidden_size,), dtype)
+        if self.chrono_init is not None:  # the keep gate 1 - z = sigmoid(-a_z) gets bias ln U[1, T_max - 1]
+            b_keep = chrono_bias(jax.random.fold_in(key, 1), hidden_size, self.chrono_init, dtype)
+            params["b"] = params["b"].at[hidden_size : 2 * hidden_size].set(-b_keep)
         return params
 
     @property
@@ -69,6 +73,15 @@ class GRU(Cell):
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         return self._update(h, z, jnp.tanh(x_n + matmul(r * h, w_candidate)))
+
+    def gate_values(self, params, h, xw_t):
+        hidden = h.shape[-1]
+        x_r, x_z, _ = jnp.split(xw_t, 3, axis=-1)
+        h_r, h_z = jnp.split(matmul(h, params["W_hh"][:, : 2 * hidden]), 2, axis=-1)
+        return {"r": jax.nn.sigmoid(x_r + h_r), "z": jax.nn.sigmoid(x_z + h_z)}
+
+    def keep_gate(self, gates):
+        return 1.0 - gates["z"]  # z weighs the new candidate (see the class docstring)
 
     @staticmethod
     def _update(h, z, candidate):

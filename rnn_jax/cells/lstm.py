@@ -8,7 +8,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import INPUT_INITS, Array, Cell, check_choice, matmul, register_cell
+from rnn_jax.cells.base import INPUT_INITS, Array, Cell, check_choice, chrono_bias, matmul, register_cell
 
 
 class LSTMState(NamedTuple):
@@ -81,6 +81,7 @@ class LSTM(Cell):
     """
 
     forget_bias: float = 1.0
+    chrono_init: float | None = None
     variant: str = "standard"
 
     name: ClassVar[str] = "lstm"
@@ -117,6 +118,13 @@ class LSTM(Cell):
             params["W_gg"] = jnp.concatenate(
                 [INPUT_INITS[self.input_init](k, (3 * hidden_size, hidden_size), dtype) for k in blocks], axis=1
             )
+        if self.chrono_init is not None:  # b_f = ln U[1, T_max - 1], b_i = -b_f
+            blocks = params["b"].reshape(self.num_gates, hidden_size)
+            b_f = chrono_bias(jax.random.fold_in(key_gates, 1), hidden_size, self.chrono_init, dtype)
+            for gate, value in (("f", b_f), ("i", -b_f)):
+                if gate in self.spec.gates:
+                    blocks = blocks.at[self.spec.gates.index(gate)].set(value)
+            params["b"] = blocks.reshape(-1)
         return params
 
     def initial_bias(self, hidden_size, dtype):
@@ -126,10 +134,29 @@ class LSTM(Cell):
         return bias.reshape(-1)
 
     def gates(self, params, carry, xw_t, hw_t):
+        i, f, c, o = self._gate_activations(params, carry, xw_t, hw_t)
+        h = o * (jnp.tanh(c) if self.spec.output_activation else c)
+        if self.spec.full_gate_recurrence:
+            return FGRState(c, h, jnp.concatenate([i, f, o], axis=-1)), h
+        return LSTMState(c, h), h
+
+    def gate_values(self, params, carry, xw_t):
+        i, f, _, o = self._gate_activations(params, carry, xw_t, matmul(carry.h, params["W_hh"]))
+        shape = carry.h.shape
+        return {
+            name: jnp.broadcast_to(value, shape)
+            for name, value in (("i", i), ("f", f), ("o", o))
+            if name in self.spec.gates or name == "f" and self.spec.coupled
+        }
+
+    def keep_gate(self, gates):
+        return gates.get("f")
+
+    def _gate_activations(self, params, carry, xw_t, hw_t):
+        """(i, f, c_t, o): the gates (1.0 where the variant has none) and the new cell state."""
         spec = self.spec
         c = carry.c
-        pre = xw_t + hw_t
-        blocks = dict(zip(spec.gates, jnp.split(pre, len(spec.gates), axis=-1)))
+        blocks = dict(zip(spec.gates, jnp.split(xw_t + hw_t, len(spec.gates), axis=-1)))
         if spec.full_gate_recurrence:  # FGR has all four gates
             for gate, extra in zip("ifo", jnp.split(matmul(carry.gates, params["W_gg"]), 3, axis=-1)):
                 blocks[gate] = blocks[gate] + extra
@@ -144,14 +171,8 @@ class LSTM(Cell):
             f = jax.nn.sigmoid(blocks["f"]) if "f" in blocks else 1.0
         g = jnp.tanh(blocks["g"]) if spec.input_activation else blocks["g"]
         c = f * c + i * g
-        if "o" in blocks:
-            o = jax.nn.sigmoid(blocks["o"] + (params["p_o"] * c if spec.peepholes else 0.0))
-        else:
-            o = 1.0
-        h = o * (jnp.tanh(c) if spec.output_activation else c)
-        if spec.full_gate_recurrence:
-            return FGRState(c, h, jnp.concatenate([i, f, o], axis=-1)), h
-        return LSTMState(c, h), h
+        o = jax.nn.sigmoid(blocks["o"] + (params["p_o"] * c if spec.peepholes else 0.0)) if "o" in blocks else 1.0
+        return i, f, c, o
 
     def zero_carry(self, batch_shape, hidden_size, dtype=jnp.float32):
         zeros = jnp.zeros((*batch_shape, hidden_size), dtype)

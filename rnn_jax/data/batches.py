@@ -26,7 +26,7 @@ def pad(sequences: Sequence[np.ndarray], length: int, *, side: str = "right", va
     mask = np.zeros((len(sequences), length), bool)
     for row, sequence in enumerate(sequences):
         sequence = np.asarray(sequence)
-        sequence = sequence[:length] if side == "right" else sequence[max(len(sequence) - length, 0):]
+        sequence = sequence[:length] if side == "right" else sequence[max(len(sequence) - length, 0) :]
         n = len(sequence)
         if n == 0:
             continue

@@ -33,26 +33,50 @@ class Corpus:
 
 
 CORPORA: dict[str, Corpus] = {
-    "tinyshakespeare": Corpus("tinyshakespeare/input.txt", "Tiny Shakespeare (char-rnn), 1.1 MB of text",
-                              hub="karpathy/tiny_shakespeare", origin="github.com/karpathy/char-rnn"),
-    "stacks_latex": Corpus("stacks_latex/input.txt", "LaTeX source of the Stacks project",
-                           origin="github.com/stacks/stacks-project (*.tex, concatenated)"),
-    "linux_c": Corpus("linux_c/input.txt", "C source of the Linux kernel (mm/, fs/ext4/, kernel/sched/)",
-                      origin="the Linux source tree (*.c, *.h, concatenated)"),
-    "rt_sentence_polarity": Corpus("rt_sentence_polarity/sentences.tsv",
-                                   "sentence polarity v1.0 (Pang & Lee 2005), label<TAB>text",
-                                   hub="cornell-movie-review-data/rotten_tomatoes",
-                                   origin="nltk_data: corpora/sentence_polarity"),
-    "movie_reviews_polarity": Corpus("movie_reviews_polarity/reviews.jsonl",
-                                     "polarity v2.0 (Pang & Lee 2004), 2000 reviews: id, fold, label, text",
-                                     origin="nltk_data: corpora/movie_reviews"),
-    "ud_english_ewt": Corpus("ud_english_ewt", "UD English-EWT: *-train/-dev/-test.conllu",
-                             hub="universal-dependencies/universal_dependencies", hub_config="en_ewt",
-                             origin="github.com/UniversalDependencies/UD_English-EWT"),
-    "tatoeba_eng_fra": Corpus("tatoeba_eng_fra/eng-fra.tsv", "Tatoeba English-French pairs, english<TAB>french",
-                              origin="manythings.org/anki (fra-eng)"),
-    "timeseries": Corpus("timeseries", "airline_passengers.csv, co2.csv, sunspots.csv, nile.csv, macrodata.csv",
-                         origin="statsmodels.datasets and sktime.datasets (the CSV files they ship)"),
+    "tinyshakespeare": Corpus(
+        "tinyshakespeare/input.txt",
+        "Tiny Shakespeare (char-rnn), 1.1 MB of text",
+        hub="karpathy/tiny_shakespeare",
+        origin="github.com/karpathy/char-rnn",
+    ),
+    "stacks_latex": Corpus(
+        "stacks_latex/input.txt",
+        "LaTeX source of the Stacks project",
+        origin="github.com/stacks/stacks-project (*.tex, concatenated)",
+    ),
+    "linux_c": Corpus(
+        "linux_c/input.txt",
+        "C source of the Linux kernel (mm/, fs/ext4/, kernel/sched/)",
+        origin="the Linux source tree (*.c, *.h, concatenated)",
+    ),
+    "rt_sentence_polarity": Corpus(
+        "rt_sentence_polarity/sentences.tsv",
+        "sentence polarity v1.0 (Pang & Lee 2005), label<TAB>text",
+        hub="cornell-movie-review-data/rotten_tomatoes",
+        origin="nltk_data: corpora/sentence_polarity",
+    ),
+    "movie_reviews_polarity": Corpus(
+        "movie_reviews_polarity/reviews.jsonl",
+        "polarity v2.0 (Pang & Lee 2004), 2000 reviews: id, fold, label, text",
+        origin="nltk_data: corpora/movie_reviews",
+    ),
+    "ud_english_ewt": Corpus(
+        "ud_english_ewt",
+        "UD English-EWT: *-train/-dev/-test.conllu",
+        hub="universal-dependencies/universal_dependencies",
+        hub_config="en_ewt",
+        origin="github.com/UniversalDependencies/UD_English-EWT",
+    ),
+    "tatoeba_eng_fra": Corpus(
+        "tatoeba_eng_fra/eng-fra.tsv",
+        "Tatoeba English-French pairs, english<TAB>french",
+        origin="manythings.org/anki (fra-eng)",
+    ),
+    "timeseries": Corpus(
+        "timeseries",
+        "airline_passengers.csv, co2.csv, sunspots.csv, nile.csv, macrodata.csv",
+        origin="statsmodels.datasets and sktime.datasets (the CSV files they ship)",
+    ),
 }
 
 
@@ -77,8 +101,10 @@ def resolve(data: str) -> Source:
         if path.exists():
             return Source(str(path))
         if corpus.hub is None:
-            raise FileNotFoundError(f"{path} does not exist: ${DATA_ENV}={root} has no {corpus.path} "
-                                    f"({corpus.description}). {_how_to_get(name)}")
+            raise FileNotFoundError(
+                f"{path} does not exist: ${DATA_ENV}={root} has no {corpus.path} "
+                f"({corpus.description}). {_how_to_get(name)}"
+            )
     if corpus.hub is None:
         raise FileNotFoundError(f"no data for {name!r} ({corpus.description}). {_how_to_get(name)}")
     return Source(corpus.hub, corpus.hub_config, on_hub=True)
@@ -103,8 +129,13 @@ def names(kind: str = "") -> str:
 
 def _how_to_get(name: str) -> str:
     corpus = CORPORA[name]
-    hub = (f", or go online: it is read from the hub as {corpus.hub!r}"
-           + (f" (configuration {corpus.hub_config!r})" if corpus.hub_config else "") if corpus.hub
-           else f"; it has no copy on the hub (origin: {corpus.origin})")
-    return (f"Pass --data PATH, or set {DATA_ENV} to a data directory holding {corpus.path} "
-            f"(layout: $RNN_JAX_DATA/<corpus>/..., e.g. $RNN_JAX_DATA/{CORPORA['tinyshakespeare'].path})" + hub)
+    hub = (
+        f", or go online: it is read from the hub as {corpus.hub!r}"
+        + (f" (configuration {corpus.hub_config!r})" if corpus.hub_config else "")
+        if corpus.hub
+        else f"; it has no copy on the hub (origin: {corpus.origin})"
+    )
+    return (
+        f"Pass --data PATH, or set {DATA_ENV} to a data directory holding {corpus.path} "
+        f"(layout: $RNN_JAX_DATA/<corpus>/..., e.g. $RNN_JAX_DATA/{CORPORA['tinyshakespeare'].path})" + hub
+    )

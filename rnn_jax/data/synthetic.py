@@ -45,7 +45,10 @@ def copy_batch(key: jax.Array, batch: int, delay: int) -> dict[str, jax.Array]:
     if delay < 1:
         raise ValueError(f"the copy task needs a delay >= 1, got {delay}")
     data = jax.random.randint(key, (batch, COPY_LENGTH), 1, COPY_SYMBOLS + 1)
-    blanks = lambda n: jnp.full((batch, n), COPY_BLANK, data.dtype)
+
+    def blanks(n):
+        return jnp.full((batch, n), COPY_BLANK, data.dtype)
+
     delimiter = jnp.full((batch, 1), COPY_DELIMITER, data.dtype)
     inputs = jnp.concatenate([data, blanks(delay - 1), delimiter, blanks(COPY_LENGTH)], axis=1)
     targets = jnp.concatenate([blanks(delay + COPY_LENGTH), data], axis=1)

@@ -11,8 +11,15 @@ from __future__ import annotations
 import glob as globlib
 from pathlib import Path
 
-BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".conllu": "text",
-            ".txt": "text"}
+BUILDERS = {
+    ".parquet": "parquet",
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".conllu": "text",
+    ".txt": "text",
+}
 
 
 def load_table(source: str, *, split: str = "train", config: str | None = None, as_lines: bool = False):
@@ -42,7 +49,9 @@ def load_table(source: str, *, split: str = "train", config: str | None = None, 
             options["keep_linebreaks"] = False
         return datasets.load_dataset(builder, data_files=files, split="train", **options)
     if local.exists():
-        raise ValueError(f"{source}: unknown file type {suffix!r}; give one of {', '.join(BUILDERS)}, or a save_to_disk folder")
+        raise ValueError(
+            f"{source}: unknown file type {suffix!r}; give one of {', '.join(BUILDERS)}, or a save_to_disk folder"
+        )
     try:
         return datasets.load_dataset(source, config, split=split)
     except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:

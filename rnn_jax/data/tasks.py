@@ -37,8 +37,9 @@ def split_indices(n: int, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.
     return {"train": order[:cut1], "validation": order[cut1:cut2], "test": order[cut2:]}
 
 
-def load_sentiment(source: str, *, text_column: str = "text", label_column: str = "label", seed: int = 0,
-                   config: str | None = None) -> dict[str, tuple[list[list[str]], np.ndarray]]:
+def load_sentiment(
+    source: str, *, text_column: str = "text", label_column: str = "label", seed: int = 0, config: str | None = None
+) -> dict[str, tuple[list[list[str]], np.ndarray]]:
     """{split: (token lists, integer labels)} for train / validation / test.
 
     The split is the dataset's own where it has one: named splits (hub datasets), or a
@@ -56,8 +57,11 @@ def load_sentiment(source: str, *, text_column: str = "text", label_column: str 
         table = load_table(source, config=config)
         if "fold" in table.column_names:
             folds = np.asarray(table["fold"])
-            rows = {"train": np.flatnonzero(folds <= 7), "validation": np.flatnonzero(folds == 8),
-                    "test": np.flatnonzero(folds == 9)}
+            rows = {
+                "train": np.flatnonzero(folds <= 7),
+                "validation": np.flatnonzero(folds == 8),
+                "test": np.flatnonzero(folds == 9),
+            }
         else:
             rows = split_indices(len(table), seed)
         tables = {s: table.select(rows[s]) for s in SPLITS}
@@ -89,7 +93,9 @@ def parse_conllu(lines) -> list[tuple[list[str], list[str]]]:
             continue
         fields = line.split("\t")
         if len(fields) != 10:
-            raise ValueError(f"CoNLL-U line {number}: expected 10 tab-separated fields, got {len(fields)}: {line[:80]!r}")
+            raise ValueError(
+                f"CoNLL-U line {number}: expected 10 tab-separated fields, got {len(fields)}: {line[:80]!r}"
+            )
         if "-" in fields[0] or "." in fields[0]:
             continue
         words.append(fields[1])
@@ -110,8 +116,10 @@ def load_conllu(source: str, *, split: str = "train", config: str | None = None)
         require_columns(table, source, ["tokens", "upos"])
         feature = getattr(table.features["upos"], "feature", None)
         names = getattr(feature, "names", None)
-        sentences = [(list(words), [names[t] for t in tags] if names else list(tags))
-                     for words, tags in zip(table["tokens"], table["upos"])]
+        sentences = [
+            (list(words), [names[t] for t in tags] if names else list(tags))
+            for words, tags in zip(table["tokens"], table["upos"])
+        ]
     if not sentences:
         raise ValueError(f"{source}: no sentence found; is it a CoNLL-U file (or a dataset with tokens/upos)?")
     return sentences
@@ -127,8 +135,14 @@ def load_series(source: str, column: str, *, config: str | None = None) -> np.nd
     return values
 
 
-def load_pairs(source: str, *, source_column: str = "en", target_column: str = "fr", split: str = "train",
-               config: str | None = None) -> list[tuple[str, str]]:
+def load_pairs(
+    source: str,
+    *,
+    source_column: str = "en",
+    target_column: str = "fr",
+    split: str = "train",
+    config: str | None = None,
+) -> list[tuple[str, str]]:
     """(source sentence, target sentence) pairs. A local .tsv/.txt file is read as lines of
     `source<TAB>target[<TAB>anything]` (no header); other sources by column names."""
     if Path(source).suffix.lower() in (".tsv", ".txt"):

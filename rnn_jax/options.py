@@ -1,0 +1,183 @@
+"""The options every experiment shares: the model, its cells and the training (`TrainingOptions`),
+and one cell with a prediction mode for the task experiments (`TaskOptions`). Each field's
+docstring is its command-line flag's help (see experiments/cli.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
+from rnn_jax.checkpoints import check_best_by
+from rnn_jax.config import compute_dtype, import_modules, require_at_least_one
+from rnn_jax.loop import check_on_nan
+from rnn_jax.optim import default_warmup, make_clipper, make_optimizer, make_schedule
+from rnn_jax.parallel import DEVICE_FLAGS, DeviceOptions
+
+GRU_FORMS = ("reset_after", "reset_before")
+
+
+@dataclasses.dataclass
+class TrainingOptions(DeviceOptions):
+    """Model, cell and training options shared by every experiment (and where it runs,
+    `DeviceOptions`). A subclass changes a default by redeclaring the field (`steps: int = 500`;
+    the help text is inherited), sets `QUICK` (the values of `--quick`, a CI-sized run) and adds
+    its data options."""
+
+    QUICK: ClassVar[dict] = {}
+
+    imports: tuple[str, ...] = ()
+    """Python modules to import first, by name or path (my_cell.py): e.g. one that defines and registers
+    your own cell, which --cell / --cells can then name"""
+    layers: int = 1
+    """stacked recurrent layers"""
+    hidden: int = 128
+    """hidden size"""
+    dropout: float = 0.0
+    """dropout between layers"""
+    dtype: str = "float32"
+    """compute dtype of the recurrent matmuls: float32 | bfloat16 (parameters, optimizer state and the carried
+    state stay float32)"""
+    activation: str = "tanh"
+    """vanilla RNN activation: tanh | relu | linear"""
+    recurrent_init: str = "orthogonal"
+    """recurrent weights: orthogonal | identity | normal"""
+    recurrent_scale: float = 1.0
+    """spectral radius of each recurrent block at initialisation"""
+    forget_bias: float = 1.0
+    """LSTM forget-gate bias at initialisation"""
+    chrono_init: float | None = None
+    """chrono initialisation (Tallec & Ollivier 2018) for sequences up to T_MAX steps: the LSTM's forget bias
+    b_f = ln U[1, T_MAX - 1] and b_i = -b_f, the GRU's keep gate (1 - z) likewise (default: off)"""
+    lstm_variant: str = "standard"
+    """LSTM structure (Greff et al. 2017): standard | vanilla | NIG | NFG | NOG | NIAF | NOAF | NP | CIFG | FGR | 1997"""
+    gru_form: str = "reset_after"
+    """GRU form: reset_after (cuDNN/PyTorch/Flax) | reset_before (Cho et al. 2014)"""
+    batch: int = 32
+    """examples per training step"""
+    steps: int = 2000
+    """training steps (also the horizon of the learning-rate decay); 0 measures the gradient flow at
+    initialisation only"""
+    minutes: float | None = None
+    """wall-clock budget of this invocation (also with --resume): stop, evaluated and saved, after this many
+    minutes"""
+    optimizer: str = "adam"
+    """optimizer: adam | adamw | rmsprop | sgd"""
+    lr: float = 2e-3
+    """peak learning rate"""
+    schedule: str = "cosine"
+    """learning-rate schedule after warm-up: constant | cosine | linear"""
+    warmup: int | None = None
+    """linear warm-up steps (default: min(100, steps // 10)); must be below --steps"""
+    clip_norm: float | None = 1.0
+    """clip gradients to this global norm; None or 0 disables"""
+    clip_value: float | None = None
+    """clip gradients element-wise to [-v, v] instead"""
+    eval_every: int = 200
+    """evaluate on the validation data every N steps (and at the end)"""
+    best_by: str = "loss"
+    """the validation metric that picks the best checkpoint, the one tested: loss (lowest) | accuracy (highest)"""
+    flow_every: int | None = None
+    """measure the gradient flow ||dL/dh_t|| every N steps (default: at the first and the last step)"""
+    flow_regularizer: float = 0.0
+    """weight of Pascanu et al. (2013)'s vanishing-gradient regulariser Omega, differentiated in the same step
+    (0: off; its value is logged as flow_regularizer)"""
+    spectrum: int = 0
+    """with each gradient-flow measurement, the K leading Lyapunov exponents of every layer's state-to-state
+    Jacobians (0: none; each layer's gate statistics are recorded either way)"""
+    on_nan: str = "stop"
+    """a step whose loss or gradient is NaN/Inf: stop (the run ends there, with that step's gradient-flow
+    profile saved) | skip (no update; counted and logged)"""
+    checkpoint_every: int = 200
+    """save a checkpoint every N steps (and at the end)"""
+    keep: int = 2
+    """checkpoints to keep (besides the best, --best-by)"""
+    seed: int = 0
+    """seed of initialisation, data split and order, and dropout"""
+    out: str | None = None
+    """output directory (default: runs/<experiment>/<timestamp>)"""
+    resume: str | None = None
+    """continue the run in this directory from its last checkpoint, with its saved config (other flags but
+    --minutes and the device flags are ignored)"""
+    quick: bool = False
+    """a small, fast configuration for a smoke test (QUICK in the source); flags given explicitly win"""
+
+    def __post_init__(self):
+        import_modules(self.imports)  # first: they may register the cells named below
+        super().__post_init__()
+        require_at_least_one(self, ("layers", "hidden", "batch", "eval_every", "checkpoint_every", "keep"))
+        if self.flow_regularizer < 0:
+            raise ValueError(f"--flow-regularizer must be >= 0, got {self.flow_regularizer}")
+        if self.spectrum < 0:
+            raise ValueError(f"--spectrum must be >= 0, got {self.spectrum}")
+        if self.steps < 0:
+            raise ValueError(f"--steps must be >= 0, got {self.steps}")
+        if self.flow_every is not None:
+            require_at_least_one(self, ("flow_every",))
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"--minutes must be > 0, got {self.minutes}")
+        if self.gru_form not in GRU_FORMS:
+            raise ValueError(f"--gru-form must be one of {', '.join(GRU_FORMS)}, got {self.gru_form!r}")
+        check_best_by(self.best_by)
+        check_on_nan(self.on_nan)
+        compute_dtype(self.dtype)
+        self.make_training()  # validates optimizer, schedule, warm-up and clipping
+        for name in CELLS:
+            self.make_cell(name)  # validates the cell options
+
+    @property
+    def warmup_steps(self) -> int:
+        return default_warmup(self.steps) if self.warmup is None else self.warmup
+
+    def make_training(self):
+        """(optimizer with its learning-rate schedule, gradient clipper)."""
+        schedule = make_schedule(
+            self.lr, schedule=self.schedule, warmup_steps=self.warmup_steps, total_steps=max(self.steps, 1)
+        )
+        return make_optimizer(self.optimizer, schedule), make_clipper(self.clip_norm or None, self.clip_value)
+
+    def make_cell(self, name: str) -> Cell:
+        """The cell `name` with the options these flags set (each cell takes those it has)."""
+        if name not in CELLS:
+            raise ValueError(f"unknown cell {name!r}; choose one of: {', '.join(CELLS)}")
+        if self.lstm_variant not in LSTM_VARIANTS:
+            raise ValueError(f"unknown --lstm-variant {self.lstm_variant!r}; choose one of: {', '.join(LSTM_VARIANTS)}")
+        options = dict(
+            recurrent_init=self.recurrent_init,
+            recurrent_scale=self.recurrent_scale,
+            activation=self.activation,
+            forget_bias=self.forget_bias,
+            variant=self.lstm_variant,
+            chrono_init=self.chrono_init,
+            reset_after=self.gru_form == "reset_after",
+        )
+        fields = {f.name for f in dataclasses.fields(CELLS[name])}
+        return make_cell(name, **{k: v for k, v in options.items() if k in fields})
+
+    def layer_options(self) -> dict:
+        """Options of every recurrent layer (`rnn_jax.layers.Recurrent`) set by the flags."""
+        return {"compute_dtype": compute_dtype(self.dtype)}
+
+
+@dataclasses.dataclass
+class TaskOptions(TrainingOptions):
+    """`TrainingOptions` for one cell, and the prediction mode of a task experiment
+    (--checkpoint, --input)."""
+
+    cell: str = "lstm"
+    """recurrent cell: rnn | lstm | gru, or one registered by --imports"""
+    checkpoint: str | None = None
+    """prediction mode: the output directory of a trained run (with --input)"""
+    input: str | None = None
+    """prediction mode: the input to predict for (see the examples above)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.make_cell(self.cell)
+        if (self.checkpoint is None) != (self.input is None):
+            raise ValueError("prediction needs both --checkpoint RUN_DIR and --input ...")
+
+
+# what a resumed run takes from its command line rather than from its saved config: how long
+# and where it runs, not what it trains
+RUNTIME_FLAGS = ("minutes", *DEVICE_FLAGS)

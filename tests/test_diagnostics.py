@@ -1,0 +1,203 @@
+"""The Lyapunov spectrum (QR method) against cases with known exponents and against dense
+Jacobian products computed the slow way; the gate statistics against known gate values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from rnn_jax import SequenceModel, make_cell
+from rnn_jax.diagnostics import layer_dynamics, model_dynamics
+
+HIDDEN, INPUT = 6, 3
+XS = jax.random.normal(jax.random.key(1), (3, 40, INPUT))
+
+
+def spectrum(cell, params, xs=XS, k=HIDDEN, transient=None):
+    return np.asarray(
+        jax.jit(lambda p, x: layer_dynamics(cell, p, x, k=k, transient=transient))(params, xs)["lyapunov"]
+    )
+
+
+@pytest.mark.parametrize("scale", [0.8, 1.0, 1.2])
+@pytest.mark.parametrize("init", ["identity", "orthogonal"])
+def test_a_linear_rnn_has_every_exponent_at_the_log_of_its_scale(init, scale):
+    """W_hh = a I or s Q (Q orthogonal): every direction grows by exactly that factor per step."""
+    cell = make_cell("rnn", activation="linear", recurrent_init=init, recurrent_scale=scale)
+    np.testing.assert_allclose(spectrum(cell, cell.init(jax.random.key(0), INPUT, HIDDEN)), np.log(scale), atol=2e-5)
+
+
+def test_a_diagonal_recurrence_has_the_sorted_log_magnitudes():
+    cell = make_cell("rnn", activation="linear")
+    diagonal = np.array([0.5, -1.3, 0.9, 1.0, -0.2, 0.7])
+    params = {**cell.init(jax.random.key(0), INPUT, HIDDEN), "W_hh": jnp.diag(jnp.asarray(diagonal, jnp.float32))}
+    expected = np.sort(np.log(np.abs(diagonal)))[::-1]
+    # a random frame aligns with the eigenvectors at the rate of the gaps: long enough to forget it
+    xs = jax.random.normal(jax.random.key(1), (2, 400, INPUT))
+    np.testing.assert_allclose(spectrum(cell, params, xs, transient=100), expected, atol=1e-4)
+    np.testing.assert_allclose(spectrum(cell, params, xs, k=3, transient=100), expected[:3], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+def test_the_spectrum_matches_the_dense_jacobian_product(name):
+    """Against the dense Jacobians J_t = d carry_t / d carry_(t-1) of one sequence, multiplied the
+    slow way (float64): exactly, sum_i lambda_i = (1/T) sum_t ln |det J_t| (the QR factors'
+    diagonals multiply to the determinant) and lambda_1 = (1/T) ln ||J_T ... J_1 q_1|| (q_1 the
+    frame's first column, no transient); over a longer sequence, after a transient, lambda_1
+    approaches (1/T') ln sigma_1 of the product of the last T' Jacobians."""
+    cell = make_cell(name, recurrent_scale=1.2)
+    with jax.enable_x64(True):  # float64: the smallest directions shrink by e^-10 per step and more
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), cell.init(jax.random.key(2), INPUT, HIDDEN))
+        xs = jax.random.normal(jax.random.key(3), (1, 150, INPUT), jnp.float64)
+        size = ravel_pytree(cell.zero_carry((), HIDDEN))[0].size
+        frame = np.linalg.qr(np.asarray(jax.random.normal(jax.random.key(0), (size, size))))[0]
+        jacobians = step_jacobians(cell, params, xs[0])
+        short = spectrum(cell, params, xs[:, :40], k=size, transient=0)
+        long = spectrum(cell, params, xs, k=size, transient=30)
+    log_det = sum(np.linalg.slogdet(j)[1] for j in jacobians[:40])
+    np.testing.assert_allclose(short.sum(), log_det / 40, rtol=1e-9)
+    product = np.linalg.multi_dot(jacobians[:40][::-1])
+    np.testing.assert_allclose(short[0], np.log(np.linalg.norm(product @ frame[:, 0])) / 40, rtol=1e-6)
+    tail = np.eye(size)
+    for j in jacobians[30:]:
+        tail = j @ tail
+        tail /= np.linalg.norm(tail)  # only the direction matters; the scale is tracked below
+    log_sigma = sum(np.log(np.linalg.norm(j @ v)) for j, v in _power_directions(jacobians[30:], tail))
+    assert long[0] == pytest.approx(log_sigma / 120, abs=0.02)
+    assert np.all(np.diff(long) <= 0)
+
+
+def step_jacobians(cell, params, xs_row) -> list[np.ndarray]:
+    """The dense Jacobian d carry_t / d carry_(t-1) of every step of one sequence, from a zero carry."""
+    flat, unravel = ravel_pytree(cell.zero_carry((), HIDDEN, xs_row.dtype))
+    jacobians = []
+    for x_t in xs_row:
+        step = lambda f: ravel_pytree(cell.step(params, unravel(f), x_t)[0])[0]  # noqa: E731
+        jacobians.append(np.asarray(jax.jacobian(step)(flat), np.float64))
+        flat = step(flat)
+    return jacobians
+
+
+def _power_directions(jacobians, normalised_product):
+    """(J_t, v_t): the top right-singular vector of the whole product, pushed through each
+    factor in turn, so that sum_t ln ||J_t v_t|| = ln sigma_1 of the product (no overflow)."""
+    v = np.linalg.svd(normalised_product)[2][0]
+    for j in jacobians:
+        yield j, v
+        v = j @ v / np.linalg.norm(j @ v)
+
+
+def test_gate_statistics_of_known_gates():
+    """Zero weights: the LSTM's gates are sigmoid(bias) (f = sigmoid(1) with the forget bias),
+    the GRU's are 1/2; the keep gate's time constant is -1 / ln(keep)."""
+    lstm = make_cell("lstm", forget_bias=1.0)
+    params = jax.tree.map(jnp.zeros_like, lstm.init(jax.random.key(0), INPUT, HIDDEN))
+    params["b"] = lstm.initial_bias(HIDDEN, jnp.float32)
+    stats = layer_dynamics(lstm, params, XS)
+    f = 1 / (1 + np.exp(-1.0))
+    assert float(stats["gates"]["f"]["mean"]) == pytest.approx(f, rel=1e-5)
+    assert float(stats["gates"]["i"]["mean"]) == pytest.approx(0.5, rel=1e-5)
+    assert float(stats["time_constant"]) == pytest.approx(-1 / np.log(f), rel=1e-4)
+    gru = make_cell("gru")
+    stats = layer_dynamics(gru, jax.tree.map(jnp.zeros_like, gru.init(jax.random.key(0), INPUT, HIDDEN)), XS)
+    assert float(stats["gates"]["z"]["mean"]) == pytest.approx(0.5) and float(stats["gates"]["z"]["high"]) == 0.0
+    assert float(stats["time_constant"]) == pytest.approx(1 / np.log(2), rel=1e-4)
+    assert layer_dynamics(make_cell("rnn"), make_cell("rnn").init(jax.random.key(0), INPUT, HIDDEN), XS)["gates"] == {}
+
+
+def test_model_dynamics_by_layer_and_direction():
+    model = SequenceModel(
+        make_cell("lstm"),
+        vocab_size=5,
+        hidden_size=4,
+        output_size=5,
+        num_layers=2,
+        bidirectional=True,
+        rngs=nnx.Rngs(0),
+    )
+    batch = {"inputs": jax.random.randint(jax.random.key(0), (2, 12), 0, 5)}
+    dynamics = model_dynamics(model, batch, k=3)
+    assert sorted(dynamics) == ["layer0/backward", "layer0/forward", "layer1/backward", "layer1/forward"]
+    assert all(d["lyapunov"].shape == (3,) and set(d["gates"]) == {"i", "f", "o"} for d in dynamics.values())
+    assert model_dynamics(model, batch, k=20)["layer1/forward"]["lyapunov"].shape == (8,)  # the carry (c, h): 8
+    with pytest.raises(ValueError, match="at most 8 exponents"):
+        layer_dynamics(
+            model.rnn.layers[0].cell,
+            {n: p[...] for n, p in model.rnn.layers[0].forward.items()},
+            jnp.ones((1, 5, 4)),
+            k=9,
+        )
+
+
+# -- the remedies -------------------------------------------------------------------------------
+
+
+def test_chrono_initialisation():
+    """LSTM: b_f = ln U[1, T_max - 1] and b_i = -b_f; GRU: the keep gate 1 - z gets that bias
+    (z's bias is its negative); the other parameters are those of the plain initialisation."""
+    hidden, t_max = 64, 100
+    lstm = make_cell("lstm", chrono_init=t_max)
+    params = lstm.init(jax.random.key(0), INPUT, hidden)
+    b_i, b_f = np.asarray(params["b"]).reshape(4, hidden)[:2]
+    assert np.all((b_f >= 0) & (b_f <= np.log(t_max - 1))) and b_f.std() > 0.5
+    np.testing.assert_array_equal(b_i, -b_f)
+    plain = make_cell("lstm").init(jax.random.key(0), INPUT, hidden)
+    np.testing.assert_array_equal(params["W_hh"], plain["W_hh"])
+    cifg = make_cell("lstm", variant="CIFG", chrono_init=t_max).init(jax.random.key(0), INPUT, hidden)
+    assert np.all(np.asarray(cifg["b"]).reshape(3, hidden)[0] <= 0)  # i = 1 - f: b_i = -ln U
+    gru = make_cell("gru", chrono_init=t_max).init(jax.random.key(0), INPUT, hidden)
+    b_z = np.asarray(gru["b"]).reshape(3, hidden)[1]
+    assert np.all((-b_z >= 0) & (-b_z <= np.log(t_max - 1)))
+    with pytest.raises(ValueError, match="T_max > 2"):
+        make_cell("gru", chrono_init=2).init(jax.random.key(0), INPUT, hidden)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_flow_regularizer_equals_a_slow_reference(name):
+    """Pascanu et al.'s Omega and its parameter gradient against a Python loop over steps with
+    dense Jacobians and dE/dh from perturbing each state of an unrolled model."""
+    from rnn_jax import final_step_mse
+    from rnn_jax.gradflow import flow_regularizer, loss_and_pullback
+    from rnn_jax.layers import param_values
+
+    model = SequenceModel(make_cell(name), input_size=2, hidden_size=3, output_size=1, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    batch = {"inputs": jax.random.normal(jax.random.key(0), (2, 5, 2)), "targets": jnp.array([0.5, -1.0])}
+    _, pullback = loss_and_pullback(final_step_mse, graphdef, params, batch, None)
+    state_grads = pullback(1.0, 0.0)[1]
+    omega, grads = jax.value_and_grad(flow_regularizer, argnums=1)(graphdef, params, batch, state_grads)
+
+    def unrolled(params, perturbations):
+        """The model step by step; returns (loss, carries); perturbations are added to the carries."""
+        m = nnx.merge(graphdef, params)
+        cell, cell_params = m.rnn.layers[0].cell, param_values(m.rnn.layers[0].forward)
+        carry, carries = cell.zero_carry((2,), 3), []
+        for t in range(5):
+            carry = jax.tree.map(jnp.add, cell.step(cell_params, carry, batch["inputs"][:, t])[0], perturbations[t])
+            carries.append(carry)
+        prediction = m.head(cell.hidden(carry))[:, 0]
+        return jnp.mean(jnp.square(prediction - batch["targets"])), carries
+
+    zeros = [make_cell(name).zero_carry((2,), 3) for _ in range(5)]
+    dE_dh = jax.grad(lambda z: unrolled(params, z)[0])(zeros)  # dE/d carry_t, every path
+
+    def reference(params):
+        m = nnx.merge(graphdef, params)
+        cell, cell_params = m.rnn.layers[0].cell, param_values(m.rnn.layers[0].forward)
+        _, carries = unrolled(params, zeros)
+        total = 0.0
+        for b in range(2):
+            for t in range(1, 5):
+                row = lambda tree: jax.tree.map(lambda a: a[b], tree)  # noqa: E731, B023
+                v, unravel = ravel_pytree(row(dE_dh[t]))
+                x_t = batch["inputs"][b, t]
+                step = lambda f: ravel_pytree(cell.step(cell_params, unravel(f), x_t)[0])[0]  # noqa: E731, B023
+                jacobian = jax.jacobian(step)(ravel_pytree(row(carries[t - 1]))[0])  # d carry_t / d carry_(t-1)
+                total = total + jnp.square(jnp.linalg.norm(v @ jacobian) / jnp.linalg.norm(v) - 1.0)
+        return total / 2
+
+    expected, expected_grads = jax.value_and_grad(reference)(params)
+    assert float(omega) == pytest.approx(float(expected), rel=1e-5)
+    jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-6), grads, expected_grads)
