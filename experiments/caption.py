@@ -91,15 +91,16 @@ def encode(vocab: Vocab, images: np.ndarray, captions) -> dict[str, np.ndarray]:
 
 
 def build_model(cfg: Config, extra: dict) -> Captioner:
+    cell = cfg.make_cell(cfg.cell)
     return Captioner(
-        cfg.make_cell(cfg.cell),
+        cell,
         feature_size=64,
         vocab_size=len(extra["vocab"]),
         embed_size=cfg.embed,
         hidden_size=cfg.hidden,
         num_layers=cfg.layers,
         dropout=cfg.dropout,
-        **cfg.layer_options(),
+        **cfg.layer_options(cell),
         rngs=nnx.Rngs(cfg.seed),
     )
 

@@ -104,15 +104,16 @@ def load_corpus(cfg: Config) -> str:
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     """The model of `cfg` for the vocabulary ``extra["vocab"]`` (a string of characters)."""
     size = len(extra["vocab"])
+    cell = cfg.make_cell(cfg.cell)
     return SequenceModel(
-        cfg.make_cell(cfg.cell),
+        cell,
         vocab_size=size,
         embed_size=cfg.embed,
         hidden_size=cfg.hidden,
         output_size=size,
         num_layers=cfg.layers,
         dropout=cfg.dropout,
-        **cfg.layer_options(),
+        **cfg.layer_options(cell),
         rngs=nnx.Rngs(cfg.seed),
     )
 

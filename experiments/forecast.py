@@ -145,14 +145,15 @@ def features(levels: np.ndarray, start: int, extra: dict) -> np.ndarray:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
+    cell = cfg.make_cell(cfg.cell)
     return SequenceModel(
-        cfg.make_cell(cfg.cell),
+        cell,
         input_size=3 if extra["period"] else 1,
         hidden_size=cfg.hidden,
         output_size=1,
         num_layers=cfg.layers,
         dropout=cfg.dropout,
-        **cfg.layer_options(),
+        **cfg.layer_options(cell),
         rngs=nnx.Rngs(cfg.seed),
     )
 

@@ -44,7 +44,7 @@ from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
 
-TASKS = ("adding", "copy", "charlm")
+TASKS = ("adding", "copy", "selective_copy", "charlm")
 
 
 @dataclasses.dataclass
@@ -52,11 +52,15 @@ class Config(TrainingOptions):
     QUICK: ClassVar[dict] = dict(seq_len=50, hidden=32, steps=200, flow_every=50, eval_every=50)
 
     task: str = "adding"
-    """long-lag task: adding | copy | charlm"""
+    """long-lag task: adding | copy | selective_copy | charlm"""
     cells: tuple[str, ...] = ("rnn", "lstm", "gru")
-    """the cells to compare (space- or comma-separated): rnn | lstm | gru, or ones registered by --imports"""
+    """the cells to compare (space- or comma-separated): rnn | lstm | gru | mingru | minlstm | lru, or ones
+    registered by --imports"""
     seq_len: int = 100
-    """T: sequence length (adding), delay (copy: sequences are T + 20), window (charlm)"""
+    """T: sequence length (adding), delay (copy: sequences are T + 20), noise length (selective_copy: sequences
+    are T + 1 + --tokens), window (charlm)"""
+    tokens: int = 16
+    """selective_copy: data tokens to find among the T steps and copy"""
     seeds: int = 1
     """independent seeds per cell (seed, seed + 1, ...), trained together by one vmapped step: mean +- std in
     the results, each seed's numbers under `seeds`"""
@@ -98,6 +102,7 @@ class Task:
     baseline: float
     metric: str
     vocab: str | None = None
+    eval_batch: Callable | None = None  # key -> held-out batch (default: `batch`, fresh synthetic data)
 
 
 def make_task(cfg: Config) -> Task:
@@ -109,6 +114,16 @@ def make_task(cfg: Config) -> Task:
             baseline=synthetic.ADDING_BASELINE_MSE,
             metric="MSE",
         )
+    if cfg.task == "selective_copy":
+        return Task(
+            batch=functools.partial(
+                synthetic.selective_copy_batch, batch=cfg.batch, length=cfg.seq_len, tokens=cfg.tokens
+            ),
+            loss_fn=sequence_cross_entropy,
+            model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
+            baseline=synthetic.selective_copy_baseline(),
+            metric="cross-entropy of the copied tokens (nats)",
+        )
     if cfg.task == "copy":
         return Task(
             batch=functools.partial(synthetic.copy_batch, batch=cfg.batch, delay=cfg.seq_len),
@@ -117,11 +132,14 @@ def make_task(cfg: Config) -> Task:
             baseline=synthetic.copy_baseline(cfg.seq_len),
             metric="cross-entropy (nats/step)",
         )
-    corpus = text.read_text(cfg.data, seed=cfg.seed)
-    vocab = text.CharVocab.from_text(corpus)
-    data = jax.numpy.asarray(vocab.encode(corpus))
+    # windows of the first 90% train, of the last 10% evaluate (held-out text)
+    train_text, val_text = text.split_text(text.read_text(cfg.data, seed=cfg.seed))
+    vocab = text.CharVocab.from_text(train_text)
+    val_text = "".join(c for c in val_text if c in set(vocab.chars))
+    train, val = (jax.numpy.asarray(vocab.encode(t)) for t in (train_text, val_text))
     return Task(
-        batch=lambda key: text.random_windows(key, data, cfg.batch, cfg.seq_len),
+        batch=lambda key: text.random_windows(key, train, cfg.batch, cfg.seq_len),
+        eval_batch=lambda key: text.random_windows(key, val, cfg.batch, cfg.seq_len),
         loss_fn=sequence_cross_entropy,
         model_io=dict(vocab_size=vocab.size, output_size=vocab.size),
         baseline=float(np.log(vocab.size)),
@@ -137,16 +155,21 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
     # each seed's (data, evaluation) keys, as a single-seed run of that seed has them: (seeds, 2)
     keys = jax.numpy.stack([jax.random.split(jax.random.fold_in(jax.random.key(seed), 1)) for seed in seeds])
     data_keys, eval_keys = keys[:, 0], keys[:, 1]
-    # batch `index` of every seed's stream, one jitted call (`index` traced: no retrace per step)
-    batches = jax.jit(lambda keys, index: jax.vmap(task.batch)(jax.vmap(jax.random.fold_in, (0, None))(keys, index)))
+
+    def stacked(batch_fn):
+        """Batch `index` of every seed's stream, one jitted call (`index` traced: no retrace per step)."""
+        return jax.jit(lambda keys, index: jax.vmap(batch_fn)(jax.vmap(jax.random.fold_in, (0, None))(keys, index)))
+
+    batches, eval_batches = stacked(task.batch), stacked(task.eval_batch or task.batch)
 
     def build_model(seed: int) -> SequenceModel:
+        cell = cfg.make_cell(cell_name)
         return SequenceModel(
-            cfg.make_cell(cell_name),
+            cell,
             hidden_size=cfg.hidden,
             num_layers=cfg.layers,
             rngs=nnx.Rngs(seed),
-            **cfg.layer_options(),
+            **cfg.layer_options(cell),
             **task.model_io,
         )
 
@@ -156,7 +179,7 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
         build_model=build_model,
         loss_fn=task.loss_fn,
         get_batch=lambda step: batches(data_keys, step),
-        eval_batches=[batches(eval_keys, i) for i in range(cfg.eval_batches)],
+        eval_batches=[eval_batches(eval_keys, i) for i in range(cfg.eval_batches)],
         seeds=seeds,
         name=cell_name,
         desc=f"{cell_name} x {len(seeds)} seed(s)",

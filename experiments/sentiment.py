@@ -75,8 +75,9 @@ class Config(TaskOptions):
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
+    cell = cfg.make_cell(cfg.cell)
     return SequenceModel(
-        cfg.make_cell(cfg.cell),
+        cell,
         vocab_size=len(extra["vocab"]),
         embed_size=cfg.embed,
         hidden_size=cfg.hidden,
@@ -85,7 +86,7 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
         dropout=cfg.dropout,
         bidirectional=cfg.bidirectional,
         readout="final",
-        **cfg.layer_options(),
+        **cfg.layer_options(cell),
         rngs=nnx.Rngs(cfg.seed),
     )
 

@@ -93,15 +93,16 @@ def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
+    cell = cfg.make_cell(cfg.cell)
     return SequenceModel(
-        cfg.make_cell(cfg.cell),
+        cell,
         input_size=len(extra["features"]),
         hidden_size=cfg.hidden,
         output_size=len(extra["labels"]),
         num_layers=cfg.layers,
         dropout=cfg.dropout,
         readout="final",
-        **cfg.layer_options(),
+        **cfg.layer_options(cell),
         rngs=nnx.Rngs(cfg.seed),
     )
 

@@ -89,8 +89,9 @@ def read_treebank(source: corpora.Source, config: str | None) -> dict[str, list[
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
+    cell = cfg.make_cell(cfg.cell)
     return SequenceModel(
-        cfg.make_cell(cfg.cell),
+        cell,
         vocab_size=len(extra["words"]),
         embed_size=cfg.embed,
         hidden_size=cfg.hidden,
@@ -98,7 +99,7 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
         num_layers=cfg.layers,
         dropout=cfg.dropout,
         bidirectional=cfg.bidirectional,
-        **cfg.layer_options(),
+        **cfg.layer_options(cell),
         rngs=nnx.Rngs(cfg.seed),
     )
 

@@ -139,8 +139,9 @@ def encode_pairs(source_vocab: Vocab, target_vocab: Vocab, grouped, max_len: int
 
 
 def build_model(cfg: Config, extra: dict) -> Seq2Seq:
+    cell = cfg.make_cell(cfg.cell)
     return Seq2Seq(
-        cfg.make_cell(cfg.cell),
+        cell,
         source_vocab=len(extra["source_vocab"]),
         target_vocab=len(extra["target_vocab"]),
         embed_size=cfg.embed,
@@ -148,7 +149,7 @@ def build_model(cfg: Config, extra: dict) -> Seq2Seq:
         num_layers=cfg.layers,
         dropout=cfg.dropout,
         attention=cfg.attention,
-        **cfg.layer_options(),
+        **cfg.layer_options(cell),
         rngs=nnx.Rngs(cfg.seed),
     )
 

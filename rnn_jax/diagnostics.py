@@ -47,10 +47,12 @@ def layer_dynamics(
     k: int = 0,
     transient: int | None = None,
     initial_carry=None,
-    frame_key: Array | None = None,
+    frame: Array | None = None,
 ) -> dict:
     """The Lyapunov spectrum (`k` leading exponents, descending; none for k = 0) and the gate
     statistics of one recurrent layer over inputs xs: (batch, time, input).
+
+    `frame`: the initial orthonormal (carry size, k) frame (default: a fixed random one).
 
     Returns ``{"lyapunov": (k,), "gates": {gate: {"mean", "low", "high"}}, "time_constant": ()}``
     (the last two for cells with gates), all averaged over the batch.
@@ -65,7 +67,8 @@ def layer_dynamics(
     size = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], initial_carry))[0].size
     if not 0 <= k <= size:
         raise ValueError(f"the spectrum has at most {size} exponents (the carry's size), got k = {k}")
-    frame = jnp.linalg.qr(jax.random.normal(jax.random.key(0) if frame_key is None else frame_key, (size, k)))[0]
+    if frame is None:  # a fixed random orthonormal frame: no direction of the state is favoured
+        frame = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (size, k), accumulation_dtype(xs.dtype)))[0]
 
     def sequence(xs_row, carry):
         _, unravel = ravel_pytree(carry)
@@ -112,13 +115,16 @@ def model_dynamics(
     outputs of the one below (the directions of a bidirectional layer apart: ``layer0/forward``,
     ``layer0/backward``); keyed like the gradient-flow profiles; `k` at most the carry's size. Masks are not read: the
     trajectory is that of the whole window (from `initial_carries`, each layer's, if given)."""
-    xs = model.stack_inputs(batch)
+    xs = model.rnn.prepare(model.stack_inputs(batch))
     initial_carries = [None] * len(model.rnn.layers) if initial_carries is None else initial_carries
     results = {}
     for i, (layer, carry) in enumerate(zip(model.rnn.layers, initial_carries)):
-        directions = [("forward", layer.forward, xs, carry if not layer.bidirectional or carry is None else carry[0])]
+        inputs = layer.recurrence_inputs(xs)
+        directions = [
+            ("forward", layer.forward, inputs, carry if not layer.bidirectional or carry is None else carry[0])
+        ]
         if layer.bidirectional:
-            directions.append(("backward", layer.backward, xs[:, ::-1], None if carry is None else carry[1]))
+            directions.append(("backward", layer.backward, inputs[:, ::-1], None if carry is None else carry[1]))
         for direction, params, inputs, start in directions:
             key = f"layer{i}" + (f"/{direction}" if layer.bidirectional else "")
             size = ravel_pytree(layer.cell.zero_carry((), layer.hidden_size))[0].size

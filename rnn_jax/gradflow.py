@@ -120,13 +120,13 @@ def flow_regularizer(graphdef: nnx.GraphDef, params: nnx.State, batch, state_gra
     parameters through the step Jacobians and the trajectory they are taken along. Dropout is
     not applied (the trajectory is the deterministic one)."""
     model = nnx.merge(graphdef, params)
-    xs = model.stack_inputs(batch)
+    xs = model.rnn.prepare(model.stack_inputs(batch))
     carries = [None] * len(model.rnn.layers) if initial_carries is None else initial_carries
     total = 0.0
     for layer, grads, carry in zip(model.rnn.layers, state_grads, carries):
         if layer.bidirectional:
             raise ValueError("the flow regulariser is implemented for forward layers only")
-        total = total + _layer_regularizer(layer, xs, jax.lax.stop_gradient(grads), carry)
+        total = total + _layer_regularizer(layer, layer.recurrence_inputs(xs), jax.lax.stop_gradient(grads), carry)
         xs = layer(xs, initial_carry=carry)[1]
     return total
 

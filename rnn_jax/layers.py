@@ -49,6 +49,7 @@ class Recurrent(nnx.Module):
         remat: bool | int = False,
         compute_dtype=None,
         backprop: str = "fused",
+        scan: str = "sequential",
         rngs: nnx.Rngs,
     ):
         self.cell = cell
@@ -56,6 +57,7 @@ class Recurrent(nnx.Module):
         self.bidirectional = bidirectional
         # static, hashable options of `rnn_jax.recurrence.run`
         self.unroll, self.remat, self.compute_dtype, self.backprop = unroll, remat, compute_dtype, backprop
+        self.scan = scan
         self.forward = _param_dict(cell.init(rngs.params(), input_size, hidden_size))
         self.backward = _param_dict(cell.init(rngs.params(), input_size, hidden_size)) if bidirectional else None
 
@@ -97,7 +99,17 @@ class Recurrent(nnx.Module):
         )
 
     def _run_options(self) -> dict:
-        return dict(unroll=self.unroll, remat=self.remat, compute_dtype=self.compute_dtype, backprop=self.backprop)
+        return dict(
+            unroll=self.unroll,
+            remat=self.remat,
+            compute_dtype=self.compute_dtype,
+            backprop=self.backprop,
+            scan=self.scan,
+        )
+
+    def recurrence_inputs(self, xs: Array) -> Array:
+        """What the recurrence reads of the layer's inputs (for `rnn_jax.diagnostics`): all of them."""
+        return xs
 
     def zero_carry(self, batch_shape: tuple[int, ...]) -> Carry:
         """Zero carry (a (forward, backward) pair when bidirectional), leaves (*batch_shape, hidden)."""
@@ -109,8 +121,52 @@ class Recurrent(nnx.Module):
         return self.zero_carry((batch, time))
 
 
+class ResidualBlock(nnx.Module):
+    """A recurrence inside a pre-norm residual block, the layer of the linear recurrences'
+    papers (the LRU's, Orvieto et al. 2023; minGRU / minLSTM, Feng et al. 2024):
+
+        x <- x + R(LayerNorm(x))                 R: the recurrence, hidden -> hidden
+        x <- x + W_2 gelu(W_1 LayerNorm(x))      an MLP of width 2 hidden
+
+    Without the MLP between them, stacked linear recurrences would compose into one linear
+    recurrence; the residual path passes the gradient around each layer. It presents the
+    interface of `Recurrent` (cell, parameters, carries, probes) for the gradient-flow
+    measurements."""
+
+    def __init__(self, recurrent: Recurrent, *, rngs: nnx.Rngs):
+        if recurrent.bidirectional:
+            raise ValueError("a residual block holds a forward recurrence (no bidirectional blocks)")
+        size = recurrent.hidden_size
+        self.recurrent = recurrent
+        self.norm = nnx.LayerNorm(size, rngs=rngs)
+        self.mlp_norm = nnx.LayerNorm(size, rngs=rngs)
+        self.up = nnx.Linear(size, 2 * size, rngs=rngs)
+        self.down = nnx.Linear(2 * size, size, rngs=rngs)
+
+    cell = property(lambda self: self.recurrent.cell)
+    forward = property(lambda self: self.recurrent.forward)
+    hidden_size = property(lambda self: self.recurrent.hidden_size)
+    output_size = property(lambda self: self.recurrent.hidden_size)
+    bidirectional = False
+
+    def recurrence_inputs(self, xs: Array) -> Array:
+        return self.norm(xs)
+
+    def __call__(self, xs: Array, *, initial_carry=None, mask=None, probes=None) -> tuple[Carry, Array]:
+        carry, ys = self.recurrent(self.norm(xs), initial_carry=initial_carry, mask=mask, probes=probes)
+        xs = xs + ys
+        return carry, xs + self.down(jax.nn.gelu(self.up(self.mlp_norm(xs))))
+
+    def zero_carry(self, batch_shape: tuple[int, ...]) -> Carry:
+        return self.recurrent.zero_carry(batch_shape)
+
+    def zero_probes(self, batch: int, time: int) -> Carry:
+        return self.recurrent.zero_probes(batch, time)
+
+
 class RecurrentStack(nnx.Module):
-    """`num_layers` recurrent layers; dropout on the outputs of every layer but the last."""
+    """`num_layers` recurrent layers; dropout on the outputs of every layer but the last. With
+    `block`, each layer is a `ResidualBlock` (the inputs first projected to the hidden size)."""
 
     def __init__(
         self,
@@ -121,6 +177,7 @@ class RecurrentStack(nnx.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        block: bool = False,
         rngs: nnx.Rngs,
         **layer_options,
     ):
@@ -128,9 +185,12 @@ class RecurrentStack(nnx.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.project = nnx.Linear(input_size, hidden_size, rngs=rngs) if block and input_size != hidden_size else None
+        input_size = hidden_size if block else input_size
         layers = []
         for _ in range(num_layers):
             layer = Recurrent(cell, input_size, hidden_size, bidirectional=bidirectional, rngs=rngs, **layer_options)
+            layer = ResidualBlock(layer, rngs=rngs) if block else layer
             layers.append(layer)
             input_size = layer.output_size
         self.layers = nnx.List(layers)
@@ -158,6 +218,7 @@ class RecurrentStack(nnx.Module):
                 f"got {len(initial_carries)} initial carries and {len(probes)} probes for {num_layers} layers"
             )
         carries = []
+        xs = self.prepare(xs)
         for depth, (layer, carry, layer_probes) in enumerate(zip(self.layers, initial_carries, probes)):
             if depth > 0:
                 xs = self._dropout(xs, depth, dropout_key)
@@ -171,12 +232,21 @@ class RecurrentStack(nnx.Module):
     def zero_carries(self, batch: int) -> list[Carry]:
         return [layer.zero_carry((batch,)) for layer in self.layers]
 
-    def final_hidden(self, carries: list[Carry]) -> Array:
-        """The top layer's final state h, (batch, output_size): [forward; backward] if bidirectional."""
-        top = self.layers[-1]
-        if top.bidirectional:
-            return jnp.concatenate([top.cell.hidden(c) for c in carries[-1]], axis=-1)
-        return top.cell.hidden(carries[-1])
+    def prepare(self, xs: Array) -> Array:
+        """The stack's inputs as the first layer reads them (projected to the hidden size for blocks)."""
+        return xs if self.project is None else self.project(xs)
+
+    def final_output(self, ys: Array, mask: Array | None) -> Array:
+        """The top layer's output at each sequence's last real step, (batch, output_size); for a
+        bidirectional layer, the backward half at the first real step (where it ends)."""
+        time = ys.shape[1]
+        last = jnp.full(ys.shape[:1], time - 1) if mask is None else time - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+        at = lambda index: jnp.take_along_axis(ys, index[:, None, None], axis=1)[:, 0]  # noqa: E731
+        if not self.layers[-1].bidirectional:
+            return at(last)
+        first = jnp.zeros_like(last) if mask is None else jnp.argmax(mask, axis=1)
+        half = self.layers[-1].hidden_size
+        return jnp.concatenate([at(last)[:, :half], at(first)[:, half:]], axis=-1)
 
     def _dropout(self, xs, depth, key):
         if key is None:
@@ -254,7 +324,7 @@ class SequenceModel(nnx.Module):
         xs = self.stack_inputs({"inputs": inputs})
         carries, hs = self.rnn(xs, initial_carries=initial_carries, mask=mask, dropout_key=dropout_key, probes=probes)
         if self.readout == "final":
-            hs = self.rnn.final_hidden(carries)
+            hs = self.rnn.final_output(hs, mask)
         return self.head(hs), carries
 
     def stack_inputs(self, batch: dict) -> Array:

@@ -53,6 +53,12 @@ class TrainingOptions(DeviceOptions):
     """LSTM structure (Greff et al. 2017): standard | vanilla | NIG | NFG | NOG | NIAF | NOAF | NP | CIFG | FGR | 1997"""
     gru_form: str = "reset_after"
     """GRU form: reset_after (cuDNN/PyTorch/Flax) | reset_before (Cho et al. 2014)"""
+    scan: str = "auto"
+    """how a layer runs over time: sequential (lax.scan) | parallel (associative scan, for cells linear in
+    h_{t-1}: mingru, minlstm, lru) | auto (parallel where it applies)"""
+    block: bool | None = None
+    """each layer a pre-norm residual block with an MLP (default: for mingru, minlstm and lru, as in their
+    papers)"""
     batch: int = 32
     """examples per training step"""
     steps: int = 2000
@@ -116,6 +122,8 @@ class TrainingOptions(DeviceOptions):
             require_at_least_one(self, ("flow_every",))
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"--minutes must be > 0, got {self.minutes}")
+        if self.scan not in ("auto", "sequential", "parallel"):
+            raise ValueError(f"--scan must be auto, sequential or parallel, got {self.scan!r}")
         if self.gru_form not in GRU_FORMS:
             raise ValueError(f"--gru-form must be one of {', '.join(GRU_FORMS)}, got {self.gru_form!r}")
         check_best_by(self.best_by)
@@ -154,9 +162,11 @@ class TrainingOptions(DeviceOptions):
         fields = {f.name for f in dataclasses.fields(CELLS[name])}
         return make_cell(name, **{k: v for k, v in options.items() if k in fields})
 
-    def layer_options(self) -> dict:
-        """Options of every recurrent layer (`rnn_jax.layers.Recurrent`) set by the flags."""
-        return {"compute_dtype": compute_dtype(self.dtype)}
+    def layer_options(self, cell: Cell) -> dict:
+        """Options of the recurrent stack of `cell` (`rnn_jax.layers.RecurrentStack`) set by the flags."""
+        scan = self.scan if self.scan != "auto" else "parallel" if cell.linear else "sequential"
+        block = cell.block if self.block is None else self.block
+        return {"compute_dtype": compute_dtype(self.dtype), "scan": scan, "block": block}
 
 
 @dataclasses.dataclass
@@ -165,7 +175,7 @@ class TaskOptions(TrainingOptions):
     (--checkpoint, --input)."""
 
     cell: str = "lstm"
-    """recurrent cell: rnn | lstm | gru, or one registered by --imports"""
+    """recurrent cell: rnn | lstm | gru | mingru | minlstm | lru, or one registered by --imports"""
     checkpoint: str | None = None
     """prediction mode: the output directory of a trained run (with --input)"""
     input: str | None = None

@@ -26,6 +26,7 @@ from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype, matmul
 Array = jax.Array
 
 BACKPROPS = ("fused", "autodiff")
+SCANS = ("sequential", "parallel")
 # Measured on a 2-core CPU (benchmarks/throughput.py): hoisting the input projection out of
 # the scan pays from this hidden size on; below it, the scan over a hoisted (time, batch,
 # G * hidden) array is slower than a per-step projection.
@@ -82,6 +83,7 @@ def run(
     probes: Carry | None = None,
     backprop: str = "fused",
     hoist_inputs: bool | None = None,
+    scan: str = "sequential",
 ) -> tuple[Carry, Array]:
     """Run `cell` over `xs`.
 
@@ -114,6 +116,9 @@ def run(
       hoist_inputs: compute the input projection of all steps as one matmul before the scan
         (True) or one per step inside it (False); None: hoisted from hidden size
         `HOIST_FROM_HIDDEN` on (measured on CPU: below it, the per-step form is faster).
+      scan: ``"sequential"`` (`jax.lax.scan`, step by step) or ``"parallel"`` (a
+        `jax.lax.associative_scan` over time, for cells linear in the carry, `cell.linear`: the
+        same results in O(log T) sequential depth).
 
     Returns:
       (final_carry, ys): the carry after the last real step of each sequence, and the hidden
@@ -145,9 +150,15 @@ def run(
         segment = remat
     else:
         raise ValueError(f"remat must be a bool or a segment length >= 1, got {remat!r}")
+    if scan not in SCANS:
+        raise ValueError(f"unknown scan {scan!r}; choose one of: {', '.join(SCANS)}")
+    if scan == "parallel" and not cell.linear:
+        raise ValueError(
+            f"a parallel scan needs a recurrence linear in the carry; {cell.name} is not (use scan='sequential')"
+        )
     if hoist_inputs is None:
         hoist_inputs = hidden >= HOIST_FROM_HIDDEN
-    scan = functools.partial(
+    scan_steps = functools.partial(
         _scan_steps,
         cell,
         params,
@@ -160,10 +171,12 @@ def run(
     # time-major for the scan: (time, batch, ...)
     time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
     inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
-    if segment is None:
-        carry, hs = scan(initial_carry, *inputs)
+    if scan == "parallel":  # remat and unroll do not apply: there is no step to recompute or unroll
+        carry, hs = _parallel_scan(cell, params, initial_carry, *inputs, reverse=reverse)
+    elif segment is None:
+        carry, hs = scan_steps(initial_carry, *inputs)
     else:
-        carry, hs = _scan_segments(scan, initial_carry, *inputs, segment=segment, reverse=reverse)
+        carry, hs = _scan_segments(scan_steps, initial_carry, *inputs, segment=segment, reverse=reverse)
     return carry, jnp.swapaxes(hs, 0, 1)
 
 
@@ -180,7 +193,8 @@ def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backp
     def step(carry, inputs):
         x_t, mask_t, probe_t = inputs
         xw_t = x_t if hoist else cell.project_inputs(params, x_t)
-        return finish_step(cell, carry, *cell.recur(params, carry, xw_t), mask_t, probe_t)
+        output = functools.partial(cell.output, params, xw_t=xw_t)
+        return finish_step(cell, carry, *cell.recur(params, carry, xw_t), mask_t, probe_t, output)
 
     if remat_steps:
         step = jax.checkpoint(step)
@@ -206,16 +220,52 @@ def _scan_segments(scan, carry, xs, mask, probes, *, segment, reverse):
     return carry, hs.reshape(-1, *hs.shape[2:])[:time]
 
 
-def finish_step(cell: Cell, carry: Carry, new_carry: Carry, h: Array, mask_t, probe_t) -> tuple[Carry, Array]:
-    """Add the gradient-flow probe to the new carry; at padded steps keep the old carry and output zeros."""
+def finish_step(
+    cell: Cell, carry: Carry, new_carry: Carry, h: Array, mask_t, probe_t, output=None
+) -> tuple[Carry, Array]:
+    """Add the gradient-flow probe to the new carry (and read the output from the probed carry:
+    `output(carry)`, by default the hidden state); at padded steps keep the old carry and output
+    zeros."""
     if probe_t is not None:
         new_carry = jax.tree.map(jnp.add, new_carry, probe_t)
-        h = cell.hidden(new_carry)
+        h = (output or cell.hidden)(new_carry)
     if mask_t is not None:
         keep = mask_t[:, None]
         new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
         h = jnp.where(keep, h, jnp.zeros_like(h))
     return new_carry, h
+
+
+def _parallel_scan(cell, params, carry, xs, mask, probes, *, reverse):
+    """A recurrence linear in the carry over time-major inputs, carry_t = a_t * carry_(t-1) + b_t,
+    as one `jax.lax.associative_scan` over the pairs (a_t, b_t): (a, b) then (a', b') is
+    (a' a, a' b + b'). Probes add to b_t; a padded step is (identity, 0); the initial carry is
+    folded into the first step's b. Same results as the step-by-step scan."""
+    if reverse:  # the scan runs over time reversed; outputs are returned in input order
+        flip = lambda tree: jax.tree.map(lambda v: v[::-1], tree)  # noqa: E731
+        carry, hs = _parallel_scan(cell, params, carry, *flip((xs, mask, probes)), reverse=False)
+        return carry, hs[::-1]
+    xw = cell.project_inputs(params, xs)  # (time, batch, G * hidden)
+    a, b = cell.coefficients(params, xw)
+    if probes is not None:
+        b = jax.tree.map(jnp.add, b, probes)
+    if mask is not None:
+        keep = mask[..., None]
+        a = jax.tree.map(lambda v, one: jnp.where(keep, v, one), a, cell.identity(a))
+        b = jax.tree.map(lambda v: jnp.where(keep, v, jnp.zeros_like(v)), b)
+    first = lambda tree: jax.tree.map(lambda v: v[0], tree)  # noqa: E731
+    b0 = jax.tree.map(jnp.add, cell.multiply(first(a), carry), first(b))
+    b = jax.tree.map(lambda v, v0: v.at[0].set(v0), b, b0)
+
+    def compose(earlier, later):
+        (a1, b1), (a2, b2) = earlier, later
+        return cell.multiply(a2, a1), jax.tree.map(jnp.add, cell.multiply(a2, b1), b2)
+
+    _, carries = jax.lax.associative_scan(compose, (a, b))
+    hs = cell.output(params, carries, xw)
+    if mask is not None:
+        hs = jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
+    return jax.tree.map(lambda v: v[-1], carries), hs
 
 
 def _gate_params(params: Params) -> Params:

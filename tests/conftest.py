@@ -31,6 +31,8 @@ CELL_CASES = [
     ("lstm", dict(name="lstm"), reference.lstm_step),
     ("gru-reset-after", dict(name="gru"), reference.gru_step),
     ("gru-reset-before", dict(name="gru", reset_after=False), lambda p, h, x: reference.gru_step(p, h, x, False)),
+    ("mingru", dict(name="mingru"), reference.mingru_step),
+    ("minlstm", dict(name="minlstm"), reference.minlstm_step),
 ]
 
 

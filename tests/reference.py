@@ -107,3 +107,33 @@ def lstm_variant_step(params, carry, x, variant):
     if full_recurrence:
         return (c, h, np.concatenate([i, f, o], axis=-1)), h
     return (c, h), h
+
+
+def mingru_step(params, h, x):
+    hidden = h.shape[-1]
+    w_z, b_z = params["W_xh"][:, :hidden], params["b"][:hidden]
+    w_h, b_h = params["W_xh"][:, hidden:], params["b"][hidden:]
+    z = sigmoid(x @ w_z + b_z)
+    h = (1.0 - z) * h + z * (x @ w_h + b_h)
+    return h, h
+
+
+def minlstm_step(params, h, x):
+    hidden = h.shape[-1]
+    w = [params["W_xh"][:, k * hidden : (k + 1) * hidden] for k in range(3)]
+    b = [params["b"][k * hidden : (k + 1) * hidden] for k in range(3)]
+    f, i = sigmoid(x @ w[0] + b[0]), sigmoid(x @ w[1] + b[1])
+    h = f / (f + i) * h + i / (f + i) * (x @ w[2] + b[2])
+    return h, h
+
+
+def lru_step(params, h, x):
+    """h = [Re; Im] of the complex state; complex arithmetic with NumPy's complex numbers."""
+    hidden = h.shape[-1] // 2
+    state = h[..., :hidden] + 1j * h[..., hidden:]
+    lam = np.exp(-np.exp(params["nu_log"]) + 1j * np.exp(params["theta_log"]))
+    bx = x @ params["W_xh"]
+    state = lam * state + np.exp(params["gamma_log"]) * (bx[..., :hidden] + 1j * bx[..., hidden:])
+    c = params["C_re"] + 1j * params["C_im"]
+    y = (state @ c.T).real + params["D"] * x
+    return np.concatenate([state.real, state.imag], axis=-1), y

@@ -31,6 +31,10 @@ Gate order inside the fused G * hidden axis (the same as PyTorch / cuDNN):
     LSTM (G=4): [i, f, g, o]     input gate, forget gate, cell candidate, output gate
     GRU  (G=3): [r, z, h~]       reset gate, update gate, candidate
 
+and for the recurrences linear in h_{t-1} (`rnn_jax.cells.linear`, no W_hh):
+
+    minGRU  (G=2): [z, h~]    minLSTM (G=3): [f, i, h~]    LRU (G=2): [Re B x, Im B x]
+
 The output projection `y_t = W_hy h_t` is not part of a cell: it is the model's head
 (`rnn_jax.layers`).
 """
@@ -54,6 +58,7 @@ from rnn_jax.cells.base import (  # noqa: I001 (the cells below in registration 
 from rnn_jax.cells.rnn import RNN
 from rnn_jax.cells.lstm import LSTM, LSTM_VARIANTS, FGRState, LSTMState
 from rnn_jax.cells.gru import GRU
+from rnn_jax.cells.linear import LRU, LinearCell, MinGRU, MinLSTM
 
 __all__ = [
     "ACTIVATIONS",
@@ -61,10 +66,14 @@ __all__ = [
     "FGRState",
     "GRU",
     "INPUT_INITS",
+    "LinearCell",
+    "LRU",
     "LSTM",
     "LSTMState",
     "LSTM_VARIANTS",
     "RECURRENT_INITS",
+    "MinGRU",
+    "MinLSTM",
     "RNN",
     "Carry",
     "Cell",

@@ -106,6 +106,7 @@ class Cell:
 
     name: ClassVar[str]
     num_gates: ClassVar[int]  # G, the gate blocks of the fused weights
+    block: ClassVar[bool] = False  # whether models put it inside residual blocks by default (`rnn_jax.layers`)
     carry_names: ClassVar[tuple[str, ...]] = ("h",)  # the carry's leaves, in tree order (NamedTuple fields)
 
     def __post_init__(self):
@@ -116,9 +117,7 @@ class Cell:
 
     def init(self, key: Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
         """Fresh parameters for inputs of size `input_size` and a state of size `hidden_size`."""
-        for what, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(size, (int, np.integer)) or size <= 0:
-                raise ValueError(f"{self.name}: {what} must be a positive integer, got {size!r}")
+        self._check_sizes(input_size, hidden_size)
         gates = self.num_gates
         key_x, key_h = jax.random.split(key)
         w_xh = INPUT_INITS[self.input_init](key_x, (input_size, gates * hidden_size), dtype)
@@ -131,11 +130,15 @@ class Cell:
         )
         return {"W_xh": w_xh, "W_hh": w_hh, "b": self.initial_bias(hidden_size, dtype)}
 
+    def _check_sizes(self, input_size, hidden_size) -> None:
+        for what, size in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(size, (int, np.integer)) or size <= 0:
+                raise ValueError(f"{self.name}: {what} must be a positive integer, got {size!r}")
+
     def initial_bias(self, hidden_size: int, dtype) -> Array:
         return jnp.zeros((self.num_gates * hidden_size,), dtype)
 
-    @staticmethod
-    def sizes(params: Params) -> tuple[int, int]:
+    def sizes(self, params: Params) -> tuple[int, int]:
         """(input_size, hidden_size) of a parameter dict."""
         return params["W_xh"].shape[0], params["W_hh"].shape[0]
 
@@ -158,6 +161,11 @@ class Cell:
         (..., G * hidden). Reads the parameters other than W_xh, b and W_hh (peepholes, ...)."""
         raise NotImplementedError
 
+    def output(self, params: Params, carry: Carry, xw_t: Array) -> Array:
+        """The step's output h_t from its new carry (and the input projection, for cells whose
+        output also reads the input, as the LRU's skip): the hidden state, by default."""
+        return self.hidden(carry)
+
     def gate_values(self, params: Params, carry: Carry, xw_t: Array) -> dict[str, Array]:
         """The step's gates by name, each (..., hidden) in [0, 1] (for `rnn_jax.diagnostics`); a cell
         without gates has none."""
@@ -172,6 +180,12 @@ class Cell:
     def fused_recurrence(self) -> bool:
         """Whether h_{t-1} enters the step only through hw_t = h_{t-1} W_hh (see `gates`)."""
         return True
+
+    @property
+    def linear(self) -> bool:
+        """Whether the step is linear in the carry with input-only coefficients (`rnn_jax.cells.linear`):
+        such a recurrence can also run as a parallel scan."""
+        return False
 
     def zero_carry(self, batch_shape: tuple[int, ...], hidden_size: int, dtype=jnp.float32) -> Carry:
         return jnp.zeros((*batch_shape, hidden_size), dtype)
@@ -189,11 +203,11 @@ def register_cell(cls: type[Cell]) -> type[Cell]:
     """Make a cell class selectable by its `name` everywhere a cell is chosen by name
     (`make_cell`, every experiment's --cell / --cells). A class decorator; a cell defined
     outside the package registers the same way."""
-    taken = CELLS.get(getattr(cls, "name", ""))
-    if (
-        not getattr(cls, "name", "") or taken is not None and taken.__qualname__ != cls.__qualname__
-    ):  # a re-run of the same
-        raise ValueError(f"cell name {cls.name!r} is empty or taken by {taken}")  # definition replaces it
+    name = getattr(cls, "name", "")
+    taken = CELLS.get(name)
+    # a re-run of the same definition (an imported file run twice) replaces it; another class may not
+    if not name or taken is not None and taken.__qualname__ != cls.__qualname__:
+        raise ValueError(f"cell name {name!r} is empty or taken by {taken}")
     CELLS[cls.name] = cls
     return cls
 

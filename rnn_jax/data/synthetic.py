@@ -11,6 +11,14 @@ copy (Arjovsky et al. 2016)
     (0), the delimiter (9), and 10 blanks. Targets: T + 10 blanks, then the 10 data symbols.
     A memoryless model that outputs blanks and then guesses uniformly scores cross-entropy
     10 log(8) / (T + 20) per step: the baseline.
+
+selective copy (Gu & Dao 2023, the Mamba paper; as in Feng et al. 2024)
+    tokens (batch, T + 1 + K): K data symbols from {1..8} at random positions among T blanks,
+    the delimiter, then K blanks. Targets: the K data symbols in the order they appeared, at the
+    last K steps; only those are scored (``weights``), so a model that guesses uniformly scores
+    cross-entropy log(8) per scored step: the baseline. Unlike the copy task, where the data
+    sits, and so what to keep, changes from sequence to sequence: a time-invariant recurrence
+    cannot solve it, an input-dependent gate can.
 """
 
 from __future__ import annotations
@@ -53,3 +61,26 @@ def copy_batch(key: jax.Array, batch: int, delay: int) -> dict[str, jax.Array]:
     inputs = jnp.concatenate([data, blanks(delay - 1), delimiter, blanks(COPY_LENGTH)], axis=1)
     targets = jnp.concatenate([blanks(delay + COPY_LENGTH), data], axis=1)
     return {"inputs": inputs, "targets": targets}
+
+
+def selective_copy_baseline() -> float:
+    return math.log(COPY_SYMBOLS)
+
+
+def selective_copy_batch(key: jax.Array, batch: int, length: int, tokens: int = 16) -> dict[str, jax.Array]:
+    if not 1 <= tokens <= length:
+        raise ValueError(f"selective copying needs 1 <= tokens <= length, got {tokens} tokens in {length} steps")
+    k_data, k_positions = jax.random.split(key)
+    data = jax.random.randint(k_data, (batch, tokens), 1, COPY_SYMBOLS + 1)
+    # K distinct positions per sequence, in increasing order: the K smallest of random keys
+    positions = jnp.sort(jnp.argsort(jax.random.uniform(k_positions, (batch, length)), axis=1)[:, :tokens], axis=1)
+    rows = jnp.arange(batch)[:, None]
+    noise = jnp.full((batch, length), COPY_BLANK, data.dtype).at[rows, positions].set(data)
+    blanks = jnp.full((batch, tokens), COPY_BLANK, data.dtype)
+    delimiter = jnp.full((batch, 1), COPY_DELIMITER, data.dtype)
+    scored = jnp.arange(length + 1 + tokens) >= length + 1
+    return {
+        "inputs": jnp.concatenate([noise, delimiter, blanks], axis=1),
+        "targets": jnp.concatenate([jnp.zeros((batch, length + 1), data.dtype), data], axis=1),
+        "weights": jnp.broadcast_to(scored, (batch, length + 1 + tokens)).astype(jnp.float32),
+    }
