@@ -44,11 +44,20 @@ def random_tokens(batch: int, seq: int, seed: int = 0) -> np.ndarray:
 # -- the implementations: each returns `call()`, one train step that returns something to wait on --
 
 
-def rnn_jax_parts(cell: str, hidden: int, tokens: np.ndarray, *, measure_flow: bool = False, **layer_options):
+def rnn_jax_parts(
+    cell: str, hidden: int, tokens: np.ndarray, *, measure_flow: bool = False, embed: int | None = None, **layer_options
+):
     """(jitted step, initial TrainState, batch) of rnn_jax's char-LM train step
-    (`make_train_step`); `layer_options` of `rnn_jax.layers.Recurrent` (backprop, remat, ...)."""
+    (`make_train_step`); `layer_options` of `rnn_jax.layers.Recurrent` (backprop, remat, scan, ...);
+    the embedding has size `embed` (default: `hidden`)."""
     model = SequenceModel(
-        make_cell(cell), vocab_size=VOCAB, hidden_size=hidden, output_size=VOCAB, rngs=nnx.Rngs(0), **layer_options
+        make_cell(cell),
+        vocab_size=VOCAB,
+        embed_size=embed,
+        hidden_size=hidden,
+        output_size=VOCAB,
+        rngs=nnx.Rngs(0),
+        **layer_options,
     )
     optimizer = optax.adam(1e-3)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))

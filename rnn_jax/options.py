@@ -49,6 +49,12 @@ class TrainingOptions(DeviceOptions):
     chrono_init: float | None = None
     """chrono initialisation (Tallec & Ollivier 2018) for sequences up to T_MAX steps: the LSTM's forget bias
     b_f = ln U[1, T_MAX - 1] and b_i = -b_f, the GRU's keep gate (1 - z) likewise (default: off)"""
+    lru_r_min: float = 0.9
+    """LRU: the smallest |lambda| at initialisation (the ring r_min <= |lambda| <= r_max)"""
+    lru_r_max: float = 0.999
+    """LRU: the largest |lambda| at initialisation"""
+    lru_max_phase: float = 6.283
+    """LRU: arg lambda uniform in [0, max_phase] at initialisation"""
     lstm_variant: str = "standard"
     """LSTM structure (Greff et al. 2017): standard | vanilla | NIG | NFG | NOG | NIAF | NOAF | NP | CIFG | FGR | 1997"""
     gru_form: str = "reset_after"
@@ -157,6 +163,9 @@ class TrainingOptions(DeviceOptions):
             forget_bias=self.forget_bias,
             variant=self.lstm_variant,
             chrono_init=self.chrono_init,
+            r_min=self.lru_r_min,
+            r_max=self.lru_r_max,
+            max_phase=self.lru_max_phase,
             reset_after=self.gru_form == "reset_after",
         )
         fields = {f.name for f in dataclasses.fields(CELLS[name])}

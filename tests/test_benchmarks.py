@@ -75,3 +75,16 @@ def test_seeds_and_train_step_benchmarks(tmp_path):
 def test_flop_count():
     # LSTM, embed = hidden = 2: forward 2 (2 + 2) (4 * 2) + 2 * 2 * 65 = 64 + 260, train step 3x
     assert common.flops_per_token("lstm", 2) == 3 * (64 + 260)
+
+
+def test_parallel_scan_benchmark(tmp_path):
+    from benchmarks import parallel_scan
+
+    parallel_scan.main(
+        ["--cells", "mingru,lru", "--seq", "8", "--batch", "2", "--out", str(tmp_path / "scan.json"), *TINY]
+    )
+    rows = _rows(tmp_path / "scan.json")
+    assert [r["impl"] for r in rows][:4] == ["mingru parallel", "mingru sequential", "lru parallel", "lru sequential"]
+    lstm = next(r for r in rows if r["cell"] == "lstm")  # at the minGRU's parameter count
+    assert abs(lstm["parameters"] - rows[0]["parameters"]) <= 0.2 * rows[0]["parameters"]
+    assert all(r["tokens_per_s"] > 0 and r["temp_mib"] >= 0 for r in rows)
