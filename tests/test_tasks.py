@@ -157,7 +157,8 @@ def test_final_readout_is_the_head_on_the_last_real_state(bidirectional):
     logits, _ = final(jnp.asarray(ids), mask=jnp.asarray(mask))
     for row, sequence in enumerate(sequences):
         _, carries = steps(jnp.asarray(sequence)[None])
-        expected = steps.head(steps.rnn.final_hidden(carries))[0]
+        top = carries[-1] if bidirectional else [carries[-1]]  # the final states h, read from the carries
+        expected = steps.head(jnp.concatenate([c.h for c in top], axis=-1))[0]
         np.testing.assert_allclose(logits[row], expected, atol=1e-5)
         if not bidirectional:
             per_step, _ = steps(jnp.asarray(sequence)[None])
