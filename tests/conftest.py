@@ -1,3 +1,4 @@
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,34 @@ DATA = Path(os.environ["RNN_JAX_DATA"])
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no data directory at $RNN_JAX_DATA={DATA}")
+
+# every experiment's --quick run, once per session (the `quick_runs` fixture); what each adds to
+# --quick: the char-LM reads Tiny Shakespeare, so the README's samples apply to it
+EXPERIMENTS = [
+    "gradient_flow",
+    "ablate",
+    "char_lm",
+    "sentiment",
+    "tagging",
+    "translate",
+    "caption",
+    "tabular",
+    "forecast",
+]
+QUICK_FLAGS = {"char_lm": ["--data", "tinyshakespeare"]}
+
+
+@pytest.fixture(scope="session")
+def quick_runs(tmp_path_factory):
+    """Each experiment's --quick run, once per session: {experiment: its output directory}."""
+    root, runs = tmp_path_factory.mktemp("quick"), {}
+    for name in EXPERIMENTS:
+        runs[name] = root / name
+        importlib.import_module(f"experiments.{name}").main(
+            ["--quick", *QUICK_FLAGS.get(name, []), "--out", str(runs[name])]
+        )
+    return runs
+
 
 # Restoring a checkpoint into the wrong shapes (tested on purpose) leaves orbax's asyncio tasks
 # with exceptions that asyncio reports at interpreter exit, after pytest's summary line.

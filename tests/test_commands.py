@@ -12,21 +12,8 @@ import pytest
 
 from experiments import cli
 
-from .conftest import ROOT, needs_data
+from .conftest import EXPERIMENTS, ROOT, needs_data
 
-EXPERIMENTS = [
-    "gradient_flow",
-    "ablate",
-    "char_lm",
-    "sentiment",
-    "tagging",
-    "translate",
-    "caption",
-    "tabular",
-    "forecast",
-]
-# what each quick run adds to --quick: the char-LM reads Tiny Shakespeare, so the README's samples apply
-QUICK_FLAGS = {"char_lm": ["--data", "tinyshakespeare"]}
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -126,18 +113,6 @@ def test_documented_command_parses(where, module, args):
         parse(module, args)
     except SystemExit as error:
         pytest.fail(f"{where}: `python -m {module} {shlex.join(args)}` does not parse (exit {error.code})")
-
-
-@pytest.fixture(scope="session")
-def quick_runs(tmp_path_factory):
-    """Each experiment's --quick run, once per session: {experiment: its output directory}."""
-    root, runs = tmp_path_factory.mktemp("quick"), {}
-    for name in EXPERIMENTS:
-        runs[name] = root / name
-        importlib.import_module(f"experiments.{name}").main(
-            ["--quick", *QUICK_FLAGS.get(name, []), "--out", str(runs[name])]
-        )
-    return runs
 
 
 @needs_data

@@ -85,6 +85,8 @@ def _fused_and_autodiff_gradients(cell, params, xs, carry0, **options):
 @pytest.mark.parametrize("hoist_inputs", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_fused_backward_equals_autodiff(setup, reverse, hoist_inputs):
+    if setup[0].linear:
+        pytest.skip("no hand-written backward pass for a linear recurrence: autodiff either way")
     cell, _, params, xs, carry0 = setup
     fused, autodiff = _fused_and_autodiff_gradients(
         cell, params, xs, carry0, reverse=reverse, hoist_inputs=hoist_inputs
@@ -107,7 +109,7 @@ def test_fused_backward_equals_autodiff_for_lstm_variants(variant):
     assert_tree_close(fused, autodiff, atol=1e-5, rtol=1e-5)
 
 
-FLOAT64_CELLS = [options for _, options, _ in CELL_CASES] + [
+FLOAT64_CELLS = [options for _, options, _ in CELL_CASES if options["name"] not in ("mingru", "minlstm")] + [
     {"name": "lstm", "variant": variant} for variant in LSTM_VARIANTS if variant != "standard"
 ]
 

@@ -8,6 +8,8 @@ import pytest
 
 from experiments import caption, forecast, sentiment, tabular, tagging, translate
 
+from .conftest import needs_data
+
 FAST = ["--steps", "12", "--warmup", "2", "--eval-every", "6", "--checkpoint-every", "6", "--hidden", "8"]
 
 
@@ -114,16 +116,17 @@ def test_tagging_needs_the_three_files(tmp_path):
         tagging.main(["--data", str(tmp_path), "--out", str(tmp_path / "run")])
 
 
-def test_tabular_end_to_end(tmp_path, capsys):
-    out = tmp_path / "run"
-    tabular.main([*FAST, "--dataset", "iris", "--batch", "16", "--out", str(out)])
+@needs_data
+def test_tabular_end_to_end(quick_runs, capsys):
+    """On the --quick run (breast cancer: 569 x 30, 212 / 357 per class)."""
+    out = quick_runs["tabular"]
     metrics = _results(out)["metrics"]
-    assert metrics["test_majority_baseline"] == pytest.approx(1 / 3, abs=0.01)
-    assert metrics["test_logistic_regression"] > 0.8
+    assert metrics["test_majority_baseline"] == pytest.approx(0.623, abs=0.01)
+    assert metrics["test_logistic_regression"] > 0.9
     capsys.readouterr()
-    tabular.main(["--checkpoint", str(out), "--input", "5.1,3.5,1.4,0.2"])
-    assert capsys.readouterr().out.count("p = ") == 3
-    with pytest.raises(SystemExit, match="takes 4"):
+    tabular.main(["--checkpoint", str(out), "--input", ",".join(["1.0"] * 30)])
+    assert capsys.readouterr().out.count("p = ") == 2
+    with pytest.raises(SystemExit, match="takes 30"):
         tabular.main(["--checkpoint", str(out), "--input", "5.1,3.5"])
 
 
@@ -206,9 +209,10 @@ def test_translate_end_to_end_with_attention(tmp_path, capsys):
     assert printed.startswith("greedy: ") and "beam 2: " in printed
 
 
-def test_caption_end_to_end(tmp_path, capsys):
-    out = tmp_path / "run"
-    caption.main([*FAST, "--embed", "8", "--batch", "16", "--out", str(out)])
+@needs_data
+def test_caption_end_to_end(quick_runs, capsys):
+    """On the --quick run (scikit-learn's digits, as by default)."""
+    out = quick_runs["caption"]
     results = _results(out)
     assert results["examples"] == {"train": 1078, "validation": 359, "test": 360}
     assert 0.09 < results["metrics"]["test_most_frequent_caption_digit_accuracy"] < 0.11
