@@ -9,7 +9,8 @@ For each cell x hidden x seq: tokens/s of one train step (forward + backward + A
   torch             torch.nn.LSTM | GRU | RNN (oneDNN on CPU), if torch is installed
 timed interleaved (medians of --repeats rounds), compile time (first call) reported apart;
 "ceiling" is the fraction of the measured float32 matmul GFLOP/s that the step's matmul FLOPs
-reach. Levers of the core can be timed beside them: --impls rnn_jax,rnn_jax-unroll2,rnn_jax-bf16.
+reach. Levers of the core can be timed beside them: --impls rnn_jax,rnn_jax-unroll2,rnn_jax-bf16, and
+on an NVIDIA GPU rnn_jax-cudnn (the LSTM as one cuDNN call, `scan="cudnn"`).
 
     python -m benchmarks.throughput                                   # the full grid (tens of minutes on 2 cores)
     python -m benchmarks.throughput --cells lstm --hidden 256 --seq 128 --out throughput.json
@@ -35,7 +36,9 @@ LEVERS = {
     "rnn_jax-unroll2": functools.partial(common.rnn_jax_step, unroll=2),
     "rnn_jax-unroll4": functools.partial(common.rnn_jax_step, unroll=4),
     "rnn_jax-bf16": functools.partial(common.rnn_jax_step, compute_dtype=jnp.bfloat16),
+    "rnn_jax-cudnn": functools.partial(common.rnn_jax_step, scan="cudnn"),  # the LSTM on a GPU
 }
+ONLY_FOR = {"rnn_jax-cudnn": ("lstm",)}  # implementations that exist for some cells only
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +79,9 @@ def main(argv=None):
         for hidden in map(int, args.hidden.split(",")):
             for seq in map(int, args.seq.split(",")):
                 tokens = common.random_tokens(args.batch, seq)
-                calls = {name: choices[name](cell, hidden, tokens) for name in impls}
+                calls = {
+                    name: choices[name](cell, hidden, tokens) for name in impls if cell in ONLY_FOR.get(name, (cell,))
+                }
                 timed = common.interleaved(calls, repeats=args.repeats, min_seconds=args.min_seconds)
                 flops = common.flops_per_token(cell, hidden)
                 for name, t in timed.items():

@@ -198,18 +198,29 @@ def summarise(cfg: Config, histories: dict[str, dict[int, History]]) -> dict:
         by_step = {s: np.array([h.flow[s]["by_step"][top] for h in by_seed.values()]) for s in steps}
         rates = {s: [decay_rate(p) for p in by_lag[s]] for s in steps}
         finals = [h.eval[-1]["loss"] if h.eval else float("nan") for h in by_seed.values()]
+        accuracies = [h.eval[-1].get("accuracy", float("nan")) if h.eval else float("nan") for h in by_seed.values()]
         cells[cell] = {
             "grad_norm_by_lag": {str(s): by_lag[s].mean(0).tolist() for s in steps},
             "grad_norm_by_step": {str(s): by_step[s].mean(0).tolist() for s in steps},
             "decay_rate": {
                 str(s): {"mean": float(np.mean(r)), "std": float(np.std(r)), "per_seed": r} for s, r in rates.items()
             },
-            "final_eval_loss": {"mean": float(np.mean(finals)), "std": float(np.std(finals)), "per_seed": finals},
+            "final_eval_loss": seed_stats(finals),
+            **(
+                {"final_eval_accuracy": seed_stats(accuracies)}
+                if any(h.eval and "accuracy" in h.eval[-1] for h in by_seed.values())
+                else {}
+            ),
             "status": {str(seed): h.status for seed, h in by_seed.items()},
             **summarise_dynamics(cfg, [{s: h.flow[s].get("dynamics", {}) for s in steps} for h in by_seed.values()]),
             "seeds": {str(seed): h.to_json() for seed, h in by_seed.items()},
         }
     return cells
+
+
+def seed_stats(values: list[float]) -> dict:
+    """Mean and standard deviation over seeds (NaN if any seed diverged), and each seed's value."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
 
 
 def summarise_dynamics(cfg: Config, by_seed: list[dict[int, dict]]) -> dict:
@@ -335,19 +346,25 @@ def run(cfg: Config) -> dict:
 
 
 def summary(cfg: Config, results: dict) -> str:
+    """The printed table: per cell, decay rate and leading Lyapunov exponent at initialisation
+    and after training, the final evaluation (seed mean ± sd, then each seed) and the status."""
     task, last = results["task"], str(max(0, cfg.steps - 1))
     lines = [
         f"\n{cfg.task}: T={cfg.seq_len}, hidden {cfg.hidden}, {cfg.steps} steps, {cfg.seeds} seed(s) -> "
         f"{results['out']}",
-        f"{'cell':<6} {'decay/step at init':>19} {'decay/step trained':>19} {'final eval ' + task['metric']:>28}  status",
+        f"{'cell':<8} {'decay/step':>10} {'trained':>8} {'lambda_1':>9} {'trained':>8}  final eval {task['metric']}",
     ]
     for cell, record in results["cells"].items():
         rate = lambda s: f"{record['decay_rate'][s]['mean']:+.4f}" if s in record["decay_rate"] else "-"  # noqa: E731
+        spectra = record.get("lyapunov_summary", {})
+        lead = lambda s: f"{spectra[s]['leading']:+.4f}" if s in spectra else "-"  # noqa: E731
         final = record["final_eval_loss"]
-        lines.append(
-            f"{cell:<6} {rate('0'):>19} {rate(last):>19} {final['mean']:>28.4g}  "
-            f"{','.join(sorted(set(record['status'].values())))}"
-        )
+        per_seed = " ".join(f"{v:.4g}" for v in final["per_seed"])
+        line = f"{final['mean']:.4g} ± {final['std']:.2g} ({per_seed})" if cfg.seeds > 1 else f"{final['mean']:.4g}"
+        if "final_eval_accuracy" in record:
+            line += f", accuracy {record['final_eval_accuracy']['mean']:.4f}"
+        status = ",".join(sorted(set(record["status"].values())))
+        lines.append(f"{cell:<8} {rate('0'):>10} {rate(last):>8} {lead('0'):>9} {lead(last):>8}  {line}  [{status}]")
     lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}")
     return "\n".join(lines)
 

@@ -107,6 +107,7 @@ def fit(
                 measure_flow=measure_flow,
                 spectrum=cfg.spectrum,
                 flow_regularizer=cfg.flow_regularizer,
+                halt_on_nan=cfg.on_nan == "stop",
                 seeds=stacked,
             )
 
@@ -123,7 +124,7 @@ def fit(
             ),
             loop=LoopConfig(
                 steps=cfg.steps,
-                log_every=10,
+                log_every=cfg.log_every,
                 eval_every=cfg.eval_every,
                 flow_every=cfg.flow_every or cfg.steps,
                 checkpoint_every=cfg.checkpoint_every,

@@ -25,7 +25,7 @@ from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.history import History
 from rnn_jax.logs import MetricsLog
 from rnn_jax.parallel import DataParallel, is_primary
-from rnn_jax.train import Batch, TrainState, step_number
+from rnn_jax.train import Batch, StepOutput, TrainState, step_number
 
 ON_NAN = ("stop", "skip")
 
@@ -89,41 +89,32 @@ def train_loop(
     flow is measured on exactly the gradient that trains). `evaluate(params)` returns scalar
     metrics including ``loss``. `history` (from a checkpoint, to resume) is continued.
 
+    The steps' outputs stay on the device; every `loop.log_every` steps they are sent to the host
+    in one asynchronous copy and read at the next such point (and all before an evaluation, a
+    checkpoint or a stop): the loop never waits on the step it has just dispatched.
+
     A NaN/Inf loss or gradient (the step has updated nothing): with ``loop.on_nan == "stop"``
-    the run ends ``diverged`` with that step's gradient-flow profile recorded and no checkpoint
-    after it; with ``"skip"`` the step is counted in ``skipped_steps`` and training goes on.
+    (and steps made with ``halt_on_nan=True``, which update nothing after it) the run ends
+    ``diverged`` at that step, with its gradient-flow profile recorded and no checkpoint after
+    it; with ``"skip"`` (steps made with ``halt_on_nan=False``) the step is counted in
+    ``skipped_steps`` and training goes on.
     Stacked seeds (`rnn_jax.seeds`): records hold one value per seed, and a NaN stops only the
     seeds concerned (their updates are switched off) until none is left.
     `checkpoint_extra(history)` builds the JSON saved beside the state. `parallel` places the
     state and each batch on its device mesh (data parallel; see `rnn_jax.parallel`).
     """
-    run = _Run(
-        state,
-        loop,
-        history or History(),
-        parallel or DataParallel(1),
-        checkpoints,
-        checkpoint_extra,
-        evaluate,
-        log_dir,
-        desc,
-    )
+    run = _Run(state, loop, history or History(), parallel or DataParallel(1), desc)
+    run.get_batch, run.flow_step, run.evaluate = get_batch, flow_step, evaluate
+    run.checkpoints, run.checkpoint_extra = checkpoints, checkpoint_extra
+    run.log = MetricsLog(Path(log_dir) if log_dir and is_primary() else None, run.history)
     try:
         for step in run.bar:
             batch = run.parallel.place_batch(get_batch(step))
             measure = flow_step is not None and loop.measures_flow(step)
             run.state, out = (flow_step if measure else train_step)(run.state, batch)
-            if out.flow is not None:
-                run.history.flow[step] = to_python(out.flow)
-            scalars = {k: host_value(v) for k, v in out.scalars().items()}
-            bad = run.non_finite(scalars)
-            if np.any(bad) and loop.on_nan == "stop" and run.stop_on_nan(step, bad, batch, flow_step, scalars):
-                break
-            if np.any(bad) and loop.on_nan == "skip":
-                run.skip(step, bad)
-            run.remember_finite(scalars)
-            if not (np.ndim(bad) == 0 and bad):  # a single run's skipped step is not a record
-                run.record(step, scalars)
+            run.pending.append((step, out))  # read on the host later: no device sync per step
+            if (step + 1) % loop.log_every == 0 and run.sync():
+                break  # every seed stopped by a NaN
             if run.after_step(step + 1):
                 break
         else:
@@ -134,16 +125,27 @@ def train_loop(
 
 
 class _Run:
-    """The loop's state between steps, and what it does at each: record, evaluate, save, stop."""
+    """The loop's state between steps, and what it does: read the steps' outputs on the host
+    (every `log_every` steps and before an evaluation, a checkpoint or a stop, never per step),
+    record, handle NaNs, evaluate, save, stop."""
 
-    def __init__(self, state, loop, history, parallel, checkpoints, checkpoint_extra, evaluate, log_dir, desc):
+    get_batch: Callable
+    flow_step: Callable | None
+    evaluate: Callable | None
+    checkpoints: Checkpoints | None
+    checkpoint_extra: Callable | None
+    log: MetricsLog
+
+    def __init__(self, state, loop, history, parallel, desc):
         self.loop, self.history, self.parallel, self.desc = loop, history, parallel, desc
-        self.checkpoints, self.checkpoint_extra, self.evaluate = checkpoints, checkpoint_extra, evaluate
         self.history.status = "running"
+        if state.active is None:  # a state made by hand: it trains
+            state = state.replace(active=jnp.asarray(True))
         self.state = parallel.place_state(state)
-        self.log = MetricsLog(Path(log_dir) if log_dir and is_primary() else None, history)
-        # stacked seeds: which are still training, mirrored on the host (read once, not every step)
-        self.active = None if state.active is None else np.asarray(state.active)
+        # which seeds (or the single run) still train, mirrored on the host at each read
+        self.active = np.asarray(state.active)
+        self.pending: list[tuple[int, StepOutput]] = []  # dispatched, not yet sent to the host
+        self.in_flight: list[tuple[list, dict]] = []  # sent to the host, not yet read
         self.started = time.monotonic()
         start = step_number(self.state)
         self.last_record = (start, self.started)  # (step, time) of the last train record, for tokens/s
@@ -153,10 +155,63 @@ class _Run:
         )
         self.ctrl_c = _CtrlC()
 
+    def sync(self, wait: bool = False) -> bool:
+        """Start copying the pending steps' outputs to the host (one stacked array per metric,
+        asynchronously) and record those started at the previous call, which have arrived by
+        now: the host never waits for the step it has just dispatched. `wait`: record every
+        step up to now (before an evaluation, a checkpoint or the end). A NaN stops the seeds
+        concerned (the step already halted them on device, see `make_train_step(halt_on_nan=)`).
+        True: none is left."""
+        if self.pending:
+            pending, self.pending = self.pending, []
+            # a transfer per scalar would cost more than a tiny model's step: one array, one copy
+            stacked = _stack_records([out.scalars() for _, out in pending])
+            stacked.copy_to_host_async()
+            self.in_flight.append((pending, stacked))
+        arrived, self.in_flight = (self.in_flight, []) if wait else (self.in_flight[:-1], self.in_flight[-1:])
+        failed = {}
+        for pending, stacked in arrived:
+            names = sorted(pending[0][1].scalars())  # the order of a dict's leaves in a pytree
+            values = np.asarray(stacked)
+            self.read(pending, {name: values[:, i] for i, name in enumerate(names)}, failed)
+        for step, bad in failed.items():
+            self.measure_failed_step(step, bad)
+        return bool(failed) and self.stop_seeds(failed)
+
+    def read(self, pending: list[tuple[int, StepOutput]], stacked: dict, failed: dict) -> None:
+        """Record the steps of `pending` (their metrics `stacked` on the host) and note in
+        `failed` {step: which seeds} the non-finite ones."""
+        for step, out in pending:
+            if out.flow is not None:
+                self.history.flow[step] = to_python(out.flow)
+        if np.all(np.isfinite(stacked["loss"])) and np.all(np.isfinite(stacked["grad_norm"])):
+            # the common case, without a look at every step: only the steps due a record
+            self.last_finite_grad_norm = host_value(stacked["grad_norm"][-1])
+            for i, (step, _) in enumerate(pending):
+                if self.records(step):
+                    self.record(step, {k: host_value(v[i]) for k, v in stacked.items()})
+            return
+        for i, (step, _) in enumerate(pending):
+            scalars = {k: host_value(v[i]) for k, v in stacked.items()}
+            bad = self.non_finite(scalars)
+            if np.any(bad) and self.loop.on_nan == "skip":
+                self.skip(step, bad)
+            elif np.any(bad):
+                failed[step] = bad
+                self.bar.write(
+                    f"{self.desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite gradient "
+                    f"norm {self.last_finite_grad_norm}); the step's gradient-flow profile is in the history (--on-nan "
+                    "skip would go on)"
+                )
+                self.active = self.active & ~bad
+            self.remember_finite(scalars)
+            if not (np.ndim(bad) == 0 and bad):  # a single run's failed step is not a record
+                self.record(step, scalars)
+
     def non_finite(self, scalars) -> np.ndarray:
-        """Per seed (if stacked): a non-finite loss or gradient, among the seeds still training."""
+        """Per seed (if stacked): a non-finite loss or gradient, among those still training."""
         finite = np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])
-        return ~finite if self.active is None else ~finite & self.active
+        return ~finite & self.active
 
     def remember_finite(self, scalars) -> None:
         finite = np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])
@@ -170,44 +225,58 @@ class _Run:
         )
         self.last_finite_grad_norm = np.where(finite, scalars["grad_norm"], previous).tolist()
 
-    def stop_on_nan(self, step, bad, batch, flow_step, scalars) -> bool:
-        """Record the failed step (its gradient-flow profile, measured now if it was not) and
-        stop the run, or, with stacked seeds, the seeds concerned. True: the loop ends."""
-        if step not in self.history.flow and flow_step is not None:  # measure the step that failed, updating nothing
-            frozen = self.state if self.active is None else self.state.replace(active=jnp.zeros_like(self.state.active))
-            frozen, out = flow_step(frozen, batch)
-            self.state = frozen.replace(step=frozen.step - 1, active=self.state.active)
-            self.history.flow[step] = to_python(out.flow)
-        self.bar.write(
-            f"{self.desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite "
-            f"gradient norm {self.last_finite_grad_norm}); the step's gradient-flow profile is in the "
-            "history (--on-nan skip would go on)"
-        )
-        if np.ndim(bad) == 0:
-            self.history.status, self.history.diverged_at = "diverged", step
-            self.history.last_finite_grad_norm = self.last_finite_grad_norm
+    def measure_failed_step(self, step, bad) -> None:
+        """The gradient-flow profile of the step that failed, unless it was measured: the halted
+        state is the one that step saw (it updated nothing since), so the flow step at that
+        step number and batch, with every update off, sees what it saw. Seeds that did not fail
+        there get NaN in that record."""
+        if step in self.history.flow or self.flow_step is None:
+            return
+        frozen = self.state.replace(step=jnp.full_like(self.state.step, step), active=jnp.zeros_like(self.state.active))
+        # the step donates its input: carry on with what it returns (nothing updated)
+        unchanged, out = self.flow_step(frozen, self.parallel.place_batch(self.get_batch(step)))
+        self.state = unchanged.replace(step=self.state.step, active=self.state.active)
+        profile = jax.device_get(out.flow)
+        if np.ndim(bad):  # stacked seeds: only the seeds that failed at this step
+            seeds = lambda v: np.reshape(bad, (-1,) + (1,) * (np.ndim(v) - 1))  # noqa: E731
+            profile = jax.tree.map(lambda v: np.where(seeds(v), v, np.nan), profile)
+        self.history.flow[step] = to_python(profile)
+
+    def stop_seeds(self, failed: dict) -> bool:
+        """Record where each seed stopped; True when none is left."""
+        history = self.history
+        history.last_finite_grad_norm = self.last_finite_grad_norm
+        if np.ndim(self.active) == 0:
+            history.status, history.diverged_at = "diverged", min(failed)
             self.bar.write(f"{self.desc}: stopping; the last good checkpoint is kept")
             return True
-        stopped = self.history.diverged_at or [None] * bad.size
-        for seed in np.flatnonzero(bad):
-            stopped[seed] = step
-        self.history.diverged_at = stopped
-        self.history.last_finite_grad_norm = self.last_finite_grad_norm
-        self.active = self.active & ~bad
-        self.state = self.state.replace(active=self.parallel.replicate(jnp.asarray(self.active)))
-        self.bar.write(f"{self.desc}: seed(s) {np.flatnonzero(bad).tolist()} stop at step {step}; the others go on")
+        stopped = history.diverged_at or [None] * self.active.size
+        for step, bad in sorted(failed.items()):
+            for seed in np.flatnonzero(bad):
+                stopped[seed] = step if stopped[seed] is None else stopped[seed]
+            self.bar.write(f"{self.desc}: seed(s) {np.flatnonzero(bad).tolist()} stop at step {step}; the others go on")
+        history.diverged_at = stopped
         if not np.any(self.active):
-            self.history.status = "diverged"
+            history.status = "diverged"
             return True
         return False
 
     def skip(self, step, bad) -> None:
+        if not np.all(jax.device_get(self.state.active)):  # read only when a step was not finite
+            raise ValueError(
+                "on_nan='skip' needs a train step made with make_train_step(..., halt_on_nan=False): this one "
+                f"stopped updating at the non-finite step {step}"
+            )
         self.history.skipped_steps.append(step if np.ndim(bad) == 0 else [step, np.flatnonzero(bad).tolist()])
         self.log.write("train", step, {"skipped": len(self.history.skipped_steps)})
 
+    def records(self, step) -> bool:
+        """Whether `step` gets a train record: every `log_every` steps and the last."""
+        return step % self.loop.log_every == 0 or step == self.loop.steps - 1
+
     def record(self, step, scalars) -> None:
-        """Every `log_every` steps and at the last: a train record, logged and shown on the bar."""
-        if step % self.loop.log_every and step != self.loop.steps - 1:
+        """A train record of a step due one (`records`), logged and shown on the bar."""
+        if not self.records(step):
             return
         now = time.monotonic()
         if self.loop.tokens_per_step and step > self.last_record[0]:
@@ -222,19 +291,27 @@ class _Run:
             postfix["tok/s"] = f"{scalars['tokens_per_s']:.0f}"
         self.bar.set_postfix(postfix, refresh=False)
 
+    def out_of_time(self) -> bool:
+        return self.loop.max_seconds is not None and time.monotonic() - self.started > self.loop.max_seconds
+
     def after_step(self, done: int) -> bool:
-        """Evaluate, save and stop as due after `done` steps. True: the loop ends."""
+        """Evaluate, save and stop as due after `done` steps (the pending steps are read first).
+        True: the loop ends."""
         loop, history = self.loop, self.history
-        out_of_time = loop.max_seconds is not None and time.monotonic() - self.started > loop.max_seconds
+        out_of_time = self.out_of_time()
         last = done == loop.steps or out_of_time
+        evaluates = self.evaluate is not None and loop.eval_every and (done % loop.eval_every == 0 or last)
+        saves = loop.checkpoint_every and (done % loop.checkpoint_every == 0 or last)
+        if (evaluates or saves or last or self.ctrl_c.pressed) and self.sync(wait=True):
+            return True  # never evaluate or save a diverged state
         eval_metrics = None
-        if self.evaluate is not None and loop.eval_every and (done % loop.eval_every == 0 or last):
+        if evaluates:
             eval_metrics = self.run_eval(done)
         if out_of_time and done < loop.steps:
             history.status, history.stopped_at = "stopped", done
         elif last:
             history.status = "completed"  # before the final save, so the checkpoint says so
-        if loop.checkpoint_every and (done % loop.checkpoint_every == 0 or last):
+        if saves:
             self.save(eval_metrics)
         if out_of_time:
             return True
@@ -264,6 +341,12 @@ class _Run:
         self.log.close()
         if self.checkpoints is not None:
             self.checkpoints.wait()
+
+
+@jax.jit
+def _stack_records(records: list[dict]) -> jax.Array:
+    """Per-step metric dicts as one (steps, metrics[, seeds]) array, metrics in sorted name order."""
+    return jnp.stack([jnp.stack([record[name] for name in sorted(record)]) for record in records])
 
 
 class _CtrlC:

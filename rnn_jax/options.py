@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from rnn_jax import cudnn
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
 from rnn_jax.checkpoints import check_best_by
 from rnn_jax.config import compute_dtype, import_modules, require_at_least_one
 from rnn_jax.loop import check_on_nan
 from rnn_jax.optim import default_warmup, make_clipper, make_optimizer, make_schedule
 from rnn_jax.parallel import DEVICE_FLAGS, DeviceOptions
+from rnn_jax.recurrence import SCANS
 
 GRU_FORMS = ("reset_after", "reset_before")
 
@@ -61,7 +63,9 @@ class TrainingOptions(DeviceOptions):
     """GRU form: reset_after (cuDNN/PyTorch/Flax) | reset_before (Cho et al. 2014)"""
     scan: str = "auto"
     """how a layer runs over time: sequential (lax.scan) | parallel (associative scan, for cells linear in
-    h_{t-1}: mingru, minlstm, lru) | auto (parallel where it applies)"""
+    h_{t-1}: mingru, minlstm, lru) | cudnn (the standard LSTM as one cuDNN call, on an NVIDIA GPU; steps that
+    measure gradient flow keep the scan) | auto (parallel where it applies, else cudnn where it runs, else
+    sequential)"""
     block: bool | None = None
     """each layer a pre-norm residual block with an MLP (default: for mingru, minlstm and lru, as in their
     papers)"""
@@ -85,6 +89,9 @@ class TrainingOptions(DeviceOptions):
     """clip gradients to this global norm; None or 0 disables"""
     clip_value: float | None = None
     """clip gradients element-wise to [-v, v] instead"""
+    log_every: int = 10
+    """read the steps' metrics on the host (log them, check for NaN) every N steps; the loop never waits on
+    the device in between"""
     eval_every: int = 200
     """evaluate on the validation data every N steps (and at the end)"""
     best_by: str = "loss"
@@ -117,7 +124,7 @@ class TrainingOptions(DeviceOptions):
     def __post_init__(self):
         import_modules(self.imports)  # first: they may register the cells named below
         super().__post_init__()
-        require_at_least_one(self, ("layers", "hidden", "batch", "eval_every", "checkpoint_every", "keep"))
+        require_at_least_one(self, ("layers", "hidden", "batch", "log_every", "eval_every", "checkpoint_every", "keep"))
         if self.flow_regularizer < 0:
             raise ValueError(f"--flow-regularizer must be >= 0, got {self.flow_regularizer}")
         if self.spectrum < 0:
@@ -128,8 +135,10 @@ class TrainingOptions(DeviceOptions):
             require_at_least_one(self, ("flow_every",))
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"--minutes must be > 0, got {self.minutes}")
-        if self.scan not in ("auto", "sequential", "parallel"):
-            raise ValueError(f"--scan must be auto, sequential or parallel, got {self.scan!r}")
+        if self.scan not in ("auto", *SCANS):
+            raise ValueError(f"--scan must be auto, {', '.join(SCANS)}, got {self.scan!r}")
+        if self.scan == "cudnn" and not cudnn.available():
+            raise ValueError("--scan cudnn needs an NVIDIA GPU visible to JAX (the CUDA build of jax); use --scan auto")
         if self.gru_form not in GRU_FORMS:
             raise ValueError(f"--gru-form must be one of {', '.join(GRU_FORMS)}, got {self.gru_form!r}")
         check_best_by(self.best_by)
@@ -173,7 +182,10 @@ class TrainingOptions(DeviceOptions):
 
     def layer_options(self, cell: Cell) -> dict:
         """Options of the recurrent stack of `cell` (`rnn_jax.layers.RecurrentStack`) set by the flags."""
-        scan = self.scan if self.scan != "auto" else "parallel" if cell.linear else "sequential"
+        scan = self.scan
+        if scan == "auto":
+            fits_cudnn = cudnn.available() and cudnn.supports(cell) and self.dtype == "float32"
+            scan = "parallel" if cell.linear else "cudnn" if fits_cudnn else "sequential"
         block = cell.block if self.block is None else self.block
         return {"compute_dtype": compute_dtype(self.dtype), "scan": scan, "block": block}
 

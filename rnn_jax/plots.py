@@ -54,7 +54,8 @@ def flow_vs_lag(curves: dict[str, dict[str, np.ndarray]], path: Path, *, title: 
         ax.set_title(panel)
         ax.set_xlabel("lag k (steps before the last)")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
+        if by_cell:  # every seed of every cell diverged before this panel: nothing to label
+            ax.legend(fontsize=8)
     axes[0][0].set_ylabel(r"$\|\partial L_T / \partial h_{T-k}\|$")
     fig.suptitle(title)
     fig.tight_layout()
@@ -223,7 +224,7 @@ def gate_dynamics(gates_by_cell: dict[str, dict], path: Path, *, title: str) -> 
     cells = [c for c, record in gates_by_cell.items() if record.get("gates")]
     if not cells:
         return
-    fig, axes = plt.subplots(2, len(cells), figsize=(4.5 * len(cells), 6), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(2, len(cells), figsize=(max(7.0, 4.5 * len(cells)), 6), squeeze=False, sharex="col")
     for col, cell in enumerate(cells):
         record = gates_by_cell[cell]
         steps = sorted(record["gates"], key=int)

@@ -21,12 +21,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from rnn_jax import cudnn
 from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype, matmul
 
 Array = jax.Array
 
 BACKPROPS = ("fused", "autodiff")
-SCANS = ("sequential", "parallel")
+SCANS = ("sequential", "parallel", "cudnn")
 # Measured on a 2-core CPU (benchmarks/throughput.py): hoisting the input projection out of
 # the scan pays from this hidden size on; below it, the scan over a hoisted (time, batch,
 # G * hidden) array is slower than a per-step projection.
@@ -116,9 +117,11 @@ def run(
       hoist_inputs: compute the input projection of all steps as one matmul before the scan
         (True) or one per step inside it (False); None: hoisted from hidden size
         `HOIST_FROM_HIDDEN` on (measured on CPU: below it, the per-step form is faster).
-      scan: ``"sequential"`` (`jax.lax.scan`, step by step) or ``"parallel"`` (a
+      scan: ``"sequential"`` (`jax.lax.scan`, step by step), ``"parallel"`` (a
         `jax.lax.associative_scan` over time, for cells linear in the carry, `cell.linear`: the
-        same results in O(log T) sequential depth).
+        same results in O(log T) sequential depth) or ``"cudnn"`` (the standard LSTM as one
+        cuDNN call on a GPU, `rnn_jax.cudnn`; a call with `probes` runs the sequential scan,
+        as cuDNN has no entry between steps).
 
     Returns:
       (final_carry, ys): the carry after the last real step of each sequence, and the hidden
@@ -156,6 +159,14 @@ def run(
         raise ValueError(
             f"a parallel scan needs a recurrence linear in the carry; {cell.name} is not (use scan='sequential')"
         )
+    if scan == "cudnn":
+        if not cudnn.supports(cell):
+            raise ValueError(
+                f"scan='cudnn' runs the standard LSTM only, not {cell.name!r} {getattr(cell, 'variant', '')}"
+            )
+        if probes is None:
+            return cudnn.run_lstm(params, xs, initial_carry, mask, reverse=reverse)
+        scan = "sequential"  # a probe is added between steps, where cuDNN has no entry
     if hoist_inputs is None:
         hoist_inputs = hidden >= HOIST_FROM_HIDDEN
     scan_steps = functools.partial(

@@ -30,7 +30,7 @@ class TrainState:
     opt_state: optax.OptState
     key: Array  # raw uint32 key data (checkpointable); dropout at step s uses fold_in(key, s)
     carry: Any = None  # stateful truncated BPTT: each layer's carry at the end of the last window
-    active: Any = None  # stacked seeds: (seeds,) bool, False for a seed stopped by a NaN (its updates are off)
+    active: Any = None  # bool (stacked seeds: (seeds,)): False once stopped by a NaN, its updates off
 
 
 class StepOutput(NamedTuple):
@@ -62,7 +62,12 @@ def init_train_state(
     # distinct buffers per leaf (zero carries may share one array), as the step donates the state
     carry = None if stateful_batch is None else jax.tree.map(jnp.array, model.zero_carries(stateful_batch))
     state = TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=key_data, carry=carry
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        key=key_data,
+        carry=carry,
+        active=jnp.asarray(True),
     )
     return graphdef, state
 
@@ -76,12 +81,16 @@ def make_train_step(
     measure_flow: bool = False,
     spectrum: int | None = None,
     flow_regularizer: float = 0.0,
+    halt_on_nan: bool = True,
     stateful: bool = False,
     seeds: bool = False,
 ):
     """A jitted `step(state, batch) -> (state, StepOutput)`; `state` is donated.
 
-    A step whose loss or gradient is not finite updates nothing but ``state.step``. With
+    A step whose loss or gradient is not finite updates nothing but ``state.step``; with
+    `halt_on_nan` it also clears ``state.active``, after which no step updates anything (the
+    loop reads the steps' outputs only every few steps, so a diverged run must not train on
+    meanwhile; ``--on-nan skip`` steps leave it set). With
     `measure_flow`, the output also holds the gradient-flow profile (see
     `rnn_jax.gradflow.grads_and_flow`), from the same forward pass that produces the gradient;
     without it, the step contains no probes at all. With `measure_flow` and `spectrum` (not
@@ -145,15 +154,20 @@ def make_train_step(
         # a non-finite loss or gradient leaves the state as it was (the loop then skips the
         # step or stops on it, see `rnn_jax.loop`): one NaN never reaches the parameters
         finite = jnp.isfinite(out.loss) & jnp.isfinite(grad_norm)
-        if state.active is not None:
-            finite &= state.active
+        active = state.active
+        if active is not None:
+            updates_on = finite & active
+            active = updates_on if halt_on_nan else active
+        else:
+            updates_on = finite
         params, opt_state, carry = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
+            lambda new, old: jnp.where(updates_on, new, old),
             (params, opt_state, carry),
             (state.params, state.opt_state, state.carry),
         )
         report = StepOutput(out.loss, grad_norm, optax.tree.norm(clipped), out.metrics, flow)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry), report
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry, active=active)
+        return new_state, report
 
     return jax.jit(jax.vmap(step) if seeds else step, donate_argnums=0)
 

@@ -88,3 +88,12 @@ def test_parallel_scan_benchmark(tmp_path):
     lstm = next(r for r in rows if r["cell"] == "lstm")  # at the minGRU's parameter count
     assert abs(lstm["parameters"] - rows[0]["parameters"]) <= 0.2 * rows[0]["parameters"]
     assert all(r["tokens_per_s"] > 0 and r["temp_mib"] >= 0 for r in rows)
+
+
+def test_loop_overhead_benchmark(tmp_path):
+    from benchmarks import loop_overhead
+
+    loop_overhead.main(["--steps", "20", "--log-every", "1,10", "--repeats", "1", "--out", str(tmp_path / "loop.json")])
+    rows = _rows(tmp_path / "loop.json")
+    assert [r["impl"] for r in rows] == ["bare for-loop", "train_loop, log every 1", "train_loop, log every 10"]
+    assert all(r["steps_per_s"] > 0 for r in rows)
