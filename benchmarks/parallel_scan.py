@@ -1,6 +1,8 @@
 """The recurrences linear in h_{t-1} trained with a parallel scan against the step-by-step scan
 of the same cell, and against the LSTM and GRU at an equal parameter count: train-step
-throughput (tokens/s, interleaved medians) and XLA's temporary memory of the compiled step.
+throughput (tokens/s, interleaved medians) and XLA's temporary memory of the compiled step;
+and the recurrence alone (forward and backward of one layer's `run`, no embedding, head or
+optimizer), parallel against sequential.
 
 The step is the char-LM step of `benchmarks/common.py` (one recurrent layer, no residual
 block, embedding of size --hidden, head to 65 classes, Adam). The LSTM's and GRU's hidden sizes
@@ -15,8 +17,11 @@ from __future__ import annotations
 import argparse
 import math
 
+import jax
+import jax.numpy as jnp
+
 from benchmarks import common
-from rnn_jax import make_cell
+from rnn_jax import make_cell, run
 
 BASELINES = ("lstm", "gru")
 
@@ -27,6 +32,16 @@ def recurrent_parameters(cell: str, hidden: int, embed: int) -> int:
 
     shapes = jax.eval_shape(lambda: make_cell(cell).init(jax.random.key(0), embed, hidden))
     return sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
+
+
+def recurrence_call(cell: str, hidden: int, batch: int, seq: int, scan: str):
+    """`call()`: the gradient of one layer's recurrence alone (inputs and parameters), no
+    embedding, head or optimizer."""
+    recurrence = make_cell(cell)
+    params = recurrence.init(jax.random.key(0), hidden, hidden)
+    xs = jax.random.normal(jax.random.key(1), (batch, seq, hidden))
+    grad = jax.jit(jax.grad(lambda p, xs: jnp.sum(run(recurrence, p, xs, scan=scan)[1] ** 2), argnums=(0, 1)))
+    return lambda: grad(params, xs)
 
 
 def equal_parameter_hidden(cell: str, parameters: int, embed: int) -> int:
@@ -72,6 +87,15 @@ def main(argv=None):
         timings = common.interleaved(
             {name: common.stepper(*p) for name, p in parts.items()}, repeats=args.repeats, min_seconds=args.min_seconds
         )
+        alone = common.interleaved(
+            {
+                f"{cell} {scan}": recurrence_call(cell, args.hidden, args.batch, seq, scan)
+                for cell in cells
+                for scan in ("parallel", "sequential")
+            },
+            repeats=args.repeats,
+            min_seconds=args.min_seconds,
+        )
         for name, timing in timings.items():
             cell = name.split()[0]
             sequential = timings.get(f"{cell} sequential")
@@ -88,6 +112,12 @@ def main(argv=None):
                     "first_call_s": timing["first_call_s"],
                     "temp_mib": temp[name],
                     "vs_sequential": sequential["seconds"] / timing["seconds"] if sequential else float("nan"),
+                    "recurrence_ms": 1e3 * alone[name]["seconds"] if name in alone else float("nan"),
+                    "recurrence_vs_sequential": (
+                        alone[f"{cell} sequential"]["seconds"] / alone[name]["seconds"]
+                        if name in alone
+                        else float("nan")
+                    ),
                 }
             )
     common.print_table(
@@ -100,6 +130,8 @@ def main(argv=None):
             ("tokens_per_s", "tokens/s", ".0f"),
             ("vs_sequential", "vs own sequential", ".2f"),
             ("temp_mib", "XLA temp MiB", ".1f"),
+            ("recurrence_ms", "recurrence alone ms", ".1f"),
+            ("recurrence_vs_sequential", "vs sequential", ".2f"),
         ],
     )
     common.write_json(args.out, {"environment": env, "args": vars(args), "rows": rows})

@@ -89,9 +89,9 @@ def train_loop(
     flow is measured on exactly the gradient that trains). `evaluate(params)` returns scalar
     metrics including ``loss``. `history` (from a checkpoint, to resume) is continued.
 
-    The steps' outputs stay on the device; every `loop.log_every` steps they are sent to the host
-    in one asynchronous copy and read at the next such point (and all before an evaluation, a
-    checkpoint or a stop): the loop never waits on the step it has just dispatched.
+    The steps' outputs stay on the device; every `loop.log_every` steps the loop reads those of
+    the interval before (done by then), and all before an evaluation, a checkpoint or a stop:
+    it never waits on the steps it has just dispatched.
 
     A NaN/Inf loss or gradient (the step has updated nothing): with ``loop.on_nan == "stop"``
     (and steps made with ``halt_on_nan=True``, which update nothing after it) the run ends
@@ -145,7 +145,7 @@ class _Run:
         # which seeds (or the single run) still train, mirrored on the host at each read
         self.active = np.asarray(state.active)
         self.pending: list[tuple[int, StepOutput]] = []  # dispatched, not yet sent to the host
-        self.in_flight: list[tuple[list, dict]] = []  # sent to the host, not yet read
+        self.in_flight: list[list[tuple[int, StepOutput]]] = []  # the previous interval's, not yet read
         self.started = time.monotonic()
         start = step_number(self.state)
         self.last_record = (start, self.started)  # (step, time) of the last train record, for tokens/s
@@ -156,24 +156,21 @@ class _Run:
         self.ctrl_c = _CtrlC()
 
     def sync(self, wait: bool = False) -> bool:
-        """Start copying the pending steps' outputs to the host (one stacked array per metric,
-        asynchronously) and record those started at the previous call, which have arrived by
-        now: the host never waits for the step it has just dispatched. `wait`: record every
-        step up to now (before an evaluation, a checkpoint or the end). A NaN stops the seeds
+        """Record the steps dispatched up to the previous call (done by now: the host never
+        waits for the steps it has just dispatched; one small array a step, `StepOutput.packed`).
+        `wait`: record every step up to now (before an evaluation, a checkpoint or the end). A NaN stops the seeds
         concerned (the step already halted them on device, see `make_train_step(halt_on_nan=)`).
         True: none is left."""
         if self.pending:
-            pending, self.pending = self.pending, []
-            # a transfer per scalar would cost more than a tiny model's step: one array, one copy
-            stacked = _stack_records([out.scalars() for _, out in pending])
-            stacked.copy_to_host_async()
-            self.in_flight.append((pending, stacked))
+            self.in_flight.append(self.pending)
+            self.pending = []
+        # the previous interval's steps are done by now: reading them does not wait on the device
         arrived, self.in_flight = (self.in_flight, []) if wait else (self.in_flight[:-1], self.in_flight[-1:])
         failed = {}
-        for pending, stacked in arrived:
-            names = sorted(pending[0][1].scalars())  # the order of a dict's leaves in a pytree
-            values = np.asarray(stacked)
-            self.read(pending, {name: values[:, i] for i, name in enumerate(names)}, failed)
+        for pending in arrived:
+            names = pending[0][1].scalar_names()
+            values = np.stack([_packed(out) for _, out in pending])  # (steps, [seeds,] metrics)
+            self.read(pending, {name: values[..., i] for i, name in enumerate(names)}, failed)
         for step, bad in failed.items():
             self.measure_failed_step(step, bad)
         return bool(failed) and self.stop_seeds(failed)
@@ -343,10 +340,13 @@ class _Run:
             self.checkpoints.wait()
 
 
-@jax.jit
-def _stack_records(records: list[dict]) -> jax.Array:
-    """Per-step metric dicts as one (steps, metrics[, seeds]) array, metrics in sorted name order."""
-    return jnp.stack([jnp.stack([record[name] for name in sorted(record)]) for record in records])
+def _packed(out: StepOutput) -> np.ndarray:
+    """A step's scalars on the host as one ([seeds,] metrics) array (`StepOutput.packed`, or
+    gathered here from a step that did not pack them)."""
+    if out.packed is not None:
+        return np.asarray(out.packed)
+    scalars = out.scalars()
+    return np.stack([np.asarray(scalars[name]) for name in out.scalar_names()], axis=-1)
 
 
 class _CtrlC:

@@ -42,6 +42,7 @@ class StepOutput(NamedTuple):
     metrics: dict[str, Array]  # the loss's own (accuracy, ...)
     flow: dict | None = None  # the gradient-flow profile of this step (`measure_flow`), see `rnn_jax.gradflow`,
     # and with `spectrum`, flow["dynamics"]: per layer, Lyapunov exponents and gate statistics (`rnn_jax.diagnostics`)
+    packed: Array | None = None  # `scalars()` as one vector in `scalar_names()` order: the loop reads one array a step
 
     def scalars(self) -> dict[str, Array]:
         return {
@@ -50,6 +51,13 @@ class StepOutput(NamedTuple):
             "clipped_grad_norm": self.clipped_grad_norm,
             **self.metrics,
         }
+
+    def scalar_names(self) -> list[str]:
+        return sorted(self.scalars())
+
+    def with_packed(self) -> StepOutput:
+        scalars = self.scalars()
+        return self._replace(packed=jnp.stack([scalars[name] for name in self.scalar_names()], axis=-1))
 
 
 def init_train_state(
@@ -165,7 +173,7 @@ def make_train_step(
             (params, opt_state, carry),
             (state.params, state.opt_state, state.carry),
         )
-        report = StepOutput(out.loss, grad_norm, optax.tree.norm(clipped), out.metrics, flow)
+        report = StepOutput(out.loss, grad_norm, optax.tree.norm(clipped), out.metrics, flow).with_packed()
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry, active=active)
         return new_state, report
 

@@ -250,7 +250,7 @@ def test_kill_9_at_random_points_then_resume_equals_uninterrupted(corpus, tmp_pa
     import sys
     import time
 
-    flags = [*TINY, "--steps", "240", "--eval-every", "120", "--checkpoint-every", "2", "--data", str(corpus)]
+    flags = [*TINY, "--steps", "120", "--eval-every", "60", "--checkpoint-every", "2", "--data", str(corpus)]
     reference = tmp_path / "reference"
     char_lm.main([*flags, "--out", str(reference)])
     out = tmp_path / "killed"
