@@ -46,6 +46,12 @@ def parse(module_name: str, args: list[str]):
     return cli.parse(module.Config, args, description=module.__doc__)
 
 
+def _readme_cell() -> str:
+    """The README's example of a user's own cell (the code block that registers it)."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return next(b for b in blocks if "register_cell" in b)
+
+
 def test_the_readme_code_runs():
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert blocks
@@ -67,9 +73,7 @@ def test_your_own_cell_from_the_readme_trains_in_the_main_job(tmp_path):
     from experiments import gradient_flow
     from rnn_jax import make_cell, run
 
-    block = next(
-        b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "register_cell" in b
-    )
+    block = _readme_cell()
     assert len(block.strip().splitlines()) <= 30
     (tmp_path / "my_cell.py").write_text(block)
     gradient_flow.main(
@@ -108,7 +112,10 @@ def test_the_documents_show_commands():
 
 
 @pytest.mark.parametrize("where, module, args", documented_commands(), ids=lambda v: v if isinstance(v, str) else "")
-def test_documented_command_parses(where, module, args):
+def test_documented_command_parses(where, module, args, tmp_path, monkeypatch):
+    if "--imports" in args:  # the README's own cell, as a reader would save it beside them
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "my_cell.py").write_text(_readme_cell())
     try:
         parse(module, args)
     except SystemExit as error:
