@@ -2,7 +2,9 @@
 of the same cell, and against the LSTM and GRU at an equal parameter count: train-step
 throughput (tokens/s, interleaved medians) and XLA's temporary memory of the compiled step;
 and the recurrence alone (forward and backward of one layer's `run`, no embedding, head or
-optimizer), parallel against sequential.
+optimizer), parallel against sequential, and the same layer without its recurrence (input
+projection, gates and output only: what no scan can make faster, so sequential / that bounds
+any scan's gain).
 
 The step is the char-LM step of `benchmarks/common.py` (one recurrent layer, no residual
 block, embedding of size --hidden, head to 65 classes, Adam). The LSTM's and GRU's hidden sizes
@@ -34,13 +36,21 @@ def recurrent_parameters(cell: str, hidden: int, embed: int) -> int:
     return sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
 
 
-def recurrence_call(cell: str, hidden: int, batch: int, seq: int, scan: str):
+def recurrence_call(cell: str, hidden: int, batch: int, seq: int, scan: str | None):
     """`call()`: the gradient of one layer's recurrence alone (inputs and parameters), no
-    embedding, head or optimizer."""
+    embedding, head or optimizer. `scan=None`: the same layer with the recurrence itself left out
+    (carry_t = b_t: the input projection, gates and output only), the floor under any scan."""
     recurrence = make_cell(cell)
     params = recurrence.init(jax.random.key(0), hidden, hidden)
     xs = jax.random.normal(jax.random.key(1), (batch, seq, hidden))
-    grad = jax.jit(jax.grad(lambda p, xs: jnp.sum(run(recurrence, p, xs, scan=scan)[1] ** 2), argnums=(0, 1)))
+
+    def outputs(params, xs):
+        if scan is not None:
+            return run(recurrence, params, xs, scan=scan)[1]
+        xw = recurrence.project_inputs(params, xs)
+        return recurrence.output(params, recurrence.coefficients(params, xw)[1], xw)
+
+    grad = jax.jit(jax.grad(lambda p, xs: jnp.sum(outputs(p, xs) ** 2), argnums=(0, 1)))
     return lambda: grad(params, xs)
 
 
@@ -89,9 +99,9 @@ def main(argv=None):
         )
         alone = common.interleaved(
             {
-                f"{cell} {scan}": recurrence_call(cell, args.hidden, args.batch, seq, scan)
+                f"{cell} {scan}": recurrence_call(cell, args.hidden, args.batch, seq, None if scan == "floor" else scan)
                 for cell in cells
-                for scan in ("parallel", "sequential")
+                for scan in ("parallel", "sequential", "floor")
             },
             repeats=args.repeats,
             min_seconds=args.min_seconds,
@@ -118,6 +128,12 @@ def main(argv=None):
                         if name in alone
                         else float("nan")
                     ),
+                    "floor_ms": 1e3 * alone[f"{cell} floor"]["seconds"] if name in alone else float("nan"),
+                    "bound_vs_sequential": (
+                        alone[f"{cell} sequential"]["seconds"] / alone[f"{cell} floor"]["seconds"]
+                        if name in alone
+                        else float("nan")
+                    ),
                 }
             )
     common.print_table(
@@ -132,6 +148,8 @@ def main(argv=None):
             ("temp_mib", "XLA temp MiB", ".1f"),
             ("recurrence_ms", "recurrence alone ms", ".1f"),
             ("recurrence_vs_sequential", "vs sequential", ".2f"),
+            ("floor_ms", "without the recurrence ms", ".1f"),
+            ("bound_vs_sequential", "sequential / that", ".2f"),
         ],
     )
     common.write_json(args.out, {"environment": env, "args": vars(args), "rows": rows})

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import jax
+
 from rnn_jax import cudnn
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
 from rnn_jax.checkpoints import check_best_by
@@ -64,8 +66,8 @@ class TrainingOptions(DeviceOptions):
     scan: str = "auto"
     """how a layer runs over time: sequential (lax.scan) | parallel (associative scan, for cells linear in
     h_{t-1}: mingru, minlstm, lru) | cudnn (the standard LSTM as one cuDNN call, on an NVIDIA GPU; steps that
-    measure gradient flow keep the scan) | auto (parallel where it applies, else cudnn where it runs, else
-    sequential)"""
+    measure gradient flow keep the scan) | auto (parallel for the linear cells off CPU, cudnn where it runs,
+    else sequential)"""
     block: bool | None = None
     """each layer a pre-norm residual block with an MLP (default: for mingru, minlstm and lru, as in their
     papers)"""
@@ -185,7 +187,10 @@ class TrainingOptions(DeviceOptions):
         scan = self.scan
         if scan == "auto":
             fits_cudnn = cudnn.available() and cudnn.supports(cell) and self.dtype == "float32"
-            scan = "parallel" if cell.linear else "cudnn" if fits_cudnn else "sequential"
+            # on a CPU the sequential form of a linear cell (its gates hoisted out of the loop) measured
+            # faster than the associative scan at every length (docs/modern-cells.md)
+            parallel_pays = cell.linear and jax.default_backend() != "cpu"
+            scan = "parallel" if parallel_pays else "cudnn" if fits_cudnn else "sequential"
         block = cell.block if self.block is None else self.block
         return {"compute_dtype": compute_dtype(self.dtype), "scan": scan, "block": block}
 

@@ -117,9 +117,11 @@ def run(
       hoist_inputs: compute the input projection of all steps as one matmul before the scan
         (True) or one per step inside it (False); None: hoisted from hidden size
         `HOIST_FROM_HIDDEN` on (measured on CPU: below it, the per-step form is faster).
-      scan: ``"sequential"`` (`jax.lax.scan`, step by step), ``"parallel"`` (a
-        `jax.lax.associative_scan` over time, for cells linear in the carry, `cell.linear`: the
-        same results in O(log T) sequential depth) or ``"cudnn"`` (the standard LSTM as one
+      scan: ``"sequential"`` (`jax.lax.scan`, step by step; for cells linear in the carry,
+        `cell.linear`, every step's gates are computed before the scan, which runs only the
+        multiply-add carry_t = a_t * carry_(t-1) + b_t, unless `remat`), ``"parallel"`` (for cells linear in
+        the carry, `cell.linear`: a `jax.lax.associative_scan` over time, the same results in
+        O(log T) sequential depth) or ``"cudnn"`` (the standard LSTM as one
         cuDNN call on a GPU, `rnn_jax.cudnn`; a call with `probes` runs the sequential scan,
         as cuDNN has no entry between steps).
 
@@ -182,8 +184,11 @@ def run(
     # time-major for the scan: (time, batch, ...)
     time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
     inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
-    if scan == "parallel":  # remat and unroll do not apply: there is no step to recompute or unroll
-        carry, hs = _parallel_scan(cell, params, initial_carry, *inputs, reverse=reverse)
+    if scan == "parallel" or (cell.linear and not remat):  # no step to recompute: remat does not apply
+        parallel = scan == "parallel"
+        carry, hs = _linear_scan(
+            cell, params, initial_carry, *inputs, reverse=reverse, parallel=parallel, unroll=unroll
+        )
     elif segment is None:
         carry, hs = scan_steps(initial_carry, *inputs)
     else:
@@ -247,14 +252,18 @@ def finish_step(
     return new_carry, h
 
 
-def _parallel_scan(cell, params, carry, xs, mask, probes, *, reverse):
-    """A recurrence linear in the carry over time-major inputs, carry_t = a_t * carry_(t-1) + b_t,
-    as one `jax.lax.associative_scan` over the pairs (a_t, b_t): (a, b) then (a', b') is
-    (a' a, a' b + b'). Probes add to b_t; a padded step is (identity, 0); the initial carry is
-    folded into the first step's b. Same results as the step-by-step scan."""
+def _linear_scan(cell, params, carry, xs, mask, probes, *, reverse, parallel, unroll=1):
+    """A recurrence linear in the carry over time-major inputs, carry_t = a_t * carry_(t-1) + b_t:
+    the coefficients (a_t, b_t) of all steps at once (nothing but a multiply-add is left inside
+    the loop), then the recurrence, `parallel`: as one `jax.lax.associative_scan` over the pairs,
+    (a, b) then (a', b') is (a' a, a' b + b'), O(log T) sequential depth; else as a `lax.scan` of
+    the multiply-add. Probes add to b_t; a padded step is (identity, 0); the initial carry is
+    folded into the first step's b. Same results as the step-by-step scan of `cell.recur`."""
     if reverse:  # the scan runs over time reversed; outputs are returned in input order
         flip = lambda tree: jax.tree.map(lambda v: v[::-1], tree)  # noqa: E731
-        carry, hs = _parallel_scan(cell, params, carry, *flip((xs, mask, probes)), reverse=False)
+        carry, hs = _linear_scan(
+            cell, params, carry, *flip((xs, mask, probes)), reverse=False, parallel=parallel, unroll=unroll
+        )
         return carry, hs[::-1]
     xw = cell.project_inputs(params, xs)  # (time, batch, G * hidden)
     a, b = cell.coefficients(params, xw)
@@ -267,12 +276,24 @@ def _parallel_scan(cell, params, carry, xs, mask, probes, *, reverse):
     first = lambda tree: jax.tree.map(lambda v: v[0], tree)  # noqa: E731
     b0 = jax.tree.map(jnp.add, cell.multiply(first(a), carry), first(b))
     b = jax.tree.map(lambda v, v0: v.at[0].set(v0), b, b0)
+    multiply_add = lambda a, x, b: jax.tree.map(jnp.add, cell.multiply(a, x), b)  # noqa: E731
 
-    def compose(earlier, later):
-        (a1, b1), (a2, b2) = earlier, later
-        return cell.multiply(a2, a1), jax.tree.map(jnp.add, cell.multiply(a2, b1), b2)
+    if parallel:
 
-    _, carries = jax.lax.associative_scan(compose, (a, b))
+        def compose(earlier, later):
+            (a1, b1), (a2, b2) = earlier, later
+            return cell.multiply(a2, a1), multiply_add(a2, b1, b2)
+
+        _, carries = jax.lax.associative_scan(compose, (a, b))
+    else:
+
+        def step(carry, coefficients):
+            a_t, b_t = coefficients
+            carry = multiply_add(a_t, carry, b_t)
+            return carry, carry
+
+        zero = jax.tree.map(jnp.zeros_like, carry)
+        _, carries = jax.lax.scan(step, zero, (a, b), unroll=unroll)
     hs = cell.output(params, carries, xw)
     if mask is not None:
         hs = jnp.where(mask[..., None], hs, jnp.zeros_like(hs))

@@ -48,6 +48,18 @@ def quick_runs(tmp_path_factory):
     return runs
 
 
+# Tests run in parallel processes (pytest-xdist, `-n auto` in pyproject.toml), a test file to a
+# process, so that each module's fixtures are built once; the files that share the session's
+# --quick runs go to one process so that those run once.
+SHARES_QUICK_RUNS = {"tests.test_commands", "tests.test_task_experiments"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("quick_runs" if module in SHARES_QUICK_RUNS else module))
+
+
 # Restoring a checkpoint into the wrong shapes (tested on purpose) leaves orbax's asyncio tasks
 # with exceptions that asyncio reports at interpreter exit, after pytest's summary line.
 logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -87,6 +87,7 @@ def test_parallel_scan_benchmark(tmp_path):
     assert abs(lstm["parameters"] - rows[0]["parameters"]) <= 0.2 * rows[0]["parameters"]
     assert all(r["tokens_per_s"] > 0 and r["temp_mib"] >= 0 for r in rows)
     assert rows[1]["recurrence_vs_sequential"] == 1.0 and rows[0]["recurrence_ms"] > 0  # the recurrence alone
+    assert rows[0]["floor_ms"] > 0 and rows[0]["bound_vs_sequential"] > 0  # without the recurrence
 
 
 def test_loop_overhead_benchmark(tmp_path):

@@ -74,4 +74,5 @@ def test_cudnn_scan_errors():
     options = TrainingOptions()  # auto: cuDNN for the standard LSTM where it runs, never for the others
     assert options.layer_options(make_cell("lstm"))["scan"] == ("cudnn" if cudnn.available() else "sequential")
     assert options.layer_options(make_cell("lstm", variant="vanilla"))["scan"] == "sequential"
-    assert options.layer_options(make_cell("mingru"))["scan"] == "parallel"
+    linear = options.layer_options(make_cell("mingru"))["scan"]  # parallel off CPU, where it pays
+    assert linear == ("sequential" if jax.default_backend() == "cpu" else "parallel")

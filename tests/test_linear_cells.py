@@ -76,18 +76,22 @@ def test_parallel_scan_equals_the_sequential_scan(name, reverse):
     carry0 = jax.tree.map(lambda z: z + 0.3, cell.zero_carry((BATCH,), HIDDEN))
     probes = cell.zero_carry((BATCH, TIME), HIDDEN)
 
-    def loss(params, xs, carry0, probes, scan):
-        carry, ys = run(cell, params, xs, initial_carry=carry0, mask=MASK, reverse=reverse, probes=probes, scan=scan)
+    def loss(params, xs, carry0, probes, options):
+        carry, ys = run(cell, params, xs, **{**options, "initial_carry": carry0}, probes=probes)
         return jnp.sum(jnp.sin(ys) * jnp.arange(TIME)[None, :, None]) + sum(
             jnp.sum(c**2) for c in jax.tree.leaves(carry)
         )
 
-    def outputs(scan):
-        carry, ys = run(cell, params, xs, initial_carry=carry0, mask=MASK, reverse=reverse, scan=scan)
-        grads = jax.grad(loss, argnums=(0, 1, 2, 3))(params, xs, carry0, probes, scan)
+    def outputs(scan, remat=False):
+        options = dict(initial_carry=carry0, mask=MASK, reverse=reverse, scan=scan, remat=remat)
+        carry, ys = run(cell, params, xs, **options)
+        grads = jax.grad(loss, argnums=(0, 1, 2, 3))(params, xs, carry0, probes, options)
         return carry, ys, grads
 
-    assert_tree_close(outputs("parallel"), outputs("sequential"), atol=2e-5, rtol=2e-5)
+    # remat: the step-by-step scan of cell.recur (the sequential form otherwise hoists the gates)
+    step_by_step = outputs("sequential", remat=True)
+    assert_tree_close(outputs("parallel"), step_by_step, atol=2e-5, rtol=2e-5)
+    assert_tree_close(outputs("sequential"), step_by_step, atol=2e-5, rtol=2e-5)
 
 
 def test_parallel_scan_needs_a_linear_recurrence():
