@@ -20,31 +20,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no data directory at $RNN_JAX_DATA={DATA}")
 
-# every experiment's --quick run, once per session (the `quick_runs` fixture); what each adds to
-# --quick: the char-LM reads Tiny Shakespeare, so the README's samples apply to it
-EXPERIMENTS = [
-    "gradient_flow",
-    "ablate",
-    "char_lm",
-    "sentiment",
-    "tagging",
-    "translate",
-    "caption",
-    "tabular",
-    "forecast",
-]
-QUICK_FLAGS = {"char_lm": ["--data", "tinyshakespeare"]}
+# every experiment's --quick run, once per session (the `quick_runs` fixture), as the command
+# line of each: `python -m experiments.<name> <arguments> --out DIR`. The char-LM reads Tiny
+# Shakespeare, so the README's samples apply to it.
+QUICK_COMMANDS = {
+    "gradient_flow": ["--quick"],
+    "ablate": ["--quick"],
+    "char_lm": ["--quick", "--data", "tinyshakespeare"],
+    "sentiment": ["--quick"],
+    "tagging": ["--quick"],
+    "translate": ["--quick"],
+    "caption": ["--quick"],
+    "tabular": ["--quick"],
+    "forecast": ["--quick"],
+}
+EXPERIMENTS = list(QUICK_COMMANDS)
 
 
 @pytest.fixture(scope="session")
 def quick_runs(tmp_path_factory):
     """Each experiment's --quick run, once per session: {experiment: its output directory}."""
     root, runs = tmp_path_factory.mktemp("quick"), {}
-    for name in EXPERIMENTS:
+    for name, arguments in QUICK_COMMANDS.items():
         runs[name] = root / name
-        importlib.import_module(f"experiments.{name}").main(
-            ["--quick", *QUICK_FLAGS.get(name, []), "--out", str(runs[name])]
-        )
+        importlib.import_module(f"experiments.{name}").main([*arguments, "--out", str(runs[name])])
     return runs
 
 
