@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_jax import SequenceModel, init_train_state, make_cell, make_train_step
+from rnn_jax import SequenceModel, host, init_train_state, keep_freed_memory, make_cell, make_train_step
 
 VOCAB = 65
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -210,6 +210,14 @@ def matmul_ceiling(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
+def prepare_host(default_malloc: bool = False) -> dict:
+    """Set the process up as the experiments do (`rnn_jax.keep_freed_memory`), unless
+    `default_malloc`, before anything is timed; returns the environment, which records it."""
+    if not default_malloc:
+        keep_freed_memory()
+    return environment()
+
+
 def environment() -> dict:
     import flax
 
@@ -224,6 +232,7 @@ def environment() -> dict:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "freed_memory_kept": host.kept,
     }
     if torch_available():
         import torch

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    env = common.environment()
+    env = common.prepare_host()
     print(common.describe(env))
     model = SequenceModel(
         make_cell("gru"), vocab_size=common.VOCAB, hidden_size=args.hidden, output_size=common.VOCAB, rngs=nnx.Rngs(0)

@@ -84,11 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    env = common.prepare_host()  # in each configuration's own process too
     if args.child:
         print(json.dumps(child(**json.loads(args.child))))
         return
 
-    env = common.environment()
     print(common.describe(env))
     rows = []
     for seq in map(int, args.seq.split(",")):

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cells = args.cells.split(",")
-    env = common.environment()
+    env = common.prepare_host()
     print(common.describe(env))
     parameters = recurrent_parameters(cells[0], args.hidden, args.hidden)
     sizes = {cell: args.hidden for cell in cells}

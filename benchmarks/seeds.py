@@ -62,7 +62,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    env = common.environment()
+    env = common.prepare_host()
     print(common.describe(env))
     rows = []
     for cell in args.cells.split(","):

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds; the median is reported")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave the C allocator as it is (by default the process keeps freed memory for reuse, as "
+        "the experiments do: rnn_jax.keep_freed_memory); to measure what that setting buys",
+    )
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
     return parser
 
@@ -70,7 +76,7 @@ def main(argv=None):
     unknown = sorted(set(impls) - set(choices))
     if unknown:
         parser.error(f"unknown --impls {unknown}; choose from {', '.join(choices)}")
-    env = common.environment()
+    env = common.prepare_host(args.default_malloc)
     ceiling = common.matmul_ceiling()
     print(f"{common.describe(env)}\nmeasured float32 matmul ceiling: {ceiling:.0f} GFLOP/s\n")
 

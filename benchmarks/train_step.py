@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    env = common.prepare_host()
 
     configs = [(c, int(h), args.batch, args.seq) for c in args.cells.split(",") for h in args.hidden.split(",")]
     if not args.no_tiny:
@@ -97,7 +98,6 @@ def main(argv=None):
                 )
             )
 
-    env = common.environment()
     print(common.describe(env))
     common.print_table(
         rows,

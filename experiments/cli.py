@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 
 import tyro
 
+from rnn_jax import keep_freed_memory
+
 TRACEBACK_ENV = "RNN_JAX_TRACEBACK"
 
 
@@ -45,6 +47,7 @@ def main(
     """The command line of an experiment: parse, then a run whose `summary(cfg, results)` is
     printed, or with --checkpoint/--input a prediction."""
     cfg = parse(config_cls, argv, description=description)
+    keep_freed_memory()  # each step reuses the pages the previous one freed (rnn_jax.host)
     with user_errors():
         cfg.start_processes(cfg.out or cfg.resume)
         if predict is not None and cfg.checkpoint:

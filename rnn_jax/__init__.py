@@ -5,6 +5,7 @@ from rnn_jax.cells import CELLS, GRU, LSTM, RNN, Cell, LSTMState, make_cell, rec
 from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.gradflow import decay_rate, grads_and_flow
 from rnn_jax.history import History
+from rnn_jax.host import keep_freed_memory
 from rnn_jax.layers import Recurrent, RecurrentStack, SequenceModel
 from rnn_jax.loop import LoopConfig, train_loop
 from rnn_jax.losses import (
@@ -56,6 +57,7 @@ __all__ = [
     "final_step_mse",
     "grads_and_flow",
     "init_train_state",
+    "keep_freed_memory",
     "make_cell",
     "make_clipper",
     "make_eval_step",

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import jaxlib
 import optax
 
+from rnn_jax import host
+
 # --dtype: the dtype of the recurrent matmuls. Parameters, optimizer state, carried states and
 # gate arithmetic stay float32 (`rnn_jax.cells.matmul` accumulates in float32): a long
 # recurrence would otherwise round its state to 8 bits of mantissa at every step.
@@ -130,6 +132,7 @@ def environment() -> dict:
         "device_count": jax.device_count(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "freed_memory_kept": host.kept,
         "argv": sys.argv,
         "time": datetime.datetime.now().isoformat(timespec="seconds"),
     }

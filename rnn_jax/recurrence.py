@@ -310,7 +310,8 @@ def _gate_params(params: Params) -> Params:
 # the gradient back through time (d hw_t = the gradient of the step's recurrent product, and
 # dh_{t-1} = d hw_t W_hh^T), and dL/dW_hh = sum_t h_{t-1}^T d hw_t is one large matmul over
 # all (time x batch) rows after it (and so are the input projection's). The forward saves each
-# step's carry, xw_t and hw_t (so the backward step is elementwise work and one matmul).
+# step's carry, xw_t and hw_t, or their sum alone where the gates read only that (RNN, LSTM), so
+# the backward step is elementwise work and one matmul.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _fused_scan(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes):
     return _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes)[
@@ -319,19 +320,28 @@ def _fused_scan(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs,
 
 
 def _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes):
+    summed = cell.sums_projections
+
     def step(carry, inputs):
         x_t, mask_t, probe_t = inputs
         xw_t = x_t if hoist else cell.project_inputs(projection, x_t)
         hw_t = matmul(cell.hidden(carry), w_hh)
-        new_carry, h = finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
-        return new_carry, (h, carry, hw_t, None if hoist else xw_t)
+        if summed:  # the gates read only xw_t + hw_t: keep the sum alone (its gradient is both's)
+            xw_t, hw_t = xw_t + hw_t, None
+        new_carry, h = finish_step(cell, carry, *_gates(cell, gate_params, carry, xw_t, hw_t), mask_t, probe_t)
+        return new_carry, (h, carry, None if hoist and not summed else xw_t, hw_t)
 
     scanned = cell.project_inputs(projection, xs) if hoist else xs
-    carry, (hs, carries, hws, xw) = jax.lax.scan(
+    carry, (hs, carries, xw, hws) = jax.lax.scan(
         step, initial_carry, (scanned, mask, probes), reverse=reverse, unroll=unroll
     )
-    xw = scanned if hoist else xw
+    xw = scanned if xw is None else xw
     return (carry, hs), (projection, w_hh, gate_params, xs, xw, mask, probes, carries, hws)
+
+
+def _gates(cell, gate_params, carry, xw_t, hw_t):
+    """`cell.gates`; `hw_t` None: `xw_t` is already the sum xw_t + hw_t (`cell.sums_projections`)."""
+    return cell.gates(gate_params, carry, xw_t, 0.0 if hw_t is None else hw_t)
 
 
 def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
@@ -343,11 +353,11 @@ def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
         carry, xw_t, hw_t, mask_t, probe_t, d_h = inputs
 
         def forward(gate_params, carry, xw_t, hw_t, probe_t):
-            return finish_step(cell, carry, *cell.gates(gate_params, carry, xw_t, hw_t), mask_t, probe_t)
+            return finish_step(cell, carry, *_gates(cell, gate_params, carry, xw_t, hw_t), mask_t, probe_t)
 
         _, pullback = jax.vjp(forward, gate_params, carry, xw_t, hw_t, probe_t)
         d_params_t, d_carry, d_xw_t, d_hw_t, d_probe_t = pullback((d_carry, d_h))
-        d_h_prev = matmul(d_hw_t, w_hh.T).astype(d_h.dtype)
+        d_h_prev = matmul(d_xw_t if hw_t is None else d_hw_t, w_hh.T).astype(d_h.dtype)
         d_carry = jax.tree.map(jnp.add, d_carry, jax.vjp(cell.hidden, carry)[1](d_h_prev)[0])
         return (d_carry, jax.tree.map(jnp.add, d_gate_params, d_params_t)), (d_xw_t, d_hw_t, d_probe_t)
 
@@ -355,6 +365,7 @@ def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
     (d_initial_carry, d_gate_params), (d_xw, d_hw, d_probes) = jax.lax.scan(
         step, (d_final_carry, zeros), (carries, xw, hws, mask, probes, d_hs), reverse=not reverse, unroll=unroll
     )
+    d_hw = d_xw if d_hw is None else d_hw  # summed projections: one gradient for both
     # the weight gradients: one matmul each over all (time x batch) rows
     h_prev = cell.hidden(carries)
     accumulate = accumulation_dtype(h_prev.dtype, xs.dtype, w_hh.dtype)

@@ -108,6 +108,9 @@ class Cell:
     num_gates: ClassVar[int]  # G, the gate blocks of the fused weights
     block: ClassVar[bool] = False  # whether models put it inside residual blocks by default (`rnn_jax.layers`)
     carry_names: ClassVar[tuple[str, ...]] = ("h",)  # the carry's leaves, in tree order (NamedTuple fields)
+    # whether `gates` reads xw_t and hw_t only through their sum (the RNN, the LSTM): the fused
+    # backward pass then keeps one (time, batch, G * hidden) array for both, and one gradient
+    sums_projections: ClassVar[bool] = False
 
     def __post_init__(self):
         check_choice("input init", self.input_init, INPUT_INITS)

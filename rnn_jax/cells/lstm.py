@@ -85,6 +85,7 @@ class LSTM(Cell):
     variant: str = "standard"
 
     name: ClassVar[str] = "lstm"
+    sums_projections: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()

@@ -19,6 +19,7 @@ class RNN(Cell):
     activation: str = "tanh"
 
     name: ClassVar[str] = "rnn"
+    sums_projections: ClassVar[bool] = True
     num_gates: ClassVar[int] = 1
 
     def __post_init__(self):
