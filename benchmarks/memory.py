@@ -24,6 +24,7 @@ import sys
 import time
 
 from benchmarks import common
+from rnn_jax import keep_freed_memory
 
 # the `remat` option of rnn_jax.layers.Recurrent for a sequence of `seq` steps
 REMAT = {
@@ -84,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    env = common.prepare_host()  # in each configuration's own process too
-    if args.child:
+    if args.child:  # one configuration's own process: set up as the parent, nothing else imported
+        keep_freed_memory()
         print(json.dumps(child(**json.loads(args.child))))
         return
 
+    env = common.prepare_host()
     print(common.describe(env))
     rows = []
     for seq in map(int, args.seq.split(",")):
