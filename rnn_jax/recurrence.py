@@ -185,9 +185,8 @@ def run(
     time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
     inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
     if scan == "parallel" or (cell.linear and not remat):  # no step to recompute: remat does not apply
-        parallel = scan == "parallel"
         carry, hs = _linear_scan(
-            cell, params, initial_carry, *inputs, reverse=reverse, parallel=parallel, unroll=unroll
+            cell, params, initial_carry, *inputs, reverse=reverse, parallel=scan == "parallel", unroll=unroll
         )
     elif segment is None:
         carry, hs = scan_steps(initial_carry, *inputs)

@@ -22,19 +22,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no data directory at $RNN_JAX_DATA={DATA}")
 
-# every experiment's --quick run, once per session (the `quick_runs` fixture), as the command
-# line of each: `python -m experiments.<name> <arguments> --out DIR`. The char-LM reads Tiny
-# Shakespeare, so the README's samples apply to it.
+# every experiment's --quick run, once per session (the `quick_runs` fixture), written as the
+# command line a newcomer types (`--out DIR` added). The char-LM reads Tiny Shakespeare, so the
+# README's samples apply to it.
+QUICK_COMMAND_LINES = [
+    "python -m experiments.gradient_flow --quick",
+    "python -m experiments.ablate --quick",
+    "python -m experiments.char_lm --quick --data tinyshakespeare",
+    "python -m experiments.sentiment --quick",
+    "python -m experiments.tagging --quick",
+    "python -m experiments.translate --quick",
+    "python -m experiments.caption --quick",
+    "python -m experiments.tabular --quick",
+    "python -m experiments.forecast --quick",
+]
+# {experiment: its arguments}
 QUICK_COMMANDS = {
-    "gradient_flow": ["--quick"],
-    "ablate": ["--quick"],
-    "char_lm": ["--quick", "--data", "tinyshakespeare"],
-    "sentiment": ["--quick"],
-    "tagging": ["--quick"],
-    "translate": ["--quick"],
-    "caption": ["--quick"],
-    "tabular": ["--quick"],
-    "forecast": ["--quick"],
+    module.removeprefix("experiments."): arguments
+    for _, _, module, *arguments in (line.split() for line in QUICK_COMMAND_LINES)
 }
 EXPERIMENTS = list(QUICK_COMMANDS)
 
