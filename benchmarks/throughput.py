@@ -9,7 +9,8 @@ For each cell x hidden x seq: tokens/s of one train step (forward + backward + A
   torch             torch.nn.LSTM | GRU | RNN (oneDNN on CPU), if torch is installed
 timed interleaved (medians of --repeats rounds), compile time (first call) reported apart;
 "ceiling" is the fraction of the measured float32 matmul GFLOP/s that the step's matmul FLOPs
-reach. Levers of the core can be timed beside them: --impls rnn_jax,rnn_jax-unroll2,rnn_jax-bf16, and
+reach. Levers of the core can be timed beside them: --impls rnn_jax,rnn_jax-unroll2,rnn_jax-bf16,
+rnn_jax-untransposed (W_hh not transposed before the loop, as below hidden 1024), and
 on an NVIDIA GPU rnn_jax-cudnn (the LSTM as one cuDNN call, `scan="cudnn"`).
 
     python -m benchmarks.throughput                                   # the full grid (tens of minutes on 2 cores)
@@ -20,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
+from unittest import mock
 
 import jax.numpy as jnp
 
 from benchmarks import common
+from rnn_jax import recurrence
 
 IMPLEMENTATIONS = {
     "rnn_jax": common.rnn_jax_step,
@@ -31,8 +35,23 @@ IMPLEMENTATIONS = {
     "flax": common.flax_linen_step,
     "torch": common.torch_step,
 }
+
+
+def untransposed_step(cell: str, hidden: int, tokens, **options):
+    """The library's step with W_hh never transposed before the forward loop (the default does
+    it from hidden `recurrence.TRANSPOSE_FROM_HIDDEN` on), for timing the two side by side."""
+    call = common.rnn_jax_step(cell, hidden, tokens, **options)
+
+    def untransposed():
+        with mock.patch.object(recurrence, "TRANSPOSE_FROM_HIDDEN", math.inf):  # read when the step is traced
+            return call()
+
+    return untransposed
+
+
 # levers of the core, timed on request (--impls): not the library's defaults
 LEVERS = {
+    "rnn_jax-untransposed": untransposed_step,
     "rnn_jax-unroll2": functools.partial(common.rnn_jax_step, unroll=2),
     "rnn_jax-unroll4": functools.partial(common.rnn_jax_step, unroll=4),
     "rnn_jax-bf16": functools.partial(common.rnn_jax_step, compute_dtype=jnp.bfloat16),

@@ -25,14 +25,14 @@ def test_throughput_compares_implementations(tmp_path):
             "--batch",
             "2",
             "--impls",
-            "rnn_jax,rnn_jax-autodiff,flax,rnn_jax-bf16",
+            "rnn_jax,rnn_jax-autodiff,flax,rnn_jax-bf16,rnn_jax-untransposed",
             "--out",
             str(out),
             *TINY,
         ]
     )
     rows = _rows(out)
-    assert [r["impl"] for r in rows] == ["rnn_jax", "rnn_jax-autodiff", "flax", "rnn_jax-bf16"]
+    assert [r["impl"] for r in rows] == ["rnn_jax", "rnn_jax-autodiff", "flax", "rnn_jax-bf16", "rnn_jax-untransposed"]
     assert all(r["tokens_per_s"] > 0 and 0 < r["ceiling"] for r in rows)
     assert next(r for r in rows if r["impl"] == "flax")["vs_flax"] == pytest.approx(1.0)
 
