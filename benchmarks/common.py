@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import pathlib
 import platform
 import statistics
 import time
@@ -259,7 +260,10 @@ def describe(env: dict) -> str:
 
 
 def write_json(path: str | None, payload: dict) -> None:
+    """Write the results to `path` (its folder created if missing: a benchmark's minutes are not
+    lost to a typo in --out)."""
     if path:
+        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
             json.dump(payload, f, indent=2)
         print(f"wrote {path}")

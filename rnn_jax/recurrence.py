@@ -33,8 +33,8 @@ SCANS = ("sequential", "parallel", "cudnn")
 # G * hidden) array is slower than a per-step projection.
 HOIST_FROM_HIDDEN = 512
 # Measured likewise: from this hidden size on, the loop's matmul h_{t-1} W_hh is faster with W_hh
-# transposed once before the loop, (G * hidden, hidden) (1.12-1.18x the LSTM and GRU train step
-# at 1024; 0.95x at 256 and 512).
+# transposed once before the loop, (G * hidden, hidden) (the LSTM and GRU train step 1.01-1.18x
+# faster at 1024 in three runs, docs/performance.md; 0.95x at 256 and 512).
 TRANSPOSE_FROM_HIDDEN = 1024
 
 

@@ -15,7 +15,7 @@ def _rows(path):
 
 
 def test_throughput_compares_implementations(tmp_path):
-    out = tmp_path / "throughput.json"
+    out = tmp_path / "a folder not yet made" / "throughput.json"
     throughput.main(
         [
             "--cells",
