@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import cudnn
-from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype, matmul
+from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype, matmul, matmul_transposed
 
 Array = jax.Array
 
@@ -349,16 +349,7 @@ def _recurrent_product(w_hh: Array):
     if w_hh.shape[0] < TRANSPOSE_FROM_HIDDEN:
         return lambda h: matmul(h, w_hh)
     w_hh_t = w_hh.T
-    return lambda h: _matmul_transposed(h, w_hh_t)
-
-
-def _matmul_transposed(a: Array, w_t: Array) -> Array:
-    """`matmul(a, w_t.T)`, contracting the last axes of both. The backward pass forms
-    dh_{t-1} = d hw_t W_hh^T so rather than with `.T`: the forward pass's transposed copy of W_hh
-    would stand in for that transpose (the compiler merges equal expressions), and the backward
-    loop's product is slower from the copy (measured)."""
-    contract = (((a.ndim - 1,), (1,)), ((), ()))
-    return jax.lax.dot_general(a.astype(w_t.dtype), w_t, contract, preferred_element_type=accumulation_dtype(a.dtype))
+    return lambda h: matmul_transposed(h, w_hh_t)
 
 
 def _gates(cell, gate_params, carry, xw_t, hw_t):
@@ -379,7 +370,9 @@ def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
 
         _, pullback = jax.vjp(forward, gate_params, carry, xw_t, hw_t, probe_t)
         d_params_t, d_carry, d_xw_t, d_hw_t, d_probe_t = pullback((d_carry, d_h))
-        d_h_prev = _matmul_transposed(d_xw_t if hw_t is None else d_hw_t, w_hh).astype(d_h.dtype)
+        # not matmul(.., w_hh.T): that transpose would be merged with the forward pass's copy, and
+        # this product is slower from the copy (measured, docs/performance.md)
+        d_h_prev = matmul_transposed(d_xw_t if hw_t is None else d_hw_t, w_hh).astype(d_h.dtype)
         d_carry = jax.tree.map(jnp.add, d_carry, jax.vjp(cell.hidden, carry)[1](d_h_prev)[0])
         return (d_carry, jax.tree.map(jnp.add, d_gate_params, d_params_t)), (d_xw_t, d_hw_t, d_probe_t)
 

@@ -50,6 +50,7 @@ from rnn_jax.cells.base import (  # noqa: I001 (the cells below in registration 
     accumulation_dtype,
     make_cell,
     matmul,
+    matmul_transposed,
     recurrent_block,
     register_cell,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "accumulation_dtype",
     "make_cell",
     "matmul",
+    "matmul_transposed",
     "recurrent_block",
     "register_cell",
 ]

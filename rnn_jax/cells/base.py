@@ -89,6 +89,14 @@ def matmul(a: Array, w: Array) -> Array:
     return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=accumulation_dtype(a.dtype))
 
 
+def matmul_transposed(a: Array, w: Array) -> Array:
+    """`matmul(a, w.T)`, in the same precision, as one contraction of the last axes of both: no
+    transpose of `w` is formed, so a program that also holds a transposed copy of `w` does not
+    read that copy here (the compiler merges equal transposes; see `rnn_jax.recurrence`)."""
+    contract = (((a.ndim - 1,), (1,)), ((), ()))
+    return jax.lax.dot_general(a.astype(w.dtype), w, contract, preferred_element_type=accumulation_dtype(a.dtype))
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """Options and pure functions shared by all cells. Subclasses define the recurrence.
