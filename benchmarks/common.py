@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from rnn_jax import SequenceModel, host, init_train_state, keep_freed_memory, make_cell, make_train_step
+from rnn_jax.losses import sequence_cross_entropy
 
 VOCAB = 65
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -45,13 +46,10 @@ def random_tokens(batch: int, seq: int, seed: int = 0) -> np.ndarray:
 # -- the implementations: each returns `call()`, one train step that returns something to wait on --
 
 
-def rnn_jax_parts(
-    cell: str, hidden: int, tokens: np.ndarray, *, measure_flow: bool = False, embed: int | None = None, **layer_options
-):
-    """(jitted step, initial TrainState, batch) of rnn_jax's char-LM train step
-    (`make_train_step`); `layer_options` of `rnn_jax.layers.Recurrent` (backprop, remat, scan, ...);
-    the embedding has size `embed` (default: `hidden`)."""
-    model = SequenceModel(
+def char_lm_model(cell: str, hidden: int, *, embed: int | None = None, **layer_options) -> SequenceModel:
+    """rnn_jax's char-LM: embedding of size `embed` (default: `hidden`), one layer, head to VOCAB;
+    `layer_options` of `rnn_jax.layers.Recurrent` (backprop, remat, scan, ...)."""
+    return SequenceModel(
         make_cell(cell),
         vocab_size=VOCAB,
         embed_size=embed,
@@ -60,10 +58,26 @@ def rnn_jax_parts(
         rngs=nnx.Rngs(0),
         **layer_options,
     )
+
+
+def char_lm_batch(tokens: np.ndarray) -> dict:
+    """Tokens (..., batch, seq + 1) -> inputs and next-token targets, (..., batch, seq) each."""
+    return {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])}
+
+
+def train_step_parts(model: nnx.Module, loss_fn, batch: dict, *, measure_flow: bool = False):
+    """(jitted step, initial TrainState, batch): `make_train_step` of `model` with Adam."""
     optimizer = optax.adam(1e-3)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
-    step = make_train_step(graphdef, optimizer, measure_flow=measure_flow)
-    return step, state, {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
+    return make_train_step(graphdef, optimizer, loss_fn, measure_flow=measure_flow), state, batch
+
+
+def rnn_jax_parts(
+    cell: str, hidden: int, tokens: np.ndarray, *, measure_flow: bool = False, embed: int | None = None, **layer_options
+):
+    """(jitted step, initial TrainState, batch) of rnn_jax's char-LM train step (`char_lm_model`)."""
+    model = char_lm_model(cell, hidden, embed=embed, **layer_options)
+    return train_step_parts(model, sequence_cross_entropy, char_lm_batch(tokens), measure_flow=measure_flow)
 
 
 def rnn_jax_step(cell: str, hidden: int, tokens: np.ndarray, **options):
@@ -94,7 +108,8 @@ def flax_linen_step(cell: str, hidden: int, tokens: np.ndarray):
             return nn.Dense(VOCAB)(nn.RNN(cells[cell](features=hidden))(x))
 
     model, optimizer = LanguageModel(), optax.adam(1e-3)
-    inputs, targets = jnp.asarray(tokens[:, :-1]), jnp.asarray(tokens[:, 1:])
+    batch = char_lm_batch(tokens)
+    inputs, targets = batch["inputs"], batch["targets"]
     params = model.init(jax.random.key(0), inputs)
     state = (params, optimizer.init(params))
 

@@ -46,7 +46,7 @@ def main(argv=None):
     graphdef, initial = init_train_state(model, optimizer, jax.random.key(0))
     step = make_train_step(graphdef, optimizer)
     tokens = common.random_tokens(4, 10)
-    batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
+    batch = common.char_lm_batch(tokens)
 
     def fresh():
         return jax.tree.map(jnp.copy, initial)

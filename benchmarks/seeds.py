@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -34,9 +33,7 @@ def vmapped_step(cell: str, hidden: int, tokens: np.ndarray):
         graphdef, state = init_train_state(model, optimizer, jax.random.key(seed))
         states.append(state)
     step = make_train_step(graphdef, optimizer, seeds=True)  # what experiments.gradient_flow --seeds runs
-    return common.stepper(
-        step, stack_seeds(states), {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])}
-    )
+    return common.stepper(step, stack_seeds(states), common.char_lm_batch(tokens))
 
 
 def sequential_steps(cell: str, hidden: int, tokens: np.ndarray):

@@ -1,41 +1,56 @@
 """What the gradient-flow probes and NNX's Python overhead cost per train step.
 
-Compares, on identical models and batches (char-LM step, see `benchmarks/common.py`):
+Compares, on identical models and batches (the char-LM step of `benchmarks/common.py`, or the
+adding problem's with `--task adding`):
   split-once  rnn_jax.make_train_step: the NNX graph is split once; the jitted step is a pure
               function of (TrainState, batch), so a call is an XLA dispatch and nothing more;
   flow        the same step with gradient-flow measurement on (probes: ||dL/dh_t|| and
-              ||dL_T/dh_t|| for every t, from the same forward pass);
+              ||dL_T/dh_t|| for every t, from the same forward pass; a many-to-one loss such as
+              the adding problem's is its own L_T, and its step runs one backward pass);
   nnx.jit     the idiomatic `nnx.jit` step over the module and an `nnx.Optimizer`, which walks
               and re-merges the module graph in Python on every call.
 The gap to nnx.jit matters most for small models, where the compiled step is short.
 
     python -m benchmarks.train_step                  # LSTM hidden 256, batch 32, seq 128 + a tiny model
     python -m benchmarks.train_step --cells rnn,lstm,gru --hidden 128,256 --out bench.json
+    python -m benchmarks.train_step --task adding --cells rnn,lstm,gru --seq 100 --no-tiny
 """
 
 from __future__ import annotations
 
 import argparse
 
-import jax.numpy as jnp
+import jax
 import optax
 from flax import nnx
 
 from benchmarks import common
 from rnn_jax import SequenceModel, make_cell
-from rnn_jax.losses import apply, sequence_cross_entropy
+from rnn_jax.data import synthetic
+from rnn_jax.losses import apply, final_step_mse, sequence_cross_entropy
+
+TASKS = ("charlm", "adding")
 
 
-def nnx_jit(cell, hidden, tokens):
-    model = SequenceModel(
-        make_cell(cell), vocab_size=common.VOCAB, hidden_size=hidden, output_size=common.VOCAB, rngs=nnx.Rngs(0)
-    )
+def task_parts(task: str, cell: str, hidden: int, batch: int, seq: int):
+    """(model, loss function, batch) of one train step: the char-LM (a loss at every step), or
+    the adding problem (real inputs (batch, seq, 2), one squared error at the last step)."""
+    if task == "charlm":
+        return (
+            common.char_lm_model(cell, hidden),
+            sequence_cross_entropy,
+            common.char_lm_batch(common.random_tokens(batch, seq)),
+        )
+    model = SequenceModel(make_cell(cell), input_size=2, hidden_size=hidden, output_size=1, rngs=nnx.Rngs(0))
+    return model, final_step_mse, synthetic.adding_batch(jax.random.key(0), batch, seq)
+
+
+def nnx_jit(model, loss_fn, batch):
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-    batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
 
     @nnx.jit
     def step(model, optimizer, batch):
-        loss, grads = nnx.value_and_grad(lambda m: apply(sequence_cross_entropy, m, batch).loss)(model)
+        loss, grads = nnx.value_and_grad(lambda m: apply(loss_fn, m, batch).loss)(model)
         optimizer.update(model, grads)
         return loss
 
@@ -43,14 +58,17 @@ def nnx_jit(cell, hidden, tokens):
 
 
 VARIANTS = {
-    "split-once": common.rnn_jax_step,
-    "flow": lambda cell, hidden, tokens: common.rnn_jax_step(cell, hidden, tokens, measure_flow=True),
+    "split-once": lambda *parts: common.stepper(*common.train_step_parts(*parts)),
+    "flow": lambda *parts: common.stepper(*common.train_step_parts(*parts, measure_flow=True)),
     "nnx.jit": nnx_jit,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--task", default="charlm", choices=TASKS, help="the step timed: char-LM (default) or adding problem"
+    )
     parser.add_argument("--cells", default="lstm", help="comma-separated cells to time (default: lstm)")
     parser.add_argument("--hidden", default="256", help="comma-separated hidden sizes (default: 256)")
     parser.add_argument("--batch", type=int, default=32, help="sequences per batch (default: 32)")
@@ -79,14 +97,16 @@ def main(argv=None):
         configs += [(c, 16, 4, 8) for c in args.cells.split(",")]
     rows = []
     for cell, hidden, batch, seq in configs:
-        tokens = common.random_tokens(batch, seq)
-        calls = {name: VARIANTS[name](cell, hidden, tokens) for name in args.variants.split(",")}
+        calls = {
+            name: VARIANTS[name](*task_parts(args.task, cell, hidden, batch, seq)) for name in args.variants.split(",")
+        }
         timed = common.interleaved(calls, repeats=args.repeats, min_seconds=args.min_seconds)
         base = next(iter(timed.values()))["seconds"]
         for name, t in timed.items():
             rows.append(
                 dict(
                     variant=name,
+                    task=args.task,
                     cell=cell,
                     hidden=hidden,
                     batch=batch,
@@ -103,6 +123,7 @@ def main(argv=None):
         rows,
         [
             ("variant", "variant", ""),
+            ("task", "task", ""),
             ("cell", "cell", ""),
             ("hidden", "hidden", "d"),
             ("batch", "batch", "d"),

@@ -10,7 +10,9 @@ state at step t, through every path (recurrent and output). One forward pass, th
 - a second backward pass, from the same forward pass (`jax.vjp`), of L_T — the loss at the
   final time step alone — gives dL_T/dh_t: the classic vanishing-gradient profile. Its
   parameter gradient is unused and removed by XLA, so this pass costs only the recurrent
-  part of a backward pass.
+  part of a backward pass. A many-to-one loss (the adding problem, classification) is its
+  own L_T: it returns one value as both, and then dL_T/dh_t is dL/dh_t and the second pass
+  is skipped.
 
 Norms are reduced on device to one number per step: the sum over the batch of per-sequence
 norms ||dL/dh_t^(b)||. For a loss that is a batch mean, L = mean_b l_b, that is the batch
@@ -76,12 +78,14 @@ def grads_and_flow(
       ``by_lag``:  {key: (time,)}  ||dL_T/dh_{T-k}|| at entry k (k = 0 is the last step),
                    L_T the loss output's `final_step_loss` (only with `long_range`).
     """
-    out, pullback = loss_and_pullback(loss_fn, graphdef, params, batch, dropout_key, initial_carries=initial_carries)
+    out, pullback, final_is_loss = loss_and_pullback(
+        loss_fn, graphdef, params, batch, dropout_key, initial_carries=initial_carries
+    )
     model = nnx.merge(graphdef, params)
     grads, probe_grads = pullback(1.0, 0.0)
     flow = {"by_step": probe_norms(model, probe_grads)}
     if long_range:
-        _, final_probe_grads = pullback(0.0, 1.0)
+        final_probe_grads = probe_grads if final_is_loss else pullback(0.0, 1.0)[1]
         flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_probe_grads).items()}
     return out, grads, flow
 
@@ -89,12 +93,16 @@ def grads_and_flow(
 def loss_and_pullback(
     loss_fn: LossFn, graphdef: nnx.GraphDef, params: nnx.State, batch, dropout_key, *, initial_carries=None
 ):
-    """One forward pass with zero probes: (loss output, `pullback(a, b)`), where pullback gives
-    the gradients of a L + b L_T with respect to the parameters and the probes (the latter:
-    with respect to every layer's carry at every step, through every path)."""
+    """One forward pass with zero probes: (loss output, `pullback(a, b)`, `final_is_loss`), where
+    pullback gives the gradients of a L + b L_T with respect to the parameters and the probes
+    (the latter: with respect to every layer's carry at every step, through every path), and
+    `final_is_loss` says that the loss function returned one traced value as both L and L_T (a
+    many-to-one loss), so that pullback(1, 0) already holds L_T's gradients."""
     model = nnx.merge(graphdef, params)
+    final_is_loss = False
 
     def losses(params, probes):
+        nonlocal final_is_loss
         out = apply(
             loss_fn,
             nnx.merge(graphdef, params),
@@ -103,10 +111,11 @@ def loss_and_pullback(
             probes=probes,
             initial_carries=initial_carries,
         )
+        final_is_loss = out.final_step_loss is out.loss
         return jnp.stack([out.loss, out.final_step_loss]), out
 
     both, vjp, out = jax.vjp(losses, params, model.probes_for(batch), has_aux=True)
-    return out, lambda a, b: vjp(jnp.array([a, b], both.dtype))
+    return out, lambda a, b: vjp(jnp.array([a, b], both.dtype)), final_is_loss
 
 
 def flow_regularizer(graphdef: nnx.GraphDef, params: nnx.State, batch, state_grads, *, initial_carries=None):

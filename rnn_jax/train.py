@@ -120,7 +120,7 @@ def make_train_step(
 
     def regularized(params, batch, dropout_key, carries):
         """The loss's gradient plus `flow_regularizer` times that of Pascanu et al.'s Omega."""
-        out, pullback = gradflow.loss_and_pullback(
+        out, pullback, _ = gradflow.loss_and_pullback(
             loss_fn, graphdef, params, batch, dropout_key, initial_carries=carries
         )
         grads, state_grads = pullback(1.0, 0.0)

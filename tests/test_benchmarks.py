@@ -68,8 +68,12 @@ def test_memory_reports_buffers_and_rss_per_process(tmp_path):
 def test_seeds_and_train_step_benchmarks(tmp_path):
     seeds.main(["--seeds", "2", "--seq", "4", "--batch", "2", "--out", str(tmp_path / "seeds.json"), *TINY])
     assert [r["mode"] for r in _rows(tmp_path / "seeds.json")] == ["vmap", "sequential"]
-    train_step.main(["--seq", "4", "--batch", "2", "--no-tiny", "--out", str(tmp_path / "step.json"), *TINY])
-    assert [r["variant"] for r in _rows(tmp_path / "step.json")] == ["split-once", "flow", "nnx.jit"]
+    for task in train_step.TASKS:
+        out = tmp_path / f"{task}.json"
+        train_step.main(["--task", task, "--seq", "4", "--batch", "2", "--no-tiny", "--out", str(out), *TINY])
+        rows = _rows(out)
+        assert [r["variant"] for r in rows] == ["split-once", "flow", "nnx.jit"]
+        assert all(r["task"] == task and r["ms_per_step"] > 0 for r in rows)
 
 
 def test_flop_count():

@@ -165,7 +165,7 @@ def test_flow_regularizer_equals_a_slow_reference(name):
     model = SequenceModel(make_cell(name), input_size=2, hidden_size=3, output_size=1, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     batch = {"inputs": jax.random.normal(jax.random.key(0), (2, 5, 2)), "targets": jnp.array([0.5, -1.0])}
-    _, pullback = loss_and_pullback(final_step_mse, graphdef, params, batch, None)
+    _, pullback, _ = loss_and_pullback(final_step_mse, graphdef, params, batch, None)
     state_grads = pullback(1.0, 0.0)[1]
     omega, grads = jax.value_and_grad(flow_regularizer, argnums=1)(graphdef, params, batch, state_grads)
 

@@ -1,6 +1,8 @@
 """Gradient-flow measurement: exact on a linear RNN, equal to an unrolled reference, and
 free of side effects on the training gradient."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +36,28 @@ def test_linear_rnn_profile_is_exactly_geometric(a):
     # many-to-one: the training loss is the final-step loss, so the two profiles agree
     np.testing.assert_allclose(flow["by_step"]["layer0/h"][::-1], by_lag, rtol=1e-6)
     assert decay_rate(by_lag, skip=0) == pytest.approx(np.log(a), abs=1e-5)
+
+
+def test_a_many_to_one_loss_is_its_own_final_step_loss():
+    """final_step_mse returns one value as L and L_T: the profile of L_T is read from the training
+    loss's backward pass (one backward scan a layer), equal to a second pass's."""
+    model = SequenceModel(
+        make_cell("lstm"), input_size=2, hidden_size=HIDDEN, output_size=1, num_layers=2, rngs=nnx.Rngs(0)
+    )
+    graphdef, params = nnx.split(model, nnx.Param)
+    batch = {"inputs": jax.random.normal(jax.random.key(2), (BATCH, TIME, 2)), "targets": jnp.ones(BATCH)}
+
+    def two_values(outputs, batch):  # the same loss, L_T as a value of its own: the second pass runs
+        out = final_step_mse(outputs, batch)
+        return out._replace(final_step_loss=out.final_step_loss + 0.0)
+
+    flows, scans = [], []
+    for loss_fn in (final_step_mse, two_values):
+        probe = make_flow_probe(graphdef, loss_fn)
+        scans.append(len(re.findall(r"\bscan\[", str(jax.make_jaxpr(probe)(params, batch)))))
+        flows.append(probe(params, batch)[1])
+    assert scans == [4, 6]  # two layers: a forward and one or two backward scans each
+    assert_tree_close(flows[0], flows[1], atol=1e-7, rtol=1e-6)
 
 
 def _unrolled_state_grads(model, batch, loss_fn_from_logits):
