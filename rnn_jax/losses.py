@@ -28,9 +28,10 @@ Array = jax.Array
 
 class LossOutput(NamedTuple):
     """What a loss gives the training step: the scalar loss that is differentiated, the loss at
-    the final step alone (L_T, for the long-range gradient-flow profile), further scalar metrics
-    (accuracy, ...) and each layer's final carry (filled in by `apply`; truncated BPTT carries it
-    into the next window)."""
+    the final step alone (L_T, for the long-range gradient-flow profile; a many-to-one loss
+    passes its loss itself, and `rnn_jax.gradflow` then skips L_T's backward pass), further
+    scalar metrics (accuracy, ...) and each layer's final carry (filled in by `apply`; truncated
+    BPTT carries it into the next window)."""
 
     loss: Array
     final_step_loss: Array
