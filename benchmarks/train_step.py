@@ -25,24 +25,26 @@ import optax
 from flax import nnx
 
 from benchmarks import common
+from experiments import gradient_flow
 from rnn_jax import SequenceModel, make_cell
-from rnn_jax.data import synthetic
-from rnn_jax.losses import apply, final_step_mse, sequence_cross_entropy
+from rnn_jax.losses import apply, sequence_cross_entropy
 
 TASKS = ("charlm", "adding")
 
 
 def task_parts(task: str, cell: str, hidden: int, batch: int, seq: int):
     """(model, loss function, batch) of one train step: the char-LM (a loss at every step), or
-    the adding problem (real inputs (batch, seq, 2), one squared error at the last step)."""
+    the adding problem as the main job (`experiments.gradient_flow`) sets it up (real inputs
+    (batch, seq, 2), one squared error at the last step)."""
     if task == "charlm":
         return (
             common.char_lm_model(cell, hidden),
             sequence_cross_entropy,
             common.char_lm_batch(common.random_tokens(batch, seq)),
         )
-    model = SequenceModel(make_cell(cell), input_size=2, hidden_size=hidden, output_size=1, rngs=nnx.Rngs(0))
-    return model, final_step_mse, synthetic.adding_batch(jax.random.key(0), batch, seq)
+    adding = gradient_flow.make_task(gradient_flow.Config(task="adding", batch=batch, seq_len=seq))
+    model = SequenceModel(make_cell(cell), hidden_size=hidden, rngs=nnx.Rngs(0), **adding.model_io)
+    return model, adding.loss_fn, adding.batch(jax.random.key(0))
 
 
 def nnx_jit(model, loss_fn, batch):
