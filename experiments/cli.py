@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import tyro
 
-from rnn_jax import keep_freed_memory
+from rnn_jax import compilation, keep_freed_memory
 
 TRACEBACK_ENV = "RNN_JAX_TRACEBACK"
 
@@ -48,6 +48,7 @@ def main(
     printed, or with --checkpoint/--input a prediction."""
     cfg = parse(config_cls, argv, description=description)
     keep_freed_memory()  # each step reuses the pages the previous one freed (rnn_jax.host)
+    compilation.enable_cache()  # programs compiled by an earlier run are read from disk ($RNN_JAX_CACHE)
     with user_errors():
         cfg.start_processes(cfg.out or cfg.resume)
         if predict is not None and cfg.checkpoint:

@@ -24,7 +24,7 @@ import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -94,21 +94,45 @@ class Config(TrainingOptions):
         require_at_least_one(self, ("seq_len", "seeds", "eval_batches"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Batches:
+    """A task's batch generator, ``fn(key, *data, **options)``, equal by value (a lambda or a
+    partial is equal only to itself): equal tasks then share one jitted program (`stacked_batch`)
+    across cells and grid points."""
+
+    fn: Callable
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, key, *data):
+        return self.fn(key, *data, **dict(self.options))
+
+
+def batches(fn: Callable, **options) -> Batches:
+    return Batches(fn, tuple(sorted(options.items())))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def stacked_batch(batch: Batches, keys, index, data=()):
+    """Batch `index` of every seed's stream (`keys`: one per seed; `index` traced: no retrace per step)."""
+    return jax.vmap(lambda key: batch(key, *data))(jax.vmap(jax.random.fold_in, (0, None))(keys, index))
+
+
 @dataclasses.dataclass
 class Task:
-    batch: Callable  # key -> batch
+    batch: Batches  # key -> batch
     loss_fn: LossFn
     model_io: dict  # SequenceModel input/output sizes
     baseline: float
     metric: str
     vocab: str | None = None
-    eval_batch: Callable | None = None  # key -> held-out batch (default: `batch`, fresh synthetic data)
+    data: tuple = ()  # arrays `batch` reads (passed to the jitted batch as arguments, not baked into it)
+    eval_data: tuple | None = None  # held-out arrays (default: `data`; synthetic tasks: fresh data)
 
 
 def make_task(cfg: Config) -> Task:
     if cfg.task == "adding":
         return Task(
-            batch=functools.partial(synthetic.adding_batch, batch=cfg.batch, length=cfg.seq_len),
+            batch=batches(synthetic.adding_batch, batch=cfg.batch, length=cfg.seq_len),
             loss_fn=final_step_mse,
             model_io=dict(input_size=2, output_size=1),
             baseline=synthetic.ADDING_BASELINE_MSE,
@@ -116,9 +140,7 @@ def make_task(cfg: Config) -> Task:
         )
     if cfg.task == "selective_copy":
         return Task(
-            batch=functools.partial(
-                synthetic.selective_copy_batch, batch=cfg.batch, length=cfg.seq_len, tokens=cfg.tokens
-            ),
+            batch=batches(synthetic.selective_copy_batch, batch=cfg.batch, length=cfg.seq_len, tokens=cfg.tokens),
             loss_fn=sequence_cross_entropy,
             model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
             baseline=synthetic.selective_copy_baseline(),
@@ -126,7 +148,7 @@ def make_task(cfg: Config) -> Task:
         )
     if cfg.task == "copy":
         return Task(
-            batch=functools.partial(synthetic.copy_batch, batch=cfg.batch, delay=cfg.seq_len),
+            batch=batches(synthetic.copy_batch, batch=cfg.batch, delay=cfg.seq_len),
             loss_fn=sequence_cross_entropy,
             model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
             baseline=synthetic.copy_baseline(cfg.seq_len),
@@ -138,8 +160,9 @@ def make_task(cfg: Config) -> Task:
     val_text = "".join(c for c in val_text if c in set(vocab.chars))
     train, val = (jax.numpy.asarray(vocab.encode(t)) for t in (train_text, val_text))
     return Task(
-        batch=lambda key: text.random_windows(key, train, cfg.batch, cfg.seq_len),
-        eval_batch=lambda key: text.random_windows(key, val, cfg.batch, cfg.seq_len),
+        batch=batches(text.random_windows, batch=cfg.batch, length=cfg.seq_len),
+        data=(train,),
+        eval_data=(val,),
         loss_fn=sequence_cross_entropy,
         model_io=dict(vocab_size=vocab.size, output_size=vocab.size),
         baseline=float(np.log(vocab.size)),
@@ -155,12 +178,7 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
     # each seed's (data, evaluation) keys, as a single-seed run of that seed has them: (seeds, 2)
     keys = jax.numpy.stack([jax.random.split(jax.random.fold_in(jax.random.key(seed), 1)) for seed in seeds])
     data_keys, eval_keys = keys[:, 0], keys[:, 1]
-
-    def stacked(batch_fn):
-        """Batch `index` of every seed's stream, one jitted call (`index` traced: no retrace per step)."""
-        return jax.jit(lambda keys, index: jax.vmap(batch_fn)(jax.vmap(jax.random.fold_in, (0, None))(keys, index)))
-
-    batches, eval_batches = stacked(task.batch), stacked(task.eval_batch or task.batch)
+    eval_data = task.data if task.eval_data is None else task.eval_data
 
     def build_model(seed: int) -> SequenceModel:
         cell = cfg.make_cell(cell_name)
@@ -178,8 +196,8 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
         out,
         build_model=build_model,
         loss_fn=task.loss_fn,
-        get_batch=lambda step: batches(data_keys, step),
-        eval_batches=[eval_batches(eval_keys, i) for i in range(cfg.eval_batches)],
+        get_batch=lambda step: stacked_batch(task.batch, data_keys, step, task.data),
+        eval_batches=[stacked_batch(task.batch, eval_keys, i, eval_data) for i in range(cfg.eval_batches)],
         seeds=seeds,
         name=cell_name,
         desc=f"{cell_name} x {len(seeds)} seed(s)",

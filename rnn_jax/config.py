@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import jaxlib
 import optax
 
-from rnn_jax import host
+from rnn_jax import compilation, host
 
 # --dtype: the dtype of the recurrent matmuls. Parameters, optimizer state, carried states and
 # gate arithmetic stay float32 (`rnn_jax.cells.matmul` accumulates in float32): a long
@@ -133,6 +133,8 @@ def environment() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor(),
         "freed_memory_kept": host.kept,
+        "compilation_cache": dict(compilation.status),
+        "compilations": compilation.totals(),  # so far in this process: how warm the run was
         "argv": sys.argv,
         "time": datetime.datetime.now().isoformat(timespec="seconds"),
     }

@@ -5,6 +5,7 @@ docstring is its command-line flag's help (see experiments/cli.py)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 import jax
@@ -155,11 +156,17 @@ class TrainingOptions(DeviceOptions):
         return default_warmup(self.steps) if self.warmup is None else self.warmup
 
     def make_training(self):
-        """(optimizer with its learning-rate schedule, gradient clipper)."""
-        schedule = make_schedule(
-            self.lr, schedule=self.schedule, warmup_steps=self.warmup_steps, total_steps=max(self.steps, 1)
+        """(optimizer with its learning-rate schedule, gradient clipper): the same objects for equal
+        options, so that the jitted steps built from them are reused (`rnn_jax.train.reused`)."""
+        return _training(
+            self.optimizer,
+            self.lr,
+            self.schedule,
+            self.warmup_steps,
+            max(self.steps, 1),
+            self.clip_norm,
+            self.clip_value,
         )
-        return make_optimizer(self.optimizer, schedule), make_clipper(self.clip_norm or None, self.clip_value)
 
     def make_cell(self, name: str) -> Cell:
         """The cell `name` with the options these flags set (each cell takes those it has)."""
@@ -217,3 +224,9 @@ class TaskOptions(TrainingOptions):
 # what a resumed run takes from its command line rather than from its saved config: how long
 # and where it runs, not what it trains
 RUNTIME_FLAGS = ("minutes", *DEVICE_FLAGS)
+
+
+@functools.lru_cache(maxsize=64)
+def _training(optimizer: str, lr: float, schedule: str, warmup_steps: int, total_steps: int, clip_norm, clip_value):
+    learning_rate = make_schedule(lr, schedule=schedule, warmup_steps=warmup_steps, total_steps=total_steps)
+    return make_optimizer(optimizer, learning_rate), make_clipper(clip_norm or None, clip_value)

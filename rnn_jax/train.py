@@ -7,6 +7,7 @@ call costs what the XLA computation costs (see benchmarks/train_step.py).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import flax.struct
@@ -60,6 +61,26 @@ class StepOutput(NamedTuple):
         return self._replace(packed=jnp.stack([scalars[name] for name in self.scalar_names()], axis=-1))
 
 
+def reused(make):
+    """`make` (a builder of a jitted function) returning one function for equal arguments: a
+    program is then traced and compiled once per process, however many cells, seeds or grid
+    points of equal shapes and options ask for it (JAX's in-memory cache belongs to the jitted
+    function; a new one compiles again). Equal models have equal graphdefs; equal training
+    options give the same optax objects (`TrainingOptions.make_training`). Arguments that cannot
+    be hashed build a new function."""
+    cached = functools.lru_cache(maxsize=64)(make)
+
+    @functools.wraps(make)
+    def build(*args, **kwargs):
+        try:
+            hash((args, tuple(kwargs.items())))
+        except TypeError:
+            return make(*args, **kwargs)
+        return cached(*args, **kwargs)
+
+    return build
+
+
 def init_train_state(
     model: nnx.Module, optimizer: optax.GradientTransformation, key: Array, *, stateful_batch: int | None = None
 ):
@@ -80,6 +101,7 @@ def init_train_state(
     return graphdef, state
 
 
+@reused
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -185,6 +207,7 @@ def step_number(state: TrainState) -> int:
     return int(np.ravel(state.step)[0])
 
 
+@reused
 def make_flow_probe(
     graphdef: nnx.GraphDef,
     loss_fn: LossFn = sequence_cross_entropy,
@@ -206,6 +229,7 @@ def make_flow_probe(
     return jax.jit(jax.vmap(probe) if seeds else probe)
 
 
+@reused
 def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy, *, seeds: bool = False):
     """A jitted `evaluate(params, batch, carries=None) -> LossOutput` (with the final carries),
     without dropout. Pass the returned carries back in to evaluate a long text window by

@@ -7,11 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from rnn_jax import keep_freed_memory, make_cell
+from experiments import QUICK_COMMAND_LINES
+from rnn_jax import compilation, keep_freed_memory, make_cell
 
 from . import reference
 
 keep_freed_memory()  # as every experiment does: each call reuses the pages the last one freed
+compilation.enable_cache()  # as every experiment does: a rerun (or another worker) reads what was compiled
 
 # The real corpora, found the way a user's machine finds them: $RNN_JAX_DATA (.ci/run sets it too).
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,21 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no data directory at $RNN_JAX_DATA={DATA}")
 
-# every experiment's --quick run, once per session (the `quick_runs` fixture), written as the
-# command line a newcomer types (`--out DIR` added). The char-LM reads Tiny Shakespeare, so the
-# README's samples apply to it.
-QUICK_COMMAND_LINES = [
-    "python -m experiments.gradient_flow --quick",
-    "python -m experiments.ablate --quick",
-    "python -m experiments.char_lm --quick --data tinyshakespeare",
-    "python -m experiments.sentiment --quick",
-    "python -m experiments.tagging --quick",
-    "python -m experiments.translate --quick",
-    "python -m experiments.caption --quick",
-    "python -m experiments.tabular --quick",
-    "python -m experiments.forecast --quick",
-]
-# {experiment: its arguments}
+# every experiment's --quick run, once per session (the `quick_runs` fixture), as a newcomer
+# types it (`--out DIR` added): {experiment: its arguments}
 QUICK_COMMANDS = {
     module.removeprefix("experiments."): arguments
     for _, _, module, *arguments in (line.split() for line in QUICK_COMMAND_LINES)
@@ -60,10 +49,47 @@ def quick_runs(tmp_path_factory):
 SHARES_QUICK_RUNS = {"tests.test_commands", "tests.test_task_experiments"}
 
 
+# Two tiers (README): `pytest -q` is the fast one (numerics, cells, the API, every documented
+# command's parsing, small end-to-end runs; a few minutes cold), `pytest -q -m slow` the
+# end-to-end one (every --quick run on the real corpora, resume after kill -9, several processes
+# and devices, the benchmarks; tests marked `slow` where they are defined). In the fast tier the
+# scan's mechanics (tests/test_recurrence.py) run on two cells and the parametrised numerics
+# below on the cases named: what differs between their cases is exercised there once, and every
+# other case runs in the end-to-end tier. Each cell's own equations (tests/test_cells.py) run in
+# full in the fast tier.
+FAST_TIER_CELLS = ("lstm", "gru-reset-after")
+FAST_TIER_CASES = {
+    "test_float64_end_to_end": ("lstm", "gru-False"),
+    "test_fused_backward_equals_autodiff_for_lstm_variants": ("CIFG",),
+    "test_the_spectrum_matches_the_dense_jacobian_product": ("lstm",),
+    "test_flow_regularizer_equals_a_slow_reference": ("rnn",),
+    "test_probe_gradients_equal_unrolled_reference": ("gru",),
+    "test_measurement_does_not_change_the_training_step": ("clip1",),
+    "test_parallel_scan_equals_the_sequential_scan": ("lru-True",),
+    "test_residual_blocks": (),
+    "test_attention_decoder_matches_a_step_by_step_reference": ("lstm",),
+    "test_seq2seq_gradients": ("False",),
+    "test_greedy_and_beam_search_against_exhaustive_search": ("True",),
+    "test_bfloat16_compute_stays_close_to_float32": ("lstm",),
+}
+
+
+def in_fast_tier(item) -> bool:
+    if item.get_closest_marker("slow"):
+        return False
+    if item.module.__name__ == "tests.test_recurrence" and "cell_case" in getattr(item, "callspec", {}).params:
+        return item.callspec.params["cell_case"][0] in FAST_TIER_CELLS
+    if item.originalname in FAST_TIER_CASES:
+        return item.callspec.id in FAST_TIER_CASES[item.originalname]
+    return True
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         module = item.module.__name__
         item.add_marker(pytest.mark.xdist_group("quick_runs" if module in SHARES_QUICK_RUNS else module))
+        if not in_fast_tier(item):
+            item.add_marker(pytest.mark.slow)
 
 
 # Restoring a checkpoint into the wrong shapes (tested on purpose) leaves orbax's asyncio tasks

@@ -14,6 +14,7 @@ def _rows(path):
     return json.loads(path.read_text())["rows"]
 
 
+@pytest.mark.slow
 def test_throughput_compares_implementations(tmp_path):
     out = tmp_path / "a folder not yet made" / "throughput.json"
     throughput.main(
@@ -35,6 +36,8 @@ def test_throughput_compares_implementations(tmp_path):
     assert [r["impl"] for r in rows] == ["rnn_jax", "rnn_jax-autodiff", "flax", "rnn_jax-bf16", "rnn_jax-untransposed"]
     assert all(r["tokens_per_s"] > 0 and 0 < r["ceiling"] for r in rows)
     assert next(r for r in rows if r["impl"] == "flax")["vs_flax"] == pytest.approx(1.0)
+    # set up as the experiments are: the compilation cache on (the test session's folder)
+    assert json.loads(out.read_text())["environment"]["compilation_cache"]["state"] == "on"
 
 
 def test_throughput_rejects_an_unknown_implementation():
@@ -42,6 +45,7 @@ def test_throughput_rejects_an_unknown_implementation():
         throughput.main(["--impls", "cudnn", *TINY])
 
 
+@pytest.mark.slow
 def test_memory_reports_buffers_and_rss_per_process(tmp_path):
     out = tmp_path / "memory.json"
     memory.main(
@@ -65,6 +69,7 @@ def test_memory_reports_buffers_and_rss_per_process(tmp_path):
     assert all(r["temp_mib"] > 0 and r["peak_rss_mib"] > r["temp_mib"] for r in rows)
 
 
+@pytest.mark.slow
 def test_seeds_and_train_step_benchmarks(tmp_path):
     seeds.main(["--seeds", "2", "--seq", "4", "--batch", "2", "--out", str(tmp_path / "seeds.json"), *TINY])
     assert [r["mode"] for r in _rows(tmp_path / "seeds.json")] == ["vmap", "sequential"]
@@ -81,6 +86,7 @@ def test_flop_count():
     assert common.flops_per_token("lstm", 2) == 3 * (64 + 260)
 
 
+@pytest.mark.slow
 def test_parallel_scan_benchmark(tmp_path):
     from benchmarks import parallel_scan
 
@@ -94,6 +100,7 @@ def test_parallel_scan_benchmark(tmp_path):
     assert rows[0]["floor_ms"] > 0 and rows[0]["bound_vs_sequential"] > 0  # without the recurrence
 
 
+@pytest.mark.slow
 def test_loop_overhead_benchmark(tmp_path):
     from benchmarks import loop_overhead
 
@@ -101,3 +108,14 @@ def test_loop_overhead_benchmark(tmp_path):
     rows = _rows(tmp_path / "loop.json")
     assert [r["impl"] for r in rows] == ["bare for-loop", "train_loop, log every 1", "train_loop, log every 10"]
     assert all(r["steps_per_s"] > 0 for r in rows) and all(r["host_us_per_step"] > 0 for r in rows[1:])
+
+
+@pytest.mark.slow
+def test_time_to_result_benchmark(tmp_path):
+    from benchmarks import time_to_result
+
+    time_to_result.main(["--only", "gradient_flow", "--quick", "--out", str(tmp_path / "ttr.json")])
+    (row,) = _rows(tmp_path / "ttr.json")
+    assert row["command"] == "python -m experiments.gradient_flow --quick"
+    # warm: every program read back from the cache the cold run filled
+    assert 0 < row["warm_s"] < row["cold_s"]

@@ -74,6 +74,7 @@ def train_records(out):
     return [(r["step"], r["loss"]) for r in json.loads((out / "results.json").read_text())["history"]["train"]]
 
 
+@pytest.mark.slow
 def test_outputs(finished):
     results = json.loads((finished / "results.json").read_text())
     assert results["status"] == "completed" and results["steps"] == 6
@@ -86,6 +87,7 @@ def test_outputs(finished):
     assert (finished / "logs" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["stateful", "random"])
 def test_stopped_and_resumed_run_equals_uninterrupted(corpus, tmp_path, mode, finished):
     if mode == "stateful":
@@ -103,6 +105,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(corpus, tmp_path, mode, fi
     assert train_records(out) == train_records(reference)
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_so(finished, capsys):
     before = json.loads((finished / "results.json").read_text())
     char_lm.main(["--resume", str(finished)])
@@ -116,6 +119,7 @@ def test_resume_of_a_finished_run_says_so(finished, capsys):
     assert capsys.readouterr().out.startswith("alice")
 
 
+@pytest.mark.slow
 def test_bfloat16_run(corpus, tmp_path, finished):
     out = tmp_path / "bf16"
     char_lm.main([*TINY, "--data", str(corpus), "--out", str(out), "--dtype", "bfloat16"])
@@ -133,6 +137,7 @@ def test_bfloat16_run(corpus, tmp_path, finished):
     assert floats == {jnp.dtype("float32")}
 
 
+@pytest.mark.slow
 def test_hf_dataset_path_with_a_local_dataset(tmp_path):
     lines = text.builtin_corpus(3000, seed=2).splitlines()
     datasets.Dataset.from_dict({"content": lines}).save_to_disk(str(tmp_path / "hf"))
@@ -173,6 +178,7 @@ def test_corpus_shorter_than_a_window(tmp_path):
         char_lm.main([*TINY, "--data", str(tmp_path / "short.txt"), "--out", str(tmp_path / "run")])
 
 
+@pytest.mark.slow
 def test_sample_cli(finished, capsys):
     sample.main(
         ["--checkpoint", str(finished), "--prime", "alice", "--length", "30", "--temperature", "0.7", "--top-k", "3"]
@@ -191,6 +197,7 @@ def test_sample_cli(finished, capsys):
         sample.main(["--checkpoint", str(finished / "logs")])
 
 
+@pytest.mark.slow
 def test_sampling_matches_a_step_by_step_loop():
     model = SequenceModel(make_cell("gru"), vocab_size=7, hidden_size=6, output_size=7, num_layers=2, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
@@ -208,6 +215,7 @@ def test_sampling_matches_a_step_by_step_loop():
     assert set(np.unique(draws).tolist()) == {0, 1}
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     import signal
     import subprocess
@@ -241,6 +249,7 @@ def _saved_steps(out):
     return sorted(int(p.name) for p in last.iterdir() if p.name.isdigit()) if last.is_dir() else []
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_equals_uninterrupted(corpus, tmp_path):
     """SIGKILL (no handler runs) at random moments, including during checkpoint saves; each
     resume starts from the last complete checkpoint, and the final parameters and training
@@ -282,6 +291,7 @@ def test_kill_9_at_random_points_then_resume_equals_uninterrupted(corpus, tmp_pa
     assert train_records(out) == train_records(reference)
 
 
+@pytest.mark.slow
 def test_a_half_written_checkpoint_is_ignored_with_a_warning(finished, tmp_path):
     import shutil
 
@@ -325,6 +335,7 @@ def test_bad_corpus_is_a_message_not_a_traceback(tmp_path, content, message):
         char_lm.main([*TINY, "--data", str(path), "--out", str(tmp_path / "run")])
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoints(stopped, tmp_path):
     import shutil
 
@@ -336,6 +347,7 @@ def test_resume_without_checkpoints(stopped, tmp_path):
         char_lm.main(["--resume", str(tmp_path / "nowhere")])
 
 
+@pytest.mark.slow
 def test_resume_from_a_corrupt_checkpoint(stopped, tmp_path):
     run = _copy(stopped, tmp_path)
     for file in (run / "checkpoints" / "last" / "1" / "state").rglob("*"):
@@ -347,6 +359,7 @@ def test_resume_from_a_corrupt_checkpoint(stopped, tmp_path):
         char_lm.main(["--resume", str(run)])
 
 
+@pytest.mark.slow
 def test_resume_with_a_checkpoint_of_another_cell(stopped, tmp_path):
     run = _copy(stopped, tmp_path)
     config = json.loads((run / "config.json").read_text())
@@ -355,6 +368,7 @@ def test_resume_with_a_checkpoint_of_another_cell(stopped, tmp_path):
         char_lm.main(["--resume", str(run)])
 
 
+@pytest.mark.slow
 def test_resume_with_other_data(stopped, tmp_path):
     run = _copy(stopped, tmp_path)
     (tmp_path / "other.txt").write_text("QXZ" + text.builtin_corpus(4000, seed=9))

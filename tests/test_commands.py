@@ -122,6 +122,7 @@ def test_documented_command_parses(where, module, args, tmp_path, monkeypatch):
         pytest.fail(f"{where}: `python -m {module} {shlex.join(args)}` does not parse (exit {error.code})")
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_quick_run_completes(quick_runs, name):
@@ -138,6 +139,7 @@ def _predictions():
     ]
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("where, module, args", _predictions(), ids=lambda v: v if isinstance(v, str) else "")
 def test_documented_prediction_runs_on_the_quick_run(quick_runs, capsys, where, module, args):

@@ -72,6 +72,7 @@ def test_outputs_of_a_run(adding_run):
     assert (adding_run / "logs" / "lstm" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_seeds_trained_together_equal_each_seed_alone(adding_run, tmp_path):
     gradient_flow.main([*TINY, "--seed", "1", "--cells", "gru", "--out", str(tmp_path / "alone")])
     together = json.loads((adding_run / "results.json").read_text())["cells"]["gru"]["seeds"]["1"]
@@ -94,6 +95,7 @@ def test_resume_of_a_finished_run_reproduces_it(adding_run, capsys):
         gradient_flow.main([*TINY, "--out", str(adding_run)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["copy", "charlm"])
 def test_other_tasks_run(tmp_path, task):
     gradient_flow.main([*TINY, "--task", task, "--cells", "lstm", "--out", str(tmp_path / task)])
@@ -101,6 +103,7 @@ def test_other_tasks_run(tmp_path, task):
     assert len(results["cells"]["lstm"]["grad_norm_by_lag"]["3"]) == (26 if task == "copy" else 6)
 
 
+@pytest.mark.slow
 def test_profile_at_initialisation_only(tmp_path):
     gradient_flow.main([*TINY, "--steps", "0", "--cells", "rnn,gru", "--out", str(tmp_path / "init")])
     results = json.loads((tmp_path / "init" / "results.json").read_text())
@@ -154,6 +157,7 @@ def test_text_loading_and_its_errors(tmp_path):
         text.random_windows(jax.random.key(0), vocab.encode("abc"), 2, 5)
 
 
+@pytest.mark.slow
 def test_ablation_grid(tmp_path):
     from experiments import ablate
 

@@ -16,6 +16,7 @@ from rnn_jax.parallel import DataParallel
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one_and_checkpoints_move_between_them(tmp_path):
     corpus = tmp_path / "input.txt"
     corpus.write_text(text.builtin_corpus(4000, seed=1))
@@ -47,6 +48,7 @@ def test_placement_errors():
     assert single.place_batch(batch) is batch and single.replicate(batch) is batch  # one device: nothing moves
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     """Two processes on loopback (jax.distributed, CPU devices, gloo collectives), each reading
     its half of every batch, train exactly what one process trains with the same global batch."""

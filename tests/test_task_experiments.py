@@ -48,6 +48,7 @@ def sentiment_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_sentiment_results_and_prediction(sentiment_run, capsys):
     results = _results(sentiment_run)
     metrics = results["metrics"]
@@ -69,6 +70,7 @@ def test_prediction_flags_go_together():
         sentiment.main(["--checkpoint", "somewhere"])
 
 
+@pytest.mark.slow
 def test_tagging_end_to_end(tmp_path, capsys):
     sentences = []
     rng = np.random.default_rng(0)
@@ -116,6 +118,7 @@ def test_tagging_needs_the_three_files(tmp_path):
         tagging.main(["--data", str(tmp_path), "--out", str(tmp_path / "run")])
 
 
+@pytest.mark.slow
 @needs_data
 def test_tabular_end_to_end(quick_runs, capsys):
     """On the --quick run (breast cancer: 569 x 30, 212 / 357 per class)."""
@@ -130,6 +133,7 @@ def test_tabular_end_to_end(quick_runs, capsys):
         tabular.main(["--checkpoint", str(out), "--input", "5.1,3.5"])
 
 
+@pytest.mark.slow
 def test_forecast_end_to_end(tmp_path, capsys):
     t = np.arange(120)
     values = 100 + t + 10 * np.sin(2 * np.pi * t / 12)
@@ -169,6 +173,7 @@ def test_forecast_end_to_end(tmp_path, capsys):
         forecast.main(["--data", str(tmp_path / "s.csv"), "--column", "value"])  # --holdout missing
 
 
+@pytest.mark.slow
 def test_translate_end_to_end_with_attention(tmp_path, capsys):
     rng = np.random.default_rng(0)
     nouns = {"cat": "chat", "dog": "chien", "house": "maison", "car": "voiture"}
@@ -209,6 +214,7 @@ def test_translate_end_to_end_with_attention(tmp_path, capsys):
     assert printed.startswith("greedy: ") and "beam 2: " in printed
 
 
+@pytest.mark.slow
 @needs_data
 def test_caption_end_to_end(quick_runs, capsys):
     """On the --quick run (scikit-learn's digits, as by default)."""

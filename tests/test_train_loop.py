@@ -65,6 +65,7 @@ def _run(state, step, flow, steps, checkpoints=None, history=None, log_dir=None)
     )
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     state, step, flow = _setup()
     full_state, full_history = _run(state, step, flow, steps=7)
