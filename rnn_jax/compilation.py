@@ -73,8 +73,8 @@ def enable_cache(folder: str | Path | None = None) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # every program: small ones add up
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    # no size limit: JAX's eviction lists the whole folder at every write (measured: the fast test
-    # tier 9.2 min with it, against ? without); `rm -r` the folder to empty it
+    # no size limit: JAX's eviction lists the whole folder at every write (the fast test tier, cold:
+    # 9.2 min with a limit, 5.0 without); `rm -r` the folder to empty it
     jax.config.update("jax_compilation_cache_max_size", -1)
     _warn_entry_errors_once(path)
     status.update(folder=str(path), state="on")
