@@ -39,10 +39,15 @@ MIN_FREE_BYTES = 256 << 20  # less free space than this on the cache's disk: "fu
 _ENTRY_ERROR = re.compile(r"Error (reading|writing) persistent compilation cache entry for '(?P<module>[^']+)'")
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # every compile, from disk or not
 _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+# what a warm run still pays: tracing to a jaxpr and lowering it to StableHLO (the cache's key)
+_STAGES = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+}
 
 status: dict = {"folder": None, "state": "not enabled"}  # recorded in every run's environment
 _counts: collections.Counter = collections.Counter()  # fun_name -> compilations in this process
-_totals = {"programs": 0, "from_cache": 0, "seconds": 0.0}
+_totals = {"programs": 0, "from_cache": 0, "compile_s": 0.0, "trace_s": 0.0, "lower_s": 0.0}
 _lock = threading.Lock()
 _listening = False
 
@@ -147,7 +152,10 @@ def _listen() -> None:
             with _lock:
                 _counts[kwargs.get("fun_name", "?")] += 1
                 _totals["programs"] += 1
-                _totals["seconds"] += duration
+                _totals["compile_s"] += duration
+        elif event in _STAGES:
+            with _lock:
+                _totals[_STAGES[event]] += duration
 
     def on_event(event: str, **kwargs) -> None:
         if event == _CACHE_HIT_EVENT:
@@ -160,10 +168,10 @@ def _listen() -> None:
 
 def totals() -> dict:
     """What this process has compiled so far: programs, how many of them came from the cache,
-    and seconds spent (compiling or reading the cache)."""
+    and seconds spent compiling them (or reading them from the cache), tracing and lowering."""
     _listen()
     with _lock:
-        return {**_totals, "seconds": round(_totals["seconds"], 3)}
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in _totals.items()}
 
 
 @contextlib.contextmanager
