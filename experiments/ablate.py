@@ -29,7 +29,7 @@ import tyro
 from experiments import cli, gradient_flow
 from rnn_jax import plots
 from rnn_jax.cells import LSTM_VARIANTS
-from rnn_jax.config import environment, write_json
+from rnn_jax.config import environment, from_text, write_json
 
 DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
@@ -49,6 +49,10 @@ class Config(gradient_flow.Config):
                 gradient_flow.Config(**{**self.base(), **point})
             except ValueError as error:
                 raise ValueError(f"grid point {point_name(point)}: {error}") from error
+
+    def selected_cells(self) -> tuple[str, ...]:
+        """Every cell of the grid (a cell option given must be one of at least one of them)."""
+        return tuple(dict.fromkeys(c for point in self.points() for c in point.get("cells", self.cells)))
 
     def points(self) -> list[dict]:
         axes = parse_grid(self.grid) or DEFAULT_GRID
@@ -71,14 +75,10 @@ def parse_grid(specs) -> list[tuple[str, list]]:
             raise ValueError(
                 f"--grid {spec!r}: expected FIELD=v1,v2 with FIELD a gradient_flow option ({', '.join(sorted(hints))})"
             )
-        kind = next((a for a in typing.get_args(hints[field]) if a is not type(None)), hints[field])
-        if typing.get_origin(kind) is tuple:  # e.g. cells=rnn,lstm: one grid point per value
-            convert = lambda v: (v,)  # noqa: E731
-        elif kind is bool:
-            convert = lambda v: v.lower() in ("1", "true", "yes")  # noqa: E731
-        else:
-            convert = kind
-        axes.append((field, [None if v.strip().lower() == "none" else convert(v.strip()) for v in values.split(",")]))
+        try:  # a tuple field (cells=rnn,lstm) gets one grid point per value
+            axes.append((field, [from_text(hints[field], v) for v in values.split(",")]))
+        except ValueError as error:
+            raise ValueError(f"--grid {spec!r}: {error}") from error
     return axes
 
 

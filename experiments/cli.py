@@ -50,6 +50,7 @@ def main(
     keep_freed_memory()  # each step reuses the pages the previous one freed (rnn_jax.host)
     compilation.enable_cache()  # programs compiled by an earlier run are read from disk ($RNN_JAX_CACHE)
     with user_errors():
+        cfg.check_against_cells()  # an option no selected cell has, a spectrum larger than a state
         cfg.start_processes(cfg.out or cfg.resume)
         if predict is not None and cfg.checkpoint:
             print(predict(cfg.checkpoint, cfg.input))

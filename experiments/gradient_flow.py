@@ -93,6 +93,9 @@ class Config(TrainingOptions):
             raise ValueError(f"--cells: unknown cell(s) {unknown}; choose from: {', '.join(CELLS)}")
         require_at_least_one(self, ("seq_len", "seeds", "eval_batches"))
 
+    def selected_cells(self) -> tuple[str, ...]:
+        return self.cells
+
 
 @dataclasses.dataclass(frozen=True)
 class Batches:

@@ -50,6 +50,24 @@ def require_at_least_one(cfg, names) -> None:
             raise ValueError(f"{flag(name)} must be >= 1, got {getattr(cfg, name)}")
 
 
+def from_text(hint, text: str):
+    """`text` (a command-line value) as the type `hint` of a dataclass field: "none" is None for
+    an optional field, a tuple field takes one value, bool takes true/false/1/0/yes/no."""
+    if text.strip().lower() == "none" and type(None) in typing.get_args(hint):
+        return None
+    kind = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    if typing.get_origin(kind) is tuple:
+        return (text,)
+    if kind is bool:
+        if text.strip().lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.strip().lower() in ("1", "true", "yes")
+    try:
+        return kind(text.strip())
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"expected a {getattr(kind, '__name__', kind)}, got {text!r}") from error
+
+
 def import_modules(names) -> None:
     """Import Python modules by name (``my_package.cells``) or path (``my_cell.py``), each once:
     e.g. the file that defines and registers your own cell, before the config that names it is
@@ -109,6 +127,8 @@ def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
         kept = {name: getattr(cfg, name) for name in from_command_line}
         return path.parent, config_from_json(type(cfg), json.loads(path.read_text()), resume=None, **kept), True
     out = Path(cfg.out or f"runs/{experiment}/{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (new, or empty) for the run's outputs")
     if jax.process_index() > 0:  # a multi-process run: process 0 writes the directory
         return out, cfg, False
     if (out / "config.json").exists():

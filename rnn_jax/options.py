@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from typing import ClassVar
 
 import jax
@@ -13,7 +14,7 @@ import jax
 from rnn_jax import cudnn
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
 from rnn_jax.checkpoints import check_best_by
-from rnn_jax.config import compute_dtype, import_modules, require_at_least_one
+from rnn_jax.config import compute_dtype, flag, from_text, import_modules, require_at_least_one
 from rnn_jax.loop import check_on_nan
 from rnn_jax.optim import default_warmup, make_clipper, make_optimizer, make_schedule
 from rnn_jax.parallel import DEVICE_FLAGS, DeviceOptions
@@ -60,6 +61,10 @@ class TrainingOptions(DeviceOptions):
     """LRU: the largest |lambda| at initialisation"""
     lru_max_phase: float = 6.283
     """LRU: arg lambda uniform in [0, max_phase] at initialisation"""
+    cell_option: tuple[str, ...] = ()
+    """options of the cells' own dataclasses, NAME=VALUE ... (e.g. --cell-option leak=0.3 for the README's
+    LeakyRNN, --cell-option forget_bias=2 variant=CIFG): typed and checked by each cell, which takes those it
+    has; one that none of the selected cells has is an error"""
     lstm_variant: str = "standard"
     """LSTM structure (Greff et al. 2017): standard | vanilla | NIG | NFG | NOG | NIAF | NOAF | NP | CIFG | FGR | 1997"""
     gru_form: str = "reset_after"
@@ -106,7 +111,8 @@ class TrainingOptions(DeviceOptions):
     (0: off; its value is logged as flow_regularizer)"""
     spectrum: int = 0
     """with each gradient-flow measurement, the K leading Lyapunov exponents of every layer's state-to-state
-    Jacobians (0: none; each layer's gate statistics are recorded either way)"""
+    Jacobians (0: none; each layer's gate statistics are recorded either way); at most the state's size (an
+    experiment's default takes all of a smaller state's)"""
     on_nan: str = "stop"
     """a step whose loss or gradient is NaN/Inf: stop (the run ends there, with that step's gradient-flow
     profile saved) | skip (no update; counted and logged)"""
@@ -169,25 +175,68 @@ class TrainingOptions(DeviceOptions):
         )
 
     def make_cell(self, name: str) -> Cell:
-        """The cell `name` with the options these flags set (each cell takes those it has)."""
+        """The cell `name` with the options the flags and --cell-option set (each cell takes those it has)."""
         if name not in CELLS:
             raise ValueError(f"unknown cell {name!r}; choose one of: {', '.join(CELLS)}")
         if self.lstm_variant not in LSTM_VARIANTS:
             raise ValueError(f"unknown --lstm-variant {self.lstm_variant!r}; choose one of: {', '.join(LSTM_VARIANTS)}")
-        options = dict(
-            recurrent_init=self.recurrent_init,
-            recurrent_scale=self.recurrent_scale,
-            activation=self.activation,
-            forget_bias=self.forget_bias,
-            variant=self.lstm_variant,
-            chrono_init=self.chrono_init,
-            r_min=self.lru_r_min,
-            r_max=self.lru_r_max,
-            max_phase=self.lru_max_phase,
-            reset_after=self.gru_form == "reset_after",
-        )
-        fields = {f.name for f in dataclasses.fields(CELLS[name])}
-        return make_cell(name, **{k: v for k, v in options.items() if k in fields})
+        hints = cell_fields(CELLS[name])
+        options = {k: v for k, v in self.flag_cell_options().items() if k in hints}
+        for option, text in self.cell_options().items():
+            if option in hints:
+                try:
+                    options[option] = from_text(hints[option], text)
+                except ValueError as error:
+                    raise ValueError(f"--cell-option {option}={text}: {name}'s {option}: {error}") from error
+        return make_cell(name, **options)
+
+    def flag_cell_options(self) -> dict:
+        """{cell option: value} of the flags that set cell options (see `CELL_OPTION_FLAGS`)."""
+        values = {option: getattr(self, flag) for option, flag in CELL_OPTION_FLAGS.items()}
+        return {**values, "reset_after": self.gru_form == "reset_after"}
+
+    def cell_options(self) -> dict[str, str]:
+        """--cell-option NAME=VALUE ... as {NAME: VALUE text}."""
+        options = {}
+        for item in self.cell_option:
+            name, equals, value = item.partition("=")
+            if not equals or not name.strip().isidentifier():
+                raise ValueError(f"--cell-option {item!r}: expected NAME=VALUE, e.g. leak=0.3")
+            options[name.strip()] = value
+        return options
+
+    def selected_cells(self) -> tuple[str, ...]:
+        """The cells this configuration trains (a subclass says which)."""
+        return ()
+
+    def check_against_cells(self) -> None:
+        """What the command line asked of the cells, checked against the selected ones: each cell
+        option given (a flag away from its default, or --cell-option) is one of at least one of
+        them, and --spectrum asks no more exponents than each one's state has."""
+        cells = self.selected_cells()
+        if not cells:
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        given = {
+            option: flag(name) for option, name in CELL_OPTION_FLAGS.items() if getattr(self, name) != defaults[name]
+        }
+        if self.gru_form != defaults["gru_form"]:
+            given["reset_after"] = "--gru-form"
+        given.update({option: f"--cell-option {option}" for option in self.cell_options()})
+        for option, shown in given.items():
+            if not any(option in cell_fields(CELLS[c]) for c in cells):
+                having = [c for c, cls in CELLS.items() if option in cell_fields(cls)]
+                raise ValueError(
+                    f"{shown}: none of the selected cells ({', '.join(cells)}) has the option {option!r}"
+                    + (f"; {', '.join(having)} {'has' if len(having) == 1 else 'have'} it" if having else "")
+                )
+        for name in cells:  # an experiment's default spectrum takes all of a smaller state's exponents
+            exponents = self.make_cell(name).state_size(self.hidden)
+            if self.spectrum > exponents and self.spectrum != defaults["spectrum"]:
+                raise ValueError(
+                    f"--spectrum {self.spectrum}: the {name} state has {exponents} Lyapunov exponents at --hidden "
+                    f"{self.hidden}; ask for at most {exponents}"
+                )
 
     def layer_options(self, cell: Cell) -> dict:
         """Options of the recurrent stack of `cell` (`rnn_jax.layers.RecurrentStack`) set by the flags."""
@@ -217,9 +266,31 @@ class TaskOptions(TrainingOptions):
     def __post_init__(self):
         super().__post_init__()
         self.make_cell(self.cell)
+
+    def selected_cells(self) -> tuple[str, ...]:
+        return (self.cell,)
         if (self.checkpoint is None) != (self.input is None):
             raise ValueError("prediction needs both --checkpoint RUN_DIR and --input ...")
 
+
+def cell_fields(cls: type[Cell]) -> dict:
+    """{option: type} of a cell class: its dataclass fields (not its ClassVars)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+# {cell option: the flag that sets it} (--gru-form sets reset_after); other options: --cell-option
+CELL_OPTION_FLAGS = {
+    "recurrent_init": "recurrent_init",
+    "recurrent_scale": "recurrent_scale",
+    "activation": "activation",
+    "forget_bias": "forget_bias",
+    "variant": "lstm_variant",
+    "chrono_init": "chrono_init",
+    "r_min": "lru_r_min",
+    "r_max": "lru_r_max",
+    "max_phase": "lru_max_phase",
+}
 
 # what a resumed run takes from its command line rather than from its saved config: how long
 # and where it runs, not what it trains

@@ -82,6 +82,8 @@ def test_your_own_cell_from_the_readme_trains_in_the_main_job(tmp_path):
             str(tmp_path / "my_cell.py"),
             "--cells",
             "leaky",
+            "--cell-option",
+            "leak=0.3",
             "--seq-len",
             "6",
             "--hidden",
@@ -96,7 +98,9 @@ def test_your_own_cell_from_the_readme_trains_in_the_main_job(tmp_path):
             str(tmp_path / "run"),
         ]
     )
-    record = json.loads((tmp_path / "run" / "results.json").read_text())["cells"]["leaky"]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["cell_option"] == ["leak=0.3"]  # the run's own config sets the cell's option
+    record = results["cells"]["leaky"]
     assert record["status"] == {"0": "completed"} and np.all(np.asarray(record["grad_norm_by_lag"]["2"]) > 0)
     cell = make_cell("leaky", leak=0.3)
     params = cell.init(jax.random.key(0), 3, 4)

@@ -128,6 +128,40 @@ def test_bad_flags_are_usage_errors(flags, message, capsys):
     assert exit_info.value.code == 2 and message in usage_error(capsys)
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cells", "rnn", "--chrono-init", "100"], "--chrono-init: none of the selected cells (rnn) has the option"),
+        (["--cells", "lstm", "--cell-option", "activation=relu"], "--cell-option activation: none of the selected"),
+        (["--cells", "rnn", "--gru-form", "reset_before"], "--gru-form: none of the selected cells (rnn)"),
+        (["--cells", "gru", "--hidden", "8", "--spectrum", "9"], "the gru state has 8 Lyapunov exponents"),
+        (["--cells", "lstm", "--hidden", "8", "--spectrum", "17"], "the lstm state has 16 Lyapunov exponents"),
+    ],
+)
+def test_an_option_no_selected_cell_has_is_an_error(flags, message, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        gradient_flow.main([*flags, "--out", str(tmp_path / "run")])
+    assert str(exit_info.value.code).startswith("error: ") and message in str(exit_info.value.code)
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_cell_options_are_typed_by_the_cell(capsys):
+    cfg = gradient_flow.Config(cells=("rnn", "lstm"), cell_option=("activation=relu", "forget_bias=2"))
+    assert cfg.make_cell("rnn").activation == "relu" and cfg.make_cell("lstm").forget_bias == 2.0
+    cfg.check_against_cells()  # each option is one of some selected cell
+    for bad, message in (("forget_bias=high", "lstm's forget_bias: expected a float"), ("forget_bias", "NAME=VALUE")):
+        with pytest.raises(SystemExit):
+            gradient_flow.main(["--cells", "lstm", "--cell-option", bad])
+        assert message in usage_error(capsys)
+
+
+def test_out_naming_a_file_is_an_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        gradient_flow.main([*TINY, "--out", str(tmp_path / "file")])
+    assert "is a file; give a folder" in str(exit_info.value.code)
+
+
 def test_synthetic_tasks():
     adding = synthetic.adding_batch(jax.random.key(0), 2000, 30)
     assert adding["inputs"].shape == (2000, 30, 2)

@@ -201,6 +201,11 @@ class Cell:
     def zero_carry(self, batch_shape: tuple[int, ...], hidden_size: int, dtype=jnp.float32) -> Carry:
         return jnp.zeros((*batch_shape, hidden_size), dtype)
 
+    def state_size(self, hidden_size: int) -> int:
+        """Numbers in one sequence's carry: the dimension of the state, so the count of its
+        Lyapunov exponents (an LSTM's (c, h): 2 * hidden_size)."""
+        return sum(leaf.size for leaf in jax.tree.leaves(jax.eval_shape(lambda: self.zero_carry((), hidden_size))))
+
     @staticmethod
     def hidden(carry: Carry) -> Array:
         """The hidden state h_t inside a carry."""
