@@ -42,6 +42,7 @@ from flax import nnx
 
 from experiments import cli
 from rnn_jax import plots
+from rnn_jax.choices import check_choice
 from rnn_jax.config import prepare_run_dir
 from rnn_jax.data import corpora, tasks
 from rnn_jax.data.batches import shuffled_batches
@@ -91,8 +92,8 @@ class Config(TaskOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data is None and self.series not in SERIES:
-            raise ValueError(f"unknown --series {self.series!r}; choose one of: {', '.join(SERIES)}")
+        if self.data is None:
+            check_choice("--series", self.series, SERIES)
         if self.data is not None and (self.column is None or self.holdout is None):
             raise ValueError("--data needs --column and --holdout (and --period, if the series has seasons)")
         if self.season < 0:

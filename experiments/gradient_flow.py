@@ -33,6 +33,7 @@ from flax import nnx
 from experiments import cli
 from rnn_jax import plots
 from rnn_jax.cells import CELLS
+from rnn_jax.choices import check_choice
 from rnn_jax.config import prepare_run_dir, require_at_least_one
 from rnn_jax.data import synthetic, text
 from rnn_jax.experiment import fit, write_results
@@ -86,11 +87,11 @@ class Config(TrainingOptions):
         # "rnn,lstm" and ("rnn", "lstm") alike (idempotent, so a saved config reloads unchanged)
         self.cells = tuple(name.strip() for part in self.cells for name in part.split(",") if name.strip())
         super().__post_init__()
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
-        unknown = [c for c in self.cells if c not in CELLS]
-        if unknown or not self.cells:
-            raise ValueError(f"--cells: unknown cell(s) {unknown}; choose from: {', '.join(CELLS)}")
+        check_choice("task", self.task, TASKS)
+        if not self.cells:
+            raise ValueError(f"--cells: name at least one of: {', '.join(CELLS)}")
+        for cell in self.cells:
+            check_choice("cell", cell, CELLS)
         require_at_least_one(self, ("seq_len", "seeds", "eval_batches"))
 
     def selected_cells(self) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import cli
+from rnn_jax.choices import check_choice
 from rnn_jax.config import prepare_run_dir
 from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.tables import load_table, require_columns
@@ -59,8 +60,8 @@ class Config(TaskOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data is None and self.dataset not in SKLEARN_DATASETS:
-            raise ValueError(f"unknown --dataset {self.dataset!r}; choose one of: {', '.join(SKLEARN_DATASETS)}")
+        if self.data is None:
+            check_choice("--dataset", self.dataset, SKLEARN_DATASETS)
 
 
 def load_features(cfg: Config) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -11,14 +11,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rnn_jax.choices import check_choice
 from rnn_jax.train import TrainState, step_number
 
 BEST_BY = {"loss": "min", "accuracy": "max"}  # validation metric -> which end is best
 
 
 def check_best_by(best_by: str) -> str:
-    if best_by not in BEST_BY:
-        raise ValueError(f"unknown best_by {best_by!r} (--best-by); choose one of: {', '.join(BEST_BY)}")
+    check_choice("--best-by", best_by, BEST_BY)
     return best_by
 
 

@@ -24,6 +24,7 @@ import jaxlib
 import optax
 
 from rnn_jax import compilation, host
+from rnn_jax.choices import check_choice
 
 # --dtype: the dtype of the recurrent matmuls. Parameters, optimizer state, carried states and
 # gate arithmetic stay float32 (`rnn_jax.cells.matmul` accumulates in float32): a long
@@ -33,9 +34,7 @@ COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 def compute_dtype(name: str):
     """The `compute_dtype` of `rnn_jax.layers.Recurrent` for a --dtype name (None: float32)."""
-    if name not in COMPUTE_DTYPES:
-        raise ValueError(f"unknown --dtype {name!r}; choose one of: {', '.join(COMPUTE_DTYPES)}")
-    return COMPUTE_DTYPES[name]
+    return COMPUTE_DTYPES[check_choice("--dtype", name, COMPUTE_DTYPES)]
 
 
 def flag(name: str) -> str:

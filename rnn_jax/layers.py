@@ -19,6 +19,7 @@ from flax import nnx
 
 from rnn_jax import recurrence
 from rnn_jax.cells import Carry, Cell
+from rnn_jax.choices import check_choice
 
 Array = jax.Array
 
@@ -286,8 +287,7 @@ class SequenceModel(nnx.Module):
         rngs: nnx.Rngs,
         **layer_options,
     ):
-        if readout not in READOUTS:
-            raise ValueError(f"unknown readout {readout!r}; choose one of: {', '.join(READOUTS)}")
+        check_choice("readout", readout, READOUTS)
         self.readout = readout
         if (vocab_size is None) == (input_size is None):
             raise ValueError("give exactly one of vocab_size (token inputs) or input_size (real-valued inputs)")

@@ -22,6 +22,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from rnn_jax.checkpoints import Checkpoints
+from rnn_jax.choices import check_choice
 from rnn_jax.history import History
 from rnn_jax.logs import MetricsLog
 from rnn_jax.parallel import DataParallel, is_primary
@@ -31,9 +32,7 @@ ON_NAN = ("stop", "skip")
 
 
 def check_on_nan(on_nan: str) -> str:
-    if on_nan not in ON_NAN:
-        raise ValueError(f"unknown on_nan {on_nan!r} (--on-nan); choose one of: {', '.join(ON_NAN)}")
-    return on_nan
+    return check_choice("--on-nan", on_nan, ON_NAN)
 
 
 @dataclasses.dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import optax
 
+from rnn_jax.choices import check_choice
+
 OPTIMIZERS = {"adam": optax.adam, "adamw": optax.adamw, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
 SCHEDULES = ("constant", "cosine", "linear")
 
@@ -24,8 +26,7 @@ def make_schedule(
 ) -> optax.Schedule:
     """Linear warm-up from 0 over `warmup_steps`, then constant, or a cosine / linear decay to
     `final_fraction * learning_rate` at `total_steps`."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    check_choice("schedule", schedule, SCHEDULES)
     if learning_rate <= 0 or warmup_steps < 0:
         raise ValueError(f"need learning_rate > 0 and warmup_steps >= 0, got {learning_rate}, {warmup_steps}")
     if total_steps is not None and warmup_steps and warmup_steps >= total_steps:
@@ -49,9 +50,7 @@ def make_schedule(
 
 def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
     """An optax optimizer by name; `learning_rate` is a float or an optax schedule."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](learning_rate)
+    return OPTIMIZERS[check_choice("optimizer", name, OPTIMIZERS)](learning_rate)
 
 
 def make_clipper(clip_norm: float | None = None, clip_value: float | None = None) -> optax.GradientTransformation:

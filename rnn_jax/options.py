@@ -14,6 +14,7 @@ import jax
 from rnn_jax import cudnn
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
 from rnn_jax.checkpoints import check_best_by
+from rnn_jax.choices import check_choice
 from rnn_jax.config import compute_dtype, flag, from_text, import_modules, require_at_least_one
 from rnn_jax.loop import check_on_nan
 from rnn_jax.optim import default_warmup, make_clipper, make_optimizer, make_schedule
@@ -176,10 +177,8 @@ class TrainingOptions(DeviceOptions):
 
     def make_cell(self, name: str) -> Cell:
         """The cell `name` with the options the flags and --cell-option set (each cell takes those it has)."""
-        if name not in CELLS:
-            raise ValueError(f"unknown cell {name!r}; choose one of: {', '.join(CELLS)}")
-        if self.lstm_variant not in LSTM_VARIANTS:
-            raise ValueError(f"unknown --lstm-variant {self.lstm_variant!r}; choose one of: {', '.join(LSTM_VARIANTS)}")
+        check_choice("cell", name, CELLS)
+        check_choice("--lstm-variant", self.lstm_variant, LSTM_VARIANTS)
         hints = cell_fields(CELLS[name])
         options = {k: v for k, v in self.flag_cell_options().items() if k in hints}
         for option, text in self.cell_options().items():

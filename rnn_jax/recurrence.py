@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from rnn_jax import cudnn
 from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype, matmul, matmul_transposed
+from rnn_jax.choices import check_choice
 
 Array = jax.Array
 
@@ -151,16 +152,14 @@ def run(
     if compute_dtype is not None:
         params = cast_params(params, compute_dtype)
 
-    if backprop not in BACKPROPS:
-        raise ValueError(f"unknown backprop {backprop!r}; choose one of: {', '.join(BACKPROPS)}")
+    check_choice("backprop", backprop, BACKPROPS)
     if isinstance(remat, bool) or remat in (0, 1):
         segment = None
     elif isinstance(remat, int) and remat > 1:
         segment = remat
     else:
         raise ValueError(f"remat must be a bool or a segment length >= 1, got {remat!r}")
-    if scan not in SCANS:
-        raise ValueError(f"unknown scan {scan!r}; choose one of: {', '.join(SCANS)}")
+    check_choice("scan", scan, SCANS)
     if scan == "parallel" and not cell.linear:
         raise ValueError(
             f"a parallel scan needs a recurrence linear in the carry; {cell.name} is not (use scan='sequential')"

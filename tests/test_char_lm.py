@@ -157,7 +157,7 @@ def test_hf_dataset_path_with_a_local_dataset(tmp_path):
         (["--schedule", "cosine", "--warmup", "10", "--steps", "5"], "--warmup 10 must be below --steps 5"),
         (["--devices", "0"], "--devices must be >= 1"),
         (["--dtype", "float16"], "unknown --dtype 'float16'"),
-        (["--on-nan", "ignore"], "unknown on_nan 'ignore' (--on-nan)"),
+        (["--on-nan", "ignore"], "unknown --on-nan 'ignore'; choose one of: stop, skip"),
         (["--coordinator", "localhost:1234"], "needs --num-processes N and --process-id I"),
         (
             ["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"],

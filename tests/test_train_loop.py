@@ -144,7 +144,7 @@ def test_skipped_steps_update_nothing():
     state, halting_step, _ = _setup(dropout=0.0)  # halt_on_nan=True: it would silently stop training
     with pytest.raises(ValueError, match="needs a train step made with make_train_step"):
         train_loop(state, train_step=halting_step, get_batch=_poisoned({5}), loop=LoopConfig(steps=10, on_nan="skip"))
-    with pytest.raises(ValueError, match="unknown on_nan 'ignore'"):
+    with pytest.raises(ValueError, match="unknown --on-nan 'ignore'"):
         LoopConfig(steps=1, on_nan="ignore")
 
 
@@ -184,7 +184,7 @@ def test_best_checkpoint_by_accuracy(tmp_path):
     with pytest.raises(ValueError, match="no 'accuracy' to pick the best checkpoint by"):
         checkpoints.save(state.replace(step=jnp.asarray(4)), {}, eval_metrics={"loss": 0.1})
     checkpoints.close()
-    with pytest.raises(ValueError, match="unknown best_by"):
+    with pytest.raises(ValueError, match="unknown --best-by"):
         Checkpoints(tmp_path / "other", best_by="f1")
 
 

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.choices import check_choice
+
 Array = jax.Array
 Params = dict[str, Array]
 Carry = Any  # an array h (RNN, GRU) or a NamedTuple of arrays (LSTM: LSTMState(c, h))
@@ -28,12 +30,6 @@ INPUT_INITS: dict[str, Callable[..., Array]] = {
 }
 
 RECURRENT_INITS = ("orthogonal", "identity", "normal")
-
-
-def check_choice(kind: str, value: str, allowed) -> str:
-    if value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(allowed)}")
-    return value
 
 
 def _spectral_radius(w: Array) -> Array:
@@ -232,9 +228,7 @@ def make_cell(name: str, **options) -> Cell:
     """A cell by name (``"rnn"``, ``"lstm"``, ``"gru"``) with its options, e.g.
     ``make_cell("gru", reset_after=False)`` or ``make_cell("rnn", activation="relu",
     recurrent_init="identity")``."""
-    cls = CELLS.get(name)
-    if cls is None:
-        raise ValueError(f"unknown cell {name!r}; choose one of: {', '.join(CELLS)}")
+    cls = CELLS[check_choice("cell", name, CELLS)]
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
