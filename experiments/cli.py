@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import tyro
 
 from rnn_jax import compilation, keep_freed_memory
+from rnn_jax.config import config_from_json
 
 TRACEBACK_ENV = "RNN_JAX_TRACEBACK"
 
@@ -55,4 +56,7 @@ def main(
         if predict is not None and cfg.checkpoint:
             print(predict(cfg.checkpoint, cfg.input))
             return
-        print(summary(cfg, run(cfg)))
+        results = run(cfg)
+        if cfg.resume and "config" in results:  # the run's own config (--resume takes it from its folder)
+            cfg = config_from_json(type(cfg), results["config"])
+        print(summary(cfg, results))

@@ -4,6 +4,8 @@ the synthetic tasks and the text loader it uses."""
 import csv
 import json
 import math
+import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -96,6 +98,22 @@ def test_resume_of_a_finished_run_reproduces_it(adding_run, capsys):
 
 
 @pytest.mark.slow
+def test_a_run_folder_of_earlier_code_resumes_exactly(tmp_path, capsys):
+    """tests/data/run_bc7a44a: a GRU run written by the code of commit bc7a44a (4 steps,
+    evaluation, flow and spectra every 2), its last checkpoint (step 4) removed. Resumed by
+    today's code from step 2, it ends where that run ended: the same losses, profiles, spectra."""
+    folder = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "data" / "run_bc7a44a", folder)
+    gradient_flow.main(["--resume", str(folder)])
+    assert "T=6, hidden 4, 4 steps" in capsys.readouterr().out  # the summary of the run's own config
+    resumed = json.loads((folder / "results.json").read_text())["cells"]["gru"]
+    whole = json.loads((folder / "results_of_the_whole_run.json").read_text())["cells"]["gru"]
+    assert resumed["seeds"]["0"]["train"] == whole["seeds"]["0"]["train"]
+    assert resumed["seeds"]["0"]["eval"] == whole["seeds"]["0"]["eval"]
+    for key in ("grad_norm_by_lag", "grad_norm_by_step", "lyapunov", "final_eval_loss"):
+        assert resumed[key] == whole[key], key
+
+
 @pytest.mark.parametrize("task", ["copy", "charlm"])
 def test_other_tasks_run(tmp_path, task):
     gradient_flow.main([*TINY, "--task", task, "--cells", "lstm", "--out", str(tmp_path / task)])
