@@ -90,7 +90,10 @@ def fit(
         states.append(state)
     state = parallel.place_state(stack_seeds(states) if stacked else states[0])
     if cfg.steps == 0:  # the gradient-flow profile at initialisation only
-        _, flow = make_flow_probe(graphdef, loss_fn, spectrum=cfg.spectrum, seeds=stacked)(state.params, get_batch(0))
+        probe = make_flow_probe(
+            graphdef, loss_fn, spectrum=cfg.spectrum, seeds=stacked, measurements=cfg.measurements()
+        )
+        _, flow = probe(state.params, get_batch(0))
         return Fitted(graphdef, state, state.params, History(flow={0: to_python(flow)}, status="completed"), 0.0)
     checkpoints = Checkpoints(out / "checkpoints" / name, keep=cfg.keep, best_by=cfg.best_by)
     state, history = _resume(checkpoints, state, extra, f"{out / name}")
@@ -105,6 +108,7 @@ def fit(
                 clipper=clipper,
                 stateful=stateful,
                 measure_flow=measure_flow,
+                measurements=cfg.measurements(),
                 spectrum=cfg.spectrum,
                 flow_regularizer=cfg.flow_regularizer,
                 halt_on_nan=cfg.on_nan == "stop",

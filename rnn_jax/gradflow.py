@@ -70,13 +70,16 @@ def grads_and_flow(
     *,
     initial_carries=None,
     long_range: bool = True,
+    measurements: tuple = (),
 ) -> tuple[LossOutput, nnx.State, dict]:
     """The loss, parameter gradient and gradient-flow norms from one forward pass.
 
     Returns (loss output, grads, flow) where flow holds
       ``by_step``: {key: (time,)}  ||dL/dh_t||, L the training loss;
       ``by_lag``:  {key: (time,)}  ||dL_T/dh_{T-k}|| at entry k (k = 0 is the last step),
-                   L_T the loss output's `final_step_loss` (only with `long_range`).
+                   L_T the loss output's `final_step_loss` (only with `long_range`);
+      ``measurements``: {name: fn(model, batch, state gradients)} for each (name, fn) of
+                   `measurements` (`rnn_jax.measurements`), if any.
     """
     out, pullback, final_is_loss = loss_and_pullback(
         loss_fn, graphdef, params, batch, dropout_key, initial_carries=initial_carries
@@ -84,6 +87,8 @@ def grads_and_flow(
     model = nnx.merge(graphdef, params)
     grads, probe_grads = pullback(1.0, 0.0)
     flow = {"by_step": probe_norms(model, probe_grads)}
+    if measurements:
+        flow["measurements"] = {name: measure(model, batch, probe_grads) for name, measure in measurements}
     if long_range:
         final_probe_grads = probe_grads if final_is_loss else pullback(0.0, 1.0)[1]
         flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_probe_grads).items()}

@@ -17,6 +17,7 @@ from rnn_jax.checkpoints import check_best_by
 from rnn_jax.choices import check_choice
 from rnn_jax.config import compute_dtype, flag, from_text, import_modules, require_at_least_one
 from rnn_jax.loop import check_on_nan
+from rnn_jax.measurements import MEASUREMENTS
 from rnn_jax.optim import default_warmup, make_clipper, make_optimizer, make_schedule
 from rnn_jax.parallel import DEVICE_FLAGS, DeviceOptions
 from rnn_jax.recurrence import SCANS
@@ -114,6 +115,10 @@ class TrainingOptions(DeviceOptions):
     """with each gradient-flow measurement, the K leading Lyapunov exponents of every layer's state-to-state
     Jacobians (0: none; each layer's gate statistics are recorded either way); at most the state's size (an
     experiment's default takes all of a smaller state's)"""
+    measure: tuple[str, ...] = ()
+    """your own measurements (registered with rnn_jax.measurements.register_measurement, e.g. in a file given
+    to --imports), computed inside the training step with every gradient-flow measurement and recorded beside
+    it (flow.measurements in the history and results.json)"""
     on_nan: str = "stop"
     """a step whose loss or gradient is NaN/Inf: stop (the run ends there, with that step's gradient-flow
     profile saved) | skip (no update; counted and logged)"""
@@ -152,6 +157,8 @@ class TrainingOptions(DeviceOptions):
         if self.gru_form not in GRU_FORMS:
             raise ValueError(f"--gru-form must be one of {', '.join(GRU_FORMS)}, got {self.gru_form!r}")
         check_best_by(self.best_by)
+        for name in self.measure:
+            check_choice("measurement", name, MEASUREMENTS)
         check_on_nan(self.on_nan)
         compute_dtype(self.dtype)
         self.make_training()  # validates optimizer, schedule, warm-up and clipping
@@ -188,6 +195,10 @@ class TrainingOptions(DeviceOptions):
                 except ValueError as error:
                     raise ValueError(f"--cell-option {option}={text}: {name}'s {option}: {error}") from error
         return make_cell(name, **options)
+
+    def measurements(self) -> tuple:
+        """((name, fn), ...) of --measure, for `make_train_step`."""
+        return tuple((name, MEASUREMENTS[name]) for name in self.measure)
 
     def flag_cell_options(self) -> dict:
         """{cell option: value} of the flags that set cell options (see `CELL_OPTION_FLAGS`)."""

@@ -114,6 +114,7 @@ def make_train_step(
     halt_on_nan: bool = True,
     stateful: bool = False,
     seeds: bool = False,
+    measurements: tuple = (),
 ):
     """A jitted `step(state, batch) -> (state, StepOutput)`; `state` is donated.
 
@@ -137,6 +138,9 @@ def make_train_step(
 
     `seeds`: independent models trained in one step, `jax.vmap` over a leading seed axis of
     the state (`rnn_jax.seeds.stack_seeds`), the batch and every output.
+
+    `measurements`: ((name, fn), ...), your own measurements on flow-measuring steps, each
+    ``fn(model, batch, state_grads)`` (`rnn_jax.measurements`), in ``flow["measurements"]``.
     """
     clipper = clipper or optax.identity()
 
@@ -159,7 +163,7 @@ def make_train_step(
         flow = None
         if measure_flow:
             out, grads, flow = gradflow.grads_and_flow(
-                loss_fn, graphdef, state.params, batch, dropout_key, initial_carries=carries
+                loss_fn, graphdef, state.params, batch, dropout_key, initial_carries=carries, measurements=measurements
             )
             dynamics = measure_dynamics(graphdef, state.params, batch, spectrum, carries)
             if dynamics is not None:
@@ -214,13 +218,16 @@ def make_flow_probe(
     *,
     spectrum: int | None = None,
     seeds: bool = False,
+    measurements: tuple = (),
 ):
     """A jitted `probe(params, batch, carries=None) -> (loss, flow)`: the gradient-flow
     measurement alone (with the dynamics as in `make_train_step`), without an update (e.g. of a
     model at initialisation or after training); `seeds`: vmapped over stacked seeds."""
 
     def probe(params, batch, carries=None):
-        out, _, flow = gradflow.grads_and_flow(loss_fn, graphdef, params, batch, None, initial_carries=carries)
+        out, _, flow = gradflow.grads_and_flow(
+            loss_fn, graphdef, params, batch, None, initial_carries=carries, measurements=measurements
+        )
         dynamics = measure_dynamics(graphdef, params, batch, spectrum, carries)
         if dynamics is not None:
             flow["dynamics"] = dynamics

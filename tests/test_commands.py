@@ -46,10 +46,15 @@ def parse(module_name: str, args: list[str]):
     return cli.parse(module.Config, args, description=module.__doc__)
 
 
-def _readme_cell() -> str:
-    """The README's example of a user's own cell (the code block that registers it)."""
+def _readme_block(registers: str) -> str:
+    """The README's example of a user's own cell or measurement (the code block that calls
+    `registers`)."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    return next(b for b in blocks if "register_cell" in b)
+    return next(b for b in blocks if registers in b)
+
+
+def _readme_cell() -> str:
+    return _readme_block("register_cell")
 
 
 def test_the_readme_code_runs():
@@ -109,6 +114,29 @@ def test_your_own_cell_from_the_readme_trains_in_the_main_job(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
 
 
+def test_your_own_measurement_from_the_readme_is_recorded(tmp_path):
+    """The README's measurement, registered by --imports and named by --measure: computed in the
+    flow steps from the training loss's state gradients (||dL/dh_T|| averaged over the batch is
+    the last entry of the by_step profile, a sum over the batch, divided by the batch size)."""
+    import json
+
+    import numpy as np
+
+    from experiments import gradient_flow
+
+    (tmp_path / "my_measure.py").write_text(_readme_block("register_measurement"))
+    flags = ["--cells", "gru", "lstm", "--seq-len", "6", "--hidden", "4", "--batch", "4", "--steps", "3"]
+    flags += ["--flow-every", "2", "--eval-every", "3", "--spectrum", "0", "--out", str(tmp_path / "run")]
+    gradient_flow.main(["--imports", str(tmp_path / "my_measure.py"), "--measure", "last_step_norm", *flags])
+    cells = json.loads((tmp_path / "run" / "results.json").read_text())["cells"]
+    for cell in ("gru", "lstm"):
+        flows = cells[cell]["seeds"]["0"]["flow"]
+        assert sorted(flows, key=int) == ["0", "2"]
+        for flow in flows.values():
+            (measured,) = flow["measurements"]["last_step_norm"]  # one layer
+            np.testing.assert_allclose(measured, flow["by_step"]["layer0/h"][-1] / 4, rtol=1e-5)
+
+
 def test_the_documents_show_commands():
     modules = {module for _, module, _ in documented_commands()}
     assert {f"experiments.{name}" for name in EXPERIMENTS} <= modules
@@ -120,6 +148,7 @@ def test_documented_command_parses(where, module, args, tmp_path, monkeypatch):
     if "--imports" in args:  # the README's own cell, as a reader would save it beside them
         monkeypatch.chdir(tmp_path)
         (tmp_path / "my_cell.py").write_text(_readme_cell())
+        (tmp_path / "my_measure.py").write_text(_readme_block("register_measurement"))
     try:
         parse(module, args)
     except SystemExit as error:

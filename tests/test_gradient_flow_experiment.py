@@ -138,6 +138,7 @@ def test_profile_at_initialisation_only(tmp_path):
         (["--clip-norm", "1", "--clip-value", "1"], "not both"),
         (["--activation", "gelu"], "unknown activation 'gelu'"),
         (["--optimizer", "lion"], "unknown optimizer 'lion'"),
+        (["--measure", "nope"], "unknown measurement 'nope'"),
     ],
 )
 def test_bad_flags_are_usage_errors(flags, message, capsys):
