@@ -36,6 +36,7 @@ from flax import nnx
 from rnn_jax.cells import accumulation_dtype
 from rnn_jax.layers import param_values
 from rnn_jax.losses import LossFn, LossOutput, apply
+from rnn_jax.recurrence import time_major
 
 Array = jax.Array
 
@@ -150,7 +151,6 @@ def _layer_regularizer(layer, xs, grads, initial_carry):
     params = param_values(layer.forward)
     batch = xs.shape[0]
     carry = cell.zero_carry((batch,), layer.hidden_size, xs.dtype) if initial_carry is None else initial_carry
-    time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
 
     def step(carry, inputs):
         xw_t, v = inputs  # v = dE/d carry_t, the cotangent of this step's output

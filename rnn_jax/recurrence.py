@@ -74,6 +74,11 @@ def cast_params(params: Params, dtype) -> Params:
     return jax.tree.map(lambda p: p.astype(dtype), params)
 
 
+def time_major(tree):
+    """(batch, time, ...) <-> (time, batch, ...) for every leaf: the layout `lax.scan` runs over."""
+    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)
+
+
 def run(
     cell: Cell,
     params: Params,
@@ -184,8 +189,6 @@ def run(
         remat_steps=bool(remat) and segment is None,
         hoist=hoist_inputs,
     )
-    # time-major for the scan: (time, batch, ...)
-    time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
     inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
     if scan == "parallel" or (cell.linear and not remat):  # no step to recompute: remat does not apply
         carry, hs = _linear_scan(

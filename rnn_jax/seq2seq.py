@@ -35,7 +35,7 @@ from flax import nnx
 
 from rnn_jax.cells import Carry, Cell, accumulation_dtype, matmul
 from rnn_jax.layers import RecurrentStack, param_values
-from rnn_jax.recurrence import cast_params, finish_step
+from rnn_jax.recurrence import cast_params, finish_step, time_major
 
 Array = jax.Array
 
@@ -151,7 +151,6 @@ class Decoder(nnx.Module):
                 new_carries.append(new)
             return new_carries, (jnp.concatenate([h, context.astype(h.dtype)], -1), weights)
 
-        time_major = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
         carries, (outputs, weights) = jax.lax.scan(
             step, list(initial_carries), (jnp.arange(time), time_major(xw), mask.T, time_major(probes))
         )
