@@ -85,15 +85,23 @@ def grads_and_flow(
     out, pullback, final_is_loss = loss_and_pullback(
         loss_fn, graphdef, params, batch, dropout_key, initial_carries=initial_carries
     )
+    grads, state_grads = pullback(1.0, 0.0)
     model = nnx.merge(graphdef, params)
-    grads, probe_grads = pullback(1.0, 0.0)
-    flow = {"by_step": probe_norms(model, probe_grads)}
-    if measurements:
-        flow["measurements"] = {name: measure(model, batch, probe_grads) for name, measure in measurements}
-    if long_range:
-        final_probe_grads = probe_grads if final_is_loss else pullback(0.0, 1.0)[1]
-        flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_probe_grads).items()}
+    flow = flow_profiles(model, batch, state_grads, pullback if long_range else None, final_is_loss, measurements)
     return out, grads, flow
+
+
+def flow_profiles(model, batch, state_grads, pullback=None, final_is_loss=False, measurements=()) -> dict:
+    """The flow of `grads_and_flow` from the pieces of `loss_and_pullback`: `state_grads` (the
+    probe gradients of pullback(1, 0)) and, for ``by_lag``, `pullback` itself (None: no long-range
+    profile), which a many-to-one loss (`final_is_loss`) does not run again."""
+    flow = {"by_step": probe_norms(model, state_grads)}
+    if measurements:
+        flow["measurements"] = {name: measure(model, batch, state_grads) for name, measure in measurements}
+    if pullback is not None:
+        final_state_grads = state_grads if final_is_loss else pullback(0.0, 1.0)[1]
+        flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_state_grads).items()}
+    return flow
 
 
 def loss_and_pullback(

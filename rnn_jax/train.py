@@ -144,16 +144,28 @@ def make_train_step(
     """
     clipper = clipper or optax.identity()
 
-    def regularized(params, batch, dropout_key, carries):
-        """The loss's gradient plus `flow_regularizer` times that of Pascanu et al.'s Omega."""
-        out, pullback, _ = gradflow.loss_and_pullback(
+    def with_state_grads(params, batch, dropout_key, carries):
+        """One forward pass and one backward pass of the loss for the parameter gradient, the
+        flow (measured from the same state gradients) and Pascanu et al.'s Omega (whose
+        `flow_regularizer`-weighted gradient is added)."""
+        out, pullback, final_is_loss = gradflow.loss_and_pullback(
             loss_fn, graphdef, params, batch, dropout_key, initial_carries=carries
         )
         grads, state_grads = pullback(1.0, 0.0)
-        omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
-            graphdef, params, batch, state_grads, initial_carries=carries
-        )
-        return out, jax.tree.map(lambda g, r: g + flow_regularizer * r, grads, omega_grads), omega
+        flow = None
+        if measure_flow:
+            model = nnx.merge(graphdef, params)
+            flow = gradflow.flow_profiles(model, batch, state_grads, pullback, final_is_loss, measurements)
+            dynamics = measure_dynamics(graphdef, params, batch, spectrum, carries)
+            if dynamics is not None:
+                flow["dynamics"] = dynamics
+        if flow_regularizer:
+            omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
+                graphdef, params, batch, state_grads, initial_carries=carries
+            )
+            grads = jax.tree.map(lambda g, r: g + flow_regularizer * r, grads, omega_grads)
+            out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
+        return out, grads, flow
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, StepOutput]:
         dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
@@ -161,14 +173,9 @@ def make_train_step(
         if stateful:
             carries = jax.tree.map(lambda c: jnp.where(batch["reset"], jnp.zeros_like(c), c), state.carry)
         flow = None
-        if measure_flow:
-            out, grads, flow = gradflow.grads_and_flow(
-                loss_fn, graphdef, state.params, batch, dropout_key, initial_carries=carries, measurements=measurements
-            )
-            dynamics = measure_dynamics(graphdef, state.params, batch, spectrum, carries)
-            if dynamics is not None:
-                flow["dynamics"] = dynamics
-        elif not flow_regularizer:
+        if measure_flow or flow_regularizer:
+            out, grads, flow = with_state_grads(state.params, batch, dropout_key, carries)
+        else:
 
             def loss(params):
                 out = apply(
@@ -177,9 +184,6 @@ def make_train_step(
                 return out.loss, out
 
             (_, out), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-        if flow_regularizer:
-            out, grads, omega = regularized(state.params, batch, dropout_key, carries)
-            out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
         clipped, _ = clipper.update(grads, clipper.init(state.params))
         updates, opt_state = optimizer.update(clipped, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from rnn_jax import SequenceModel, decay_rate, init_train_state, make_cell, make_flow_probe, make_train_step
+from rnn_jax.gradflow import flow_regularizer
 from rnn_jax.losses import final_step_mse, sequence_cross_entropy
 
 from .conftest import assert_tree_close
@@ -146,6 +147,36 @@ def test_measurement_does_not_change_the_training_step(clip):
     if clip is not None:
         assert float(out_a.clipped_grad_norm) == pytest.approx(1e-3, rel=1e-4)
         assert float(out_a.grad_norm) > 1e-3
+
+
+def test_flow_and_regulariser_share_one_forward_and_backward_pass():
+    """With the flow measured and Pascanu's regulariser on, the step runs the loss's forward and
+    backward scans once (the flow's and the regulariser's state gradients are the same), plus the
+    regulariser's own scans; and measuring changes nothing in the regularised step."""
+    optimizer = optax.adam(1e-2)
+    model = SequenceModel(make_cell("lstm"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, rngs=nnx.Rngs(0))
+    graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
+    batch = _tokens()
+
+    def scans(function, *args):
+        return len(re.findall(r"\bscan\[", str(jax.make_jaxpr(function)(*args))))
+
+    steps = {
+        (flow, weight): make_train_step(graphdef, optimizer, measure_flow=flow, flow_regularizer=weight)
+        for flow, weight in ((True, 0.0), (False, 0.1), (True, 0.1))
+    }
+    counts = {key: scans(step, state, batch) for key, step in steps.items()}
+    regulariser = jax.grad(flow_regularizer, argnums=1)
+    state_grads = model.probes_for(batch)  # any values of the right shapes
+    own = scans(lambda p, g: regulariser(graphdef, p, batch, g), state.params, state_grads)
+    # the flow step: a forward and two backward scans (L and L_T); the regulariser adds only its own
+    assert counts[True, 0.1] == counts[True, 0.0] + own
+    assert counts[False, 0.1] == counts[True, 0.0] - 1 + own  # without the flow: no L_T pass
+    state_a, out_a = steps[False, 0.1](jax.tree.map(jnp.copy, state), batch)
+    state_b, out_b = steps[True, 0.1](state, batch)
+    assert_tree_close(state_a, state_b, atol=1e-7, rtol=1e-6)
+    assert_tree_close(out_a.scalars(), out_b.scalars(), atol=1e-7, rtol=1e-6)
+    assert float(out_b.metrics["flow_regularizer"]) > 0
 
 
 def test_decay_rate_ignores_underflow_and_needs_two_points():
