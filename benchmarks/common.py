@@ -24,7 +24,16 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_jax import SequenceModel, compilation, host, init_train_state, keep_freed_memory, make_cell, make_train_step
+from rnn_jax import (
+    SequenceModel,
+    StepOptions,
+    compilation,
+    host,
+    init_train_state,
+    keep_freed_memory,
+    make_cell,
+    make_train_step,
+)
 from rnn_jax.losses import sequence_cross_entropy
 
 VOCAB = 65
@@ -69,7 +78,7 @@ def train_step_parts(model: nnx.Module, loss_fn, batch: dict, *, measure_flow: b
     """(jitted step, initial TrainState, batch): `make_train_step` of `model` with Adam."""
     optimizer = optax.adam(1e-3)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
-    return make_train_step(graphdef, optimizer, loss_fn, measure_flow=measure_flow), state, batch
+    return make_train_step(graphdef, optimizer, StepOptions(loss_fn, measure_flow=measure_flow)), state, batch
 
 
 def rnn_jax_parts(

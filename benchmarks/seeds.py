@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from benchmarks import common
-from rnn_jax import SequenceModel, init_train_state, make_cell, make_train_step, stack_seeds
+from rnn_jax import SequenceModel, StepOptions, init_train_state, make_cell, make_train_step, stack_seeds
 
 
 def vmapped_step(cell: str, hidden: int, tokens: np.ndarray):
@@ -32,7 +32,7 @@ def vmapped_step(cell: str, hidden: int, tokens: np.ndarray):
         )
         graphdef, state = init_train_state(model, optimizer, jax.random.key(seed))
         states.append(state)
-    step = make_train_step(graphdef, optimizer, seeds=True)  # what experiments.gradient_flow --seeds runs
+    step = make_train_step(graphdef, optimizer, StepOptions(seeds=True))  # what experiments.gradient_flow --seeds runs
     return common.stepper(step, stack_seeds(states), common.char_lm_batch(tokens))
 
 

@@ -21,6 +21,7 @@ from rnn_jax.recurrence import run, run_bidirectional
 from rnn_jax.seeds import split_seeds, stack_seeds
 from rnn_jax.seq2seq import AdditiveAttention, Captioner, Decoder, Seq2Seq
 from rnn_jax.train import (
+    StepOptions,
     StepOutput,
     TrainState,
     init_train_state,
@@ -50,6 +51,7 @@ __all__ = [
     "RecurrentStack",
     "Seq2Seq",
     "SequenceModel",
+    "StepOptions",
     "StepOutput",
     "TrainState",
     "classification_cross_entropy",

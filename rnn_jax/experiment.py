@@ -36,7 +36,7 @@ from rnn_jax.losses import LossFn
 from rnn_jax.options import TrainingOptions
 from rnn_jax.parallel import DataParallel
 from rnn_jax.seeds import stack_seeds
-from rnn_jax.train import TrainState, init_train_state, make_eval_step, make_flow_probe, make_train_step
+from rnn_jax.train import StepOptions, TrainState, init_train_state, make_eval_step, make_flow_probe, make_train_step
 
 
 @dataclasses.dataclass
@@ -99,21 +99,19 @@ def fit(
     state, history = _resume(checkpoints, state, extra, f"{out / name}")
     started = time.time()
     if not history.finished:
+        options = StepOptions(
+            loss_fn,
+            clipper=clipper,
+            spectrum=cfg.spectrum,
+            measurements=cfg.measurements(),
+            flow_regularizer=cfg.flow_regularizer,
+            halt_on_nan=cfg.on_nan == "stop",
+            stateful=stateful,
+            seeds=stacked,
+        )
 
         def step(measure_flow):
-            return make_train_step(
-                graphdef,
-                optimizer,
-                loss_fn,
-                clipper=clipper,
-                stateful=stateful,
-                measure_flow=measure_flow,
-                measurements=cfg.measurements(),
-                spectrum=cfg.spectrum,
-                flow_regularizer=cfg.flow_regularizer,
-                halt_on_nan=cfg.on_nan == "stop",
-                seeds=stacked,
-            )
+            return make_train_step(graphdef, optimizer, dataclasses.replace(options, measure_flow=measure_flow))
 
         state, history = train_loop(
             state,

@@ -158,7 +158,7 @@ class _Run:
         """Record the steps dispatched up to the previous call (done by now: the host never
         waits for the steps it has just dispatched; one small array a step, `StepOutput.packed`).
         `wait`: record every step up to now (before an evaluation, a checkpoint or the end). A NaN stops the seeds
-        concerned (the step already halted them on device, see `make_train_step(halt_on_nan=)`).
+        concerned (the step already halted them on device, see `StepOptions.halt_on_nan`).
         True: none is left."""
         if self.pending:
             self.in_flight.append(self.pending)
@@ -260,7 +260,7 @@ class _Run:
     def skip(self, step, bad) -> None:
         if not np.all(jax.device_get(self.state.active)):  # read only when a step was not finite
             raise ValueError(
-                "on_nan='skip' needs a train step made with make_train_step(..., halt_on_nan=False): this one "
+                "on_nan='skip' needs a train step made with StepOptions(halt_on_nan=False): this one "
                 f"stopped updating at the non-finite step {step}"
             )
         self.history.skipped_steps.append(step if np.ndim(bad) == 0 else [step, np.flatnonzero(bad).tolist()])

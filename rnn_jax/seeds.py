@@ -1,5 +1,5 @@
 """Independent seeds trained together: their train states stacked along a leading axis and
-updated by one `jax.vmap`-ed step (`make_train_step(..., seeds=True)`), each on its own data."""
+updated by one `jax.vmap`-ed step (`StepOptions(seeds=True)`), each on its own data."""
 
 from __future__ import annotations
 

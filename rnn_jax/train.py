@@ -7,6 +7,7 @@ call costs what the XLA computation costs (see benchmarks/train_step.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -101,36 +102,27 @@ def init_train_state(
     return graphdef, state
 
 
-@reused
-def make_train_step(
-    graphdef: nnx.GraphDef,
-    optimizer: optax.GradientTransformation,
-    loss_fn: LossFn = sequence_cross_entropy,
-    *,
-    clipper: optax.GradientTransformation | None = None,
-    measure_flow: bool = False,
-    spectrum: int | None = None,
-    flow_regularizer: float = 0.0,
-    halt_on_nan: bool = True,
-    stateful: bool = False,
-    seeds: bool = False,
-    measurements: tuple = (),
-):
-    """A jitted `step(state, batch) -> (state, StepOutput)`; `state` is donated.
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What a training step computes besides the update (`make_train_step`). Frozen and
+    hashable: equal options (and graphdef and optimizer) give the same jitted step.
 
-    A step whose loss or gradient is not finite updates nothing but ``state.step``; with
-    `halt_on_nan` it also clears ``state.active``, after which no step updates anything (the
-    loop reads the steps' outputs only every few steps, so a diverged run must not train on
-    meanwhile; ``--on-nan skip`` steps leave it set). With
-    `measure_flow`, the output also holds the gradient-flow profile (see
-    `rnn_jax.gradflow.grads_and_flow`), from the same forward pass that produces the gradient;
-    without it, the step contains no probes at all. With `measure_flow` and `spectrum` (not
-    None), also ``flow["dynamics"]``: each layer's `spectrum` leading Lyapunov exponents and its
-    gate statistics on this batch, before the update (`rnn_jax.diagnostics`).
+    `halt_on_nan`: a step whose loss or gradient is not finite updates nothing but
+    ``state.step``; with it, it also clears ``state.active``, after which no step updates
+    anything (the loop reads the steps' outputs only every few steps, so a diverged run must not
+    train on meanwhile; ``--on-nan skip`` steps leave it set).
+
+    `measure_flow`: the output also holds the gradient-flow profile (`rnn_jax.gradflow`), from
+    the same forward and backward pass that produces the gradient; without it (and without the
+    regulariser) the step contains no probes at all. With `spectrum` (not None), also
+    ``flow["dynamics"]``: each layer's `spectrum` leading Lyapunov exponents and its gate
+    statistics on this batch, before the update (`rnn_jax.diagnostics`). `measurements`:
+    ((name, fn), ...), your own measurements on flow-measuring steps, each
+    ``fn(model, batch, state_grads)`` (`rnn_jax.measurements`), in ``flow["measurements"]``.
 
     `flow_regularizer`: the weight of Pascanu et al. (2013)'s vanishing-gradient regulariser
-    (`rnn_jax.gradflow.flow_regularizer`), added to the loss's gradient; its value is reported
-    as ``metrics["flow_regularizer"]``.
+    (`rnn_jax.gradflow.flow_regularizer`), added to the loss's gradient (its value in
+    ``metrics["flow_regularizer"]``), from the same state gradients as the flow.
 
     `stateful`: truncated BPTT over parallel streams. The window starts from `state.carry`
     (zeros where ``batch["reset"]`` is True, i.e. when the streams restart) and its final
@@ -138,11 +130,38 @@ def make_train_step(
 
     `seeds`: independent models trained in one step, `jax.vmap` over a leading seed axis of
     the state (`rnn_jax.seeds.stack_seeds`), the batch and every output.
-
-    `measurements`: ((name, fn), ...), your own measurements on flow-measuring steps, each
-    ``fn(model, batch, state_grads)`` (`rnn_jax.measurements`), in ``flow["measurements"]``.
     """
-    clipper = clipper or optax.identity()
+
+    loss_fn: LossFn = sequence_cross_entropy
+    clipper: optax.GradientTransformation | None = None
+    measure_flow: bool = False
+    spectrum: int | None = None
+    measurements: tuple = ()
+    flow_regularizer: float = 0.0
+    halt_on_nan: bool = True
+    stateful: bool = False
+    seeds: bool = False
+
+
+@reused
+def make_train_step(
+    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, options: StepOptions = StepOptions()
+):
+    """A jitted `step(state, batch) -> (state, StepOutput)` (`state` is donated) that computes
+    what `options` asks (`StepOptions`)."""
+    loss_fn, measure_flow, spectrum, measurements = (
+        options.loss_fn,
+        options.measure_flow,
+        options.spectrum,
+        options.measurements,
+    )
+    flow_regularizer, halt_on_nan, stateful, seeds = (
+        options.flow_regularizer,
+        options.halt_on_nan,
+        options.stateful,
+        options.seeds,
+    )
+    clipper = options.clipper or optax.identity()
 
     def with_state_grads(params, batch, dropout_key, carries):
         """One forward pass and one backward pass of the loss for the parameter gradient, the

@@ -49,14 +49,14 @@ STEPS = """
 import hashlib, json
 import jax, numpy as np, optax
 from flax import nnx
-from rnn_jax import SequenceModel, compilation, init_train_state, make_cell, make_train_step
+from rnn_jax import SequenceModel, StepOptions, compilation, init_train_state, make_cell, make_train_step
 from rnn_jax.data import synthetic
 from rnn_jax.losses import final_step_mse
 
 compilation.enable_cache()
 model = SequenceModel(make_cell("lstm"), hidden_size=16, input_size=2, output_size=1, rngs=nnx.Rngs(0))
 graphdef, state = init_train_state(model, optax.adam(1e-2), jax.random.key(0))
-step = make_train_step(graphdef, optax.adam(1e-2), final_step_mse, measure_flow=True, spectrum=4)
+step = make_train_step(graphdef, optax.adam(1e-2), StepOptions(final_step_mse, measure_flow=True, spectrum=4))
 losses, flows = [], []
 for i in range(3):
     state, out = step(state, synthetic.adding_batch(jax.random.key(i), batch=8, length=20))

@@ -10,7 +10,15 @@ import optax
 import pytest
 from flax import nnx
 
-from rnn_jax import SequenceModel, decay_rate, init_train_state, make_cell, make_flow_probe, make_train_step
+from rnn_jax import (
+    SequenceModel,
+    StepOptions,
+    decay_rate,
+    init_train_state,
+    make_cell,
+    make_flow_probe,
+    make_train_step,
+)
 from rnn_jax.gradflow import flow_regularizer
 from rnn_jax.losses import final_step_mse, sequence_cross_entropy
 
@@ -136,8 +144,8 @@ def test_measurement_does_not_change_the_training_step(clip):
         rngs=nnx.Rngs(0),
     )
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
-    plain = make_train_step(graphdef, optimizer, clipper=clip)
-    measured = make_train_step(graphdef, optimizer, clipper=clip, measure_flow=True)
+    plain = make_train_step(graphdef, optimizer, StepOptions(clipper=clip))
+    measured = make_train_step(graphdef, optimizer, StepOptions(clipper=clip, measure_flow=True))
     batch = _tokens()
     state_a, out_a = plain(jax.tree.map(jnp.copy, state), batch)
     state_b, out_b = measured(state, batch)
@@ -162,7 +170,7 @@ def test_flow_and_regulariser_share_one_forward_and_backward_pass():
         return len(re.findall(r"\bscan\[", str(jax.make_jaxpr(function)(*args))))
 
     steps = {
-        (flow, weight): make_train_step(graphdef, optimizer, measure_flow=flow, flow_regularizer=weight)
+        (flow, weight): make_train_step(graphdef, optimizer, StepOptions(measure_flow=flow, flow_regularizer=weight))
         for flow, weight in ((True, 0.0), (False, 0.1), (True, 0.1))
     }
     counts = {key: scans(step, state, batch) for key, step in steps.items()}

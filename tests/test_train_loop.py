@@ -14,6 +14,7 @@ from rnn_jax import (
     History,
     LoopConfig,
     SequenceModel,
+    StepOptions,
     init_train_state,
     make_cell,
     make_train_step,
@@ -43,8 +44,8 @@ def _setup(hidden=HIDDEN, lr=1e-2, dropout=0.1, halt_on_nan=True):
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
     return (
         state,
-        make_train_step(graphdef, optimizer, halt_on_nan=halt_on_nan),
-        make_train_step(graphdef, optimizer, measure_flow=True, halt_on_nan=halt_on_nan),
+        make_train_step(graphdef, optimizer, StepOptions(halt_on_nan=halt_on_nan)),
+        make_train_step(graphdef, optimizer, StepOptions(measure_flow=True, halt_on_nan=halt_on_nan)),
     )
 
 
@@ -142,7 +143,7 @@ def test_skipped_steps_update_nothing():
     assert_tree_close(skipped.params, reference.params, atol=0, rtol=0)
     assert_tree_close(skipped.opt_state, reference.opt_state, atol=0, rtol=0)
     state, halting_step, _ = _setup(dropout=0.0)  # halt_on_nan=True: it would silently stop training
-    with pytest.raises(ValueError, match="needs a train step made with make_train_step"):
+    with pytest.raises(ValueError, match="needs a train step made with StepOptions"):
         train_loop(state, train_step=halting_step, get_batch=_poisoned({5}), loop=LoopConfig(steps=10, on_nan="skip"))
     with pytest.raises(ValueError, match="unknown --on-nan 'ignore'"):
         LoopConfig(steps=1, on_nan="ignore")
@@ -200,7 +201,7 @@ def test_stateful_windows_continue_the_sequence():
     model = make_model()  # a twin of the one whose (donated) parameters the step consumes
     optimizer = optax.sgd(0.0)  # parameters stay put, so both windows see the same model
     graphdef, state = init_train_state(make_model(), optimizer, jax.random.key(0), stateful_batch=2)
-    step = make_train_step(graphdef, optimizer, stateful=True)
+    step = make_train_step(graphdef, optimizer, StepOptions(stateful=True))
     tokens = DATA[:42].reshape(2, 21)
     windows = [
         {"inputs": tokens[:, k : k + 10], "targets": tokens[:, k + 1 : k + 11], "reset": jnp.asarray(k == 0)}
@@ -238,8 +239,8 @@ def test_stacked_seeds_stop_one_at_a_time():
 
     stacked, history = train_loop(
         stack_seeds([state, state]),
-        train_step=make_train_step(graphdef, optimizer, seeds=True),
-        flow_step=make_train_step(graphdef, optimizer, measure_flow=True, seeds=True),
+        train_step=make_train_step(graphdef, optimizer, StepOptions(seeds=True)),
+        flow_step=make_train_step(graphdef, optimizer, StepOptions(measure_flow=True, seeds=True)),
         get_batch=stacked_batch,
         loop=LoopConfig(steps=6, log_every=1, flow_every=100),
     )
