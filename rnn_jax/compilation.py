@@ -5,7 +5,8 @@ Researchers rerun the same configuration all day (more seeds, a resumed run, the
 grid, the tests in several processes); most of a short run's time is compiling programs that an
 earlier run already compiled. `enable_cache` points JAX's cache at a folder, so that the second
 run reads them from disk: `$RNN_JAX_CACHE`, by default ``~/.cache/rnn_jax/xla``
-(``$XDG_CACHE_HOME/rnn_jax/xla``), ``RNN_JAX_CACHE=off`` for none. Every experiment, benchmark
+(``$XDG_CACHE_HOME/rnn_jax/xla``), ``RNN_JAX_CACHE=off`` for none; inside it, one subfolder per
+jaxlib and kind of processor (`machine_tag`). Every experiment, benchmark
 and the test session call it first. A folder that cannot be used (not creatable, not writable,
 the disk nearly full) gives one warning and a run without it; an entry that cannot be read (a
 damaged file) gives one warning and that program compiled afresh: the cache never fails a run.
@@ -21,7 +22,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import glob
+import hashlib
 import os
+import platform
 import re
 import shutil
 import threading
@@ -30,6 +33,7 @@ import warnings
 from pathlib import Path
 
 import jax
+import jaxlib
 from jax import monitoring
 
 CACHE_ENV = "RNN_JAX_CACHE"
@@ -56,6 +60,19 @@ def default_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnn_jax" / "xla"
 
 
+def machine_tag() -> str:
+    """The subfolder of the cache for this jaxlib and processor: XLA compiles for the host's
+    instruction set, and its loader rejects (with an error line) an executable compiled where
+    the CPU had features this one lacks, so a home folder shared by different machines (a
+    cluster's nodes) keeps one cache per kind of machine, as does an upgraded jaxlib."""
+    features = platform.processor()
+    with contextlib.suppress(OSError):
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        features = next((line for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))), features)
+    digest = hashlib.sha256(features.encode()).hexdigest()[:10]
+    return f"jaxlib{jaxlib.__version__}-{platform.machine()}-{digest}"
+
+
 def enable_cache(folder: str | Path | None = None) -> Path | None:
     """Turn JAX's persistent compilation cache on in `folder` (default: `$RNN_JAX_CACHE`, else
     `default_folder()`); ``off`` turns it off. Call before the first compilation. Returns the
@@ -65,7 +82,7 @@ def enable_cache(folder: str | Path | None = None) -> Path | None:
     if folder.strip().lower() in OFF:
         status.update(folder=None, state=f"off ({CACHE_ENV}={folder})")
         return None
-    path = Path(folder).expanduser() if folder.strip() else default_folder()
+    path = (Path(folder).expanduser() if folder.strip() else default_folder()) / machine_tag()
     problem = unusable(path)
     if problem:
         status.update(folder=str(path), state=f"unusable: {problem}")

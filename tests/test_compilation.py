@@ -14,6 +14,7 @@ import types
 import warnings
 from pathlib import Path
 
+import jaxlib
 import pytest
 
 from rnn_jax import compilation
@@ -78,6 +79,7 @@ def fresh_process(script: str, cache) -> dict:
 def test_a_step_gives_the_same_bits_cold_and_warm(tmp_path):
     cold = fresh_process(STEPS, tmp_path / "cache")
     warm = fresh_process(STEPS, tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [compilation.machine_tag()]  # one kind of machine
     assert cold["compiled"]["from_cache"] == 0 and cold["compiled"]["programs"] > 0
     assert warm["compiled"]["from_cache"] == warm["compiled"]["programs"] == cold["compiled"]["programs"]
     for key in ("losses", "flows", "params"):
@@ -89,7 +91,7 @@ def test_warm_run_reads_every_program_from_the_cache_and_gives_the_same_numbers(
     cache = tmp_path / "cache"
     cold, _ = experiment("gradient_flow", RUN, cache, tmp_path / "cold")
     warm, stderr = experiment("gradient_flow", RUN, cache, tmp_path / "warm")
-    assert cold["environment"]["compilation_cache"] == {"folder": str(cache), "state": "on"}
+    assert cold["environment"]["compilation_cache"] == {"folder": str(cache / compilation.machine_tag()), "state": "on"}
     compiled_cold, compiled_warm = cold["environment"]["compilations"], warm["environment"]["compilations"]
     assert compiled_cold["programs"] > 20 and compiled_cold["from_cache"] == 0  # and none compiled twice
     assert compiled_warm["from_cache"] == compiled_warm["programs"] == compiled_cold["programs"]
@@ -97,7 +99,7 @@ def test_warm_run_reads_every_program_from_the_cache_and_gives_the_same_numbers(
     assert not cache_warnings(stderr)
 
     # every entry damaged: one warning, the same numbers, and the entries written anew
-    for entry in cache.glob("*-cache"):
+    for entry in cache.glob("*/*-cache"):
         entry.write_bytes(b"not an executable")
     damaged, stderr = experiment("gradient_flow", RUN, cache, tmp_path / "damaged")
     assert damaged["cells"] == cold["cells"]
@@ -156,6 +158,8 @@ def test_off_turns_it_off_and_the_default_is_the_users_cache_folder(tmp_path, mo
     assert compilation.status == {"folder": None, "state": "off (RNN_JAX_CACHE=off)"}
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compilation.default_folder() == tmp_path / "rnn_jax" / "xla"
+    # one subfolder per jaxlib and kind of processor (a home folder shared by different machines)
+    assert compilation.machine_tag().startswith(f"jaxlib{jaxlib.__version__}-")
 
 
 def test_count_counts_the_compilations_of_a_block():
