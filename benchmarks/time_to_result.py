@@ -1,6 +1,6 @@
 """Time to result: the wall time of each command as a user runs it, in a fresh process, cold
 (an empty compilation cache) and warm (run again, reading the cache the cold run filled; see
-rnn_jax.compilation). Rows: the main job, every experiment's --quick, a 4-point ablation grid
+rnn_jax.compilation). Rows: the main job, every experiment's --quick (on its built-in data), a 4-point ablation grid
 and, with --tests, the two test tiers. The commands run one after another, alone on the machine.
 
     python -m benchmarks.time_to_result                      # main job, --quick runs, grid (~10 min)
@@ -11,7 +11,9 @@ and, with --tests, the two test tiers. The commands run one after another, alone
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import pkgutil
 import shlex
 import subprocess
 import sys
@@ -20,7 +22,6 @@ import time
 from pathlib import Path
 
 from benchmarks import common
-from experiments import QUICK_COMMAND_LINES
 from rnn_jax import compilation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +30,17 @@ GRID = "python -m experiments.ablate --quick --grid forget_bias=0.5,2.0"  # x th
 TEST_TIERS = ["pytest -q", "pytest -q -m slow"]
 
 
+def quick_commands() -> list[str]:
+    """Every experiment's --quick run (each module of experiments/ whose Config has QUICK), on
+    its built-in data."""
+    names = sorted(info.name for info in pkgutil.iter_modules([str(ROOT / "experiments")]))
+    modules = [importlib.import_module(f"experiments.{name}") for name in names]
+    return [f"python -m {m.__name__} --quick" for m in modules if getattr(getattr(m, "Config", None), "QUICK", None)]
+
+
 def commands(args) -> list[str]:
     rows = [] if args.quick else [MAIN_JOB]
-    rows += QUICK_COMMAND_LINES
+    rows += quick_commands()
     rows += [] if args.quick else [GRID]
     rows += TEST_TIERS if args.tests else []
     return [c for c in rows if not args.only or any(name in c for name in args.only.split(","))]

@@ -83,6 +83,8 @@ def enable_cache(folder: str | Path | None = None) -> Path | None:
         status.update(folder=None, state=f"off ({CACHE_ENV}={folder})")
         return None
     path = (Path(folder).expanduser() if folder.strip() else default_folder()) / machine_tag()
+    if status["folder"] == str(path) and status["state"] == "on":  # already on here (the tests call every command line)
+        return path
     problem = unusable(path)
     if problem:
         status.update(folder=str(path), state=f"unusable: {problem}")

@@ -7,7 +7,6 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import QUICK_COMMAND_LINES
 from rnn_jax import compilation, keep_freed_memory, make_cell
 
 from . import reference
@@ -24,8 +23,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no data directory at $RNN_JAX_DATA={DATA}")
 
-# every experiment's --quick run, once per session (the `quick_runs` fixture), as a newcomer
-# types it (`--out DIR` added): {experiment: its arguments}
+# every experiment's --quick run, once per session (the `quick_runs` fixture), written as the
+# command line a newcomer types (`--out DIR` added). The char-LM reads Tiny Shakespeare, so the
+# README's samples apply to it.
+QUICK_COMMAND_LINES = [
+    "python -m experiments.gradient_flow --quick",
+    "python -m experiments.ablate --quick",
+    "python -m experiments.char_lm --quick --data tinyshakespeare",
+    "python -m experiments.sentiment --quick",
+    "python -m experiments.tagging --quick",
+    "python -m experiments.translate --quick",
+    "python -m experiments.caption --quick",
+    "python -m experiments.tabular --quick",
+    "python -m experiments.forecast --quick",
+]
+# {experiment: its arguments}
 QUICK_COMMANDS = {
     module.removeprefix("experiments."): arguments
     for _, _, module, *arguments in (line.split() for line in QUICK_COMMAND_LINES)
