@@ -28,6 +28,7 @@ from benchmarks import common
 from experiments import gradient_flow
 from rnn_jax import SequenceModel, make_cell
 from rnn_jax.losses import apply, sequence_cross_entropy
+from rnn_jax.tasks import TASKS as TASK_BUILDERS
 
 TASKS = ("charlm", "adding")
 
@@ -42,7 +43,7 @@ def task_parts(task: str, cell: str, hidden: int, batch: int, seq: int):
             sequence_cross_entropy,
             common.char_lm_batch(common.random_tokens(batch, seq)),
         )
-    adding = gradient_flow.make_task(gradient_flow.Config(task="adding", batch=batch, seq_len=seq))
+    adding = TASK_BUILDERS["adding"](gradient_flow.Config(task="adding", batch=batch, seq_len=seq))
     model = SequenceModel(make_cell(cell), hidden_size=hidden, rngs=nnx.Rngs(0), **adding.model_io)
     return model, adding.loss_fn, adding.batch(jax.random.key(0))
 

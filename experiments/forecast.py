@@ -44,7 +44,7 @@ from experiments import cli
 from rnn_jax import plots
 from rnn_jax.choices import check_choice
 from rnn_jax.config import prepare_run_dir
-from rnn_jax.data import corpora, tasks
+from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.decode import batched_outputs
 from rnn_jax.experiment import finish, fit, load_run
@@ -120,14 +120,14 @@ class Config(TaskOptions):
 
 def load_values(cfg: Config) -> np.ndarray:
     if cfg.data is not None:
-        values = tasks.load_series(cfg.data, cfg.column)
+        values = loaders.load_series(cfg.data, cfg.column)
     else:
         file, column, *_ = SERIES[cfg.series]
         folder = corpora.resolve(cfg.data_dir or "timeseries").location
         path = Path(folder) / file
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: pass --data-dir, the folder of the series' CSV files")
-        values = tasks.load_series(str(path), column)
+        values = loaders.load_series(str(path), column)
     if cfg.log_values:
         if np.nanmin(values) <= 0:
             raise ValueError("--log needs positive values; the series has some <= 0")

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -35,17 +33,14 @@ from rnn_jax import plots
 from rnn_jax.cells import CELLS
 from rnn_jax.choices import check_choice
 from rnn_jax.config import prepare_run_dir, require_at_least_one
-from rnn_jax.data import synthetic, text
 from rnn_jax.experiment import fit, write_results
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.history import History
 from rnn_jax.layers import SequenceModel
-from rnn_jax.losses import LossFn, final_step_mse, sequence_cross_entropy
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
-
-TASKS = ("adding", "copy", "selective_copy", "charlm")
+from rnn_jax.tasks import TASKS, Task, make_task, stacked_batch
 
 
 @dataclasses.dataclass
@@ -53,13 +48,15 @@ class Config(TrainingOptions):
     QUICK: ClassVar[dict] = dict(seq_len=50, hidden=32, steps=200, flow_every=50, eval_every=50)
 
     task: str = "adding"
-    """long-lag task: adding | copy | selective_copy | charlm"""
+    """the task (rnn_jax.tasks): adding | copy | selective_copy | charlm | sentiment | tagging, or one registered
+    by --imports"""
     cells: tuple[str, ...] = ("rnn", "lstm", "gru")
     """the cells to compare (space- or comma-separated): rnn | lstm | gru | mingru | minlstm | lru, or ones
     registered by --imports"""
     seq_len: int = 100
     """T: sequence length (adding), delay (copy: sequences are T + 20), noise length (selective_copy: sequences
-    are T + 1 + --tokens), window (charlm)"""
+    are T + 1 + --tokens), window (charlm), tokens per text, left-padded (sentiment) or words per sentence,
+    right-padded (tagging)"""
     tokens: int = 16
     """selective_copy: data tokens to find among the T steps and copy"""
     seeds: int = 1
@@ -68,8 +65,9 @@ class Config(TrainingOptions):
     eval_batches: int = 4
     """held-out batches per evaluation"""
     data: str | None = None
-    """charlm: a corpus name (tinyshakespeare | stacks_latex | linux_c, from $RNN_JAX_DATA or the hub), a text
-    file or a quoted glob (default: a built-in generated corpus)"""
+    """the task's data: charlm: a corpus name (tinyshakespeare | stacks_latex | linux_c, from $RNN_JAX_DATA or
+    the hub), a text file or a quoted glob (default: a built-in generated corpus); sentiment: labelled texts
+    (default rt_sentence_polarity); tagging: a treebank (default ud_english_ewt)"""
     # this experiment's defaults (measured in docs/gradient-flow.md with them)
     hidden: int = 64
     batch: int = 64
@@ -87,7 +85,7 @@ class Config(TrainingOptions):
         # "rnn,lstm" and ("rnn", "lstm") alike (idempotent, so a saved config reloads unchanged)
         self.cells = tuple(name.strip() for part in self.cells for name in part.split(",") if name.strip())
         super().__post_init__()
-        check_choice("task", self.task, TASKS)
+        check_choice("task", self.task, TASKS)  # after --imports: they may register it
         if not self.cells:
             raise ValueError(f"--cells: name at least one of: {', '.join(CELLS)}")
         for cell in self.cells:
@@ -96,83 +94,6 @@ class Config(TrainingOptions):
 
     def selected_cells(self) -> tuple[str, ...]:
         return self.cells
-
-
-@dataclasses.dataclass(frozen=True)
-class Batches:
-    """A task's batch generator, ``fn(key, *data, **options)``, equal by value (a lambda or a
-    partial is equal only to itself): equal tasks then share one jitted program (`stacked_batch`)
-    across cells and grid points."""
-
-    fn: Callable
-    options: tuple[tuple[str, Any], ...] = ()
-
-    def __call__(self, key, *data):
-        return self.fn(key, *data, **dict(self.options))
-
-
-def batches(fn: Callable, **options) -> Batches:
-    return Batches(fn, tuple(sorted(options.items())))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def stacked_batch(batch: Batches, keys, index, data=()):
-    """Batch `index` of every seed's stream (`keys`: one per seed; `index` traced: no retrace per step)."""
-    return jax.vmap(lambda key: batch(key, *data))(jax.vmap(jax.random.fold_in, (0, None))(keys, index))
-
-
-@dataclasses.dataclass
-class Task:
-    batch: Batches  # key -> batch
-    loss_fn: LossFn
-    model_io: dict  # SequenceModel input/output sizes
-    baseline: float
-    metric: str
-    vocab: str | None = None
-    data: tuple = ()  # arrays `batch` reads (passed to the jitted batch as arguments, not baked into it)
-    eval_data: tuple | None = None  # held-out arrays (default: `data`; synthetic tasks: fresh data)
-
-
-def make_task(cfg: Config) -> Task:
-    if cfg.task == "adding":
-        return Task(
-            batch=batches(synthetic.adding_batch, batch=cfg.batch, length=cfg.seq_len),
-            loss_fn=final_step_mse,
-            model_io=dict(input_size=2, output_size=1),
-            baseline=synthetic.ADDING_BASELINE_MSE,
-            metric="MSE",
-        )
-    if cfg.task == "selective_copy":
-        return Task(
-            batch=batches(synthetic.selective_copy_batch, batch=cfg.batch, length=cfg.seq_len, tokens=cfg.tokens),
-            loss_fn=sequence_cross_entropy,
-            model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
-            baseline=synthetic.selective_copy_baseline(),
-            metric="cross-entropy of the copied tokens (nats)",
-        )
-    if cfg.task == "copy":
-        return Task(
-            batch=batches(synthetic.copy_batch, batch=cfg.batch, delay=cfg.seq_len),
-            loss_fn=sequence_cross_entropy,
-            model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
-            baseline=synthetic.copy_baseline(cfg.seq_len),
-            metric="cross-entropy (nats/step)",
-        )
-    # windows of the first 90% train, of the last 10% evaluate (held-out text)
-    train_text, val_text = text.split_text(text.read_text(cfg.data, seed=cfg.seed))
-    vocab = text.CharVocab.from_text(train_text)
-    val_text = "".join(c for c in val_text if c in set(vocab.chars))
-    train, val = (jax.numpy.asarray(vocab.encode(t)) for t in (train_text, val_text))
-    return Task(
-        batch=batches(text.random_windows, batch=cfg.batch, length=cfg.seq_len),
-        data=(train,),
-        eval_data=(val,),
-        loss_fn=sequence_cross_entropy,
-        model_io=dict(vocab_size=vocab.size, output_size=vocab.size),
-        baseline=float(np.log(vocab.size)),
-        metric="cross-entropy (nats/char)",
-        vocab=vocab.chars,
-    )
 
 
 def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, History]:
@@ -348,7 +269,7 @@ def make_plots(cfg: Config, task: Task, histories: dict[str, dict[int, History]]
 def run(cfg: Config) -> dict:
     """Run (or resume) the experiment described by `cfg`; returns results.json's content."""
     out, cfg, _ = prepare_run_dir(cfg, "gradient_flow", from_command_line=RUNTIME_FLAGS)
-    task = make_task(cfg)
+    task = make_task(cfg.task, cfg)
     started = time.time()
     histories = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
     cells = summarise(cfg, histories)
@@ -356,7 +277,13 @@ def run(cfg: Config) -> dict:
         cfg,
         out,
         {
-            "task": {"name": cfg.task, "metric": task.metric, "baseline": task.baseline, "vocab": task.vocab},
+            "task": {
+                "name": cfg.task,
+                "metric": task.metric,
+                "baseline": task.baseline,
+                "vocab": task.vocab,
+                **task.info,
+            },
             "wall_time_s": time.time() - started,
             "cells": cells,
         },

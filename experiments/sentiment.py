@@ -34,7 +34,7 @@ from flax import nnx
 
 from experiments import cli
 from rnn_jax.config import prepare_run_dir, require_at_least_one
-from rnn_jax.data import corpora, tasks
+from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
@@ -100,7 +100,7 @@ def run(cfg: Config) -> dict:
     out, cfg, _ = prepare_run_dir(cfg, "sentiment", from_command_line=RUNTIME_FLAGS)
     splits = corpora.read(
         cfg.data,
-        lambda source: tasks.load_sentiment(
+        lambda source: loaders.load_sentiment(
             source.location,
             text_column=cfg.text_column,
             label_column=cfg.label_column,
@@ -146,7 +146,7 @@ def run(cfg: Config) -> dict:
 def predict(run_dir: str, text: str) -> str:
     """The class probabilities of `text` under the trained run in `run_dir`."""
     cfg, extra, model = load_run(run_dir, Config, build_model)
-    tokens = tasks.tokenize(text)
+    tokens = loaders.tokenize(text)
     if not tokens:
         raise ValueError("--input holds no word")
     vocab = Vocab(extra["vocab"])

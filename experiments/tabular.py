@@ -6,7 +6,7 @@
     python -m experiments.tabular --checkpoint runs/tabular/RUN --input "13.2,1.78,2.14,11.2,100,2.65,..."
 
 With one step and a zero initial state, the vanilla RNN is exactly a one-hidden-layer MLP,
-y = W_hy tanh(x W_xh + b) + b_y (W_hh multiplies zeros; tests/test_tasks.py checks it); the
+y = W_hy tanh(x W_xh + b) + b_y (W_hh multiplies zeros; tests/test_loaders.py checks it); the
 LSTM and GRU are gated variants of it. This is the note's one-to-one shape, and the baseline
 the other shapes add time to.
 

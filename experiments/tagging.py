@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -31,7 +30,7 @@ from flax import nnx
 
 from experiments import cli
 from rnn_jax.config import prepare_run_dir, require_at_least_one
-from rnn_jax.data import corpora, tasks
+from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.decode import batched_outputs
@@ -39,8 +38,6 @@ from rnn_jax.experiment import finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
-
-SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
 
 
 @dataclasses.dataclass
@@ -70,22 +67,9 @@ class Config(TaskOptions):
 
 
 def load_splits(cfg: Config) -> dict[str, list[tuple[list[str], list[str]]]]:
-    return corpora.read(cfg.data, lambda source: read_treebank(source, cfg.hf_config))
-
-
-def read_treebank(source: corpora.Source, config: str | None) -> dict[str, list[tuple[list[str], list[str]]]]:
-    folder = Path(source.location)
-    if folder.is_dir() and not (folder / "dataset_dict.json").exists():
-        found = {}
-        for split, name in SPLIT_NAMES.items():
-            files = sorted(folder.glob(f"*-{name}.conllu"))
-            if len(files) != 1:
-                raise FileNotFoundError(f"--data {folder}: expected one *-{name}.conllu file there, found {len(files)}")
-            found[split] = tasks.load_conllu(str(files[0]))
-        return found
-    return {
-        split: tasks.load_conllu(source.location, split=split, config=source.config or config) for split in SPLIT_NAMES
-    }
+    return corpora.read(
+        cfg.data, lambda source: loaders.load_treebank(source.location, config=source.config or cfg.hf_config)
+    )
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:

@@ -36,7 +36,7 @@ from flax import nnx
 from experiments import cli
 from rnn_jax import plots
 from rnn_jax.config import prepare_run_dir, require_at_least_one
-from rnn_jax.data import corpora, tasks
+from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import beam_search, greedy
@@ -91,7 +91,7 @@ class Config(TaskOptions):
 def tokenized_pairs(cfg: Config) -> list[tuple[list[str], list[str]]]:
     pairs = corpora.read(
         cfg.data,
-        lambda source: tasks.load_pairs(
+        lambda source: loaders.load_pairs(
             source.location,
             source_column=cfg.source_column,
             target_column=cfg.target_column,
@@ -99,7 +99,7 @@ def tokenized_pairs(cfg: Config) -> list[tuple[list[str], list[str]]]:
         ),
     )
     pairs = [
-        (tasks.tokenize(b), tasks.tokenize(a)) if cfg.reverse else (tasks.tokenize(a), tasks.tokenize(b))
+        (loaders.tokenize(b), loaders.tokenize(a)) if cfg.reverse else (loaders.tokenize(a), loaders.tokenize(b))
         for a, b in pairs
     ]
     kept = [(s, t) for s, t in pairs if 0 < len(s) <= cfg.max_len and 0 < len(t) <= cfg.max_len]
@@ -114,7 +114,7 @@ def split_by_source(pairs, seed: int) -> dict[str, list]:
     for source, target in pairs:
         by_source[tuple(source)].append(target)
     sources = list(by_source)
-    rows = tasks.split_indices(len(sources), seed, (0.9, 0.05, 0.05))
+    rows = loaders.split_indices(len(sources), seed, (0.9, 0.05, 0.05))
     return {s: [(list(sources[i]), by_source[sources[i]]) for i in idx] for s, idx in rows.items()}
 
 
@@ -238,7 +238,7 @@ def plot_attention(model, example, source_vocab, target_vocab, hypothesis, cfg, 
 def predict(run_dir: str, sentence: str) -> str:
     cfg, extra, model = load_run(run_dir, Config, build_model)
     source_vocab, target_vocab = Vocab(extra["source_vocab"]), Vocab(extra["target_vocab"])
-    tokens = tasks.tokenize(sentence)
+    tokens = loaders.tokenize(sentence)
     if not tokens:
         raise ValueError("--input holds no word")
     if len(tokens) > cfg.max_len:

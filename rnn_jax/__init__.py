@@ -20,6 +20,7 @@ from rnn_jax.parallel import DataParallel
 from rnn_jax.recurrence import run, run_bidirectional
 from rnn_jax.seeds import split_seeds, stack_seeds
 from rnn_jax.seq2seq import AdditiveAttention, Captioner, Decoder, Seq2Seq
+from rnn_jax.tasks import TASKS, Task, batches, make_task, register_task
 from rnn_jax.train import (
     StepOptions,
     StepOutput,
@@ -53,7 +54,10 @@ __all__ = [
     "SequenceModel",
     "StepOptions",
     "StepOutput",
+    "TASKS",
+    "Task",
     "TrainState",
+    "batches",
     "classification_cross_entropy",
     "decay_rate",
     "final_step_mse",
@@ -66,8 +70,10 @@ __all__ = [
     "make_flow_probe",
     "make_optimizer",
     "make_schedule",
+    "make_task",
     "make_train_step",
     "recurrent_block",
+    "register_task",
     "run",
     "run_bidirectional",
     "sequence_cross_entropy",

@@ -1,220 +1,114 @@
-"""The task building blocks: vocabularies, padding, the task loaders (local files and a local
-stand-in for the hub), the many-to-one readout, the task losses, and the one-step RNN = MLP
-identity."""
+"""The registry of tasks (`rnn_jax.tasks`): the built-in tasks' batches and held-out data, the
+real-data ones against the corpora read independently, and the errors a user meets."""
 
-import json
+import types
 
-import datasets
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from rnn_jax import SequenceModel, make_cell
-from rnn_jax.data import tasks
-from rnn_jax.data.batches import chunks, pad, shuffled_batches
-from rnn_jax.data.vocab import PAD, UNK, Vocab
-from rnn_jax.gradflow import grads_and_flow
-from rnn_jax.losses import apply, classification_cross_entropy, sequence_cross_entropy, sequence_mse
+from rnn_jax import Task, batches, make_task, register_task
+from rnn_jax.data import corpora, loaders
+from rnn_jax.losses import final_step_mse
+from rnn_jax.tasks import TASKS, label_entropy, random_rows
 
-CONLLU = """# sent_id = 1
-# text = The cat sat.
-1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_
-2\tcat\tcat\tNOUN\tNN\t_\t3\tnsubj\t_\t_
-3\tsat\tsit\tVERB\tVBD\t_\t0\troot\t_\tSpaceAfter=No
-4\t.\t.\tPUNCT\t.\t_\t3\tpunct\t_\t_
-
-# sent_id = 2
-1-2\tdon't\t_\t_\t_\t_\t_\t_\t_\t_
-1\tdo\tdo\tAUX\tVBP\t_\t3\taux\t_\t_
-2\tn't\tnot\tPART\tRB\t_\t3\tadvmod\t_\t_
-3\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\t_
-3.1\tgone\tgo\tVERB\tVBN\t_\t_\t_\t3:conj\t_
-"""
+from .conftest import needs_data
 
 
-def test_vocab_build_encode_decode():
-    vocab = Vocab.build([["a", "b", "a"], ["c", "a", "b"], ["d"]], min_count=2)
-    assert vocab.tokens == (PAD, UNK, "a", "b")
-    np.testing.assert_array_equal(vocab.encode(["b", "zzz", "a"]), [3, 1, 2])
-    assert vocab.decode([2, 3, 0, 0]) == ["a", "b"]
-    labels = Vocab.build([["x", "y"]], specials=(PAD,))
-    with pytest.raises(ValueError, match="not in the vocabulary"):
-        labels.encode(["x", "q"])
-    with pytest.raises(ValueError, match="no token"):
-        Vocab.build([["a"]], min_count=2)
+def options(**values):
+    return types.SimpleNamespace(**{"batch": 4, "seq_len": 12, "seed": 0, "data": None, "tokens": 3, **values})
 
 
-def test_pad_sides_and_truncation():
-    ids, mask = pad([np.array([1, 2, 3]), np.array([4])], 2, side="left")
-    np.testing.assert_array_equal(ids, [[2, 3], [0, 4]])  # left keeps the last tokens
-    np.testing.assert_array_equal(mask, [[True, True], [False, True]])
-    ids, mask = pad([np.array([1, 2, 3]), np.array([4])], 4)
-    np.testing.assert_array_equal(ids, [[1, 2, 3, 0], [4, 0, 0, 0]])
-    np.testing.assert_array_equal(mask.sum(1), [3, 1])
+@pytest.mark.parametrize("name", ["adding", "copy", "selective_copy", "charlm"])
+def test_a_built_in_task_gives_batches_its_model_reads(name):
+    task = make_task(name, options())
+    batch = task.batch(jax.random.key(0), *task.data)
+    assert len(batch["inputs"]) == 4
+    if "vocab_size" in task.model_io:
+        assert int(batch["inputs"].max()) < task.model_io["vocab_size"]
+    else:
+        assert batch["inputs"].shape[-1] == task.model_io["input_size"]
+    assert task.baseline > 0 and task.metric
+    again = task.batch(jax.random.key(0), *task.data)  # a pure function of the key
+    assert all(np.array_equal(batch[k], again[k]) for k in batch)
 
 
-def test_shuffled_batches_cover_each_epoch_and_depend_only_on_the_step():
-    get_batch = shuffled_batches({"x": np.arange(10)}, 3, seed=0)
-    epoch = np.concatenate([np.asarray(get_batch(s)["x"]) for s in range(3)])
-    assert len(set(epoch.tolist())) == 9  # 3 batches of 3 distinct rows; the 10th row waits
-    np.testing.assert_array_equal(get_batch(4)["x"], get_batch(4)["x"])
-    assert [len(c["x"]) for c in chunks({"x": np.arange(10)}, 4)] == [4, 4, 2]
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        shuffled_batches({"x": np.arange(2)}, 3, seed=0)
+def test_charlm_holds_out_the_end_of_the_text_and_decodes_it():
+    task = make_task("charlm", options())
+    (held_out,) = task.eval_data
+    assert len(held_out) < len(task.data[0]) / 8  # the last 10%
+    assert task.decode(task.data[0][:20]) == "".join(task.vocab[int(i)] for i in task.data[0][:20])
 
 
-def test_tokenize():
-    assert tasks.tokenize("It's a GREAT film, isn't it?") == ["it's", "a", "great", "film", ",", "isn't", "it", "?"]
+def test_rows_are_drawn_uniformly_with_replacement():
+    arrays = {"x": np.arange(10), "y": np.arange(10) * 2}
+    rows = random_rows(jax.random.key(0), arrays, batch=20_000)
+    assert np.array_equal(rows["y"], rows["x"] * 2)
+    assert np.abs(np.bincount(np.asarray(rows["x"]), minlength=10) / 20_000 - 0.1).max() < 0.01
 
 
-def test_load_sentiment_tsv_shuffles_and_splits(tmp_path):
-    path = tmp_path / "s.tsv"
-    rows = [f"{i % 2}\tline {i} {'good' if i % 2 else 'bad'} ." for i in range(50)]
-    path.write_text("label\ttext\n" + "\n".join(sorted(rows)) + "\n")
-    splits = tasks.load_sentiment(str(path), seed=0)
-    assert [len(splits[s][1]) for s in tasks.SPLITS] == [40, 5, 5]
-    assert 0 < splits["train"][1].mean() < 1  # shuffled: both labels in training
-    for tokens, labels in splits.values():
-        assert all(("good" in t) == bool(y) for t, y in zip(tokens, labels))
+def test_label_entropy_is_the_score_of_predicting_the_frequencies():
+    np.testing.assert_allclose(label_entropy([1, 1]), np.log(2))
+    np.testing.assert_allclose(label_entropy([3, 1, 0]), -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
 
 
-def test_load_sentiment_uses_folds_and_hub_splits(tmp_path):
-    path = tmp_path / "r.jsonl"
-    path.write_text(
-        "".join(json.dumps({"fold": i % 10, "label": i % 2, "text": f"review {i}"}) + "\n" for i in range(40))
+@needs_data
+def test_sentiment_is_the_corpus_left_padded_with_its_held_out_split():
+    task = make_task("sentiment", options(seq_len=20))
+    splits = corpora.read("rt_sentence_polarity", lambda s: loaders.load_sentiment(s.location, seed=0))
+    (train,), (validation,) = task.data, task.eval_data
+    assert len(train["targets"]) == len(splits["train"][1]) and len(validation["targets"]) == len(
+        splits["validation"][1]
     )
-    splits = tasks.load_sentiment(str(path))
-    assert [len(splits[s][1]) for s in tasks.SPLITS] == [32, 4, 4]
-    assert [t[1] for t in splits["validation"][0]] == ["8", "18", "28", "38"]  # fold 8
-
-    hub = tmp_path / "hub"
-    datasets.DatasetDict(
-        {
-            "train": datasets.Dataset.from_dict(
-                {"sentence": [f"w{i}" for i in range(20)], "y": [i % 2 for i in range(20)]}
-            ),
-            "test": datasets.Dataset.from_dict({"sentence": ["a", "b"], "y": [0, 1]}),
-        }
-    ).save_to_disk(str(hub))
-    splits = tasks.load_sentiment(str(hub), text_column="sentence", label_column="y")
-    assert [len(splits[s][1]) for s in tasks.SPLITS] == [18, 2, 2]  # validation carved from train
-    with pytest.raises(ValueError, match="no column 'text'"):
-        tasks.load_sentiment(str(hub))
+    np.testing.assert_array_equal(validation["targets"], splits["validation"][1])
+    tokens = splits["train"][0][0][-20:]  # the last 20 words of the first text, at the last steps
+    ids = np.asarray(train["inputs"][0])[np.asarray(train["mask"][0])]
+    assert [task.vocab[i] if task.vocab[i] != "<unk>" else w for i, w in zip(ids, tokens)] == tokens
+    assert bool(train["mask"][:, -1].all())  # every text ends at the last step: the final readout reads it
+    np.testing.assert_allclose(task.baseline, label_entropy(np.bincount(splits["train"][1])))
+    assert task.model_io["readout"] == "final" and task.info["examples"]["test"] == len(splits["test"][1])
 
 
-def test_conllu_skips_comments_ranges_and_empty_nodes(tmp_path):
-    assert tasks.parse_conllu(CONLLU.splitlines()) == [
-        (["The", "cat", "sat", "."], ["DET", "NOUN", "VERB", "PUNCT"]),
-        (["do", "n't", "go"], ["AUX", "PART", "VERB"]),
-    ]
-    path = tmp_path / "x-ud-train.conllu"
-    path.write_text(CONLLU)
-    assert len(tasks.load_conllu(str(path))) == 2
-    with pytest.raises(ValueError, match="10 tab-separated fields"):
-        tasks.parse_conllu(["1\tbroken line"])
+@needs_data
+def test_tagging_is_the_treebank_right_padded_with_its_held_out_split():
+    task = make_task("tagging", options(seq_len=30))
+    splits = corpora.read("ud_english_ewt", lambda s: loaders.load_treebank(s.location))
+    (train,), (validation,) = task.data, task.eval_data
+    assert len(validation["inputs"]) == len(splits["validation"])
+    words, tags = splits["train"][0]
+    n = min(len(words), 30)
+    assert int(train["mask"][0].sum()) == n
+    assert [task.info["tags"][t] for t in np.asarray(train["targets"][0][:n])] == tags[:n]
+    batch = task.batch(jax.random.key(1), *task.data)
+    assert batch["inputs"].shape == (4, 30) and batch["mask"].dtype == bool
 
 
-def test_conllu_from_a_hub_style_dataset_with_class_labels(tmp_path):
-    features = datasets.Features(
-        {
-            "tokens": datasets.Sequence(datasets.Value("string")),
-            "upos": datasets.Sequence(datasets.ClassLabel(names=["NOUN", "VERB"])),
-        }
-    )
-    table = datasets.Dataset.from_dict({"tokens": [["dogs", "bark"]], "upos": [[0, 1]]}, features=features)
-    datasets.DatasetDict({"train": table, "validation": table, "test": table}).save_to_disk(str(tmp_path / "ud"))
-    assert tasks.load_conllu(str(tmp_path / "ud"), split="test") == [(["dogs", "bark"], ["NOUN", "VERB"])]
+def test_a_task_is_registered_by_name_and_checked():
+    @register_task("test_constant")
+    def constant(cfg) -> Task:
+        return Task(
+            batch=batches(lambda key, batch: {"inputs": np.zeros((batch, 3, 1)), "targets": np.zeros(batch)}, batch=2),
+            loss_fn=final_step_mse,
+            model_io=dict(input_size=1, output_size=1),
+            metric="MSE",
+            baseline=0.0,
+        )
+
+    try:
+        assert make_task("test_constant", options()).model_io["input_size"] == 1
+        with pytest.raises(ValueError, match="unknown task 'parityy'.*test_constant"):
+            make_task("parityy", options())
+        register_task("test_not_a_task")(lambda cfg: {"batch": None})
+        with pytest.raises(ValueError, match="returned a dict, not an rnn_jax.Task"):
+            make_task("test_not_a_task", options())
+    finally:
+        TASKS.pop("test_constant"), TASKS.pop("test_not_a_task", None)
 
 
-def test_load_series_keeps_gaps(tmp_path):
-    path = tmp_path / "s.csv"
-    path.write_text("date,value\n1,1.5\n2,\n3,2.5\n")
-    values = tasks.load_series(str(path), "value")
-    assert np.isnan(values[1]) and values[2] == 2.5
-    with pytest.raises(ValueError, match="no column 'volume'"):
-        tasks.load_series(str(path), "volume")
+def test_an_unknown_task_is_a_usage_error_naming_the_choices(capsys):
+    from experiments import gradient_flow
 
-
-def test_hub_name_offline_error():
-    with pytest.raises(FileNotFoundError, match="save_to_disk"):
-        tasks.load_sentiment("someone/no_such_sentiment_data")
-
-
-# -- models and losses ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_final_readout_is_the_head_on_the_last_real_state(bidirectional):
-    """Left padding and the "final" readout give, per sequence, what the per-step model gives
-    at the last step of the unpadded sequence (the backward half: at its first step)."""
-    kwargs = dict(vocab_size=7, hidden_size=5, output_size=3, bidirectional=bidirectional)
-    final = SequenceModel(make_cell("lstm"), readout="final", rngs=nnx.Rngs(0), **kwargs)
-    steps = SequenceModel(make_cell("lstm"), rngs=nnx.Rngs(0), **kwargs)
-    sequences = [np.array([1, 2, 3, 4]), np.array([5, 6])]
-    ids, mask = pad(sequences, 6, side="left")
-    logits, _ = final(jnp.asarray(ids), mask=jnp.asarray(mask))
-    for row, sequence in enumerate(sequences):
-        _, carries = steps(jnp.asarray(sequence)[None])
-        top = carries[-1] if bidirectional else [carries[-1]]  # the final states h, read from the carries
-        expected = steps.head(jnp.concatenate([c.h for c in top], axis=-1))[0]
-        np.testing.assert_allclose(logits[row], expected, atol=1e-5)
-        if not bidirectional:
-            per_step, _ = steps(jnp.asarray(sequence)[None])
-            np.testing.assert_allclose(logits[row], per_step[0, -1], atol=1e-5)
-
-
-def test_one_step_rnn_is_an_mlp():
-    """One step from a zero state: h = tanh(x W_xh + b) (W_hh multiplies zeros), y = W_hy h + b_y."""
-    model = SequenceModel(
-        make_cell("rnn"), input_size=4, hidden_size=6, output_size=3, readout="final", rngs=nnx.Rngs(0)
-    )
-    x = jax.random.normal(jax.random.key(1), (5, 4))
-    params = model.rnn.layers[0].forward
-    hidden_layer = nnx.Linear(4, 6, rngs=nnx.Rngs(2))
-    output_layer = nnx.Linear(6, 3, rngs=nnx.Rngs(3))
-    hidden_layer.kernel[...], hidden_layer.bias[...] = params["W_xh"][...], params["b"][...]
-    output_layer.kernel[...], output_layer.bias[...] = model.head.kernel[...], model.head.bias[...]
-    mlp = output_layer(jnp.tanh(hidden_layer(x)))
-    logits, _ = model(x[:, None, :])
-    np.testing.assert_allclose(logits, mlp, atol=1e-6)
-
-
-def test_task_losses_respect_masks_and_weights():
-    model = SequenceModel(make_cell("gru"), vocab_size=5, hidden_size=4, output_size=5, rngs=nnx.Rngs(0))
-    ids = jnp.array([[1, 2, 3, 0], [4, 1, 0, 0]])
-    mask = ids > 0
-    batch = {"inputs": ids, "targets": ids, "mask": mask}
-    logits, _ = model(ids, mask=mask)
-    out = sequence_cross_entropy(logits, batch)
-    assert apply(sequence_cross_entropy, model, batch).loss == out.loss  # the model read the batch's mask
-    logp = jax.nn.log_softmax(logits)
-    per_step = -jnp.take_along_axis(logp, ids[..., None], -1)[..., 0]
-    np.testing.assert_allclose(out.loss, per_step[mask].mean(), rtol=1e-5)
-    np.testing.assert_allclose(out.final_step_loss, (per_step[0, 2] + per_step[1, 1]) / 2, rtol=1e-5)
-
-    regressor = SequenceModel(make_cell("lstm"), input_size=2, hidden_size=4, output_size=1, rngs=nnx.Rngs(0))
-    xs = jax.random.normal(jax.random.key(0), (2, 3, 2))
-    targets = jnp.ones((2, 3))
-    weights = jnp.array([[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
-    outputs, _ = regressor(xs)
-    loss = sequence_mse(outputs, {"inputs": xs, "targets": targets, "weights": weights}).loss
-    np.testing.assert_allclose(loss, ((outputs[..., 0] - 1) ** 2 * weights).sum() / 3, rtol=1e-5)
-
-
-def test_many_to_one_flow_is_zero_on_padding():
-    model = SequenceModel(
-        make_cell("lstm"), vocab_size=6, hidden_size=4, output_size=2, readout="final", rngs=nnx.Rngs(0)
-    )
-    ids, mask = pad([np.array([1, 2, 3, 4, 5]), np.array([2, 3])], 5, side="left")
-    batch = {"inputs": jnp.asarray(ids), "mask": jnp.asarray(mask), "targets": jnp.array([0, 1])}
-    graphdef, params = nnx.split(model)
-    _, grads, flow = grads_and_flow(classification_cross_entropy, graphdef, params, batch, None)
-    by_lag = np.asarray(flow["by_lag"]["layer0/h"])
-    single = {"inputs": jnp.asarray(ids[:1]), "mask": jnp.asarray(mask[:1]), "targets": jnp.array([0])}
-    _, _, flow_first = grads_and_flow(classification_cross_entropy, graphdef, params, single, None)
-    # lags 2-4 exist only in the first sequence: the padded one adds nothing there (the loss is a
-    # batch mean, so the first sequence's gradient is halved)
-    np.testing.assert_allclose(by_lag[2:], np.asarray(flow_first["by_lag"]["layer0/h"])[2:] / 2, rtol=1e-5)
-    assert np.all(by_lag > 0)
+    with pytest.raises(SystemExit):
+        gradient_flow.main(["--task", "parityy", "--steps", "0"])
+    err = capsys.readouterr().err
+    assert "unknown task 'parityy'" in err and "sentiment" in err and "Traceback" not in err

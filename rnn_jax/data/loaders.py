@@ -3,7 +3,8 @@ or the Hugging Face hub), returning plain Python/NumPy data split for training.
 
     sentiment   (text, label) rows: the sentence-polarity TSV, the movie-review JSONL with its
                 10 folds, or a hub dataset with train/validation/test splits
-    conllu      CoNLL-U treebanks (words and UPOS tags), or a hub dataset with tokens/upos
+    conllu      CoNLL-U treebanks (words and UPOS tags; `load_treebank`: UD's train/dev/test
+                files), or a hub dataset with tokens/upos
     series      one column of a CSV time series (gaps kept as NaN)
     pairs       translation pairs: a header-less source<TAB>target file (the Tatoeba/Anki
                 export), or two columns of a table or hub dataset
@@ -21,6 +22,7 @@ import numpy as np
 from rnn_jax.data.tables import has_split, load_table, require_columns
 
 SPLITS = ("train", "validation", "test")
+TREEBANK_SPLITS = {"train": "train", "validation": "dev", "test": "test"}  # UD's file names
 _TOKEN = re.compile(r"[\w']+|[^\w\s]")
 
 
@@ -123,6 +125,21 @@ def load_conllu(source: str, *, split: str = "train", config: str | None = None)
     if not sentences:
         raise ValueError(f"{source}: no sentence found; is it a CoNLL-U file (or a dataset with tokens/upos)?")
     return sentences
+
+
+def load_treebank(location: str, *, config: str | None = None) -> dict[str, list[tuple[list[str], list[str]]]]:
+    """{train, validation, test: sentences} of a treebank: a folder holding one *-train, *-dev
+    and *-test .conllu file each (UD's layout), else the splits of a hub/`save_to_disk` dataset."""
+    folder = Path(location)
+    if folder.is_dir() and not (folder / "dataset_dict.json").exists():
+        found = {}
+        for split, name in TREEBANK_SPLITS.items():
+            files = sorted(folder.glob(f"*-{name}.conllu"))
+            if len(files) != 1:
+                raise FileNotFoundError(f"--data {folder}: expected one *-{name}.conllu file there, found {len(files)}")
+            found[split] = load_conllu(str(files[0]))
+        return found
+    return {split: load_conllu(location, split=split, config=config) for split in TREEBANK_SPLITS}
 
 
 def load_series(source: str, column: str, *, config: str | None = None) -> np.ndarray:

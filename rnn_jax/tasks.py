@@ -1,0 +1,255 @@
+"""What a model learns: `Task` (its batches, held-out data, model sizes, loss, metric and
+baseline) and the registry of tasks by name, open like the cells'.
+
+A task is built from the experiment's options by a function registered under its name:
+
+    @register_task("parity")
+    def parity(cfg) -> Task:          # cfg: the experiment's options (.batch, .seq_len, .seed, .data)
+        return Task(batch=batches(parity_batch, batch=cfg.batch, length=cfg.seq_len), ...)
+
+`python -m experiments.gradient_flow --imports my_task.py --task parity` then trains every cell
+on it, with its flow profiles, spectra, gates, seeds, checkpoints and ablation grids.
+
+Built in:
+    adding, copy, selective_copy   synthetic long-lag tasks (`rnn_jax.data.synthetic`)
+    charlm                         next character of a corpus (--data; default a generated one)
+    sentiment                      many-to-one: the polarity of a sentence (--data; default the
+                                   sentence-polarity corpus), left-padded to --seq-len tokens
+    tagging                        many-to-many: the UPOS tag of every word (--data; default UD
+                                   English-EWT), right-padded to --seq-len words, padding masked
+
+Every batch is a pure function of a PRNG key (and the task's arrays), so a run's data stream
+is `batch(fold_in(key, step))`: reproducible and resumable at any step. Real-data tasks draw
+their rows at random (with replacement) from the training split, and their held-out batches
+from the validation split. (translate and caption are encoder-decoder models, tabular has no
+time axis and forecast's windows keep a time origin: they stay experiments of their own.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax.choices import check_choice
+from rnn_jax.data import corpora, loaders, synthetic, text
+from rnn_jax.data.batches import pad
+from rnn_jax.data.vocab import PAD, Vocab
+from rnn_jax.losses import LossFn, classification_cross_entropy, final_step_mse, sequence_cross_entropy
+
+
+@dataclasses.dataclass(frozen=True)
+class Batches:
+    """A batch generator, ``fn(key, *data, **options)``, equal by value (a lambda or a partial is
+    equal only to itself): equal tasks then share one jitted program (`stacked_batch`) across
+    cells and grid points."""
+
+    fn: Callable
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, key, *data):
+        return self.fn(key, *data, **dict(self.options))
+
+
+def batches(fn: Callable, **options) -> Batches:
+    """`fn(key, *data, **options)` as a value-equal `Batches` (`fn` a module-level function)."""
+    return Batches(fn, tuple(sorted(options.items())))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def stacked_batch(batch: Batches, keys, index, data=()):
+    """Batch `index` of every seed's stream (`keys`: one per seed; `index` traced: no retrace per step)."""
+    return jax.vmap(lambda key: batch(key, *data))(jax.vmap(jax.random.fold_in, (0, None))(keys, index))
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A task: `batch(key, *data)` gives a training batch ({"inputs", "targets"} and optionally
+    "mask" (padding: the recurrence holds its state there) or "weights" (which steps the loss
+    scores)); `eval_data` the held-out arrays (None: `data`, so a synthetic task evaluates on
+    fresh draws). `model_io`: the `SequenceModel` sizes (vocab_size or input_size, output_size,
+    readout). `loss_fn` (`rnn_jax.losses`) also names the metrics it returns (accuracy);
+    `metric` names the loss and `baseline` is what a memoryless model scores. `vocab`: the
+    tokens, for reading predictions; `info`: what results.json records about the data."""
+
+    batch: Batches
+    loss_fn: LossFn
+    model_io: Mapping[str, Any]
+    metric: str
+    baseline: float
+    data: tuple = ()
+    eval_data: tuple | None = None
+    vocab: str | Sequence[str] | None = None
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def decode(self, ids) -> str | list[str]:
+        """Token ids as text (characters joined; words as a list)."""
+        if self.vocab is None:
+            raise ValueError("this task has no vocabulary to decode with")
+        tokens = [self.vocab[int(i)] for i in np.ravel(ids)]
+        return "".join(tokens) if isinstance(self.vocab, str) else tokens
+
+
+TaskBuilder = Callable[[Any], Task]
+TASKS: dict[str, TaskBuilder] = {}
+
+
+def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
+    """Register `fn(cfg) -> Task` under `name` (a decorator): experiments then take ``--task name``.
+    `cfg` is the experiment's options; a task reads what it needs (batch, seq_len, seed, data)."""
+
+    def register(fn: TaskBuilder) -> TaskBuilder:
+        TASKS[name] = fn
+        return fn
+
+    return register
+
+
+def make_task(name: str, cfg) -> Task:
+    """The registered task `name`, built for the options `cfg`."""
+    check_choice("task", name, TASKS)
+    task = TASKS[name](cfg)
+    if not isinstance(task, Task):
+        raise ValueError(f"task {name!r}: its builder returned a {type(task).__name__}, not an rnn_jax.Task")
+    return task
+
+
+@register_task("adding")
+def adding(cfg) -> Task:
+    return Task(
+        batch=batches(synthetic.adding_batch, batch=cfg.batch, length=cfg.seq_len),
+        loss_fn=final_step_mse,
+        model_io=dict(input_size=2, output_size=1),
+        baseline=synthetic.ADDING_BASELINE_MSE,
+        metric="MSE",
+    )
+
+
+@register_task("copy")
+def copy(cfg) -> Task:
+    return Task(
+        batch=batches(synthetic.copy_batch, batch=cfg.batch, delay=cfg.seq_len),
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
+        baseline=synthetic.copy_baseline(cfg.seq_len),
+        metric="cross-entropy (nats/step)",
+    )
+
+
+@register_task("selective_copy")
+def selective_copy(cfg) -> Task:
+    return Task(
+        batch=batches(synthetic.selective_copy_batch, batch=cfg.batch, length=cfg.seq_len, tokens=cfg.tokens),
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
+        baseline=synthetic.selective_copy_baseline(),
+        metric="cross-entropy of the copied tokens (nats)",
+    )
+
+
+@register_task("charlm")
+def charlm(cfg) -> Task:
+    """Windows of --seq-len characters: of the first 90% of the text in training, of the last
+    10% held out (no held-out window was ever seen)."""
+    train_text, val_text = text.split_text(text.read_text(cfg.data, seed=cfg.seed))
+    vocab = text.CharVocab.from_text(train_text)
+    val_text = "".join(c for c in val_text if c in set(vocab.chars))
+    train, val = (jnp.asarray(vocab.encode(t)) for t in (train_text, val_text))
+    return Task(
+        batch=batches(text.random_windows, batch=cfg.batch, length=cfg.seq_len),
+        data=(train,),
+        eval_data=(val,),
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(vocab_size=vocab.size, output_size=vocab.size),
+        baseline=float(np.log(vocab.size)),
+        metric="cross-entropy (nats/char)",
+        vocab=vocab.chars,
+    )
+
+
+def random_rows(key: jax.Array, arrays: dict, batch: int) -> dict:
+    """`batch` rows of `arrays` (equal first dimension), drawn uniformly with replacement."""
+    rows = jax.random.randint(key, (batch,), 0, len(next(iter(arrays.values()))))
+    return {name: values[rows] for name, values in arrays.items()}
+
+
+def label_entropy(counts) -> float:
+    """Cross-entropy (nats) of predicting the labels' frequencies: what a model that ignores its
+    input scores."""
+    p = np.asarray(counts, np.float64) / np.sum(counts)
+    return float(-np.sum(p[p > 0] * np.log(p[p > 0])))
+
+
+def _rows_task(splits: dict[str, dict], batch: int, data: str, **fields) -> Task:
+    """A task over rows held in memory: training batches from `splits["train"]`, held-out ones
+    from `splits["validation"]`."""
+    if len(next(iter(splits["validation"].values()))) == 0:
+        raise ValueError(f"--data {data}: the validation split is empty")
+    train, validation = ({k: jnp.asarray(v) for k, v in splits[s].items()} for s in ("train", "validation"))
+    examples = {s: len(next(iter(arrays.values()))) for s, arrays in splits.items()}
+    return Task(
+        batch=batches(random_rows, batch=batch),
+        data=(train,),
+        eval_data=(validation,),
+        **{**fields, "info": {"data": data, "examples": examples, **fields.get("info", {})}},
+    )
+
+
+@register_task("sentiment")
+def sentiment(cfg) -> Task:
+    """Sentence polarity (or --data: any labelled texts `rnn_jax.data.loaders.load_sentiment`
+    reads), classified from the final state; words seen once in training are <unk>."""
+    data = cfg.data or "rt_sentence_polarity"
+    splits = corpora.read(data, lambda source: loaders.load_sentiment(source.location, seed=cfg.seed))
+    vocab = Vocab.build(splits["train"][0], min_count=2)
+    labels = np.asarray(splits["train"][1])
+    if sorted(set(labels.tolist())) != list(range(labels.max() + 1)) or labels.max() < 1:
+        raise ValueError(f"--data {data}: labels must be 0..K-1 with K >= 2; the training split has {set(labels)}")
+    arrays = {}
+    for split, (tokens, targets) in splits.items():
+        ids, mask = pad([vocab.encode(t) for t in tokens], cfg.seq_len, side="left")
+        arrays[split] = {"inputs": ids, "mask": mask, "targets": targets}
+    majority = float(np.mean(splits["validation"][1] == np.bincount(labels).argmax()))
+    return _rows_task(
+        arrays,
+        cfg.batch,
+        data,
+        loss_fn=classification_cross_entropy,
+        model_io=dict(vocab_size=vocab.size, output_size=int(labels.max()) + 1, readout="final"),
+        baseline=label_entropy(np.bincount(labels)),
+        metric="cross-entropy of the label (nats)",
+        vocab=vocab.tokens,
+        info={"vocab_size": vocab.size, "validation_majority_accuracy": majority},
+    )
+
+
+@register_task("tagging")
+def tagging(cfg) -> Task:
+    """Part-of-speech tags of UD English-EWT (or --data: a treebank `load_treebank` reads),
+    one per word; sentences cut at --seq-len words."""
+    data = cfg.data or "ud_english_ewt"
+    splits = corpora.read(data, lambda source: loaders.load_treebank(source.location, config=source.config))
+    words = Vocab.build([w for w, _ in splits["train"]], min_count=2)
+    tags = Vocab.build([t for _, t in splits["train"]], specials=(PAD,))
+    arrays = {}
+    for split, sentences in splits.items():
+        ids, mask = pad([words.encode(w) for w, _ in sentences], cfg.seq_len)
+        targets, _ = pad([tags.encode(t) for _, t in sentences], cfg.seq_len)
+        arrays[split] = {"inputs": ids, "mask": mask, "targets": targets}
+    counts = np.bincount(arrays["train"]["targets"][arrays["train"]["mask"]], minlength=tags.size)
+    return _rows_task(
+        arrays,
+        cfg.batch,
+        data,
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(vocab_size=words.size, output_size=tags.size),
+        baseline=label_entropy(counts),
+        metric="cross-entropy per word (nats)",
+        vocab=words.tokens,
+        info={"vocab_size": words.size, "tags": list(tags.tokens)},
+    )
