@@ -17,7 +17,7 @@ from rnn_jax.losses import (
 )
 from rnn_jax.optim import make_clipper, make_optimizer, make_schedule
 from rnn_jax.parallel import DataParallel
-from rnn_jax.recurrence import run, run_bidirectional
+from rnn_jax.recurrence import ScanOptions, run, run_bidirectional
 from rnn_jax.seeds import split_seeds, stack_seeds
 from rnn_jax.seq2seq import AdditiveAttention, Captioner, Decoder, Seq2Seq
 from rnn_jax.tasks import TASKS, Task, batches, make_task, register_task
@@ -51,6 +51,7 @@ __all__ = [
     "Recurrent",
     "RecurrentStack",
     "Seq2Seq",
+    "ScanOptions",
     "SequenceModel",
     "StepOptions",
     "StepOutput",

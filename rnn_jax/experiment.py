@@ -31,12 +31,12 @@ from rnn_jax.config import (
 )
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.history import History
-from rnn_jax.loop import LoopConfig, evaluate_batches, to_python, train_loop
+from rnn_jax.loop import evaluate_batches, to_python, train_loop
 from rnn_jax.losses import LossFn
 from rnn_jax.options import TrainingOptions
 from rnn_jax.parallel import DataParallel
 from rnn_jax.seeds import stack_seeds
-from rnn_jax.train import StepOptions, TrainState, init_train_state, make_eval_step, make_flow_probe, make_train_step
+from rnn_jax.train import TrainState, init_train_state, make_eval_step, make_flow_probe, make_train_step
 
 
 @dataclasses.dataclass
@@ -78,20 +78,14 @@ def fit(
     evaluation batches are then consecutive windows of streams too, the state carried across.
     """
     extra = extra or {}
-    optimizer, clipper = cfg.make_training()
     stacked = seeds is not None
     parallel = DataParallel(cfg.devices, batch_axis=1 if stacked else 0)
     parallel.check_batch(cfg.batch)
-    states = []
-    for seed in seeds if stacked else [cfg.seed]:
-        graphdef, state = init_train_state(
-            build_model(seed), optimizer, jax.random.key(seed), stateful_batch=cfg.batch if stateful else None
-        )
-        states.append(state)
-    state = parallel.place_state(stack_seeds(states) if stacked else states[0])
+    graphdef, state = _initial_state(cfg, build_model, seeds, parallel, stateful)
+    options = cfg.step_options(loss_fn, stateful=stateful, seeds=stacked)
     if cfg.steps == 0:  # the gradient-flow profile at initialisation only
         probe = make_flow_probe(
-            graphdef, loss_fn, spectrum=cfg.spectrum, seeds=stacked, measurements=cfg.measurements()
+            graphdef, loss_fn, spectrum=cfg.spectrum, seeds=stacked, measurements=options.measurements
         )
         _, flow = probe(state.params, get_batch(0))
         return Fitted(graphdef, state, state.params, History(flow={0: to_python(flow)}, status="completed"), 0.0)
@@ -99,24 +93,14 @@ def fit(
     state, history = _resume(checkpoints, state, extra, f"{out / name}")
     started = time.time()
     if not history.finished:
-        options = StepOptions(
-            loss_fn,
-            clipper=clipper,
-            spectrum=cfg.spectrum,
-            measurements=cfg.measurements(),
-            flow_regularizer=cfg.flow_regularizer,
-            halt_on_nan=cfg.on_nan == "stop",
-            stateful=stateful,
-            seeds=stacked,
+        train_step, flow_step = (
+            make_train_step(graphdef, cfg.make_training()[0], dataclasses.replace(options, measure_flow=measure))
+            for measure in (False, True)
         )
-
-        def step(measure_flow):
-            return make_train_step(graphdef, optimizer, dataclasses.replace(options, measure_flow=measure_flow))
-
         state, history = train_loop(
             state,
-            train_step=step(False),
-            flow_step=step(True),
+            train_step=train_step,
+            flow_step=flow_step,
             get_batch=get_batch,
             parallel=parallel,
             evaluate=evaluate_batches(
@@ -124,16 +108,7 @@ def fit(
                 map(parallel.replicate, eval_batches),
                 carry_over=stateful,
             ),
-            loop=LoopConfig(
-                steps=cfg.steps,
-                log_every=cfg.log_every,
-                eval_every=cfg.eval_every,
-                flow_every=cfg.flow_every or cfg.steps,
-                checkpoint_every=cfg.checkpoint_every,
-                max_seconds=cfg.minutes * 60 if cfg.minutes else None,
-                tokens_per_step=tokens_per_step,
-                on_nan=cfg.on_nan,
-            ),
+            loop=cfg.loop_config(tokens_per_step),
             checkpoints=checkpoints,
             checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **extra, "history": h.to_json()},
             history=history,
@@ -141,13 +116,32 @@ def fit(
             desc=desc,
         )
     wall = time.time() - started
+    params = _best_params(checkpoints, state)
+    checkpoints.close()
+    return Fitted(graphdef, state, params, history, wall)
+
+
+def _best_params(checkpoints: Checkpoints, state: TrainState) -> nnx.State:
+    """The parameters of the best checkpoint by the validation metric (else the last state's)."""
     params = state.params
     if checkpoints.best.latest_step() is not None:
         params = checkpoints.restore(state, best=True, step=checkpoints.best.best_step())[0].params
     if jax.process_count() > 1:  # the tests and predictions after training run in each process alone
         params = jax.device_get(params)
-    checkpoints.close()
-    return Fitted(graphdef, state, params, history, wall)
+    return params
+
+
+def _initial_state(cfg: TrainingOptions, build_model, seeds, parallel: DataParallel, stateful: bool):
+    """(graphdef, the train state at step 0): one model of `cfg.seed`, or the models of `seeds`
+    stacked; placed on the devices."""
+    optimizer, _ = cfg.make_training()
+    states = []
+    for seed in [cfg.seed] if seeds is None else seeds:
+        graphdef, state = init_train_state(
+            build_model(seed), optimizer, jax.random.key(seed), stateful_batch=cfg.batch if stateful else None
+        )
+        states.append(state)
+    return graphdef, parallel.place_state(states[0] if seeds is None else stack_seeds(states))
 
 
 def _resume(checkpoints: Checkpoints, state: TrainState, extra: dict, where: str) -> tuple[TrainState, History]:

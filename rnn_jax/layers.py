@@ -56,9 +56,9 @@ class Recurrent(nnx.Module):
         self.cell = cell
         self.hidden_size = hidden_size
         self.bidirectional = bidirectional
-        # static, hashable options of `rnn_jax.recurrence.run`
-        self.unroll, self.remat, self.compute_dtype, self.backprop = unroll, remat, compute_dtype, backprop
-        self.scan = scan
+        self.scan_options = recurrence.ScanOptions(
+            unroll=unroll, remat=remat, compute_dtype=compute_dtype, backprop=backprop, scan=scan
+        )  # static and hashable: equal layers have equal graphdefs
         self.forward = _param_dict(cell.init(rngs.params(), input_size, hidden_size))
         self.backward = _param_dict(cell.init(rngs.params(), input_size, hidden_size)) if bidirectional else None
 
@@ -87,7 +87,7 @@ class Recurrent(nnx.Module):
                 initial_carry=initial_carry,
                 mask=mask,
                 probes=probes,
-                **self._run_options(),
+                options=self.scan_options,
             )
         return recurrence.run(
             self.cell,
@@ -96,16 +96,7 @@ class Recurrent(nnx.Module):
             initial_carry=initial_carry,
             mask=mask,
             probes=probes,
-            **self._run_options(),
-        )
-
-    def _run_options(self) -> dict:
-        return dict(
-            unroll=self.unroll,
-            remat=self.remat,
-            compute_dtype=self.compute_dtype,
-            backprop=self.backprop,
-            scan=self.scan,
+            options=self.scan_options,
         )
 
     def recurrence_inputs(self, xs: Array) -> Array:

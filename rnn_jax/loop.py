@@ -22,17 +22,10 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from rnn_jax.checkpoints import Checkpoints
-from rnn_jax.choices import check_choice
 from rnn_jax.history import History
 from rnn_jax.logs import MetricsLog
 from rnn_jax.parallel import DataParallel, is_primary
 from rnn_jax.train import Batch, StepOutput, TrainState, step_number
-
-ON_NAN = ("stop", "skip")
-
-
-def check_on_nan(on_nan: str) -> str:
-    return check_choice("--on-nan", on_nan, ON_NAN)
 
 
 @dataclasses.dataclass
@@ -46,10 +39,6 @@ class LoopConfig:
     checkpoint_every: int = 0
     max_seconds: float | None = None  # wall-clock budget of this invocation: stop (evaluated, saved) when spent
     tokens_per_step: int | None = None  # to log throughput (tokens/s) with each train record
-    on_nan: str = "stop"  # a step with a non-finite loss or gradient: "stop" the run there, or "skip" it
-
-    def __post_init__(self):
-        check_on_nan(self.on_nan)
 
     def measures_flow(self, step: int) -> bool:
         return bool(self.flow_every) and (step % self.flow_every == 0 or step == self.steps - 1)
@@ -92,11 +81,10 @@ def train_loop(
     the interval before (done by then), and all before an evaluation, a checkpoint or a stop:
     it never waits on the steps it has just dispatched.
 
-    A NaN/Inf loss or gradient (the step has updated nothing): with ``loop.on_nan == "stop"``
-    (and steps made with ``halt_on_nan=True``, which update nothing after it) the run ends
-    ``diverged`` at that step, with its gradient-flow profile recorded and no checkpoint after
-    it; with ``"skip"`` (steps made with ``halt_on_nan=False``) the step is counted in
-    ``skipped_steps`` and training goes on.
+    A NaN/Inf loss or gradient (the step has updated nothing), as the steps' policy says
+    (`StepOptions.on_nan`): "stop" (the step halted the run on device, ``state.active``
+    cleared) ends the run ``diverged`` at that step, with its gradient-flow profile recorded
+    and no checkpoint after it; "skip" counts the step in ``skipped_steps`` and goes on.
     Stacked seeds (`rnn_jax.seeds`): records hold one value per seed, and a NaN stops only the
     seeds concerned (their updates are switched off) until none is left.
     `checkpoint_extra(history)` builds the JSON saved beside the state. `parallel` places the
@@ -158,7 +146,7 @@ class _Run:
         """Record the steps dispatched up to the previous call (done by now: the host never
         waits for the steps it has just dispatched; one small array a step, `StepOutput.packed`).
         `wait`: record every step up to now (before an evaluation, a checkpoint or the end). A NaN stops the seeds
-        concerned (the step already halted them on device, see `StepOptions.halt_on_nan`).
+        concerned (the step already halted them on device, see `StepOptions.on_nan`).
         True: none is left."""
         if self.pending:
             self.in_flight.append(self.pending)
@@ -187,13 +175,15 @@ class _Run:
                 if self.records(step):
                     self.record(step, {k: host_value(v[i]) for k, v in stacked.items()})
             return
+        # the steps' policy (`StepOptions.on_nan`), read from the device only now: "stop" halted them
+        halted = ~np.asarray(jax.device_get(self.state.active)).reshape(np.shape(self.active))
         for i, (step, _) in enumerate(pending):
             scalars = {k: host_value(v[i]) for k, v in stacked.items()}
             bad = self.non_finite(scalars)
-            if np.any(bad) and self.loop.on_nan == "skip":
-                self.skip(step, bad)
-            elif np.any(bad):
-                failed[step] = bad
+            if np.any(bad & ~halted):
+                self.skip(step, bad & ~halted)
+            if np.any(bad & halted):
+                failed[step] = bad & halted
                 self.bar.write(
                     f"{self.desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite gradient "
                     f"norm {self.last_finite_grad_norm}); the step's gradient-flow profile is in the history (--on-nan "
@@ -258,11 +248,6 @@ class _Run:
         return False
 
     def skip(self, step, bad) -> None:
-        if not np.all(jax.device_get(self.state.active)):  # read only when a step was not finite
-            raise ValueError(
-                "on_nan='skip' needs a train step made with StepOptions(halt_on_nan=False): this one "
-                f"stopped updating at the non-finite step {step}"
-            )
         self.history.skipped_steps.append(step if np.ndim(bad) == 0 else [step, np.flatnonzero(bad).tolist()])
         self.log.write("train", step, {"skipped": len(self.history.skipped_steps)})
 

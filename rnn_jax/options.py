@@ -16,11 +16,12 @@ from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
 from rnn_jax.checkpoints import check_best_by
 from rnn_jax.choices import check_choice
 from rnn_jax.config import compute_dtype, flag, from_text, import_modules, require_at_least_one
-from rnn_jax.loop import check_on_nan
+from rnn_jax.loop import LoopConfig
 from rnn_jax.measurements import MEASUREMENTS
 from rnn_jax.optim import default_warmup, make_clipper, make_optimizer, make_schedule
 from rnn_jax.parallel import DEVICE_FLAGS, DeviceOptions
 from rnn_jax.recurrence import SCANS
+from rnn_jax.train import ON_NAN, StepOptions
 
 GRU_FORMS = ("reset_after", "reset_before")
 
@@ -159,7 +160,7 @@ class TrainingOptions(DeviceOptions):
         check_best_by(self.best_by)
         for name in self.measure:
             check_choice("measurement", name, MEASUREMENTS)
-        check_on_nan(self.on_nan)
+        check_choice("--on-nan", self.on_nan, ON_NAN)
         compute_dtype(self.dtype)
         self.make_training()  # validates optimizer, schedule, warm-up and clipping
         for name in CELLS:
@@ -180,6 +181,31 @@ class TrainingOptions(DeviceOptions):
             max(self.steps, 1),
             self.clip_norm,
             self.clip_value,
+        )
+
+    def step_options(self, loss_fn, *, stateful: bool = False, seeds: bool = False) -> StepOptions:
+        """What each training step computes besides the update (`rnn_jax.train.make_train_step`)."""
+        return StepOptions(
+            loss_fn,
+            clipper=self.make_training()[1],
+            spectrum=self.spectrum,
+            measurements=self.measurements(),
+            flow_regularizer=self.flow_regularizer,
+            on_nan=self.on_nan,
+            stateful=stateful,
+            seeds=seeds,
+        )
+
+    def loop_config(self, tokens_per_step: int | None = None) -> LoopConfig:
+        """How long the loop trains and how often it logs, evaluates, measures and saves."""
+        return LoopConfig(
+            steps=self.steps,
+            log_every=self.log_every,
+            eval_every=self.eval_every,
+            flow_every=self.flow_every or self.steps,
+            checkpoint_every=self.checkpoint_every,
+            max_seconds=self.minutes * 60 if self.minutes else None,
+            tokens_per_step=tokens_per_step,
         )
 
     def make_cell(self, name: str) -> Cell:

@@ -16,7 +16,9 @@ padding works the same way: the initial carry passes unchanged to the first real
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +81,80 @@ def time_major(tree):
     return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)
 
 
+@dataclasses.dataclass(frozen=True)
+class ScanOptions:
+    """How a cell runs over time: the same for every call of a layer (hashable, static).
+
+    reverse: run from the last step to the first (outputs stay in input order).
+    unroll: time steps per scan iteration (`jax.lax.scan(unroll=...)`).
+    remat: rematerialisation for long sequences (less memory, more compute). True: each step's
+      gate activations are recomputed in the backward pass instead of stored (`jax.checkpoint`
+      on the step; the hoisted input projection is kept). An int K >= 2: only every K-th carry
+      is kept, and the backward pass recomputes one K-step segment at a time, input projection
+      included (activation memory ~ T/K + K steps instead of T; K ~ sqrt(T) needs the least).
+    compute_dtype: dtype of the matmuls (e.g. jnp.bfloat16); None keeps the params' dtype.
+    backprop: ``"fused"`` (a hand-written backward pass, with dL/dW_hh one matmul over all
+      steps; cells with `fused_recurrence`, not with ``remat=True``) or ``"autodiff"`` (JAX
+      differentiates the scan: the reference the tests compare with).
+    hoist_inputs: the input projection of all steps as one matmul before the scan (True) or
+      one per step inside it (False); None: hoisted from hidden size `HOIST_FROM_HIDDEN` on
+      (measured on CPU: below it, the per-step form is faster).
+    scan: ``"sequential"`` (`jax.lax.scan`, step by step; for cells linear in the carry,
+      `cell.linear`, every step's gates are computed before the scan, which runs only the
+      multiply-add carry_t = a_t * carry_(t-1) + b_t, unless `remat`), ``"parallel"`` (for
+      cells linear in the carry: a `jax.lax.associative_scan` over time, the same results in
+      O(log T) sequential depth) or ``"cudnn"`` (the standard LSTM as one cuDNN call on a GPU,
+      `rnn_jax.cudnn`; a call with `probes` runs the sequential scan, as cuDNN has no entry
+      between steps).
+    """
+
+    reverse: bool = False
+    unroll: int = 1
+    remat: bool | int = False
+    compute_dtype: Any = None
+    backprop: str = "fused"
+    hoist_inputs: bool | None = None
+    scan: str = "sequential"
+
+    def __post_init__(self):
+        check_choice("backprop", self.backprop, BACKPROPS)
+        check_choice("scan", self.scan, SCANS)
+        if not isinstance(self.remat, (bool, int)) or self.remat < 0:
+            raise ValueError(f"remat must be a bool or a segment length >= 1, got {self.remat!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """How one call runs, resolved once from its options, cell and size (`resolve_scan`):
+    `kind` "cudnn" | "parallel" (associative scan) | "linear" (a scan of the multiply-add) |
+    "steps" (a scan of the cell's step) | "segments" (steps, rematerialised `segment` at a time)."""
+
+    kind: str
+    hoist: bool = False
+    segment: int | None = None
+    remat_steps: bool = False
+
+
+def resolve_scan(cell: Cell, options: ScanOptions, hidden: int, *, probed: bool) -> Strategy:
+    """The strategy of a call of `run` (cf. recurrentgemma's `resolve_scan_type`): checked once,
+    here, so that `run` only dispatches."""
+    if options.scan == "parallel" and not cell.linear:
+        raise ValueError(
+            f"a parallel scan needs a recurrence linear in the carry; {cell.name} is not (use scan='sequential')"
+        )
+    if options.scan == "cudnn" and not cudnn.supports(cell):
+        raise ValueError(f"scan='cudnn' runs the standard LSTM only, not {cell.name!r} {getattr(cell, 'variant', '')}")
+    if options.scan == "cudnn" and not probed:  # with probes: the sequential scan (cuDNN has no entry between steps)
+        return Strategy("cudnn")
+    remat, segment = bool(options.remat), options.remat if options.remat > 1 else None
+    if options.scan == "parallel" or (cell.linear and not remat):  # nothing to recompute: remat does not apply
+        return Strategy("parallel" if options.scan == "parallel" else "linear")
+    hoist = hidden >= HOIST_FROM_HIDDEN if options.hoist_inputs is None else options.hoist_inputs
+    if segment is None:
+        return Strategy("steps", hoist=hoist, remat_steps=remat)
+    return Strategy("segments", hoist=hoist, segment=segment)
+
+
 def run(
     cell: Cell,
     params: Params,
@@ -87,58 +163,60 @@ def run(
     initial_carry: Carry | None = None,
     mask: Array | None = None,
     lengths: Array | None = None,
-    reverse: bool = False,
-    unroll: int = 1,
-    remat: bool | int = False,
-    compute_dtype=None,
     probes: Carry | None = None,
-    backprop: str = "fused",
-    hoist_inputs: bool | None = None,
-    scan: str = "sequential",
+    options: ScanOptions | None = None,
+    **fields,
 ) -> tuple[Carry, Array]:
-    """Run `cell` over `xs`.
+    """Run `cell` over `xs`, (batch, time, input), as `options` say (`ScanOptions`; its fields
+    may be given as keywords instead: ``run(cell, params, xs, reverse=True)``).
 
-    Args:
-      cell: a `rnn_jax.cells.Cell`.
-      params: the cell's parameters (`cell.init(...)`).
-      xs: inputs, (batch, time, input).
-      initial_carry: carry at t = 0 (zeros if None), e.g. (batch, hidden) or for the LSTM
-        a pair of them.
-      mask: (batch, time) booleans, True at real steps (padding on either side).
-      lengths: (batch,) number of real steps; an alternative to `mask`.
-      reverse: run from the last step to the first (outputs stay in input order).
-      unroll: time steps per scan iteration (`jax.lax.scan(unroll=...)`).
-      remat: rematerialisation for long sequences (less memory, more compute). True: each
-        step's gate activations are recomputed in the backward pass instead of stored
-        (`jax.checkpoint` on the step; the hoisted input projection is kept). An int K >= 2:
-        only every K-th carry is kept, and the backward pass recomputes one K-step segment at
-        a time, input projection included (activation memory ~ T/K + K steps instead of T;
-        K ~ sqrt(T) needs the least).
-      compute_dtype: dtype of the matmuls (e.g. jnp.bfloat16); None keeps the params' dtype.
-      probes: gradient-flow probes, shaped like the carry with a time axis (each leaf
-        (batch, time, hidden); `cell.zero_carry((batch, time), hidden)`), added to the carry
-        right after each step. Pass zeros: the values do not change, and the gradient of a
-        loss with respect to `probes[:, t]` is dL/d(carry_t), e.g. dL/dh_t (and dL/dc_t for
-        the LSTM) through every path, recurrent and output. See `rnn_jax.gradflow`.
-      backprop: how the gradient is formed: ``"fused"`` (a hand-written backward pass, with
-        dL/dW_hh one matmul over all steps; cells with `fused_recurrence`, not with
-        ``remat=True``) or
-        ``"autodiff"`` (JAX differentiates the scan: the reference the tests compare with).
-      hoist_inputs: compute the input projection of all steps as one matmul before the scan
-        (True) or one per step inside it (False); None: hoisted from hidden size
-        `HOIST_FROM_HIDDEN` on (measured on CPU: below it, the per-step form is faster).
-      scan: ``"sequential"`` (`jax.lax.scan`, step by step; for cells linear in the carry,
-        `cell.linear`, every step's gates are computed before the scan, which runs only the
-        multiply-add carry_t = a_t * carry_(t-1) + b_t, unless `remat`), ``"parallel"`` (for cells linear in
-        the carry, `cell.linear`: a `jax.lax.associative_scan` over time, the same results in
-        O(log T) sequential depth) or ``"cudnn"`` (the standard LSTM as one
-        cuDNN call on a GPU, `rnn_jax.cudnn`; a call with `probes` runs the sequential scan,
-        as cuDNN has no entry between steps).
+    `params`: the cell's (`cell.init(...)`). `initial_carry`: the carry at t = 0 (zeros if
+    None), e.g. (batch, hidden), for the LSTM a pair of them. `mask` (batch, time): True at real
+    steps (padding on either side); or `lengths` (batch,): real steps of right-padded sequences.
+    `probes`: gradient-flow probes shaped like the carry with a time axis (each leaf (batch,
+    time, hidden); `cell.zero_carry((batch, time), hidden)`), added to the carry right after
+    each step. Pass zeros: the values do not change, and the gradient of a loss with respect to
+    `probes[:, t]` is dL/d(carry_t) (dL/dh_t, and dL/dc_t for the LSTM) through every path,
+    recurrent and output. See `rnn_jax.gradflow`.
 
-    Returns:
-      (final_carry, ys): the carry after the last real step of each sequence, and the hidden
-      states h_t, (batch, time, hidden), zero at padded steps.
+    Returns (final_carry, ys): the carry after the last real step of each sequence, and the
+    hidden states h_t, (batch, time, hidden), zero at padded steps.
     """
+    options = dataclasses.replace(options or ScanOptions(), **fields)
+    xs, mask, initial_carry, hidden = _checked_inputs(cell, params, xs, initial_carry, mask, lengths)
+    strategy = resolve_scan(cell, options, hidden, probed=probes is not None)
+    if options.compute_dtype is not None:
+        params = cast_params(params, options.compute_dtype)
+    if strategy.kind == "cudnn":
+        return cudnn.run_lstm(params, xs, initial_carry, mask, reverse=options.reverse)
+    inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
+    if strategy.kind in ("parallel", "linear"):
+        parallel = strategy.kind == "parallel"
+        carry, hs = _linear_scan(
+            cell, params, initial_carry, *inputs, reverse=options.reverse, parallel=parallel, unroll=options.unroll
+        )
+        return carry, jnp.swapaxes(hs, 0, 1)
+    scan_steps = functools.partial(
+        _scan_steps,
+        cell,
+        params,
+        reverse=options.reverse,
+        unroll=options.unroll,
+        backprop=options.backprop,
+        remat_steps=strategy.remat_steps,
+        hoist=strategy.hoist,
+    )
+    if strategy.kind == "steps":
+        carry, hs = scan_steps(initial_carry, *inputs)
+    else:
+        carry, hs = _scan_segments(
+            scan_steps, initial_carry, *inputs, segment=strategy.segment, reverse=options.reverse
+        )
+    return carry, jnp.swapaxes(hs, 0, 1)
+
+
+def _checked_inputs(cell, params, xs, initial_carry, mask, lengths):
+    """(xs, mask, initial carry, hidden size) of a call of `run`, each checked against the cell."""
     xs = jnp.asarray(xs)
     if xs.ndim != 3:
         raise ValueError(
@@ -154,51 +232,7 @@ def run(
         initial_carry = cell.zero_carry((batch,), hidden, accumulation_dtype(*jax.tree.leaves(params)))
     else:
         _check_carry(cell, initial_carry, batch, hidden)
-    if compute_dtype is not None:
-        params = cast_params(params, compute_dtype)
-
-    check_choice("backprop", backprop, BACKPROPS)
-    if isinstance(remat, bool) or remat in (0, 1):
-        segment = None
-    elif isinstance(remat, int) and remat > 1:
-        segment = remat
-    else:
-        raise ValueError(f"remat must be a bool or a segment length >= 1, got {remat!r}")
-    check_choice("scan", scan, SCANS)
-    if scan == "parallel" and not cell.linear:
-        raise ValueError(
-            f"a parallel scan needs a recurrence linear in the carry; {cell.name} is not (use scan='sequential')"
-        )
-    if scan == "cudnn":
-        if not cudnn.supports(cell):
-            raise ValueError(
-                f"scan='cudnn' runs the standard LSTM only, not {cell.name!r} {getattr(cell, 'variant', '')}"
-            )
-        if probes is None:
-            return cudnn.run_lstm(params, xs, initial_carry, mask, reverse=reverse)
-        scan = "sequential"  # a probe is added between steps, where cuDNN has no entry
-    if hoist_inputs is None:
-        hoist_inputs = hidden >= HOIST_FROM_HIDDEN
-    scan_steps = functools.partial(
-        _scan_steps,
-        cell,
-        params,
-        reverse=reverse,
-        unroll=unroll,
-        backprop=backprop,
-        remat_steps=bool(remat) and segment is None,
-        hoist=hoist_inputs,
-    )
-    inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
-    if scan == "parallel" or (cell.linear and not remat):  # no step to recompute: remat does not apply
-        carry, hs = _linear_scan(
-            cell, params, initial_carry, *inputs, reverse=reverse, parallel=scan == "parallel", unroll=unroll
-        )
-    elif segment is None:
-        carry, hs = scan_steps(initial_carry, *inputs)
-    else:
-        carry, hs = _scan_segments(scan_steps, initial_carry, *inputs, segment=segment, reverse=reverse)
-    return carry, jnp.swapaxes(hs, 0, 1)
+    return xs, mask, initial_carry, hidden
 
 
 def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backprop, remat_steps, hoist):
@@ -407,17 +441,24 @@ def run_bidirectional(
     *,
     initial_carry: tuple[Carry, Carry] | None = None,
     probes: tuple[Carry, Carry] | None = None,
-    **options,
+    mask: Array | None = None,
+    lengths: Array | None = None,
+    options: ScanOptions | None = None,
+    **fields,
 ) -> tuple[tuple[Carry, Carry], Array]:
     """A forward and a reverse pass over `xs`, outputs concatenated on the feature axis.
 
     Returns ((final carry forward, final carry backward), ys: (batch, time, 2 * hidden)).
     With `mask`/`lengths`, the backward pass of each sequence starts at its last real step.
-    `initial_carry` and `probes` are (forward, backward) pairs; `options` are those of `run`
-    (mask, lengths, unroll, remat, compute_dtype, backprop).
+    `initial_carry` and `probes` are (forward, backward) pairs; the rest as in `run`.
     """
+    options = dataclasses.replace(options or ScanOptions(), **fields)
     carry_fw, carry_bw = (None, None) if initial_carry is None else initial_carry
     probes_fw, probes_bw = (None, None) if probes is None else probes
-    carry_fw, ys_fw = run(cell, params_forward, xs, initial_carry=carry_fw, probes=probes_fw, **options)
-    carry_bw, ys_bw = run(cell, params_backward, xs, initial_carry=carry_bw, probes=probes_bw, reverse=True, **options)
+    given = dict(mask=mask, lengths=lengths)
+    carry_fw, ys_fw = run(cell, params_forward, xs, initial_carry=carry_fw, probes=probes_fw, options=options, **given)
+    backward = dataclasses.replace(options, reverse=True)
+    carry_bw, ys_bw = run(
+        cell, params_backward, xs, initial_carry=carry_bw, probes=probes_bw, options=backward, **given
+    )
     return (carry_fw, carry_bw), jnp.concatenate([ys_fw, ys_bw], axis=-1)

@@ -128,8 +128,9 @@ class Decoder(nnx.Module):
         layers = list(self.rnn.layers)
         cell = layers[0].cell
         params = [param_values(layer.forward) for layer in layers]
-        if layers[0].compute_dtype is not None:  # as in `recurrence.run`: bf16 matmuls, float32 carries
-            params = [cast_params(p, layers[0].compute_dtype) for p in params]
+        compute_dtype = layers[0].scan_options.compute_dtype
+        if compute_dtype is not None:  # as in `recurrence.run`: bf16 matmuls, float32 carries
+            params = [cast_params(p, compute_dtype) for p in params]
         first = params[0]
         # the embedding half of the first layer's input projection, for all steps at once
         xw = cell.project_inputs({**first, "W_xh": first["W_xh"][: self.embed_size]}, xs)

@@ -19,10 +19,12 @@ import optax
 from flax import nnx
 
 from rnn_jax import diagnostics, gradflow
+from rnn_jax.choices import check_choice
 from rnn_jax.losses import LossFn, LossOutput, apply, sequence_cross_entropy
 
 Array = jax.Array
 Batch = dict[str, Array]
+ON_NAN = ("stop", "skip")  # a non-finite step: end the run (or the seed) there, or skip it and go on
 
 
 @flax.struct.dataclass
@@ -107,10 +109,12 @@ class StepOptions:
     """What a training step computes besides the update (`make_train_step`). Frozen and
     hashable: equal options (and graphdef and optimizer) give the same jitted step.
 
-    `halt_on_nan`: a step whose loss or gradient is not finite updates nothing but
-    ``state.step``; with it, it also clears ``state.active``, after which no step updates
+    `on_nan`: the one NaN policy. A step whose loss or gradient is not finite updates nothing
+    but ``state.step``; with "stop" it also clears ``state.active``, after which no step updates
     anything (the loop reads the steps' outputs only every few steps, so a diverged run must not
-    train on meanwhile; ``--on-nan skip`` steps leave it set).
+    train on meanwhile) and the loop ends the run (or that seed) there; with "skip" it leaves it
+    set and the loop counts the step as skipped (`rnn_jax.loop.train_loop` reads which from
+    ``state.active``).
 
     `measure_flow`: the output also holds the gradient-flow profile (`rnn_jax.gradflow`), from
     the same forward and backward pass that produces the gradient; without it (and without the
@@ -138,9 +142,12 @@ class StepOptions:
     spectrum: int | None = None
     measurements: tuple = ()
     flow_regularizer: float = 0.0
-    halt_on_nan: bool = True
+    on_nan: str = "stop"
     stateful: bool = False
     seeds: bool = False
+
+    def __post_init__(self):
+        check_choice("--on-nan", self.on_nan, ON_NAN)
 
 
 @reused
@@ -149,74 +156,20 @@ def make_train_step(
 ):
     """A jitted `step(state, batch) -> (state, StepOutput)` (`state` is donated) that computes
     what `options` asks (`StepOptions`)."""
-    loss_fn, measure_flow, spectrum, measurements = (
-        options.loss_fn,
-        options.measure_flow,
-        options.spectrum,
-        options.measurements,
-    )
-    flow_regularizer, halt_on_nan, stateful, seeds = (
-        options.flow_regularizer,
-        options.halt_on_nan,
-        options.stateful,
-        options.seeds,
-    )
     clipper = options.clipper or optax.identity()
-
-    def with_state_grads(params, batch, dropout_key, carries):
-        """One forward pass and one backward pass of the loss for the parameter gradient, the
-        flow (measured from the same state gradients) and Pascanu et al.'s Omega (whose
-        `flow_regularizer`-weighted gradient is added)."""
-        out, pullback, final_is_loss = gradflow.loss_and_pullback(
-            loss_fn, graphdef, params, batch, dropout_key, initial_carries=carries
-        )
-        grads, state_grads = pullback(1.0, 0.0)
-        flow = None
-        if measure_flow:
-            model = nnx.merge(graphdef, params)
-            flow = gradflow.flow_profiles(model, batch, state_grads, pullback, final_is_loss, measurements)
-            dynamics = measure_dynamics(graphdef, params, batch, spectrum, carries)
-            if dynamics is not None:
-                flow["dynamics"] = dynamics
-        if flow_regularizer:
-            omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
-                graphdef, params, batch, state_grads, initial_carries=carries
-            )
-            grads = jax.tree.map(lambda g, r: g + flow_regularizer * r, grads, omega_grads)
-            out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
-        return out, grads, flow
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, StepOutput]:
         dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         carries = None
-        if stateful:
+        if options.stateful:
             carries = jax.tree.map(lambda c: jnp.where(batch["reset"], jnp.zeros_like(c), c), state.carry)
-        flow = None
-        if measure_flow or flow_regularizer:
-            out, grads, flow = with_state_grads(state.params, batch, dropout_key, carries)
-        else:
-
-            def loss(params):
-                out = apply(
-                    loss_fn, nnx.merge(graphdef, params), batch, dropout_key=dropout_key, initial_carries=carries
-                )
-                return out.loss, out
-
-            (_, out), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        out, grads, flow = _gradients(graphdef, options, state.params, batch, dropout_key, carries)
         clipped, _ = clipper.update(grads, clipper.init(state.params))
         updates, opt_state = optimizer.update(clipped, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.tree.norm(grads)
-        carry = jax.lax.stop_gradient(out.carries) if stateful else state.carry
-        # a non-finite loss or gradient leaves the state as it was (the loop then skips the
-        # step or stops on it, see `rnn_jax.loop`): one NaN never reaches the parameters
-        finite = jnp.isfinite(out.loss) & jnp.isfinite(grad_norm)
-        active = state.active
-        if active is not None:
-            updates_on = finite & active
-            active = updates_on if halt_on_nan else active
-        else:
-            updates_on = finite
+        carry = jax.lax.stop_gradient(out.carries) if options.stateful else state.carry
+        updates_on, active = _nan_policy(options.on_nan, jnp.isfinite(out.loss) & jnp.isfinite(grad_norm), state)
         params, opt_state, carry = jax.tree.map(
             lambda new, old: jnp.where(updates_on, new, old),
             (params, opt_state, carry),
@@ -226,7 +179,50 @@ def make_train_step(
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry, active=active)
         return new_state, report
 
-    return jax.jit(jax.vmap(step) if seeds else step, donate_argnums=0)
+    return jax.jit(jax.vmap(step) if options.seeds else step, donate_argnums=0)
+
+
+def _gradients(graphdef, options: StepOptions, params, batch, dropout_key, carries):
+    """(loss output, parameter gradient, flow or None) of one step. With the flow measured or the
+    regulariser on: one forward and one backward pass serve the gradient, the flow (from the
+    state gradients), the dynamics and Pascanu et al.'s Omega (its weighted gradient added)."""
+    if not (options.measure_flow or options.flow_regularizer):
+
+        def loss(params):
+            model = nnx.merge(graphdef, params)
+            out = apply(options.loss_fn, model, batch, dropout_key=dropout_key, initial_carries=carries)
+            return out.loss, out
+
+        (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return out, grads, None
+    out, pullback, final_is_loss = gradflow.loss_and_pullback(
+        options.loss_fn, graphdef, params, batch, dropout_key, initial_carries=carries
+    )
+    grads, state_grads = pullback(1.0, 0.0)
+    flow = None
+    if options.measure_flow:
+        model = nnx.merge(graphdef, params)
+        flow = gradflow.flow_profiles(model, batch, state_grads, pullback, final_is_loss, options.measurements)
+        dynamics = measure_dynamics(graphdef, params, batch, options.spectrum, carries)
+        if dynamics is not None:
+            flow["dynamics"] = dynamics
+    if options.flow_regularizer:
+        omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
+            graphdef, params, batch, state_grads, initial_carries=carries
+        )
+        grads = jax.tree.map(lambda g, r: g + options.flow_regularizer * r, grads, omega_grads)
+        out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
+    return out, grads, flow
+
+
+def _nan_policy(on_nan: str, finite, state: TrainState):
+    """(whether this step updates, the new ``state.active``): a non-finite loss or gradient
+    leaves the state as it was, one NaN never reaches the parameters; "stop" also halts every
+    later step (see `StepOptions.on_nan`)."""
+    if state.active is None:  # a state made by hand
+        return finite, None
+    updates_on = finite & state.active
+    return updates_on, updates_on if on_nan == "stop" else state.active
 
 
 def step_number(state: TrainState) -> int:
