@@ -34,7 +34,7 @@ from rnn_jax.config import prepare_run_dir, require_at_least_one
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import greedy
-from rnn_jax.experiment import finish, fit, load_run
+from rnn_jax.experiment import TrainingData, finish, fit, load_run
 from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 from rnn_jax.seq2seq import Captioner
@@ -162,11 +162,13 @@ def run(cfg: Config) -> dict:
     fitted = fit(
         cfg,
         out,
-        build_model=lambda seed: build_model(cfg, extra),
-        loss_fn=sequence_cross_entropy,
-        get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
-        eval_batches=[data["validation"]],
-        extra=extra,
+        lambda seed: build_model(cfg, extra),
+        TrainingData(
+            sequence_cross_entropy,
+            shuffled_batches(data["train"], cfg.batch, cfg.seed),
+            [data["validation"]],
+            extra=extra,
+        ),
         desc=f"caption {cfg.cell}",
     )
     model = nnx.merge(fitted.graphdef, fitted.params)

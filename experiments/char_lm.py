@@ -42,7 +42,7 @@ from experiments import cli
 from rnn_jax.config import prepare_run_dir, require_at_least_one
 from rnn_jax.data import text
 from rnn_jax.decode import sample
-from rnn_jax.experiment import finish, fit, load_run
+from rnn_jax.experiment import TrainingData, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
@@ -104,18 +104,7 @@ def load_corpus(cfg: Config) -> str:
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     """The model of `cfg` for the vocabulary ``extra["vocab"]`` (a string of characters)."""
     size = len(extra["vocab"])
-    cell = cfg.make_cell(cfg.cell)
-    return SequenceModel(
-        cell,
-        vocab_size=size,
-        embed_size=cfg.embed,
-        hidden_size=cfg.hidden,
-        output_size=size,
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
-        **cfg.layer_options(cell),
-        rngs=nnx.Rngs(cfg.seed),
-    )
+    return cfg.sequence_model(cfg.cell, cfg.seed, vocab_size=size, embed_size=cfg.embed, output_size=size)
 
 
 def run(cfg: Config) -> dict:
@@ -143,14 +132,16 @@ def run(cfg: Config) -> dict:
     fitted = fit(
         cfg,
         out,
-        build_model=lambda seed: build_model(cfg, extra),
-        loss_fn=sequence_cross_entropy,
-        get_batch=get_batch,
-        eval_batches=[text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
-        extra=extra,
+        lambda seed: build_model(cfg, extra),
+        TrainingData(
+            sequence_cross_entropy,
+            get_batch,
+            [text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
+            extra=extra,
+            tokens_per_step=cfg.batch * cfg.bptt,
+            stateful=cfg.tbptt == "stateful",
+        ),
         desc=f"char_lm {cfg.cell}",
-        tokens_per_step=cfg.batch * cfg.bptt,
-        stateful=cfg.tbptt == "stateful",
     )
     prime = "\n" if "\n" in vocab.chars else train_text[0]
     samples = sample_text(

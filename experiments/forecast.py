@@ -47,7 +47,7 @@ from rnn_jax.config import prepare_run_dir
 from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import finish, fit, load_run
+from rnn_jax.experiment import TrainingData, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_mse
 from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
@@ -146,17 +146,7 @@ def features(levels: np.ndarray, start: int, extra: dict) -> np.ndarray:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    cell = cfg.make_cell(cfg.cell)
-    return SequenceModel(
-        cell,
-        input_size=3 if extra["period"] else 1,
-        hidden_size=cfg.hidden,
-        output_size=1,
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
-        **cfg.layer_options(cell),
-        rngs=nnx.Rngs(cfg.seed),
-    )
+    return cfg.sequence_model(cfg.cell, cfg.seed, input_size=3 if extra["period"] else 1, output_size=1)
 
 
 def windows(filled: np.ndarray, observed: np.ndarray, extra: dict, ends: np.ndarray, length: int, *, last_only: bool):
@@ -232,11 +222,13 @@ def run(cfg: Config) -> dict:
     fitted = fit(
         cfg,
         out,
-        build_model=lambda seed: build_model(cfg, extra),
-        loss_fn=sequence_mse,
-        get_batch=shuffled_batches(train, min(cfg.batch, len(train["inputs"])), cfg.seed),
-        eval_batches=[validation],
-        extra=extra,
+        lambda seed: build_model(cfg, extra),
+        TrainingData(
+            sequence_mse,
+            shuffled_batches(train, min(cfg.batch, len(train["inputs"])), cfg.seed),
+            [validation],
+            extra=extra,
+        ),
         desc=f"forecast {cfg.cell}",
     )
     model = nnx.merge(fitted.graphdef, fitted.params)

@@ -18,7 +18,6 @@ grad_norms.csv (long form), flow_vs_lag.png, flow_heatmap.png, loss_curves.png, 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from pathlib import Path
@@ -26,17 +25,14 @@ from typing import ClassVar
 
 import jax
 import numpy as np
-from flax import nnx
 
 from experiments import cli
-from rnn_jax import plots
+from rnn_jax import plots, summaries
 from rnn_jax.cells import CELLS
 from rnn_jax.choices import check_choice
 from rnn_jax.config import prepare_run_dir, require_at_least_one
-from rnn_jax.experiment import fit, write_results
-from rnn_jax.gradflow import decay_rate
+from rnn_jax.experiment import TrainingData, fit, write_results
 from rnn_jax.history import History
-from rnn_jax.layers import SequenceModel
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
@@ -105,130 +101,20 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
     data_keys, eval_keys = keys[:, 0], keys[:, 1]
     eval_data = task.data if task.eval_data is None else task.eval_data
 
-    def build_model(seed: int) -> SequenceModel:
-        cell = cfg.make_cell(cell_name)
-        return SequenceModel(
-            cell,
-            hidden_size=cfg.hidden,
-            num_layers=cfg.layers,
-            rngs=nnx.Rngs(seed),
-            **cfg.layer_options(cell),
-            **task.model_io,
-        )
-
     fitted = fit(
         cfg,
         out,
-        build_model=build_model,
-        loss_fn=task.loss_fn,
-        get_batch=lambda step: stacked_batch(task.batch, data_keys, step, task.data),
-        eval_batches=[stacked_batch(task.batch, eval_keys, i, eval_data) for i in range(cfg.eval_batches)],
+        lambda seed: cfg.sequence_model(cell_name, seed, **task.model_io),
+        TrainingData(
+            task.loss_fn,
+            lambda step: stacked_batch(task.batch, data_keys, step, task.data),
+            [stacked_batch(task.batch, eval_keys, i, eval_data) for i in range(cfg.eval_batches)],
+        ),
         seeds=seeds,
         name=cell_name,
         desc=f"{cell_name} x {len(seeds)} seed(s)",
     )
     return dict(zip(seeds, split_seeds(fitted.history, len(seeds))))
-
-
-def summarise(cfg: Config, histories: dict[str, dict[int, History]]) -> dict:
-    """results.json's `cells` section: per cell, profiles averaged over seeds (the top layer's
-    h), decay rates, final metric; each seed's full record under `seeds`."""
-    top = f"layer{cfg.layers - 1}/h"
-    cells = {}
-    for cell, by_seed in histories.items():
-        steps = sorted(set.intersection(*(set(h.flow) for h in by_seed.values())))
-        by_lag = {s: np.array([h.flow[s]["by_lag"][top] for h in by_seed.values()]) for s in steps}
-        by_step = {s: np.array([h.flow[s]["by_step"][top] for h in by_seed.values()]) for s in steps}
-        rates = {s: [decay_rate(p) for p in by_lag[s]] for s in steps}
-        finals = [h.eval[-1]["loss"] if h.eval else float("nan") for h in by_seed.values()]
-        accuracies = [h.eval[-1].get("accuracy", float("nan")) if h.eval else float("nan") for h in by_seed.values()]
-        cells[cell] = {
-            "grad_norm_by_lag": {str(s): by_lag[s].mean(0).tolist() for s in steps},
-            "grad_norm_by_step": {str(s): by_step[s].mean(0).tolist() for s in steps},
-            "decay_rate": {
-                str(s): {"mean": float(np.mean(r)), "std": float(np.std(r)), "per_seed": r} for s, r in rates.items()
-            },
-            "final_eval_loss": seed_stats(finals),
-            **(
-                {"final_eval_accuracy": seed_stats(accuracies)}
-                if any(h.eval and "accuracy" in h.eval[-1] for h in by_seed.values())
-                else {}
-            ),
-            "status": {str(seed): h.status for seed, h in by_seed.items()},
-            **summarise_dynamics(cfg, [{s: h.flow[s].get("dynamics", {}) for s in steps} for h in by_seed.values()]),
-            "seeds": {str(seed): h.to_json() for seed, h in by_seed.items()},
-        }
-    return cells
-
-
-def seed_stats(values: list[float]) -> dict:
-    """Mean and standard deviation over seeds (NaN if any seed diverged), and each seed's value."""
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
-
-
-def summarise_dynamics(cfg: Config, by_seed: list[dict[int, dict]]) -> dict:
-    """Seed means of the Lyapunov spectra (``lyapunov``: layer 0; ``lyapunov_layer1``, ...), what
-    they say (leading exponent, directions above -0.01, log condition number of the T-step
-    Jacobian), and layer 0's gate statistics and time constant, by measured step."""
-    out = {}
-    steps = sorted(by_seed[0])
-    for layer in by_seed[0][steps[0]] if steps else []:
-        suffix = "" if layer == "layer0" else "_" + layer.replace("/", "_")
-        spectra = {s: np.mean([seed[s][layer]["lyapunov"] for seed in by_seed], axis=0) for s in steps}
-        if cfg.spectrum:
-            out["lyapunov" + suffix] = {str(s): spectrum.tolist() for s, spectrum in spectra.items()}
-            out["lyapunov_summary" + suffix] = {
-                str(s): spectrum_summary(spectrum, cfg.seq_len) for s, spectrum in spectra.items()
-            }
-        if layer == "layer0":
-            out.update(gate_summary([{s: seed[s][layer] for s in steps} for seed in by_seed]))
-    return out
-
-
-def gate_summary(by_seed: list[dict[int, dict]]) -> dict:
-    """Seed means of one layer's gate statistics (``gates.<step>.<gate>.{mean,low,high}``) and
-    time constant (``time_constant.<step>``)."""
-    steps, first = sorted(by_seed[0]), by_seed[0]
-
-    def mean(step, get):
-        return float(np.mean([get(seed[step]) for seed in by_seed]))
-
-    if not steps or not first[steps[0]]["gates"]:
-        return {}
-    out = {
-        "gates": {
-            str(s): {
-                gate: {stat: mean(s, lambda d, g=gate, k=stat: d["gates"][g][k]) for stat in ("mean", "low", "high")}
-                for gate in first[s]["gates"]
-            }
-            for s in steps
-        }
-    }
-    if steps and "time_constant" in first[steps[0]]:
-        out["time_constant"] = {str(s): mean(s, lambda d: d["time_constant"]) for s in steps}
-    return out
-
-
-def spectrum_summary(exponents, time: int) -> dict:
-    exponents = np.asarray(exponents, np.float64)
-    return {
-        "leading": float(exponents[0]),
-        "memory_directions": int(np.sum(exponents > -0.01)),
-        "log_condition": float(time * (exponents[0] - exponents[-1])),
-    }
-
-
-def write_csv(path: Path, histories: dict[str, dict[int, History]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["cell", "seed", "training_step", "profile", "component", "index", "grad_norm"])
-        for cell, by_seed in histories.items():
-            for seed, history in by_seed.items():
-                for step, flow in sorted(history.flow.items()):
-                    for profile, by_key in ((p, flow[p]) for p in ("by_step", "by_lag")):
-                        for component, norms in by_key.items():
-                            for index, norm in enumerate(norms):
-                                writer.writerow([cell, seed, step, profile, component, index, norm])
 
 
 def make_plots(cfg: Config, task: Task, histories: dict[str, dict[int, History]], cells: dict, out: Path) -> None:
@@ -272,7 +158,7 @@ def run(cfg: Config) -> dict:
     task = make_task(cfg.task, cfg)
     started = time.time()
     histories = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
-    cells = summarise(cfg, histories)
+    cells = summaries.summarise_cells(cfg, histories)
     results = write_results(
         cfg,
         out,
@@ -289,7 +175,7 @@ def run(cfg: Config) -> dict:
         },
     )
     if is_primary():
-        write_csv(out / "grad_norms.csv", histories)
+        summaries.write_flow_csv(out / "grad_norms.csv", histories)
     make_plots(cfg, task, histories, cells, out)
     return results
 

@@ -38,7 +38,7 @@ from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
@@ -75,19 +75,14 @@ class Config(TaskOptions):
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    cell = cfg.make_cell(cfg.cell)
-    return SequenceModel(
-        cell,
+    return cfg.sequence_model(
+        cfg.cell,
+        cfg.seed,
         vocab_size=len(extra["vocab"]),
         embed_size=cfg.embed,
-        hidden_size=cfg.hidden,
         output_size=len(extra["labels"]),
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
         bidirectional=cfg.bidirectional,
         readout="final",
-        **cfg.layer_options(cell),
-        rngs=nnx.Rngs(cfg.seed),
     )
 
 
@@ -118,13 +113,15 @@ def run(cfg: Config) -> dict:
     fitted = fit(
         cfg,
         out,
-        build_model=lambda seed: build_model(cfg, extra),
-        loss_fn=classification_cross_entropy,
-        get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
-        eval_batches=chunks(data["validation"], 512),
-        extra=extra,
+        lambda seed: build_model(cfg, extra),
+        TrainingData(
+            classification_cross_entropy,
+            shuffled_batches(data["train"], cfg.batch, cfg.seed),
+            chunks(data["validation"], 512),
+            extra=extra,
+            tokens_per_step=cfg.batch * cfg.max_len,
+        ),
         desc=f"sentiment {cfg.cell}",
-        tokens_per_step=cfg.batch * cfg.max_len,
     )
     model = nnx.merge(fitted.graphdef, fitted.params)
     majority = collections.Counter(train_labels.tolist()).most_common(1)[0][0]

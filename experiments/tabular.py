@@ -35,7 +35,7 @@ from rnn_jax.config import prepare_run_dir
 from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.tables import load_table, require_columns
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, class_probabilities, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
@@ -94,18 +94,8 @@ def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    cell = cfg.make_cell(cfg.cell)
-    return SequenceModel(
-        cell,
-        input_size=len(extra["features"]),
-        hidden_size=cfg.hidden,
-        output_size=len(extra["labels"]),
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
-        readout="final",
-        **cfg.layer_options(cell),
-        rngs=nnx.Rngs(cfg.seed),
-    )
+    sizes = dict(input_size=len(extra["features"]), output_size=len(extra["labels"]), readout="final")
+    return cfg.sequence_model(cfg.cell, cfg.seed, **sizes)
 
 
 def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
@@ -126,11 +116,13 @@ def run(cfg: Config) -> dict:
     fitted = fit(
         cfg,
         out,
-        build_model=lambda seed: build_model(cfg, extra),
-        loss_fn=classification_cross_entropy,
-        get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
-        eval_batches=chunks(data["validation"], 4096),
-        extra=extra,
+        lambda seed: build_model(cfg, extra),
+        TrainingData(
+            classification_cross_entropy,
+            shuffled_batches(data["train"], cfg.batch, cfg.seed),
+            chunks(data["validation"], 4096),
+            extra=extra,
+        ),
         desc=f"tabular {cfg.cell}",
     )
     model = nnx.merge(fitted.graphdef, fitted.params)

@@ -34,7 +34,7 @@ from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import finish, fit, load_run
+from rnn_jax.experiment import TrainingData, finish, fit, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
@@ -73,18 +73,13 @@ def load_splits(cfg: Config) -> dict[str, list[tuple[list[str], list[str]]]]:
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    cell = cfg.make_cell(cfg.cell)
-    return SequenceModel(
-        cell,
+    return cfg.sequence_model(
+        cfg.cell,
+        cfg.seed,
         vocab_size=len(extra["words"]),
         embed_size=cfg.embed,
-        hidden_size=cfg.hidden,
         output_size=len(extra["tags"]),
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
         bidirectional=cfg.bidirectional,
-        **cfg.layer_options(cell),
-        rngs=nnx.Rngs(cfg.seed),
     )
 
 
@@ -128,13 +123,15 @@ def run(cfg: Config) -> dict:
     fitted = fit(
         cfg,
         out,
-        build_model=lambda seed: build_model(cfg, extra),
-        loss_fn=sequence_cross_entropy,
-        get_batch=shuffled_batches(data["train"], cfg.batch, cfg.seed),
-        eval_batches=chunks(data["validation"], 512),
-        extra=extra,
+        lambda seed: build_model(cfg, extra),
+        TrainingData(
+            sequence_cross_entropy,
+            shuffled_batches(data["train"], cfg.batch, cfg.seed),
+            chunks(data["validation"], 512),
+            extra=extra,
+            tokens_per_step=cfg.batch * cfg.max_len,
+        ),
         desc=f"tagging {cfg.cell}",
-        tokens_per_step=cfg.batch * cfg.max_len,
     )
     model = nnx.merge(fitted.graphdef, fitted.params)
     metrics = {f"{s}_accuracy": token_accuracy(model, data[s]) for s in ("validation", "test")}

@@ -40,7 +40,7 @@ from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import beam_search, greedy
-from rnn_jax.experiment import finish, fit, load_run
+from rnn_jax.experiment import TrainingData, finish, fit, load_run
 from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
 from rnn_jax.seq2seq import Seq2Seq
@@ -188,13 +188,15 @@ def run(cfg: Config) -> dict:
     fitted = fit(
         cfg,
         out,
-        build_model=lambda seed: build_model(cfg, extra),
-        loss_fn=sequence_cross_entropy,
-        get_batch=shuffled_batches(train, cfg.batch, cfg.seed),
-        eval_batches=chunks(validation, 1024),
-        extra=extra,
+        lambda seed: build_model(cfg, extra),
+        TrainingData(
+            sequence_cross_entropy,
+            shuffled_batches(train, cfg.batch, cfg.seed),
+            chunks(validation, 1024),
+            extra=extra,
+            tokens_per_step=cfg.batch * (cfg.max_len + 1),
+        ),
         desc=f"translate {cfg.cell}",
-        tokens_per_step=cfg.batch * (cfg.max_len + 1),
     )
     model = nnx.merge(fitted.graphdef, fitted.params)
 

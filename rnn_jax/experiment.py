@@ -48,20 +48,32 @@ class Fitted:
     wall_time_s: float  # of this invocation
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """What `fit` trains on: `get_batch(step)` (a function of the step: a resumed run sees the
+    same batches), the validation batches and the loss. `extra` (vocabularies, label names,
+    normalisation: what prediction needs besides the config) is saved with every checkpoint; on
+    resume it must match what the data gives. `tokens_per_step`: to log throughput. `stateful`:
+    truncated BPTT over `cfg.batch` parallel streams (see `make_train_step`); the validation
+    batches are then consecutive windows of streams too, the state carried across."""
+
+    loss_fn: LossFn
+    get_batch: Callable[[int], dict]
+    eval_batches: Iterable[dict]
+    extra: dict = dataclasses.field(default_factory=dict)
+    tokens_per_step: int | None = None
+    stateful: bool = False
+
+
 def fit(
     cfg: TrainingOptions,
     out: Path,
-    *,
     build_model: Callable[[int], nnx.Module],
-    loss_fn: LossFn,
-    get_batch: Callable[[int], dict],
-    eval_batches: Iterable[dict],
-    extra: dict | None = None,
+    data: TrainingData,
+    *,
     desc: str,
     seeds: Sequence[int] | None = None,
     name: str = "",
-    tokens_per_step: int | None = None,
-    stateful: bool = False,
 ) -> Fitted:
     """Train `build_model(seed)` on the shared loop (jitted step, optax, evaluation every
     `cfg.eval_every` steps, gradient flow from the training step itself, orbax checkpoints,
@@ -72,25 +84,20 @@ def fit(
     `seeds`: train the models of these seeds together, stacked (one vmapped step; batches and
     evaluation batches then have a leading seed axis); otherwise one model of `cfg.seed`.
     `name`: the run's subdirectory of checkpoints/ and logs/ (several runs in one `out`).
-    `extra` (vocabularies, label names, normalisation: what prediction needs besides the
-    config) is saved with every checkpoint; on resume it must match what the data gives.
-    `stateful`: truncated BPTT over `cfg.batch` parallel streams (see `make_train_step`); the
-    evaluation batches are then consecutive windows of streams too, the state carried across.
     """
-    extra = extra or {}
     stacked = seeds is not None
     parallel = DataParallel(cfg.devices, batch_axis=1 if stacked else 0)
     parallel.check_batch(cfg.batch)
-    graphdef, state = _initial_state(cfg, build_model, seeds, parallel, stateful)
-    options = cfg.step_options(loss_fn, stateful=stateful, seeds=stacked)
+    graphdef, state = _initial_state(cfg, build_model, seeds, parallel, data.stateful)
+    options = cfg.step_options(data.loss_fn, stateful=data.stateful, seeds=stacked)
     if cfg.steps == 0:  # the gradient-flow profile at initialisation only
         probe = make_flow_probe(
-            graphdef, loss_fn, spectrum=cfg.spectrum, seeds=stacked, measurements=options.measurements
+            graphdef, data.loss_fn, spectrum=cfg.spectrum, seeds=stacked, measurements=options.measurements
         )
-        _, flow = probe(state.params, get_batch(0))
+        _, flow = probe(state.params, data.get_batch(0))
         return Fitted(graphdef, state, state.params, History(flow={0: to_python(flow)}, status="completed"), 0.0)
     checkpoints = Checkpoints(out / "checkpoints" / name, keep=cfg.keep, best_by=cfg.best_by)
-    state, history = _resume(checkpoints, state, extra, f"{out / name}")
+    state, history = _resume(checkpoints, state, data.extra, f"{out / name}")
     started = time.time()
     if not history.finished:
         train_step, flow_step = (
@@ -101,16 +108,16 @@ def fit(
             state,
             train_step=train_step,
             flow_step=flow_step,
-            get_batch=get_batch,
+            get_batch=data.get_batch,
             parallel=parallel,
             evaluate=evaluate_batches(
-                make_eval_step(graphdef, loss_fn, seeds=stacked),
-                map(parallel.replicate, eval_batches),
-                carry_over=stateful,
+                make_eval_step(graphdef, data.loss_fn, seeds=stacked),
+                map(parallel.replicate, data.eval_batches),
+                carry_over=data.stateful,
             ),
-            loop=cfg.loop_config(tokens_per_step),
+            loop=cfg.loop_config(data.tokens_per_step),
             checkpoints=checkpoints,
-            checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **extra, "history": h.to_json()},
+            checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **data.extra, "history": h.to_json()},
             history=history,
             log_dir=out / "logs" / name,
             desc=desc,

@@ -10,12 +10,14 @@ import typing
 from typing import ClassVar
 
 import jax
+from flax import nnx
 
 from rnn_jax import cudnn
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
 from rnn_jax.checkpoints import check_best_by
 from rnn_jax.choices import check_choice
 from rnn_jax.config import compute_dtype, flag, from_text, import_modules, require_at_least_one
+from rnn_jax.layers import SequenceModel
 from rnn_jax.loop import LoopConfig
 from rnn_jax.measurements import MEASUREMENTS
 from rnn_jax.optim import default_warmup, make_clipper, make_optimizer, make_schedule
@@ -273,6 +275,21 @@ class TrainingOptions(DeviceOptions):
                     f"--spectrum {self.spectrum}: the {name} state has {exponents} Lyapunov exponents at --hidden "
                     f"{self.hidden}; ask for at most {exponents}"
                 )
+
+    def sequence_model(self, cell: str, seed: int, **sizes) -> SequenceModel:
+        """A `SequenceModel` of the cell `cell` as the flags set it (hidden, layers, dropout, dtype,
+        scan, block, the cell's options), initialised from `seed`, with the task's `sizes`
+        (vocab_size or input_size, output_size, embed_size, readout, bidirectional)."""
+        made = self.make_cell(cell)
+        return SequenceModel(
+            made,
+            hidden_size=self.hidden,
+            num_layers=self.layers,
+            dropout=self.dropout,
+            rngs=nnx.Rngs(seed),
+            **self.layer_options(made),
+            **sizes,
+        )
 
     def layer_options(self, cell: Cell) -> dict:
         """Options of the recurrent stack of `cell` (`rnn_jax.layers.RecurrentStack`) set by the flags."""
