@@ -319,11 +319,11 @@ class TaskOptions(TrainingOptions):
     def __post_init__(self):
         super().__post_init__()
         self.make_cell(self.cell)
+        if (self.checkpoint is None) != (self.input is None):
+            raise ValueError("prediction needs both --checkpoint RUN_DIR and --input ...")
 
     def selected_cells(self) -> tuple[str, ...]:
         return (self.cell,)
-        if (self.checkpoint is None) != (self.input is None):
-            raise ValueError("prediction needs both --checkpoint RUN_DIR and --input ...")
 
 
 def cell_fields(cls: type[Cell]) -> dict:

@@ -12,6 +12,7 @@ on it, with its flow profiles, spectra, gates, seeds, checkpoints and ablation g
 
 Built in:
     adding, copy, selective_copy   synthetic long-lag tasks (`rnn_jax.data.synthetic`)
+    flipflop                       the 3-bit flip-flop (Sussillo & Barak 2013): 8 memories to hold
     charlm                         next character of a corpus (--data; default a generated one)
     sentiment                      many-to-one: the polarity of a sentence (--data; default the
                                    sentence-polarity corpus), left-padded to --seq-len tokens
@@ -40,7 +41,13 @@ from rnn_jax.choices import check_choice
 from rnn_jax.data import corpora, loaders, synthetic, text
 from rnn_jax.data.batches import pad
 from rnn_jax.data.vocab import PAD, Vocab
-from rnn_jax.losses import LossFn, classification_cross_entropy, final_step_mse, sequence_cross_entropy
+from rnn_jax.losses import (
+    LossFn,
+    classification_cross_entropy,
+    final_step_mse,
+    sequence_cross_entropy,
+    sequence_mse,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +156,18 @@ def selective_copy(cfg) -> Task:
         model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
         baseline=synthetic.selective_copy_baseline(),
         metric="cross-entropy of the copied tokens (nats)",
+    )
+
+
+@register_task("flipflop")
+def flipflop(cfg) -> Task:
+    """The 3-bit flip-flop of Sussillo & Barak 2013 (fixed points: `rnn_jax.fixed_points`)."""
+    return Task(
+        batch=batches(synthetic.flipflop_batch, batch=cfg.batch, length=cfg.seq_len),
+        loss_fn=sequence_mse,
+        model_io=dict(input_size=synthetic.FLIPFLOP_BITS, output_size=synthetic.FLIPFLOP_BITS),
+        baseline=1.0 - synthetic.FLIPFLOP_PULSE,
+        metric="MSE per step",
     )
 
 

@@ -65,9 +65,10 @@ def test_sentiment_results_and_prediction(sentiment_run, capsys):
     assert "class 0: p = " in out and "class 1: p = " in out and "unheardofword" in out
 
 
-def test_prediction_flags_go_together():
+def test_prediction_flags_go_together(capsys):
     with pytest.raises(SystemExit):
         sentiment.main(["--checkpoint", "somewhere"])
+    assert "prediction needs both --checkpoint RUN_DIR and --input" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -12,6 +12,12 @@ copy (Arjovsky et al. 2016)
     A memoryless model that outputs blanks and then guesses uniformly scores cross-entropy
     10 log(8) / (T + 20) per step: the baseline.
 
+3-bit flip-flop (Sussillo & Barak 2013; the generator of Golub & Sussillo's FixedPointFinder)
+    inputs (batch, T, 3): each channel a +1 or -1 pulse with probability p per step (and one at
+    t = 0, so every output is defined from the start), else 0. Targets (batch, T, 3): each channel
+    holds the sign of its last pulse. A memoryless model copies a pulse when there is one and
+    otherwise can only say 0: MSE 1 - p, the baseline. The network must store 3 bits: 8 memories.
+
 selective copy (Gu & Dao 2023, the Mamba paper; as in Feng et al. 2024)
     tokens (batch, T + 1 + K): K data symbols from {1..8} at random positions among T blanks,
     the delimiter, then K blanks. Targets: the K data symbols in the order they appeared, at the
@@ -61,6 +67,20 @@ def copy_batch(key: jax.Array, batch: int, delay: int) -> dict[str, jax.Array]:
     inputs = jnp.concatenate([data, blanks(delay - 1), delimiter, blanks(COPY_LENGTH)], axis=1)
     targets = jnp.concatenate([blanks(delay + COPY_LENGTH), data], axis=1)
     return {"inputs": inputs, "targets": targets}
+
+
+FLIPFLOP_BITS, FLIPFLOP_PULSE = 3, 0.1  # FixedPointFinder's example has p = 0.5; sparser pulses need memory
+
+
+def flipflop_batch(key: jax.Array, batch: int, length: int, pulse: float = FLIPFLOP_PULSE) -> dict[str, jax.Array]:
+    k_pulses, k_signs = jax.random.split(key)
+    pulses = jax.random.bernoulli(k_pulses, pulse, (batch, length, FLIPFLOP_BITS)).at[:, 0].set(True)
+    signs = jnp.where(jax.random.bernoulli(k_signs, 0.5, pulses.shape), 1.0, -1.0)
+    inputs = jnp.where(pulses, signs, 0.0)
+    # each channel's last pulse at or before t: a running maximum of the pulse times
+    steps = jnp.arange(length)[None, :, None]
+    last = jax.lax.cummax(jnp.where(pulses, steps, 0), axis=1)
+    return {"inputs": inputs, "targets": jnp.take_along_axis(inputs, last, axis=1)}
 
 
 def selective_copy_baseline() -> float:
