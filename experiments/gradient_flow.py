@@ -12,13 +12,15 @@ training step itself, the long-range profile ||dL_T/dh_{T-k}|| and the full-loss
     python -m experiments.gradient_flow --resume runs/gradient_flow/20261127-120000
 
 Writes to --out: results.json (config, environment, per-cell profiles, decay rates, losses),
-grad_norms.csv (long form), flow_vs_lag.png, flow_heatmap.png, loss_curves.png, logs/
+grad_norms.csv (long form), flow_vs_lag.png, flow_heatmap.png, loss_curves.png, lyapunov.png and lyapunov_vs_flow.png
+(with --spectrum), gates.png, logs/
 (metrics.jsonl + TensorBoard per run) and checkpoints/ (orbax, resumable).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -134,6 +136,7 @@ def make_plots(cfg: Config, task: Task, histories: dict[str, dict[int, History]]
     if cfg.spectrum:
         spectra = {cell: {int(s): v for s, v in record["lyapunov"].items()} for cell, record in cells.items()}
         plots.spectra(spectra, out / "lyapunov.png", title=title + ": Lyapunov spectrum of layer 0 over training")
+        plots.exponents_over_training(cells, out / "lyapunov_vs_flow.png", title=title + ": layer 0")
     plots.gate_dynamics(cells, out / "gates.png", title=title + ": gates of layer 0 over training")
     if not cfg.steps:
         return
@@ -159,6 +162,8 @@ def run(cfg: Config) -> dict:
     started = time.time()
     histories = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
     cells = summaries.summarise_cells(cfg, histories)
+    for line in summaries.unconverged(cells):
+        print(f"warning: {line}", file=sys.stderr)
     results = write_results(
         cfg,
         out,

@@ -7,8 +7,13 @@ whole spectrum is summarised by the Lyapunov exponents lambda_1 >= ... >= lambda
 step): the growth rates of K orthogonal directions under the product. The standard QR method
 propagates an orthonormal (carry, K) frame Q: at every step V = J_t Q (K Jacobian-vector
 products, `jax.linearize` under `vmap`, never a dense Jacobian of the sequence), Q R = V, and
-lambda_i is the time average of ln |R_ii| after a short transient. Each sequence of the batch has
-its own trajectory and frame; the exponents are averaged over the batch.
+lambda_i is the time average of ln |R_ii| (the local exponents) after a short transient. Each
+sequence of the batch has its own trajectory and frame; the exponents are averaged over the
+batch, and their spread over the sequences (independent finite-time estimates) gives the
+standard error that says whether T steps were enough to converge (`lyapunov_stderr`). The
+frame's columns at the last step are the K leading Lyapunov (Gram-Schmidt) vectors; their
+participation ratio (sum v_i^2)^2 / sum v_i^4 counts the state coordinates each direction
+spreads over (1: one unit; the carry's size: all alike).
 
   lambda_1 < 0     every direction is forgotten: the gradient vanishes at rate lambda_1 or faster;
   lambda_i ~ 0     a direction the recurrence carries without loss (memory);
@@ -54,9 +59,45 @@ def layer_dynamics(
 
     `frame`: the initial orthonormal (carry size, k) frame (default: a fixed random one).
 
-    Returns ``{"lyapunov": (k,), "gates": {gate: {"mean", "low", "high"}}, "time_constant": ()}``
-    (the last two for cells with gates), all averaged over the batch.
+    Returns, averaged over the batch: ``lyapunov`` (k,); ``lyapunov_stderr`` (k,), the standard
+    error of that mean from the spread of the sequences' own exponents (each sequence is an
+    independent finite-time estimate: a large error says T is too short to converge);
+    ``local_spread`` (k,), the standard deviation over steps of the local exponents ln|R_ii|;
+    ``participation_ratio`` (k,), of each Lyapunov (Gram-Schmidt) vector at the last step,
+    (sum v_i^2)^2 / sum v_i^4: how many state coordinates carry that direction; ``gates`` and
+    ``time_constant`` for cells with gates.
     """
+    local, vectors, stats = lyapunov_vectors(
+        cell, params, xs, k=k, transient=transient, initial_carry=initial_carry, frame=frame
+    )
+    counted = local[:, default_transient(xs.shape[1]) if transient is None else transient :]
+    per_sequence = jnp.mean(counted, axis=1)  # (batch, k): each sequence's finite-time exponents
+    order = jnp.argsort(-jnp.mean(per_sequence, axis=0))
+    batch = xs.shape[0]
+    stderr = jnp.std(per_sequence, axis=0) / jnp.sqrt(max(batch - 1, 1)) if batch > 1 else jnp.full((k,), jnp.nan)
+    return {
+        "lyapunov": jnp.mean(per_sequence, axis=0)[order],
+        "lyapunov_stderr": stderr[order],
+        "local_spread": jnp.mean(jnp.std(counted, axis=1), axis=0)[order],
+        "participation_ratio": jnp.mean(1.0 / jnp.sum(vectors**4, axis=1), axis=0)[order],
+        **jax.tree.map(jnp.mean, stats),
+    }
+
+
+def lyapunov_vectors(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    k: int,
+    transient: int | None = None,
+    initial_carry=None,
+    frame: Array | None = None,
+):
+    """The QR method along each sequence of xs (batch, time, input): (local exponents ln|R_ii|
+    at every step, (batch, time, k); the K leading Lyapunov (Gram-Schmidt) vectors at the last
+    step, orthonormal columns of (batch, carry size, k); per-step gate statistics). The
+    exponents are the time averages of the local ones after the transient."""
     batch, time, _ = xs.shape
     hidden = cell.sizes(params)[1]
     transient = default_transient(time) if transient is None else transient
@@ -74,23 +115,20 @@ def layer_dynamics(
         _, unravel = ravel_pytree(carry)
         xws = cell.project_inputs(params, xs_row)  # (time, G * hidden)
 
-        def step(state, inputs):
-            flat, q, log_growth = state
-            t, xw_t = inputs
+        def step(state, xw_t):
+            flat, q = state
             carry = unravel(flat)
             new_flat, jvp = jax.linearize(lambda f: ravel_pytree(cell.recur(params, unravel(f), xw_t)[0])[0], flat)
+            growth = jnp.zeros((0,), q.dtype)
             if k:
                 q, r = jnp.linalg.qr(jax.vmap(jvp, in_axes=1, out_axes=1)(q))
                 growth = jnp.log(jnp.maximum(jnp.abs(jnp.diagonal(r)), jnp.finfo(r.dtype).tiny))
-                log_growth = log_growth + jnp.where(t >= transient, growth, 0.0)
-            return (new_flat, q, log_growth), gate_statistics(cell, cell.gate_values(params, carry, xw_t))
+            return (new_flat, q), (growth, gate_statistics(cell, cell.gate_values(params, carry, xw_t)))
 
-        start = (ravel_pytree(carry)[0], frame, jnp.zeros((k,), frame.dtype))
-        (_, _, log_growth), stats = jax.lax.scan(step, start, (jnp.arange(time), xws))
-        return log_growth / (time - transient), jax.tree.map(jnp.mean, stats)
+        (_, q), (local, stats) = jax.lax.scan(step, (ravel_pytree(carry)[0], frame), xws)
+        return local, q, stats
 
-    exponents, stats = jax.vmap(sequence)(xs, initial_carry)
-    return {"lyapunov": -jnp.sort(-jnp.mean(exponents, axis=0)), **jax.tree.map(jnp.mean, stats)}
+    return jax.vmap(sequence)(xs, initial_carry)
 
 
 def gate_statistics(cell: Cell, gates: dict[str, Array]) -> dict:

@@ -13,6 +13,8 @@ import numpy as np
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.history import History
 
+CONVERGED = 0.05  # lambda_1's standard error below this fraction of |lambda_1|: converged
+
 
 def summarise_cells(cfg, histories: dict[str, dict[int, History]]) -> dict:
     """results.json's `cells` section: per cell, profiles averaged over seeds (the top layer's
@@ -53,17 +55,26 @@ def seed_stats(values: list[float]) -> dict:
 
 def summarise_dynamics(cfg, by_seed: list[dict[int, dict]]) -> dict:
     """Seed means of the Lyapunov spectra (``lyapunov``: layer 0; ``lyapunov_layer1``, ...), what
-    they say (leading exponent, directions above -0.01, log condition number of the T-step
-    Jacobian), and layer 0's gate statistics and time constant, by measured step."""
+    they say (`spectrum_summary`), and layer 0's gate statistics and time constant, by measured
+    step."""
     out = {}
     steps = sorted(by_seed[0])
     for layer in by_seed[0][steps[0]] if steps else []:
         suffix = "" if layer == "layer0" else "_" + layer.replace("/", "_")
-        spectra = {s: np.mean([seed[s][layer]["lyapunov"] for seed in by_seed], axis=0) for s in steps}
+
+        def seed_mean(step, key, layer=layer):  # NaN where a run recorded before the key existed
+            return np.mean([seed[step][layer].get(key, np.nan) for seed in by_seed], axis=0)
+
         if cfg.spectrum:
-            out["lyapunov" + suffix] = {str(s): spectrum.tolist() for s, spectrum in spectra.items()}
+            out["lyapunov" + suffix] = {str(s): seed_mean(s, "lyapunov").tolist() for s in steps}
             out["lyapunov_summary" + suffix] = {
-                str(s): spectrum_summary(spectrum, cfg.seq_len) for s, spectrum in spectra.items()
+                str(s): spectrum_summary(
+                    seed_mean(s, "lyapunov"),
+                    cfg.seq_len,
+                    stderr=seed_mean(s, "lyapunov_stderr"),
+                    participation=seed_mean(s, "participation_ratio"),
+                )
+                for s in steps
             }
         if layer == "layer0":
             out.update(gate_summary([{s: seed[s][layer] for s in steps} for seed in by_seed]))
@@ -94,13 +105,38 @@ def gate_summary(by_seed: list[dict[int, dict]]) -> dict:
     return out
 
 
-def spectrum_summary(exponents, time: int) -> dict:
+def spectrum_summary(exponents, time: int, *, stderr=np.nan, participation=np.nan) -> dict:
+    """What a spectrum says: the leading exponent (and its standard error across sequences:
+    ``converged`` when below `CONVERGED` of |lambda_1| or 1e-3), the directions above -0.01
+    (memory), the log condition number of the T-step Jacobian, and the leading Lyapunov vector's
+    participation ratio (how many state coordinates carry the slowest direction)."""
     exponents = np.asarray(exponents, np.float64)
+    leading_stderr = float(np.ravel(stderr)[0])
     return {
         "leading": float(exponents[0]),
+        "leading_stderr": leading_stderr,
+        "converged": bool(leading_stderr <= max(CONVERGED * abs(exponents[0]), 1e-3)),
         "memory_directions": int(np.sum(exponents > -0.01)),
         "log_condition": float(time * (exponents[0] - exponents[-1])),
+        "leading_participation": float(np.ravel(participation)[0]),
     }
+
+
+def unconverged(cells: dict) -> list[str]:
+    """One line per cell and layer whose last measured lambda_1 had not converged (see
+    `spectrum_summary`): the sequences are too short for a finite-time exponent to settle."""
+    lines = []
+    for cell, record in cells.items():
+        for key, by_step in record.items():
+            if key.startswith("lyapunov_summary") and by_step:
+                step, last = max(by_step.items(), key=lambda item: int(item[0]))
+                if not last["converged"] and np.isfinite(last["leading_stderr"]):
+                    lines.append(
+                        f"{cell} {key.removeprefix('lyapunov_summary').lstrip('_') or 'layer0'}, step {step}: "
+                        f"lambda_1 = {last['leading']:+.4f} +- {last['leading_stderr']:.4f} (standard error over "
+                        "the batch's sequences) has not converged; measure on longer sequences (--seq-len)"
+                    )
+    return lines
 
 
 def write_flow_csv(path: Path, histories: dict[str, dict[int, History]]) -> None:

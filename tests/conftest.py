@@ -36,6 +36,7 @@ QUICK_COMMAND_LINES = [
     "python -m experiments.caption --quick",
     "python -m experiments.tabular --quick",
     "python -m experiments.forecast --quick",
+    "python -m experiments.fixed_points --quick",
 ]
 # {experiment: its arguments}
 QUICK_COMMANDS = {

@@ -201,3 +201,53 @@ def test_flow_regularizer_equals_a_slow_reference(name):
     expected, expected_grads = jax.value_and_grad(reference)(params)
     assert float(omega) == pytest.approx(float(expected), rel=1e-5)
     jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-6), grads, expected_grads)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_the_leading_exponent_matches_two_nearby_trajectories(name):
+    """lambda_1 of the QR method against brute force (Benettin et al. 1980: a trajectory and a
+    neighbour 1e-8 away, renormalised every step; tests/fixed_point_reference.py, written
+    without this code) on one long sequence of a cell with a strong recurrence, in float64."""
+    from . import fixed_point_reference as reference
+
+    with jax.enable_x64(True):
+        cell = make_cell(name)
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), cell.init(jax.random.key(0), 2, 6))
+        params["W_hh"] = params["W_hh"] * 3.0
+        xs = jax.random.normal(jax.random.key(1), (1, 3000, 2), jnp.float64)
+        found = layer_dynamics(cell, params, xs, k=3, transient=100)
+        numpy_params = {k: np.asarray(v) for k, v in params.items()}
+
+        def step(v, x):
+            if name == "lstm":
+                return np.concatenate(reference.lstm_step(numpy_params, v[:6], v[6:], x))
+            return reference.gru_step(numpy_params, v, x)
+
+        size = 12 if name == "lstm" else 6
+        brute = reference.lyapunov_two_trajectories(step, np.zeros(size), np.asarray(xs[0]), transient=100)
+    np.testing.assert_allclose(float(found["lyapunov"][0]), brute, atol=2e-3)
+    assert found["lyapunov"][0] >= found["lyapunov"][1] >= found["lyapunov"][2]
+
+
+def test_convergence_vectors_and_participation():
+    """A diagonal linear recurrence: each Lyapunov vector is one unit (participation 1), every
+    sequence has exactly the same exponents (standard error 0, no spread of local exponents);
+    a rotation-invariant orthogonal one spreads its directions over many units. Random
+    recurrences: the standard error shrinks as the sequences lengthen."""
+    cell = make_cell("rnn", activation="linear")
+    params = cell.init(jax.random.key(0), 3, 4)
+    params["W_hh"] = jnp.diag(jnp.array([0.9, 0.5, 0.3, 0.1]))
+    xs = jax.random.normal(jax.random.key(1), (8, 200, 3))
+    found = layer_dynamics(cell, params, xs, k=2, transient=50)  # the frame aligned with the top two units
+    np.testing.assert_allclose(found["lyapunov"], np.log([0.9, 0.5]), rtol=1e-4)
+    np.testing.assert_allclose(found["participation_ratio"], [1.0, 1.0], rtol=1e-3)
+    np.testing.assert_allclose(found["lyapunov_stderr"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(found["local_spread"], 0.0, atol=1e-4)
+    rnn = make_cell("rnn", recurrent_scale=1.5)
+    params = rnn.init(jax.random.key(2), 3, 16)
+    errors = [
+        float(layer_dynamics(rnn, params, jax.random.normal(jax.random.key(3), (16, t, 3)), k=1)["lyapunov_stderr"][0])
+        for t in (20, 500)
+    ]
+    assert errors[1] < errors[0] / 3
+    assert 1.0 < float(layer_dynamics(rnn, params, xs, k=1)["participation_ratio"][0]) <= 16.0

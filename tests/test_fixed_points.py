@@ -119,3 +119,42 @@ def test_duplicates_merge_and_outliers_go():
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="fixed_tolerance <= slow_tolerance"):
         fp.FinderOptions(fixed_tolerance=1e-3, slow_tolerance=1e-6)
+
+
+@pytest.mark.slow
+def test_the_quick_flipflop_run_writes_its_points(quick_runs):
+    """`python -m experiments.fixed_points --quick`: a GRU trained on the flip-flop, its points
+    in fixed_points.json as the issue's format has them, each consistent with its eigenvalues,
+    and the two figures."""
+    import json
+
+    out = quick_runs["fixed_points"]
+    record = json.loads((out / "fixed_points.json").read_text())
+    assert record["input"] == [0.0, 0.0, 0.0] and record["task"] == "flipflop"
+    gru = record["cells"]["gru"]
+    assert gru["stable"] >= 2 and gru["points"]  # memories: at least two attractors
+    for point in gru["points"]:
+        assert len(point["state"]) == 16 and len(point["eigenvalues"]) == 16
+        moduli = np.hypot(*np.array(point["eigenvalues"]).T)
+        assert point["unstable_modes"] == int(np.sum(moduli > 1)) and point["stable"] == (point["unstable_modes"] == 0)
+        assert point["q"] < (1e-10 if point["kind"] == "fixed" else 1e-6)
+    assert (out / "fixed_points.png").exists() and (out / "eigenvalues.png").exists()
+    assert (out / "results.json").exists()  # what gradient_flow writes: profiles, spectra, gates
+
+
+@pytest.mark.slow
+def test_a_gradient_flow_run_is_analysed_from_its_checkpoints(quick_runs, tmp_path, capsys):
+    """--checkpoint reads a finished gradient_flow run (three cells, adding problem: real inputs)
+    and analyses every cell; a folder that is not a run is a clear error."""
+    import json
+
+    from experiments import fixed_points as experiment
+
+    run = quick_runs["gradient_flow"]
+    flags = ["--candidates", "64", "--finder-steps", "200", "--out", str(tmp_path / "fp")]
+    experiment.main(["--checkpoint", str(run), *flags])
+    record = json.loads((tmp_path / "fp" / "fixed_points.json").read_text())
+    assert list(record["cells"]) == ["rnn", "lstm", "gru"] and record["input"] == [0.0, 0.0]
+    assert "fixed points of adding" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a run folder"):
+        experiment.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "fp2")])

@@ -60,7 +60,14 @@ def test_outputs_of_a_run(adding_run):
         np.testing.assert_allclose(record["grad_norm_by_lag"]["0"], (np.array(seed0) + seed1) / 2, rtol=1e-6)
         spectrum = record["lyapunov"]["3"]  # --spectrum 16, at most the carry's size (4 or 8 here)
         assert len(spectrum) == (8 if cell == "lstm" else 4) and spectrum == sorted(spectrum, reverse=True)
-        assert set(record["lyapunov_summary"]["0"]) == {"leading", "memory_directions", "log_condition"}
+        assert set(record["lyapunov_summary"]["0"]) == {
+            "leading",
+            "leading_stderr",
+            "converged",
+            "memory_directions",
+            "log_condition",
+            "leading_participation",
+        }
         if cell != "rnn":
             gates = {"lstm": {"i", "f", "o"}, "gru": {"r", "z"}}[cell]
             assert set(record["gates"]["3"]) == gates and record["time_constant"]["0"] > 0

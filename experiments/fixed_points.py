@@ -1,0 +1,167 @@
+"""What a trained network computes: its fixed points and slow points (Sussillo & Barak 2013).
+
+Trains each cell on a task as `experiments.gradient_flow` does (every flag of it applies, and
+its outputs are written too: profiles, spectra, gates), or reads a finished run of it
+(--checkpoint), then finds where each network, under a constant input (--constant; default
+zero), stays put (`rnn_jax.fixed_points`), from candidates sampled on its trajectories over
+held-out batches, and the stability of each point.
+
+    python -m experiments.fixed_points                                    # 3-bit flip-flop, GRU
+    python -m experiments.fixed_points --cells rnn lstm gru mingru --steps 3000
+    python -m experiments.fixed_points --quick
+    python -m experiments.fixed_points --checkpoint runs/gradient_flow/<run> --candidates 2048
+
+Writes to --out: fixed_points.json ({"input", "cells": {cell: {"points": [{"state", "q",
+"kind", "stable", "unstable_modes", "slowest_mode", "eigenvalues"}, ...], counts}}}),
+fixed_points.png (trajectories in their top three principal components, the points marked
+stable / unstable), eigenvalues.png (each point's Jacobian eigenvalues and the unit circle),
+and with training, all that gradient_flow writes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments import cli, gradient_flow
+from rnn_jax import fixed_points, plots
+from rnn_jax.checkpoints import Checkpoints
+from rnn_jax.config import config_from_json, prepare_run_dir, write_json
+from rnn_jax.seeds import stack_seeds
+from rnn_jax.tasks import make_task
+from rnn_jax.train import init_train_state
+
+
+@dataclasses.dataclass
+class Config(gradient_flow.Config):
+    QUICK: ClassVar[dict] = dict(hidden=16, seq_len=32, steps=300, eval_every=100, candidates=128, finder_steps=500)
+
+    checkpoint: str | None = None
+    """analyse this finished gradient_flow (or fixed_points) run instead of training (its first seed)"""
+    constant: tuple[float, ...] = ()
+    """the constant input x* under which points are found (default: zeros; a token id for token inputs)"""
+    candidates: int = 1024
+    """initial states, sampled from the trajectories of held-out batches"""
+    noise: float = 0.05
+    """standard deviation of the Gaussian noise added to each candidate"""
+    finder_steps: int = 3000
+    """Adam steps on q = 1/2 ||F(h) - h||^2, all candidates at once (then 10 Newton steps)"""
+    fixed_tolerance: float = 1e-10
+    """q below this: a fixed point (above, up to --slow-tolerance: a slow point)"""
+    slow_tolerance: float = 1e-6
+    """q below this and not fixed: a slow point; above: dropped"""
+    # this experiment's defaults: the flip-flop of Sussillo & Barak 2013 with a small GRU
+    task: str = "flipflop"
+    cells: tuple[str, ...] = ("gru",)
+    seq_len: int = 64
+    hidden: int = 16
+    batch: int = 128
+    steps: int = 2000
+    lr: float = 1e-2
+    spectrum: int = 0
+
+    def finder(self) -> fixed_points.FinderOptions:
+        return fixed_points.FinderOptions(
+            candidates=self.candidates,
+            noise=self.noise,
+            steps=self.finder_steps,
+            fixed_tolerance=self.fixed_tolerance,
+            slow_tolerance=self.slow_tolerance,
+            seed=self.seed,
+        )
+
+
+def trained_model(cfg: Config, task, cell: str, run_dir: Path) -> nnx.Module:
+    """The model of `cell` in `run_dir` (gradient_flow's layout: checkpoints/<cell>, seeds
+    stacked), best checkpoint by validation if there is one, else the last; its first seed."""
+    optimizer, _ = cfg.make_training()
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    built = [
+        init_train_state(cfg.sequence_model(cell, s, **task.model_io), optimizer, jax.random.key(s)) for s in seeds
+    ]
+    checkpoints = Checkpoints(run_dir / "checkpoints" / cell, best_by=cfg.best_by)
+    best = checkpoints.best.latest_step() is not None
+    step = checkpoints.best.best_step() if best else checkpoints.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints' / cell}: no checkpoint of cell {cell!r}")
+    state, _ = checkpoints.restore(stack_seeds([state for _, state in built]), best=best, step=step)
+    checkpoints.close()
+    return nnx.merge(built[0][0], jax.tree.map(lambda leaf: leaf[0], state.params))
+
+
+def analyse(cfg: Config, task, model) -> tuple[dict, np.ndarray]:
+    """(the fixed_points.json record of one cell, the sampled trajectories)."""
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # held-out: neither the training nor the evaluation stream
+    inputs = task.batch(key, *(task.data if task.eval_data is None else task.eval_data))["inputs"]
+    paths = fixed_points.trajectories(model, inputs)
+    constant = jnp.asarray(cfg.constant or np.zeros(jnp.shape(inputs)[2:]), jnp.asarray(inputs).dtype)
+    options = cfg.finder()
+    found = fixed_points.find_fixed_points(
+        fixed_points.model_step(model, constant), fixed_points.sample_candidates(paths, options), options
+    )
+    points = found.to_json()
+    fixed = [p for p in points if p["kind"] == "fixed"]
+    record = {
+        "stable": sum(p["stable"] for p in fixed),
+        "unstable_by_modes": dict(collections.Counter(str(p["unstable_modes"]) for p in fixed if not p["stable"])),
+        "slow": len(points) - len(fixed),
+        "slowest_stable_mode": max((p["slowest_mode"] for p in fixed if p["stable"]), default=None),
+        "points": points,
+    }
+    return record, np.asarray(paths)
+
+
+def run(cfg: Config) -> dict:
+    if cfg.checkpoint is None:  # train first, as gradient_flow does, into this run's folder
+        out = cfg.out or f"runs/fixed_points/{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        trained = gradient_flow.run(cfg if cfg.resume else dataclasses.replace(cfg, out=out))
+        run_dir = out = Path(trained["out"])
+        cfg = config_from_json(Config, trained["config"])
+    else:
+        run_dir = Path(cfg.checkpoint)
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"--checkpoint {run_dir}: not a run folder (no config.json)")
+        out, cfg, _ = prepare_run_dir(cfg, "fixed_points")
+        saved = json.loads((run_dir / "config.json").read_text())
+        finder = {f: getattr(cfg, f) for f in ("constant", "candidates", "noise", "finder_steps")}
+        finder.update(fixed_tolerance=cfg.fixed_tolerance, slow_tolerance=cfg.slow_tolerance, checkpoint=None)
+        cfg = config_from_json(Config, {k: v for k, v in saved.items() if k not in finder}, **finder)
+    task = make_task(cfg.task, cfg)
+    records, paths = {}, {}
+    for cell in cfg.cells:
+        records[cell], paths[cell] = analyse(cfg, task, trained_model(cfg, task, cell, run_dir))
+    constant = list(cfg.constant) or [0.0] * int(task.model_io.get("input_size", 1))
+    results = {"input": constant, "task": cfg.task, "run": str(run_dir), "options": dataclasses.asdict(cfg.finder())}
+    write_json(out / "fixed_points.json", {**results, "cells": records})
+    title = f"{cfg.task}, hidden {cfg.hidden}: input {constant}"
+    plots.fixed_points({c: (paths[c], r["points"]) for c, r in records.items()}, out / "fixed_points.png", title=title)
+    plots.eigenvalues({c: r["points"] for c, r in records.items()}, out / "eigenvalues.png", title=title)
+    return {**results, "cells": records, "out": str(out)}
+
+
+def summary(cfg: Config, results: dict) -> str:
+    lines = [f"\nfixed points of {results['task']} under input {results['input']} -> {results['out']}"]
+    lines.append(f"{'cell':<8} {'stable':>6} {'saddles (unstable modes: count)':>32} {'slow':>5}  slowest stable mode")
+    for cell, record in results["cells"].items():
+        saddles = ", ".join(f"{m}: {n}" for m, n in sorted(record["unstable_by_modes"].items())) or "-"
+        mode = record["slowest_stable_mode"]
+        memory = f"|eig| {mode:.4f} (~{-1 / np.log(mode):.0f} steps)" if mode and 0 < mode < 1 else "-"
+        lines.append(f"{cell:<8} {record['stable']:>6} {saddles:>32} {record['slow']:>5}  {memory}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    cli.main(Config, run, summary, argv, description=__doc__)
+
+
+if __name__ == "__main__":
+    main()
