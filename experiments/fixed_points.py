@@ -136,9 +136,14 @@ def run(cfg: Config) -> dict:
         finder.update(fixed_tolerance=cfg.fixed_tolerance, slow_tolerance=cfg.slow_tolerance, checkpoint=None)
         cfg = config_from_json(Config, {k: v for k, v in saved.items() if k not in finder}, **finder)
     task = make_task(cfg.task, cfg)
+    trained_cells = (
+        json.loads((run_dir / "results.json").read_text())["cells"] if (run_dir / "results.json").exists() else {}
+    )
     records, paths = {}, {}
     for cell in cfg.cells:
         records[cell], paths[cell] = analyse(cfg, task, trained_model(cfg, task, cell, run_dir))
+        if cell in trained_cells:  # how well it learned what these points compute
+            records[cell]["final_eval_loss"] = trained_cells[cell]["final_eval_loss"]["mean"]
     constant = list(cfg.constant) or [0.0] * int(task.model_io.get("input_size", 1))
     results = {"input": constant, "task": cfg.task, "run": str(run_dir), "options": dataclasses.asdict(cfg.finder())}
     write_json(out / "fixed_points.json", {**results, "cells": records})
@@ -150,12 +155,16 @@ def run(cfg: Config) -> dict:
 
 def summary(cfg: Config, results: dict) -> str:
     lines = [f"\nfixed points of {results['task']} under input {results['input']} -> {results['out']}"]
-    lines.append(f"{'cell':<8} {'stable':>6} {'saddles (unstable modes: count)':>32} {'slow':>5}  slowest stable mode")
+    lines.append(
+        f"{'cell':<8} {'eval loss':>9} {'stable':>6} {'saddles (unstable modes: count)':>32} {'slow':>5}  "
+        "slowest stable mode"
+    )
     for cell, record in results["cells"].items():
         saddles = ", ".join(f"{m}: {n}" for m, n in sorted(record["unstable_by_modes"].items())) or "-"
         mode = record["slowest_stable_mode"]
         memory = f"|eig| {mode:.4f} (~{-1 / np.log(mode):.0f} steps)" if mode and 0 < mode < 1 else "-"
-        lines.append(f"{cell:<8} {record['stable']:>6} {saddles:>32} {record['slow']:>5}  {memory}")
+        loss = f"{record['final_eval_loss']:.3g}" if "final_eval_loss" in record else "-"
+        lines.append(f"{cell:<8} {loss:>9} {record['stable']:>6} {saddles:>32} {record['slow']:>5}  {memory}")
     return "\n".join(lines)
 
 

@@ -179,7 +179,7 @@ class _Run:
         halted = ~np.asarray(jax.device_get(self.state.active)).reshape(np.shape(self.active))
         for i, (step, _) in enumerate(pending):
             scalars = {k: host_value(v[i]) for k, v in stacked.items()}
-            bad = self.non_finite(scalars)
+            bad = ~(np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])) & self.active  # still training
             if np.any(bad & ~halted):
                 self.skip(step, bad & ~halted)
             if np.any(bad & halted):
@@ -193,11 +193,6 @@ class _Run:
             self.remember_finite(scalars)
             if not (np.ndim(bad) == 0 and bad):  # a single run's failed step is not a record
                 self.record(step, scalars)
-
-    def non_finite(self, scalars) -> np.ndarray:
-        """Per seed (if stacked): a non-finite loss or gradient, among those still training."""
-        finite = np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])
-        return ~finite & self.active
 
     def remember_finite(self, scalars) -> None:
         finite = np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])
@@ -272,14 +267,11 @@ class _Run:
             postfix["tok/s"] = f"{scalars['tokens_per_s']:.0f}"
         self.bar.set_postfix(postfix, refresh=False)
 
-    def out_of_time(self) -> bool:
-        return self.loop.max_seconds is not None and time.monotonic() - self.started > self.loop.max_seconds
-
     def after_step(self, done: int) -> bool:
         """Evaluate, save and stop as due after `done` steps (the pending steps are read first).
         True: the loop ends."""
         loop, history = self.loop, self.history
-        out_of_time = self.out_of_time()
+        out_of_time = loop.max_seconds is not None and time.monotonic() - self.started > loop.max_seconds
         last = done == loop.steps or out_of_time
         evaluates = self.evaluate is not None and loop.eval_every and (done % loop.eval_every == 0 or last)
         saves = loop.checkpoint_every and (done % loop.checkpoint_every == 0 or last)
