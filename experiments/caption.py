@@ -30,13 +30,13 @@ import numpy as np
 from flax import nnx
 
 from experiments import cli
-from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.config import require_at_least_one
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import greedy
-from rnn_jax.experiment import TrainingData, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.losses import sequence_cross_entropy
-from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
+from rnn_jax.options import TaskOptions
 from rnn_jax.seq2seq import Captioner
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -144,8 +144,7 @@ def caption_metrics(predicted: list[list[str]], reference: list[list[str]]) -> d
     return metrics
 
 
-def run(cfg: Config) -> dict:
-    out, cfg, _ = prepare_run_dir(cfg, "caption", from_command_line=RUNTIME_FLAGS)
+def data(cfg: Config) -> tuple[TrainingData, dict]:
     from sklearn.model_selection import train_test_split
 
     images, labels = load_digits()
@@ -155,23 +154,29 @@ def run(cfg: Config) -> dict:
     validation, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=cfg.seed)
     vocab = Vocab.build([captions[i] for i in train], specials=(PAD, UNK, BOS, EOS))
     extra = {"vocab": list(vocab.tokens)}
-    data = {
+    arrays = {
         name: encode(vocab, images[r], [captions[i] for i in r])
         for name, r in (("train", train), ("validation", validation))
     }
-    fitted = fit(
-        cfg,
-        out,
-        lambda seed: build_model(cfg, extra),
-        TrainingData(
-            sequence_cross_entropy,
-            shuffled_batches(data["train"], cfg.batch, cfg.seed),
-            [data["validation"]],
-            extra=extra,
-        ),
-        desc=f"caption {cfg.cell}",
+    training = TrainingData(
+        sequence_cross_entropy,
+        shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
+        [arrays["validation"]],
+        extra=extra,
     )
-    model = nnx.merge(fitted.graphdef, fitted.params)
+    return training, {
+        "images": images,
+        "captions": captions,
+        "train": train,
+        "validation": validation,
+        "test": test,
+        "vocab": vocab,
+    }
+
+
+def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
+    images, captions, vocab = held["images"], held["captions"], held["vocab"]
+    train, validation, test = held["train"], held["validation"], held["test"]
     predicted = caption(model, vocab, images[test])
     reference = [captions[i] for i in test]
     metrics = {f"test_{k}": v for k, v in caption_metrics(predicted, reference).items()}
@@ -185,7 +190,7 @@ def run(cfg: Config) -> dict:
             for i, r, p in zip(test[:20], reference, predicted)
         ],
     }
-    return finish(cfg, out, fitted, metrics, title="caption: sklearn digits", extra=info)
+    return metrics, info
 
 
 def predict(run_dir: str, image: str) -> str:
@@ -219,8 +224,10 @@ def summary(cfg: Config, results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
+EXPERIMENT = cli.TaskExperiment(
+    "caption", Config, data, build_model, report, summary, predict=predict, title=lambda cfg: "caption: sklearn digits"
+)
+run, main = EXPERIMENT.run, EXPERIMENT.main
 
 
 if __name__ == "__main__":

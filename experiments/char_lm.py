@@ -39,13 +39,13 @@ import numpy as np
 from flax import nnx
 
 from experiments import cli
-from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.config import require_at_least_one
 from rnn_jax.data import text
 from rnn_jax.decode import sample
-from rnn_jax.experiment import TrainingData, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
-from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
+from rnn_jax.options import TaskOptions
 from rnn_jax.parallel import is_primary
 
 TBPTT_MODES = ("stateful", "random")
@@ -107,8 +107,7 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return cfg.sequence_model(cfg.cell, cfg.seed, vocab_size=size, embed_size=cfg.embed, output_size=size)
 
 
-def run(cfg: Config) -> dict:
-    out, cfg, _ = prepare_run_dir(cfg, "char_lm", from_command_line=RUNTIME_FLAGS)
+def data(cfg: Config) -> tuple[TrainingData, dict]:
     train_text, val_text = text.split_text(load_corpus(cfg), cfg.val_fraction)
     vocab = text.CharVocab.from_text(train_text)
     unseen = sorted(set(val_text) - set(vocab.chars))
@@ -128,21 +127,19 @@ def run(cfg: Config) -> dict:
             lambda step: text.random_windows(jax.random.fold_in(data_key, step), train_ids, cfg.batch, cfg.bptt)
         )
     val_streams, val_windows = text.stream_layout(val_ids, cfg.batch, cfg.bptt)
-    extra = {"vocab": vocab.chars}
-    fitted = fit(
-        cfg,
-        out,
-        lambda seed: build_model(cfg, extra),
-        TrainingData(
-            sequence_cross_entropy,
-            get_batch,
-            [text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
-            extra=extra,
-            tokens_per_step=cfg.batch * cfg.bptt,
-            stateful=cfg.tbptt == "stateful",
-        ),
-        desc=f"char_lm {cfg.cell}",
+    training = TrainingData(
+        sequence_cross_entropy,
+        get_batch,
+        [text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
+        extra={"vocab": vocab.chars},
+        tokens_per_step=cfg.batch * cfg.bptt,
+        stateful=cfg.tbptt == "stateful",
     )
+    return training, {"vocab": vocab, "train_text": train_text}
+
+
+def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
+    vocab, train_text = held["vocab"], held["train_text"]
     prime = "\n" if "\n" in vocab.chars else train_text[0]
     samples = sample_text(
         fitted.graphdef,
@@ -155,16 +152,7 @@ def run(cfg: Config) -> dict:
     )
     if is_primary():
         (out / "samples.txt").write_text(samples + "\n")
-    results = finish(
-        cfg,
-        out,
-        fitted,
-        language_model_metrics(fitted.history),
-        title=f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}",
-        extra=extra,
-        ylabel="cross-entropy (nats/char)",
-    )
-    return {**results, "sample": samples}
+    return language_model_metrics(fitted.history), {"vocab": vocab.chars, "sample": samples}
 
 
 def sample_text(
@@ -235,8 +223,18 @@ def summary(cfg: Config, results: dict) -> str:
     )
 
 
-def main(argv=None):
-    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
+EXPERIMENT = cli.TaskExperiment(
+    "char_lm",
+    Config,
+    data,
+    build_model,
+    report,
+    summary,
+    predict=predict,
+    title=lambda cfg: f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}",
+    ylabel="cross-entropy (nats/char)",
+)
+run, main = EXPERIMENT.run, EXPERIMENT.main
 
 
 if __name__ == "__main__":

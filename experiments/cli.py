@@ -8,14 +8,18 @@ this module prints usage or an error and exits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 import tyro
+from flax import nnx
 
 from rnn_jax import compilation, keep_freed_memory
-from rnn_jax.config import config_from_json
+from rnn_jax.config import config_from_json, prepare_run_dir
+from rnn_jax.experiment import finish, fit
+from rnn_jax.options import RUNTIME_FLAGS
 
 TRACEBACK_ENV = "RNN_JAX_TRACEBACK"
 
@@ -60,3 +64,35 @@ def main(
         if cfg.resume and "config" in results:  # the run's own config (--resume takes it from its folder)
             cfg = config_from_json(type(cfg), results["config"])
         print(summary(cfg, results))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskExperiment:
+    """An experiment that trains one model on one task, as only what is its own: its `config`
+    class, `data(cfg) -> (TrainingData, held)` (`held`: the held-out data `report` reads),
+    `build_model(cfg, extra)`, `report(cfg, model, held, out, fitted) -> (metrics, info)`,
+    `summary(cfg, results)` and optionally `predict(run_dir, input)`. `run` is the one driver:
+    the run folder (new, or --resume's with its saved config), the data, `fit`, the report on
+    the best parameters, `finish` (results.json and the plots)."""
+
+    name: str
+    config: type
+    data: Callable
+    build_model: Callable
+    report: Callable
+    summary: Callable
+    predict: Callable | None = None
+    title: Callable | None = None  # cfg -> the plots' title (default "<name>: <--data>")
+    ylabel: str = "loss"
+
+    def run(self, cfg) -> dict:
+        out, cfg, _ = prepare_run_dir(cfg, self.name, from_command_line=RUNTIME_FLAGS)
+        data, held = self.data(cfg)
+        fitted = fit(cfg, out, lambda seed: self.build_model(cfg, data.extra), data, desc=f"{self.name} {cfg.cell}")
+        metrics, info = self.report(cfg, nnx.merge(fitted.graphdef, fitted.params), held, out, fitted)
+        title = self.title(cfg) if self.title else f"{self.name}: {cfg.data}"
+        return finish(cfg, out, fitted, metrics, title=title, extra=info, ylabel=self.ylabel)
+
+    def main(self, argv=None) -> None:
+        description = sys.modules[self.config.__module__].__doc__
+        main(self.config, self.run, self.summary, argv, description=description, predict=self.predict)

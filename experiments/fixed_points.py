@@ -103,6 +103,10 @@ def analyse(cfg: Config, task, model) -> tuple[dict, np.ndarray]:
     key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # held-out: neither the training nor the evaluation stream
     inputs = task.batch(key, *(task.data if task.eval_data is None else task.eval_data))["inputs"]
     paths = fixed_points.trajectories(model, inputs)
+    if cfg.constant and np.shape(cfg.constant) != jnp.shape(inputs)[2:] and jnp.ndim(inputs) == 3:
+        raise ValueError(
+            f"--constant has {len(cfg.constant)} value(s); the task {cfg.task!r} feeds {jnp.shape(inputs)[2]} per step"
+        )
     constant = jnp.asarray(cfg.constant or np.zeros(jnp.shape(inputs)[2:]), jnp.asarray(inputs).dtype)
     options = cfg.finder()
     found = fixed_points.find_fixed_points(

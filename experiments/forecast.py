@@ -43,14 +43,13 @@ from flax import nnx
 from experiments import cli
 from rnn_jax import plots
 from rnn_jax.choices import check_choice
-from rnn_jax.config import prepare_run_dir
 from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TrainingData, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_mse
-from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
+from rnn_jax.options import TaskOptions
 
 # name: (file in --data-dir, value column, season length (0: none), test points, model log(x))
 SERIES = {
@@ -201,8 +200,7 @@ def errors(predicted, actual) -> dict[str, float]:
     return {"rmse": float(np.sqrt(np.mean(diff**2))), "mae": float(np.mean(np.abs(diff)))}
 
 
-def run(cfg: Config) -> dict:
-    out, cfg, _ = prepare_run_dir(cfg, "forecast", from_command_line=RUNTIME_FLAGS)
+def data(cfg: Config) -> tuple[TrainingData, dict]:
     values = load_values(cfg)
     n, holdout, period = len(values), cfg.test_points, cfg.season
     train_end = n - 2 * holdout  # x_0 .. x_(train_end - 1) train
@@ -219,19 +217,19 @@ def run(cfg: Config) -> dict:
     train = windows(filled, observed, extra, np.arange(cfg.window - 1, train_end - 1), cfg.window, last_only=False)
     validation = windows(filled, observed, extra, np.arange(train_end - 1, n - holdout - 1), cfg.window, last_only=True)
     test = windows(filled, observed, extra, np.arange(n - holdout - 1, n - 1), cfg.window, last_only=True)
-    fitted = fit(
-        cfg,
-        out,
-        lambda seed: build_model(cfg, extra),
-        TrainingData(
-            sequence_mse,
-            shuffled_batches(train, min(cfg.batch, len(train["inputs"])), cfg.seed),
-            [validation],
-            extra=extra,
-        ),
-        desc=f"forecast {cfg.cell}",
+    training = TrainingData(
+        sequence_mse,
+        shuffled_batches(train, min(cfg.batch, len(train["inputs"])), cfg.seed),
+        [validation],
+        extra=extra,
     )
-    model = nnx.merge(fitted.graphdef, fitted.params)
+    return training, {"values": values, "filled": filled, "test": test, "extra": extra}
+
+
+def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
+    values, filled, test, extra = held["values"], held["filled"], held["test"], held["extra"]
+    n, holdout, period = len(values), cfg.test_points, cfg.season
+    train_end = n - 2 * holdout
 
     unlog = np.exp if cfg.log_values else (lambda v: v)
     actual = unlog(values[n - holdout :])
@@ -263,7 +261,7 @@ def run(cfg: Config) -> dict:
         "test_points": holdout,
         "forecasts": {"actual": actual.tolist(), "one_step": one_step.tolist(), "multi_step": multi_step.tolist()},
     }
-    return finish(cfg, out, fitted, metrics, title=title, extra=info)
+    return metrics, info
 
 
 def predict(run_dir: str, text: str) -> str:
@@ -292,8 +290,17 @@ def summary(cfg: Config, results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
+EXPERIMENT = cli.TaskExperiment(
+    "forecast",
+    Config,
+    data,
+    build_model,
+    report,
+    summary,
+    predict=predict,
+    title=lambda cfg: f"forecast: {cfg.data or cfg.series}",
+)
+run, main = EXPERIMENT.run, EXPERIMENT.main
 
 
 if __name__ == "__main__":

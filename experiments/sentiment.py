@@ -30,18 +30,17 @@ import dataclasses
 from typing import ClassVar
 
 import numpy as np
-from flax import nnx
 
 from experiments import cli
-from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.config import require_at_least_one
 from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TrainingData, class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, class_probabilities, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
-from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
+from rnn_jax.options import TaskOptions
 
 
 @dataclasses.dataclass
@@ -91,8 +90,7 @@ def encode(vocab: Vocab, token_lists, max_len: int) -> dict[str, np.ndarray]:
     return {"inputs": ids, "mask": mask}
 
 
-def run(cfg: Config) -> dict:
-    out, cfg, _ = prepare_run_dir(cfg, "sentiment", from_command_line=RUNTIME_FLAGS)
+def data(cfg: Config) -> tuple[TrainingData, dict]:
     splits = corpora.read(
         cfg.data,
         lambda source: loaders.load_sentiment(
@@ -108,36 +106,34 @@ def run(cfg: Config) -> dict:
     labels = sorted(set(train_labels.tolist()))
     if labels != list(range(len(labels))) or len(labels) < 2:
         raise ValueError(f"{cfg.data}: labels must be 0..K-1 with K >= 2; the training split has {labels}")
-    data = {s: {**encode(vocab, tokens, cfg.max_len), "targets": y} for s, (tokens, y) in splits.items()}
-    extra = {"vocab": list(vocab.tokens), "labels": labels}
-    fitted = fit(
-        cfg,
-        out,
-        lambda seed: build_model(cfg, extra),
-        TrainingData(
-            classification_cross_entropy,
-            shuffled_batches(data["train"], cfg.batch, cfg.seed),
-            chunks(data["validation"], 512),
-            extra=extra,
-            tokens_per_step=cfg.batch * cfg.max_len,
-        ),
-        desc=f"sentiment {cfg.cell}",
+    arrays = {s: {**encode(vocab, tokens, cfg.max_len), "targets": y} for s, (tokens, y) in splits.items()}
+    training = TrainingData(
+        classification_cross_entropy,
+        shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
+        chunks(arrays["validation"], 512),
+        extra={"vocab": list(vocab.tokens), "labels": labels},
+        tokens_per_step=cfg.batch * cfg.max_len,
     )
-    model = nnx.merge(fitted.graphdef, fitted.params)
+    return training, {"arrays": arrays, "splits": splits, "vocab": vocab}
+
+
+def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
+    arrays, splits = held["arrays"], held["splits"]
+    train_tokens, train_labels = splits["train"]
     majority = collections.Counter(train_labels.tolist()).most_common(1)[0][0]
     metrics = {}
     for split in ("validation", "test"):
-        logits = batched_outputs(model, data[split])
-        metrics[f"{split}_accuracy"] = float(np.mean(logits.argmax(-1) == data[split]["targets"]))
-        metrics[f"{split}_majority_baseline"] = float(np.mean(data[split]["targets"] == majority))
+        logits = batched_outputs(model, arrays[split])
+        metrics[f"{split}_accuracy"] = float(np.mean(logits.argmax(-1) == arrays[split]["targets"]))
+        metrics[f"{split}_majority_baseline"] = float(np.mean(arrays[split]["targets"] == majority))
     lengths = [len(t) for t in train_tokens]
     info = {
-        "vocab_size": vocab.size,
+        "vocab_size": held["vocab"].size,
         "examples": {s: len(y) for s, (_, y) in splits.items()},
         "train_tokens_median": float(np.median(lengths)),
         "train_truncated_fraction": float(np.mean(np.asarray(lengths) > cfg.max_len)),
     }
-    return finish(cfg, out, fitted, metrics, title=f"sentiment: {cfg.data}", extra=info)
+    return metrics, info
 
 
 def predict(run_dir: str, text: str) -> str:
@@ -164,8 +160,8 @@ def summary(cfg: Config, results: dict) -> str:
     )
 
 
-def main(argv=None):
-    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
+EXPERIMENT = cli.TaskExperiment("sentiment", Config, data, build_model, report, summary, predict=predict)
+run, main = EXPERIMENT.run, EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -27,18 +27,16 @@ import dataclasses
 from typing import ClassVar
 
 import numpy as np
-from flax import nnx
 
 from experiments import cli
 from rnn_jax.choices import check_choice
-from rnn_jax.config import prepare_run_dir
 from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.tables import load_table, require_columns
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TrainingData, class_probabilities, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, class_probabilities, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
-from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
+from rnn_jax.options import TaskOptions
 
 SKLEARN_DATASETS = ("breast_cancer", "wine", "iris", "digits")
 
@@ -103,8 +101,7 @@ def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
     return ((features - np.asarray(extra["mean"])) / np.asarray(extra["std"]))[:, None, :].astype(np.float32)
 
 
-def run(cfg: Config) -> dict:
-    out, cfg, _ = prepare_run_dir(cfg, "tabular", from_command_line=RUNTIME_FLAGS)
+def data(cfg: Config) -> tuple[TrainingData, dict]:
     features, labels, names = load_features(cfg)
     classes = sorted(set(labels.tolist()))
     if classes != list(range(len(classes))) or len(classes) < 2:
@@ -112,29 +109,29 @@ def run(cfg: Config) -> dict:
     rows = stratified_split(labels, cfg.seed)
     mean, std = features[rows["train"]].mean(0), features[rows["train"]].std(0)
     extra = {"features": names, "labels": classes, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
-    data = {s: {"inputs": as_sequences(features[r], extra), "targets": labels[r]} for s, r in rows.items()}
-    fitted = fit(
-        cfg,
-        out,
-        lambda seed: build_model(cfg, extra),
-        TrainingData(
-            classification_cross_entropy,
-            shuffled_batches(data["train"], cfg.batch, cfg.seed),
-            chunks(data["validation"], 4096),
-            extra=extra,
-        ),
-        desc=f"tabular {cfg.cell}",
+    arrays = {s: {"inputs": as_sequences(features[r], extra), "targets": labels[r]} for s, r in rows.items()}
+    training = TrainingData(
+        classification_cross_entropy,
+        shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
+        chunks(arrays["validation"], 4096),
+        extra=extra,
     )
-    model = nnx.merge(fitted.graphdef, fitted.params)
+    return training, arrays
+
+
+def report(cfg: Config, model, arrays: dict, out, fitted) -> tuple[dict, dict]:
     metrics = {
-        f"{s}_accuracy": float(np.mean(batched_outputs(model, data[s]).argmax(-1) == data[s]["targets"]))
+        f"{s}_accuracy": float(np.mean(batched_outputs(model, arrays[s]).argmax(-1) == arrays[s]["targets"]))
         for s in ("validation", "test")
     }
-    majority = collections.Counter(data["train"]["targets"].tolist()).most_common(1)[0][0]
-    metrics["test_majority_baseline"] = float(np.mean(data["test"]["targets"] == majority))
-    metrics["test_logistic_regression"] = logistic_regression(data)
-    info = {"examples": {s: len(r) for s, r in rows.items()}, "num_features": len(names)}
-    return finish(cfg, out, fitted, metrics, title=f"tabular: {cfg.data or cfg.dataset}", extra=info)
+    majority = collections.Counter(arrays["train"]["targets"].tolist()).most_common(1)[0][0]
+    metrics["test_majority_baseline"] = float(np.mean(arrays["test"]["targets"] == majority))
+    metrics["test_logistic_regression"] = logistic_regression(arrays)
+    info = {
+        "examples": {s: len(a["targets"]) for s, a in arrays.items()},
+        "num_features": arrays["train"]["inputs"].shape[-1],
+    }
+    return metrics, info
 
 
 def logistic_regression(data: dict) -> float:
@@ -169,8 +166,17 @@ def summary(cfg: Config, results: dict) -> str:
     )
 
 
-def main(argv=None):
-    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
+EXPERIMENT = cli.TaskExperiment(
+    "tabular",
+    Config,
+    data,
+    build_model,
+    report,
+    summary,
+    predict=predict,
+    title=lambda cfg: f"tabular: {cfg.data or cfg.dataset}",
+)
+run, main = EXPERIMENT.run, EXPERIMENT.main
 
 
 if __name__ == "__main__":

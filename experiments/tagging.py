@@ -26,18 +26,17 @@ import dataclasses
 from typing import ClassVar
 
 import numpy as np
-from flax import nnx
 
 from experiments import cli
-from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.config import require_at_least_one
 from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TrainingData, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
-from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
+from rnn_jax.options import TaskOptions
 
 
 @dataclasses.dataclass
@@ -108,42 +107,37 @@ def token_accuracy(model, data: dict) -> float:
     return float(np.sum((predicted == data["targets"]) & data["mask"]) / np.sum(data["mask"]))
 
 
-def run(cfg: Config) -> dict:
-    out, cfg, _ = prepare_run_dir(cfg, "tagging", from_command_line=RUNTIME_FLAGS)
+def data(cfg: Config) -> tuple[TrainingData, dict]:
     splits = load_splits(cfg)
-    train = splits["train"]
-    words = Vocab.build([w for w, _ in train], min_count=cfg.min_count)
-    tags = Vocab.build([t for _, t in train], specials=(PAD,))
+    words = Vocab.build([w for w, _ in splits["train"]], min_count=cfg.min_count)
+    tags = Vocab.build([t for _, t in splits["train"]], specials=(PAD,))
     longest = {s: max(len(w) for w, _ in sentences) for s, sentences in splits.items()}
-    data = {
+    arrays = {
         s: encode(words, tags, sentences, cfg.max_len if s == "train" else longest[s])
         for s, sentences in splits.items()
     }
-    extra = {"words": list(words.tokens), "tags": list(tags.tokens)}
-    fitted = fit(
-        cfg,
-        out,
-        lambda seed: build_model(cfg, extra),
-        TrainingData(
-            sequence_cross_entropy,
-            shuffled_batches(data["train"], cfg.batch, cfg.seed),
-            chunks(data["validation"], 512),
-            extra=extra,
-            tokens_per_step=cfg.batch * cfg.max_len,
-        ),
-        desc=f"tagging {cfg.cell}",
+    training = TrainingData(
+        sequence_cross_entropy,
+        shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
+        chunks(arrays["validation"], 512),
+        extra={"words": list(words.tokens), "tags": list(tags.tokens)},
+        tokens_per_step=cfg.batch * cfg.max_len,
     )
-    model = nnx.merge(fitted.graphdef, fitted.params)
-    metrics = {f"{s}_accuracy": token_accuracy(model, data[s]) for s in ("validation", "test")}
-    metrics["test_most_frequent_tag_baseline"] = most_frequent_tag_baseline(train, splits["test"])
+    return training, {"arrays": arrays, "splits": splits, "words": words, "tags": tags}
+
+
+def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
+    arrays, splits, words = held["arrays"], held["splits"], held["words"]
+    metrics = {f"{s}_accuracy": token_accuracy(model, arrays[s]) for s in ("validation", "test")}
+    metrics["test_most_frequent_tag_baseline"] = most_frequent_tag_baseline(splits["train"], splits["test"])
     test_words = [w for ws, _ in splits["test"] for w in ws]
     info = {
         "vocab_size": words.size,
-        "tags": list(tags.tokens[1:]),
+        "tags": list(held["tags"].tokens[1:]),
         "sentences": {s: len(v) for s, v in splits.items()},
         "test_unknown_word_fraction": float(np.mean([w not in words for w in test_words])),
     }
-    return finish(cfg, out, fitted, metrics, title=f"tagging: {cfg.data}", extra=info)
+    return metrics, info
 
 
 def predict(run_dir: str, sentence: str) -> str:
@@ -170,8 +164,8 @@ def summary(cfg: Config, results: dict) -> str:
     )
 
 
-def main(argv=None):
-    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
+EXPERIMENT = cli.TaskExperiment("tagging", Config, data, build_model, report, summary, predict=predict)
+run, main = EXPERIMENT.run, EXPERIMENT.main
 
 
 if __name__ == "__main__":

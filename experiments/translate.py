@@ -35,14 +35,14 @@ from flax import nnx
 
 from experiments import cli
 from rnn_jax import plots
-from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.config import require_at_least_one
 from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import beam_search, greedy
-from rnn_jax.experiment import TrainingData, finish, fit, load_run
+from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.losses import sequence_cross_entropy
-from rnn_jax.options import RUNTIME_FLAGS, TaskOptions
+from rnn_jax.options import TaskOptions
 from rnn_jax.seq2seq import Seq2Seq
 
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -177,28 +177,25 @@ def bleu(hypotheses: list[list[str]], references: list[list[list[str]]]) -> floa
     return float(sacrebleu.corpus_bleu([" ".join(h) for h in hypotheses], refs, tokenize="none").score)
 
 
-def run(cfg: Config) -> dict:
-    out, cfg, _ = prepare_run_dir(cfg, "translate", from_command_line=RUNTIME_FLAGS)
+def data(cfg: Config) -> tuple[TrainingData, dict]:
     splits = split_by_source(tokenized_pairs(cfg), cfg.seed)
     source_vocab = Vocab.build([s for s, _ in splits["train"]], min_count=cfg.min_count, specials=SPECIALS)
     target_vocab = Vocab.build([t for _, ts in splits["train"] for t in ts], min_count=cfg.min_count, specials=SPECIALS)
     extra = {"source_vocab": list(source_vocab.tokens), "target_vocab": list(target_vocab.tokens)}
     train = encode_pairs(source_vocab, target_vocab, splits["train"], cfg.max_len)
     validation = encode_pairs(source_vocab, target_vocab, splits["validation"], cfg.max_len)
-    fitted = fit(
-        cfg,
-        out,
-        lambda seed: build_model(cfg, extra),
-        TrainingData(
-            sequence_cross_entropy,
-            shuffled_batches(train, cfg.batch, cfg.seed),
-            chunks(validation, 1024),
-            extra=extra,
-            tokens_per_step=cfg.batch * (cfg.max_len + 1),
-        ),
-        desc=f"translate {cfg.cell}",
+    training = TrainingData(
+        sequence_cross_entropy,
+        shuffled_batches(train, cfg.batch, cfg.seed),
+        chunks(validation, 1024),
+        extra=extra,
+        tokens_per_step=cfg.batch * (cfg.max_len + 1),
     )
-    model = nnx.merge(fitted.graphdef, fitted.params)
+    return training, {"splits": splits, "source_vocab": source_vocab, "target_vocab": target_vocab}
+
+
+def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
+    splits, source_vocab, target_vocab = held["splits"], held["source_vocab"], held["target_vocab"]
 
     test = splits["test"][: cfg.test_sentences]
     sources, references = [s for s, _ in test], [ts for _, ts in test]
@@ -225,7 +222,7 @@ def run(cfg: Config) -> dict:
         "test_sentences_decoded": len(test),
         "samples": samples,
     }
-    return finish(cfg, out, fitted, metrics, title=f"translate: {cfg.data}", extra=info)
+    return metrics, info
 
 
 def plot_attention(model, example, source_vocab, target_vocab, hypothesis, cfg, out):
@@ -267,8 +264,8 @@ def summary(cfg: Config, results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    cli.main(Config, run, summary, argv, description=__doc__, predict=predict)
+EXPERIMENT = cli.TaskExperiment("translate", Config, data, build_model, report, summary, predict=predict)
+run, main = EXPERIMENT.run, EXPERIMENT.main
 
 
 if __name__ == "__main__":
