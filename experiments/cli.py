@@ -30,7 +30,10 @@ def parse(config_cls, argv: Sequence[str] | None = None, *, description: str | N
     the normal default. A ValueError of the config's validation is a usage error naming the flag."""
     argv = list(sys.argv[1:] if argv is None else argv)
     default = config_cls(**config_cls.QUICK, quick=True) if "--quick" in argv else None
-    return tyro.cli(config_cls, args=argv, default=default, description=description)
+    cfg = tyro.cli(config_cls, args=argv, default=default, description=description)
+    # the flags typed (not their defaults): what --resume must apply or refuse (`prepare_run_dir`)
+    cfg.command_line_flags = frozenset(a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--"))
+    return cfg
 
 
 @contextlib.contextmanager

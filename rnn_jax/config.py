@@ -124,7 +124,17 @@ def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
                 f"no checkpoint in {path.parent / 'checkpoints'}: nothing to restore or resume from"
             )
         kept = {name: getattr(cfg, name) for name in from_command_line}
-        return path.parent, config_from_json(type(cfg), json.loads(path.read_text()), resume=None, **kept), True
+        saved = config_from_json(type(cfg), json.loads(path.read_text()), resume=None, **kept)
+        if not hasattr(saved, "continued_with"):
+            return path.parent, saved, True
+        resumed, changes = saved.continued_with(cfg, getattr(cfg, "command_line_flags", frozenset()))
+        if changes and jax.process_index() == 0:  # the run's config says what it now runs with, and since when
+            write_json(path, dataclasses.asdict(resumed))
+            history_path = path.parent / "config_history.json"
+            history = json.loads(history_path.read_text()) if history_path.exists() else []
+            entry = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "changed": changes}
+            write_json(history_path, [*history, entry])
+        return path.parent, resumed, True
     out = Path(cfg.out or f"runs/{experiment}/{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, or empty) for the run's outputs")

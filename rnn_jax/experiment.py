@@ -97,7 +97,15 @@ def fit(
         _, flow = probe(state.params, data.get_batch(0))
         return Fitted(graphdef, state, state.params, History(flow={0: to_python(flow)}, status="completed"), 0.0)
     checkpoints = Checkpoints(out / "checkpoints" / name, keep=cfg.keep, best_by=cfg.best_by)
-    state, history = _resume(checkpoints, state, data.extra, f"{out / name}")
+    try:  # closed on every way out: orbax's threads left open end the process with asyncio noise
+        return _train(cfg, out, name, graphdef, state, data, options, parallel, checkpoints, desc)
+    finally:
+        checkpoints.close()
+
+
+def _train(cfg, out: Path, name: str, graphdef, state, data: TrainingData, options, parallel, checkpoints, desc):
+    """Resume from the checkpoints, train what is left, restore the best parameters."""
+    state, history = _resume(checkpoints, state, data.extra, out / name, cfg.steps)
     started = time.time()
     if not history.finished:
         train_step, flow_step = (
@@ -111,7 +119,7 @@ def fit(
             get_batch=data.get_batch,
             parallel=parallel,
             evaluate=evaluate_batches(
-                make_eval_step(graphdef, data.loss_fn, seeds=stacked),
+                make_eval_step(graphdef, data.loss_fn, seeds=options.seeds),
                 map(parallel.replicate, data.eval_batches),
                 carry_over=data.stateful,
             ),
@@ -123,16 +131,17 @@ def fit(
             desc=desc,
         )
     wall = time.time() - started
-    params = _best_params(checkpoints, state)
-    checkpoints.close()
-    return Fitted(graphdef, state, params, history, wall)
+    return Fitted(graphdef, state, _best_params(checkpoints, state), history, wall)
 
 
 def _best_params(checkpoints: Checkpoints, state: TrainState) -> nnx.State:
     """The parameters of the best checkpoint by the validation metric (else the last state's)."""
     params = state.params
     if checkpoints.best.latest_step() is not None:
-        params = checkpoints.restore(state, best=True, step=checkpoints.best.best_step())[0].params
+        try:
+            params = checkpoints.restore(state, best=True, step=checkpoints.best.best_step())[0].params
+        except ValueError as error:  # a damaged best checkpoint: the last state is what there is
+            print(f"warning: {error}; the last state's parameters are used instead", file=sys.stderr)
     if jax.process_count() > 1:  # the tests and predictions after training run in each process alone
         params = jax.device_get(params)
     return params
@@ -151,20 +160,29 @@ def _initial_state(cfg: TrainingOptions, build_model, seeds, parallel: DataParal
     return graphdef, parallel.place_state(states[0] if seeds is None else stack_seeds(states))
 
 
-def _resume(checkpoints: Checkpoints, state: TrainState, extra: dict, where: str) -> tuple[TrainState, History]:
-    """The state and history of the last checkpoint, if there is one (else `state`, a new history)."""
-    if checkpoints.latest_step() is None:
+def _resume(
+    checkpoints: Checkpoints, state: TrainState, extra: dict, where: Path, steps: int
+) -> tuple[TrainState, History]:
+    """The state and history of the newest intact checkpoint, if there is one (else `state`, a new
+    history); a damaged one is reported and passed over (`Checkpoints.restore_intact`, its full
+    cause in logs/<run>/checkpoint_errors.log)."""
+    if not checkpoints.last.all_steps() and not checkpoints.best.all_steps():
         return state, History()
-    saved = checkpoints.restore_extra()  # first what the data must match, then the state
-    changed = [k for k in extra if json.loads(json.dumps(extra[k])) != saved.get(k)]
-    if changed:
-        raise ValueError(
-            f"{where}: the data gives a different {', '.join(changed)} than the checkpoint's; same data flags?"
-        )
-    state, saved = checkpoints.restore(state)
+
+    def same_data(saved: dict) -> None:  # first what the data must match, then the state
+        changed = [k for k in extra if json.loads(json.dumps(extra[k])) != saved.get(k)]
+        if changed:
+            raise ValueError(
+                f"{where}: the data gives a different {', '.join(changed)} than the checkpoint's; same data flags?"
+            )
+
+    log = where.parent / "logs" / where.name / "checkpoint_errors.log"
+    state, saved, step = checkpoints.restore_intact(state, check_extra=same_data, log=log)
     history = History.from_json(saved["history"])
+    if history.status == "completed" and step < steps:  # resumed with more --steps (`continued_with`)
+        history.status = "running"
     message = "finished: nothing left to train" if history.finished else "resuming"
-    print(f"{where}: {message} at step {checkpoints.latest_step()}", file=sys.stderr)
+    print(f"{where}: {message} at step {step}", file=sys.stderr)
     return state, history
 
 

@@ -134,8 +134,9 @@ class TrainingOptions(DeviceOptions):
     out: str | None = None
     """output directory (default: runs/<experiment>/<timestamp>)"""
     resume: str | None = None
-    """continue the run in this directory from its last checkpoint, with its saved config (other flags but
-    --minutes and the device flags are ignored)"""
+    """continue the run in this directory from its newest intact checkpoint, with its saved config; a flag typed
+    beside it is applied where sound (--minutes, device flags, --log/eval/flow/checkpoint-every, --keep, more
+    --steps under a constant schedule) and otherwise refused; changes go to config_history.json"""
     quick: bool = False
     """a small, fast configuration for a smoke test (QUICK in the source); flags given explicitly win"""
 
@@ -223,6 +224,32 @@ class TrainingOptions(DeviceOptions):
                 except ValueError as error:
                     raise ValueError(f"--cell-option {option}={text}: {name}'s {option}: {error}") from error
         return make_cell(name, **options)
+
+    def continued_with(self, given: TrainingOptions, flags: frozenset[str]) -> tuple[TrainingOptions, dict]:
+        """This saved config, resumed by a command line `given` whose typed `flags` are listed:
+        (the config the run continues with, {flag: [saved, new]} of what changed). A flag that
+        can change mid-run is applied (how often it logs, evaluates, measures, saves, keeps;
+        --steps when the learning-rate schedule does not depend on the total); any other flag
+        that differs from the saved value is refused with what to do instead."""
+        changes = {}
+        for name in sorted(flags - {"resume", "quick", "out", "help"}):
+            saved, new = getattr(self, name, None), getattr(given, name, None)
+            if name in RUNTIME_FLAGS or saved == new:
+                continue
+            if name not in ON_RESUME and name != "steps":
+                raise ValueError(
+                    f"--{name.replace('_', '-')} {new}: the run was started with {name} = {saved!r}, and a resumed "
+                    "run continues as it began; drop the flag, or start a new run (--out)"
+                )
+            if name == "steps" and (self.schedule != "constant" or self.warmup_steps != given.warmup_steps):
+                raise ValueError(
+                    f"--steps {new}: the run's {self.schedule} learning-rate schedule (warm-up {self.warmup_steps}) "
+                    f"was laid out over its {self.steps} steps and cannot stretch to {new} without changing the "
+                    "steps already taken; resume with the saved --steps, or start a new run (--out) with "
+                    "--steps " + str(new) + (" and --warmup " + str(self.warmup_steps) if self.warmup is None else "")
+                )
+            changes[name] = [saved, new]
+        return (dataclasses.replace(self, **{k: v for k, (_, v) in changes.items()}) if changes else self), changes
 
     def measurements(self) -> tuple:
         """((name, fn), ...) of --measure, for `make_train_step`."""
@@ -348,6 +375,8 @@ CELL_OPTION_FLAGS = {
 # what a resumed run takes from its command line rather than from its saved config: how long
 # and where it runs, not what it trains
 RUNTIME_FLAGS = ("minutes", *DEVICE_FLAGS)
+# what a resumed run may change (`TrainingOptions.continued_with`): how often it does what, not what it trains
+ON_RESUME = ("log_every", "eval_every", "checkpoint_every", "flow_every", "keep")
 
 
 @functools.lru_cache(maxsize=64)

@@ -246,3 +246,29 @@ def test_ablation_grid_errors(tmp_path, grid, message, capsys):
     with pytest.raises(SystemExit):
         ablate.main([*TINY, "--grid", grid, "--out", str(tmp_path / "x")])
     assert message in usage_error(capsys)
+
+
+def test_a_resumed_run_applies_or_refuses_each_flag(tmp_path):
+    """--resume with more --steps under a constant schedule trains on to them, bit-exact with a run
+    that had them from the start, and says so in config.json and config_history.json; how often it
+    evaluates is applied; what it trains (--lr), or --steps under a schedule laid out over the old
+    total, is refused naming the flag, the saved value and what to do."""
+    base = ["--cells", "gru", "--seq-len", "6", "--hidden", "4", "--batch", "4", "--eval-every", "3"]
+    base += ["--checkpoint-every", "3", "--spectrum", "0", "--flow-every", "3"]
+    gradient_flow.main([*base, "--steps", "6", "--out", str(tmp_path / "short")])
+    gradient_flow.main(["--resume", str(tmp_path / "short"), "--steps", "9", "--eval-every", "9"])
+    gradient_flow.main([*base, "--steps", "9", "--eval-every", "9", "--out", str(tmp_path / "long")])
+    resumed, straight = (
+        json.loads((tmp_path / r / "results.json").read_text())["cells"]["gru"]["seeds"]["0"] for r in ("short", "long")
+    )
+    train = [{r["step"]: r for r in run["train"]} for run in (resumed, straight)]
+    assert train[0][8] == train[1][8] and train[0][0] == train[1][0]  # the short run also logged its last step, 5
+    assert resumed["eval"][-1] == straight["eval"][-1] and resumed["flow"]["8"] == straight["flow"]["8"]
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["steps"] == 9
+    (entry,) = json.loads((tmp_path / "short" / "config_history.json").read_text())
+    assert entry["changed"] == {"eval_every": [3, 9], "steps": [6, 9]}
+    with pytest.raises(SystemExit, match=r"--lr 0.1: the run was started with lr = 0.003.*drop the flag"):
+        gradient_flow.main(["--resume", str(tmp_path / "short"), "--lr", "0.1"])
+    gradient_flow.main([*base, "--steps", "6", "--schedule", "cosine", "--out", str(tmp_path / "cosine")])
+    with pytest.raises(SystemExit, match=r"--steps 12: the run's cosine learning-rate schedule .* its 6 steps"):
+        gradient_flow.main(["--resume", str(tmp_path / "cosine"), "--steps", "12"])
