@@ -9,7 +9,8 @@ grid is the LSTM variants of Greff et al. 2017 ("LSTM: A Search Space Odyssey").
     python -m experiments.ablate --cells lstm gru --grid seq_len=50,100,200 --quick
 
 Writes to --out: one gradient_flow run per grid point (in its own folder, resumable: rerun
-the same command to continue), summary.csv, summary.md, ablation.png and results.json.
+the same command, or --resume the folder, to continue), summary.csv, summary.md, ablation.png
+and results.json.
 """
 
 from __future__ import annotations
@@ -36,13 +37,19 @@ DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
 @dataclasses.dataclass
 class Config(gradient_flow.Config):
-    QUICK: ClassVar[dict] = {**gradient_flow.Config.QUICK, "steps": 100, "grid": ("lstm_variant=standard,NFG",)}
+    QUICK: ClassVar[dict] = {**gradient_flow.Config.QUICK, "steps": 100}
+    QUICK_GRID: ClassVar[tuple[str, ...]] = ("lstm_variant=standard,NFG",)  # --quick without --grid
 
     grid: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """axes of the grid, each FIELD=V1,V2 with FIELD a gradient_flow option, e.g. lstm_variant=NIG,NFG
-    recurrent_scale=0.5,1.5 (default: lstm_variant over all Greff et al. variants; "none" is None)"""
+    recurrent_scale=0.5,1.5 (default: lstm_variant over all Greff et al. variants, with --quick standard,NFG;
+    "none" is None)"""
 
     def __post_init__(self):
+        if self.resume is not None:  # a grid resumes by running again into its folder
+            if self.out not in (None, self.resume):
+                raise ValueError(f"--resume {self.resume} and --out {self.out}: give one folder (the grid's)")
+            self.out, self.resume = self.resume, None
         super().__post_init__()
         for point in self.points():  # every grid point is a valid gradient_flow configuration
             try:
@@ -54,8 +61,11 @@ class Config(gradient_flow.Config):
         """Every cell of the grid (a cell option given must be one of at least one of them)."""
         return tuple(dict.fromkeys(c for point in self.points() for c in point.get("cells", self.cells)))
 
+    def axes(self) -> list[tuple[str, list]]:
+        return parse_grid(self.grid or (self.QUICK_GRID if self.quick else ())) or DEFAULT_GRID
+
     def points(self) -> list[dict]:
-        axes = parse_grid(self.grid) or DEFAULT_GRID
+        axes = self.axes()
         return [dict(zip((name for name, _ in axes), values)) for values in itertools.product(*(v for _, v in axes))]
 
     def base(self) -> dict:
@@ -164,7 +174,7 @@ def write_tables(rows: list[dict], out: Path, metric: str) -> None:
 
 
 def run(cfg: Config) -> dict:
-    axes = parse_grid(cfg.grid) or DEFAULT_GRID
+    axes = cfg.axes()
     out = Path(cfg.out or f"runs/ablate/{datetime.datetime.now():%Y%m%d-%H%M%S}")
     base = cfg.base()
     if "lstm_variant" in dict(axes) and base["cells"] == gradient_flow.Config.cells:

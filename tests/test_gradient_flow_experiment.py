@@ -272,3 +272,16 @@ def test_a_resumed_run_applies_or_refuses_each_flag(tmp_path):
     gradient_flow.main([*base, "--steps", "6", "--schedule", "cosine", "--out", str(tmp_path / "cosine")])
     with pytest.raises(SystemExit, match=r"--steps 12: the run's cosine learning-rate schedule .* its 6 steps"):
         gradient_flow.main(["--resume", str(tmp_path / "cosine"), "--steps", "12"])
+
+
+def test_a_quick_grid_is_replaced_by_the_grid_given_and_resume_names_the_grid_folder(tmp_path):
+    """`ablate --quick --grid X` is the grid X (not X added to the quick grid); `ablate --resume
+    DIR` is the grid in DIR run again (finished points reused)."""
+    from experiments import ablate
+    from experiments.cli import parse
+
+    assert [p["lstm_variant"] for p in parse(ablate.Config, ["--quick"]).points()] == ["standard", "NFG"]
+    given = parse(ablate.Config, ["--quick", "--grid", "seq_len=10,20"])
+    assert given.points() == [{"seq_len": 10}, {"seq_len": 20}]
+    resumed = parse(ablate.Config, ["--resume", str(tmp_path)])
+    assert resumed.out == str(tmp_path) and resumed.resume is None
