@@ -31,6 +31,7 @@ from experiments import cli, gradient_flow
 from rnn_jax import plots
 from rnn_jax.cells import LSTM_VARIANTS
 from rnn_jax.config import environment, from_text, write_json
+from rnn_jax.statistics import compare
 
 DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
@@ -101,8 +102,11 @@ def _rate(record: dict, step: str) -> dict:
 
 
 def summarise(points: list[tuple[dict, dict]]) -> list[dict]:
-    """One row per (grid point, cell): final loss and decay rates, mean +- std over seeds."""
+    """One row per (grid point, cell): final loss (mean, std, 95% t-interval over seeds), decay
+    rates, seeds that solved the task, and the final loss against the first grid point's for the
+    same cell (Welch's t-test and a permutation test: `rnn_jax.statistics.compare`)."""
     rows = []
+    base = {cell: record["final_eval_loss"]["per_seed"] for cell, record in points[0][1]["cells"].items()}
     for point, results in points:
         last = str(max(0, results["config"]["steps"] - 1))
         for cell, record in results["cells"].items():
@@ -114,6 +118,14 @@ def summarise(points: list[tuple[dict, dict]]) -> list[dict]:
                     "cell": cell,
                     "final_eval_loss": record["final_eval_loss"]["mean"],
                     "final_eval_loss_std": record["final_eval_loss"]["std"],
+                    "final_eval_loss_low": record["final_eval_loss"].get("interval", [float("nan")] * 2)[0],
+                    "final_eval_loss_high": record["final_eval_loss"].get("interval", [float("nan")] * 2)[1],
+                    "solved": record.get("solved", {}).get("solved", float("nan")),
+                    **{
+                        f"{k}_vs_first": v
+                        for k, v in compare(record["final_eval_loss"]["per_seed"], base.get(cell, [])).items()
+                        if k in ("p_welch", "p_permutation")
+                    },
                     "decay_rate_init": rate("0")["mean"],
                     "decay_rate_init_std": rate("0")["std"],
                     "decay_rate_trained": rate(last)["mean"],
@@ -139,6 +151,11 @@ def write_tables(rows: list[dict], out: Path, metric: str) -> None:
             "cell",
             "final_eval_loss",
             "final_eval_loss_std",
+            "final_eval_loss_low",
+            "final_eval_loss_high",
+            "solved",
+            "p_welch_vs_first",
+            "p_permutation_vs_first",
             "decay_rate_init",
             "decay_rate_init_std",
             "decay_rate_trained",
@@ -150,9 +167,20 @@ def write_tables(rows: list[dict], out: Path, metric: str) -> None:
     ]
     lines = [
         "| "
-        + " | ".join([*keys, "cell", f"final eval {metric}", "decay/step at init", "decay/step trained", "diverged"])
+        + " | ".join(
+            [
+                *keys,
+                "cell",
+                f"final eval {metric} [95% CI]",
+                "p vs first (Welch / permutation)",
+                "solved",
+                "decay/step at init",
+                "decay/step trained",
+                "diverged",
+            ]
+        )
         + " |",
-        "|" + "---|" * (len(keys) + 5),
+        "|" + "---|" * (len(keys) + 7),
     ]
     for r in rows:
         lines.append(
@@ -161,7 +189,9 @@ def write_tables(rows: list[dict], out: Path, metric: str) -> None:
                 [
                     *(str(r[k]) for k in keys),
                     r["cell"],
-                    f"{r['final_eval_loss']:.4g} ± {r['final_eval_loss_std']:.2g}",
+                    f"{r['final_eval_loss']:.4g} [{r['final_eval_loss_low']:.3g}, {r['final_eval_loss_high']:.3g}]",
+                    f"{r['p_welch_vs_first']:.3g} / {r['p_permutation_vs_first']:.3g}",
+                    f"{r['solved']}/{r['seeds']}",
                     f"{r['decay_rate_init']:+.4f} ± {r['decay_rate_init_std']:.4f}",
                     f"{r['decay_rate_trained']:+.4f} ± {r['decay_rate_trained_std']:.4f}",
                     f"{r['diverged']}/{r['seeds']}",
@@ -169,7 +199,8 @@ def write_tables(rows: list[dict], out: Path, metric: str) -> None:
             )
             + " |"
         )
-    lines.append(f"\nbaseline {metric}: {rows[0]['baseline']:.4g}")
+    lines.append(f"\nbaseline {metric}: {rows[0]['baseline']:.4g}. Intervals: 95% t over seeds; p: the final loss")
+    lines.append("against the first grid point's for the same cell (nan with fewer than 2 seeds).")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 

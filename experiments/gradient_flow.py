@@ -161,7 +161,7 @@ def run(cfg: Config) -> dict:
     task = make_task(cfg.task, cfg)
     started = time.time()
     histories = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
-    cells = summaries.summarise_cells(cfg, histories)
+    cells = summaries.summarise_cells(cfg, histories, solved_below=task.solved_threshold)
     for line in summaries.unconverged(cells):
         print(f"warning: {line}", file=sys.stderr)
     results = write_results(
@@ -173,6 +173,7 @@ def run(cfg: Config) -> dict:
                 "metric": task.metric,
                 "baseline": task.baseline,
                 "vocab": task.vocab,
+                "solved_below": task.solved_threshold,
                 **task.info,
             },
             "wall_time_s": time.time() - started,
@@ -187,7 +188,8 @@ def run(cfg: Config) -> dict:
 
 def summary(cfg: Config, results: dict) -> str:
     """The printed table: per cell, decay rate and leading Lyapunov exponent at initialisation
-    and after training, the final evaluation (seed mean ± sd, then each seed) and the status."""
+    and after training, the final evaluation (seed mean with its 95% t-interval, then each seed),
+    the seeds that solved the task (with the exact binomial interval) and the status."""
     task, last = results["task"], str(max(0, cfg.steps - 1))
     lines = [
         f"\n{cfg.task}: T={cfg.seq_len}, hidden {cfg.hidden}, {cfg.steps} steps, {cfg.seeds} seed(s) -> "
@@ -200,12 +202,20 @@ def summary(cfg: Config, results: dict) -> str:
         lead = lambda s: f"{spectra[s]['leading']:+.4f}" if s in spectra else "-"  # noqa: E731
         final = record["final_eval_loss"]
         per_seed = " ".join(f"{v:.4g}" for v in final["per_seed"])
-        line = f"{final['mean']:.4g} ± {final['std']:.2g} ({per_seed})" if cfg.seeds > 1 else f"{final['mean']:.4g}"
+        low, high = final.get("interval", [float("nan")] * 2)
+        line = f"{final['mean']:.4g} [{low:.3g}, {high:.3g}] ({per_seed})" if cfg.seeds > 1 else f"{final['mean']:.4g}"
+        if "solved" in record:
+            solved = record["solved"]
+            line += (
+                f", solved {solved['solved']}/{solved['n']} [{solved['interval'][0]:.2f}, {solved['interval'][1]:.2f}]"
+            )
         if "final_eval_accuracy" in record:
             line += f", accuracy {record['final_eval_accuracy']['mean']:.4f}"
         status = ",".join(sorted(set(record["status"].values())))
         lines.append(f"{cell:<8} {rate('0'):>10} {rate(last):>8} {lead('0'):>9} {lead(last):>8}  {line}  [{status}]")
-    lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}")
+    lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}; solved: below {task.get('solved_below', 0):.4g}")
+    if cfg.seeds > 1:
+        lines.append("[intervals: 95% t-interval of the seed mean; solved: exact binomial 95% interval]")
     return "\n".join(lines)
 
 

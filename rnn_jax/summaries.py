@@ -12,14 +12,17 @@ import numpy as np
 
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.history import History
+from rnn_jax.statistics import seed_summary, solved_fraction
 
 CONVERGED = 0.05  # lambda_1's standard error below this fraction of |lambda_1|: converged
 
 
-def summarise_cells(cfg, histories: dict[str, dict[int, History]]) -> dict:
+def summarise_cells(cfg, histories: dict[str, dict[int, History]], *, solved_below: float | None = None) -> dict:
     """results.json's `cells` section: per cell, profiles averaged over seeds (the top layer's
-    h), decay rates, final metric; each seed's full record under `seeds`. `cfg`: the run's
-    options (layers, spectrum, seq_len)."""
+    h), decay rates, the final metric over seeds with its intervals (`rnn_jax.statistics`), the
+    fraction of seeds whose final loss is below `solved_below` (with its exact binomial
+    interval); each seed's full record under `seeds`. `cfg`: the run's options (layers,
+    spectrum, seq_len)."""
     top = f"layer{cfg.layers - 1}/h"
     cells = {}
     for cell, by_seed in histories.items():
@@ -32,12 +35,11 @@ def summarise_cells(cfg, histories: dict[str, dict[int, History]]) -> dict:
         cells[cell] = {
             "grad_norm_by_lag": {str(s): by_lag[s].mean(0).tolist() for s in steps},
             "grad_norm_by_step": {str(s): by_step[s].mean(0).tolist() for s in steps},
-            "decay_rate": {
-                str(s): {"mean": float(np.mean(r)), "std": float(np.std(r)), "per_seed": r} for s, r in rates.items()
-            },
-            "final_eval_loss": seed_stats(finals),
+            "decay_rate": {str(s): seed_summary(r) for s, r in rates.items()},
+            "final_eval_loss": seed_summary(finals),
+            **({"solved": solved_fraction([f < solved_below for f in finals])} if solved_below is not None else {}),
             **(
-                {"final_eval_accuracy": seed_stats(accuracies)}
+                {"final_eval_accuracy": seed_summary(accuracies)}
                 if any(h.eval and "accuracy" in h.eval[-1] for h in by_seed.values())
                 else {}
             ),
@@ -46,11 +48,6 @@ def summarise_cells(cfg, histories: dict[str, dict[int, History]]) -> dict:
             "seeds": {str(seed): h.to_json() for seed, h in by_seed.items()},
         }
     return cells
-
-
-def seed_stats(values: list[float]) -> dict:
-    """Mean and standard deviation over seeds (NaN if any seed diverged), and each seed's value."""
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
 
 
 def summarise_dynamics(cfg, by_seed: list[dict[int, dict]]) -> dict:

@@ -82,7 +82,8 @@ class Task:
     fresh draws). `model_io`: the `SequenceModel` sizes (vocab_size or input_size, output_size,
     readout). `loss_fn` (`rnn_jax.losses`) also names the metrics it returns (accuracy);
     `metric` names the loss and `baseline` is what a memoryless model scores. `vocab`: the
-    tokens, for reading predictions; `info`: what results.json records about the data."""
+    tokens, for reading predictions; `info`: what results.json records about the data.
+    `solved_below`: a final loss below it solves the task (default a tenth of the baseline)."""
 
     batch: Batches
     loss_fn: LossFn
@@ -93,6 +94,11 @@ class Task:
     eval_data: tuple | None = None
     vocab: str | Sequence[str] | None = None
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    solved_below: float | None = None
+
+    @property
+    def solved_threshold(self) -> float:
+        return 0.1 * self.baseline if self.solved_below is None else self.solved_below
 
     def decode(self, ids) -> str | list[str]:
         """Token ids as text (characters joined; words as a list)."""

@@ -1,0 +1,55 @@
+"""Statistics over seeds (`rnn_jax.statistics`) against values computed from their formulas."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from rnn_jax import statistics
+
+
+def test_the_t_interval_is_mean_plus_minus_t_times_the_standard_error():
+    values = [0.12, 0.15, 0.11, 0.19, 0.14]
+    mean, s = np.mean(values), np.std(values, ddof=1)
+    t_975_4 = 2.7764451051977987  # the 97.5% quantile of Student's t with 4 degrees of freedom
+    low, high = statistics.t_interval(values)
+    np.testing.assert_allclose([low, high], [mean - t_975_4 * s / np.sqrt(5), mean + t_975_4 * s / np.sqrt(5)])
+    assert all(math.isnan(v) for v in statistics.t_interval([0.3]))  # one seed: no interval
+    assert all(math.isnan(v) for v in statistics.t_interval([0.1, float("nan")]))
+
+
+def test_a_seed_summary_has_its_intervals_and_keeps_the_population_std():
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]
+    summary = statistics.seed_summary(values)
+    assert summary["mean"] == 3.0 and summary["std"] == pytest.approx(np.std(values)) and summary["n"] == 5
+    low, high = summary["bootstrap"]
+    assert 1.0 <= low < 3.0 < high <= 5.0  # the percentile bootstrap of the mean lies within the data
+    assert statistics.seed_summary(values[:3])["bootstrap"] is None  # fewer than 5 seeds: none
+
+
+def test_the_binomial_interval_is_clopper_pearson():
+    """k = n: [(alpha/2)^(1/n), 1]; k = 0: [0, 1 - (alpha/2)^(1/n)] (the exact interval's closed forms)."""
+    three = statistics.solved_fraction([True, True, True])
+    assert three["solved"] == 3 and three["fraction"] == 1.0
+    np.testing.assert_allclose(three["interval"], [0.025 ** (1 / 3), 1.0])
+    none = statistics.solved_fraction([False] * 5)
+    np.testing.assert_allclose(none["interval"], [0.0, 1 - 0.025 ** (1 / 5)])
+
+
+def test_the_permutation_test_is_exact_and_welch_matches_its_formula():
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 7.0])
+    result = statistics.compare(a, b)
+    # every split of the six values into two groups of three: the share with |difference| >= the observed
+    pooled, observed = np.concatenate([a, b]), abs(a.mean() - b.mean())
+    splits = list(itertools.combinations(range(6), 3))
+    extreme = sum(abs(pooled[list(s)].mean() - np.delete(pooled, list(s)).mean()) >= observed - 1e-12 for s in splits)
+    assert result["p_permutation"] == pytest.approx(extreme / len(splits))
+    va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 3
+    t = (a.mean() - b.mean()) / np.sqrt(va + vb)
+    assert result["welch_t"] == pytest.approx(t) and result["difference"] == pytest.approx(-10 / 3)
+    dof = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)  # Welch-Satterthwaite
+    from scipy import stats
+
+    assert result["p_welch"] == pytest.approx(2 * stats.t.sf(abs(t), dof))
+    assert math.isnan(statistics.compare([1.0], [2.0, 3.0])["p_welch"])
