@@ -131,6 +131,8 @@ class Checkpoints:
         raise ValueError(
             f"no intact checkpoint in {self.directory}; tried (newest first) {tried}"
             + (f" (full causes in {log})" if log else "")
+            + ". They are damaged, or were written by a different model configuration (cell, sizes, layers) than "
+            "the run's config.json describes now"
         )
 
     def wait(self) -> None:

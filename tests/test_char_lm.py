@@ -349,13 +349,14 @@ def test_resume_without_checkpoints(stopped, tmp_path):
 
 @pytest.mark.slow
 def test_resume_from_a_corrupt_checkpoint(stopped, tmp_path):
+    """Both of the run's checkpoints (last/1, best/1) overwritten: one error naming both (one
+    damaged beside an intact one is resumed from: tests/test_checkpoint_damage.py)."""
     run = _copy(stopped, tmp_path)
-    for file in (run / "checkpoints" / "last" / "1" / "state").rglob("*"):
-        if file.is_file():
-            file.write_bytes(b"\0garbage")
-    with pytest.raises(
-        SystemExit, match="error: cannot restore checkpoint step 1 .* corrupt or was written by a different"
-    ):
+    for kind in ("last", "best"):
+        for file in (run / "checkpoints" / kind / "1" / "state").rglob("*"):
+            if file.is_file():
+                file.write_bytes(b"\0garbage")
+    with pytest.raises(SystemExit, match="error: no intact checkpoint .* last/1: .* best/1: .* damaged, or were"):
         char_lm.main(["--resume", str(run)])
 
 
