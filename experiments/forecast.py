@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import importlib.util
 from pathlib import Path
 from typing import ClassVar
 
@@ -66,8 +68,9 @@ class Config(TaskOptions):
     QUICK: ClassVar[dict] = dict(hidden=16, batch=8, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
 
     series: str = "airline"
-    """a built-in series: airline | co2 | sunspots | nile | unemployment (from the timeseries corpus:
-    $RNN_JAX_DATA/timeseries/, or --data-dir)"""
+    """a built-in series: airline | co2 | sunspots | nile | unemployment (co2, sunspots, nile and unemployment
+    from statsmodels's datasets; airline, or any with --data-dir, from the timeseries corpus:
+    $RNN_JAX_DATA/timeseries/)"""
     data_dir: str | None = None
     """the folder of the built-in series' CSV files (default: the timeseries corpus)"""
     data: str | None = None
@@ -117,9 +120,16 @@ class Config(TaskOptions):
         return bool(self._series_default(4, self.log))
 
 
+# the built-in series statsmodels ships: read from it when it is installed and no folder is given
+STATSMODELS = {"co2": "co2", "sunspots": "sunspots", "nile": "nile", "unemployment": "macrodata"}
+
+
 def load_values(cfg: Config) -> np.ndarray:
     if cfg.data is not None:
         values = loaders.load_series(cfg.data, cfg.column)
+    elif cfg.data_dir is None and cfg.series in STATSMODELS and importlib.util.find_spec("statsmodels"):
+        dataset = importlib.import_module(f"statsmodels.datasets.{STATSMODELS[cfg.series]}")
+        values = dataset.load_pandas().data[SERIES[cfg.series][1]].to_numpy(np.float64)
     else:
         file, column, *_ = SERIES[cfg.series]
         folder = corpora.resolve(cfg.data_dir or "timeseries").location

@@ -33,6 +33,7 @@ from rnn_jax import plots, summaries
 from rnn_jax.cells import CELLS
 from rnn_jax.choices import check_choice
 from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.data.batches import chunks
 from rnn_jax.experiment import TrainingData, fit, write_results
 from rnn_jax.history import History
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
@@ -46,26 +47,27 @@ class Config(TrainingOptions):
     QUICK: ClassVar[dict] = dict(seq_len=50, hidden=32, steps=200, flow_every=50, eval_every=50)
 
     task: str = "adding"
-    """the task (rnn_jax.tasks): adding | copy | selective_copy | charlm | sentiment | tagging, or one registered
-    by --imports"""
+    """the task (rnn_jax.tasks): adding | copy | selective_copy | flipflop | mqar | charlm | sentiment | tagging |
+    mnist_pixels | mnist_permuted | mnist_rows, or one registered by --imports"""
     cells: tuple[str, ...] = ("rnn", "lstm", "gru")
     """the cells to compare (space- or comma-separated): rnn | lstm | gru | mingru | minlstm | lru, or ones
     registered by --imports"""
     seq_len: int = 100
     """T: sequence length (adding), delay (copy: sequences are T + 20), noise length (selective_copy: sequences
     are T + 1 + --tokens), window (charlm), tokens per text, left-padded (sentiment) or words per sentence,
-    right-padded (tagging)"""
+    right-padded (tagging), steps (flipflop, mqar); MNIST's is fixed (784 pixels, 28 rows)"""
     tokens: int = 16
     """selective_copy: data tokens to find among the T steps and copy"""
     seeds: int = 1
     """independent seeds per cell (seed, seed + 1, ...), trained together by one vmapped step: mean +- std in
     the results, each seed's numbers under `seeds`"""
     eval_batches: int = 4
-    """held-out batches per evaluation"""
+    """held-out batches per evaluation (tasks on rows of a dataset: every held-out row, in --batch chunks)"""
     data: str | None = None
     """the task's data: charlm: a corpus name (tinyshakespeare | stacks_latex | linux_c, from $RNN_JAX_DATA or
     the hub), a text file or a quoted glob (default: a built-in generated corpus); sentiment: labelled texts
-    (default rt_sentence_polarity); tagging: a treebank (default ud_english_ewt)"""
+    (default rt_sentence_polarity); tagging: a treebank (default ud_english_ewt); mnist_*: digits (default
+    mnist: $RNN_JAX_DATA/mnist, else the hub's ylecun/mnist)"""
     # this experiment's defaults (measured in docs/gradient-flow.md with them)
     hidden: int = 64
     batch: int = 64
@@ -101,7 +103,6 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
     # each seed's (data, evaluation) keys, as a single-seed run of that seed has them: (seeds, 2)
     keys = jax.numpy.stack([jax.random.split(jax.random.fold_in(jax.random.key(seed), 1)) for seed in seeds])
     data_keys, eval_keys = keys[:, 0], keys[:, 1]
-    eval_data = task.data if task.eval_data is None else task.eval_data
 
     fitted = fit(
         cfg,
@@ -110,7 +111,7 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
         TrainingData(
             task.loss_fn,
             lambda step: stacked_batch(task.batch, data_keys, step, task.data),
-            [stacked_batch(task.batch, eval_keys, i, eval_data) for i in range(cfg.eval_batches)],
+            held_out_batches(cfg, task, eval_keys),
         ),
         seeds=seeds,
         name=cell_name,
@@ -184,6 +185,19 @@ def run(cfg: Config) -> dict:
         summaries.write_flow_csv(out / "grad_norms.csv", histories)
     make_plots(cfg, task, histories, cells, out)
     return results
+
+
+def held_out_batches(cfg: Config, task: Task, keys) -> list[dict]:
+    """The evaluation batches, with a leading seed axis: every held-out row in chunks of --batch
+    for tasks that hold their rows (`Task.eval_in_order`), else --eval-batches draws."""
+    if not task.eval_in_order:
+        data = task.data if task.eval_data is None else task.eval_data
+        return [stacked_batch(task.batch, keys, i, data) for i in range(cfg.eval_batches)]
+    seeds = len(keys)
+    return [
+        jax.tree.map(lambda a: jax.numpy.broadcast_to(a, (seeds, *a.shape)), c)
+        for c in chunks(task.eval_data[0], cfg.batch)
+    ]
 
 
 def summary(cfg: Config, results: dict) -> str:

@@ -18,6 +18,11 @@ Built in:
                                    sentence-polarity corpus), left-padded to --seq-len tokens
     tagging                        many-to-many: the UPOS tag of every word (--data; default UD
                                    English-EWT), right-padded to --seq-len words, padding masked
+    mqar                           multi-query associative recall (Arora et al. 2023): 4 key-value
+                                   pairs, each asked again later
+    mnist_pixels, mnist_permuted,  sequential MNIST (Le et al. 2015): a digit pixel by pixel (T = 784;
+    mnist_rows                     permuted: one fixed order per seed) or row by row (T = 28),
+                                   classified from the final state; evaluated on a fixed test set
 
 Every batch is a pure function of a PRNG key (and the task's arrays), so a run's data stream
 is `batch(fold_in(key, step))`: reproducible and resumable at any step. Real-data tasks draw
@@ -95,6 +100,7 @@ class Task:
     vocab: str | Sequence[str] | None = None
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     solved_below: float | None = None
+    eval_in_order: bool = False  # evaluate on every held-out row, in chunks (rows held in memory), not on draws
 
     @property
     def solved_threshold(self) -> float:
@@ -177,6 +183,19 @@ def flipflop(cfg) -> Task:
     )
 
 
+@register_task("mqar")
+def mqar(cfg) -> Task:
+    """Multi-query associative recall (Arora et al. 2023): 4 key-value pairs, T = --seq-len."""
+    vocab = 2 * synthetic.MQAR_KEYS + 1
+    return Task(
+        batch=batches(synthetic.mqar_batch, batch=cfg.batch, length=cfg.seq_len, pairs=4),
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(vocab_size=vocab, output_size=vocab),
+        baseline=float(np.log(synthetic.MQAR_KEYS)),
+        metric="cross-entropy of the recalled values (nats)",
+    )
+
+
 @register_task("charlm")
 def charlm(cfg) -> Task:
     """Windows of --seq-len characters: of the first 90% of the text in training, of the last
@@ -211,8 +230,8 @@ def label_entropy(counts) -> float:
 
 
 def _rows_task(splits: dict[str, dict], batch: int, data: str, **fields) -> Task:
-    """A task over rows held in memory: training batches from `splits["train"]`, held-out ones
-    from `splits["validation"]`."""
+    """A task over rows held in memory: training batches drawn from `splits["train"]`, the
+    evaluation on every row of `splits["validation"]`."""
     if len(next(iter(splits["validation"].values()))) == 0:
         raise ValueError(f"--data {data}: the validation split is empty")
     train, validation = ({k: jnp.asarray(v) for k, v in splits[s].items()} for s in ("train", "validation"))
@@ -221,6 +240,7 @@ def _rows_task(splits: dict[str, dict], batch: int, data: str, **fields) -> Task
         batch=batches(random_rows, batch=batch),
         data=(train,),
         eval_data=(validation,),
+        eval_in_order=True,
         **{**fields, "info": {"data": data, "examples": examples, **fields.get("info", {})}},
     )
 
@@ -278,3 +298,51 @@ def tagging(cfg) -> Task:
         vocab=words.tokens,
         info={"vocab_size": words.size, "tags": list(tags.tokens)},
     )
+
+
+MNIST_TEST = 1000  # of a source without splits (the 5,000 digits): a fixed shuffle, whatever the run's seed
+
+
+def mnist_splits(data: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{train, test: (pixels (n, 784) in [0, 1], labels)}. A source without splits (the 5,000
+    digits of $RNN_JAX_DATA/mnist) is shuffled once with seed 0 and cut into a fixed test set of
+    `MNIST_TEST` digits and the rest for training; full MNIST keeps its own 60,000 / 10,000."""
+    loaded = corpora.read(data or "mnist", lambda source: loaders.load_mnist(source.location, on_hub=source.on_hub))
+    if "all" in loaded:
+        pixels, labels = loaded["all"]
+        order = np.random.default_rng(0).permutation(len(labels))
+        loaded = {"test": (pixels[order[:MNIST_TEST]], labels[order[:MNIST_TEST]])}
+        loaded["train"] = (pixels[order[MNIST_TEST:]], labels[order[MNIST_TEST:]])
+    return {split: (x.astype(np.float32) / 255.0, y) for split, (x, y) in loaded.items()}
+
+
+def _mnist(cfg, layout: str) -> Task:
+    """Sequential MNIST: each digit's pixels one per step ("pixels", T = 784; "permuted": in one
+    fixed random order per --seed, recorded) or one row of 28 per step ("rows", T = 28),
+    classified from the final state. Evaluated on every digit of the fixed test set (no model is
+    chosen by it: gradient_flow reports the last evaluation)."""
+    splits = mnist_splits(cfg.data)
+    permutation = np.random.default_rng(cfg.seed).permutation(784) if layout == "permuted" else None
+
+    def sequences(x):
+        if layout == "rows":
+            return x.reshape(-1, 28, 28)
+        return (x if permutation is None else x[:, permutation])[..., None]
+
+    arrays = {s: {"inputs": sequences(x), "targets": y} for s, (x, y) in splits.items()}
+    info = {"layout": layout, "evaluated_on": f"the test set ({len(splits['test'][1])} digits)"}
+    return _rows_task(
+        {"train": arrays["train"], "validation": arrays["test"]},
+        cfg.batch,
+        cfg.data or "mnist",
+        loss_fn=classification_cross_entropy,
+        model_io=dict(input_size=28 if layout == "rows" else 1, output_size=10, readout="final"),
+        baseline=float(np.log(10)),
+        metric="cross-entropy of the digit (nats)",
+        info={**info, **({"permutation": permutation.tolist()} if permutation is not None else {})},
+    )
+
+
+register_task("mnist_pixels")(functools.partial(_mnist, layout="pixels"))
+register_task("mnist_permuted")(functools.partial(_mnist, layout="permuted"))
+register_task("mnist_rows")(functools.partial(_mnist, layout="rows"))

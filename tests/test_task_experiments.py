@@ -244,3 +244,18 @@ def test_describe_reads_weight_and_lean_off_the_image():
     assert [c[4] for c in captions[:2]] == ["right", "left"]
     assert [c[1] for c in captions[2:]] == ["thin", "thick"]
     assert captions[0][:3] == ["a", "thin", "one"]
+
+
+@needs_data
+@pytest.mark.parametrize("series", sorted(forecast.STATSMODELS))
+def test_a_series_statsmodels_ships_is_read_from_it_and_equals_the_corpus_file(series):
+    """Without --data-dir, co2, sunspots, nile and unemployment come from statsmodels's datasets:
+    the same numbers as the timeseries corpus's CSV files (copies of them), gaps included."""
+    import os
+
+    from rnn_jax.data import loaders
+
+    file, column, *_ = forecast.SERIES[series]
+    from_statsmodels = forecast.load_values(forecast.Config(series=series, log=False))
+    from_file = loaders.load_series(os.path.join(os.environ["RNN_JAX_DATA"], "timeseries", file), column)
+    np.testing.assert_array_equal(from_statsmodels, from_file)

@@ -112,3 +112,64 @@ def test_an_unknown_task_is_a_usage_error_naming_the_choices(capsys):
         gradient_flow.main(["--task", "parityy", "--steps", "0"])
     err = capsys.readouterr().err
     assert "unknown task 'parityy'" in err and "sentiment" in err and "Traceback" not in err
+
+
+def write_idx(path, array):
+    """An IDX file as LeCun's MNIST ships them (magic 0x00000800 + ndim, big-endian sizes, bytes)."""
+    header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_reads_idx_files_and_a_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, 7)
+    for split in ("train", "t10k"):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
+    loaded = loaders.load_mnist(str(tmp_path))
+    assert set(loaded) == {"train", "test"}
+    np.testing.assert_array_equal(loaded["train"][0], images.reshape(7, 784))
+    np.testing.assert_array_equal(loaded["test"][1], labels)
+    rows = np.concatenate([images.reshape(7, 784), labels[:, None]], axis=1)
+    np.savetxt(tmp_path / "digits.csv", rows, fmt="%d", delimiter=",")
+    ((x, y),) = loaders.load_mnist(str(tmp_path / "digits.csv")).values()
+    np.testing.assert_array_equal(x, images.reshape(7, 784)) and np.testing.assert_array_equal(y, labels)
+    with pytest.raises(ValueError, match="784 pixel values and the label"):
+        np.savetxt(tmp_path / "bad.csv", rows[:, :100], fmt="%d", delimiter=",")
+        loaders.load_mnist(str(tmp_path / "bad.csv"))
+
+
+@needs_data
+def test_sequential_mnist_holds_out_a_fixed_thousand_and_records_its_permutation():
+    tasks = {
+        name: make_task(name, options(seed=seed, batch=8)) for name, seed in [("mnist_rows", 0), ("mnist_pixels", 1)]
+    }
+    first, second = make_task("mnist_permuted", options(seed=0)), make_task("mnist_permuted", options(seed=1))
+    (test_rows,), (test_pixels,) = tasks["mnist_rows"].eval_data, tasks["mnist_pixels"].eval_data
+    assert test_rows["inputs"].shape == (1000, 28, 28) and test_pixels["inputs"].shape == (1000, 784, 1)
+    np.testing.assert_array_equal(test_rows["targets"], test_pixels["targets"])  # the same digits, whatever the seed
+    np.testing.assert_array_equal(
+        np.asarray(test_rows["inputs"]).reshape(1000, 784), np.asarray(test_pixels["inputs"])[..., 0]
+    )
+    assert len(tasks["mnist_rows"].data[0]["targets"]) == 4000 and tasks["mnist_rows"].eval_in_order
+    p0, p1 = np.array(first.info["permutation"]), np.array(second.info["permutation"])
+    assert sorted(p0) == list(range(784)) and not np.array_equal(p0, p1)
+    np.testing.assert_array_equal(
+        np.asarray(first.eval_data[0]["inputs"])[..., 0], np.asarray(test_pixels["inputs"])[:, p0, 0]
+    )
+    assert np.bincount(np.asarray(test_rows["targets"]), minlength=10).min() > 60  # every class held out
+
+
+def test_mqar_asks_every_key_once_after_its_pairs():
+    """Each query's target is the value its key was paired with in the context, every key is
+    asked once, after the context, and only queries are scored."""
+    task = make_task("mqar", options(batch=16, seq_len=32))
+    batch = {k: np.asarray(v) for k, v in task.batch(jax.random.key(3)).items()}
+    for tokens, targets, weights in zip(batch["inputs"], batch["targets"], batch["weights"]):
+        pairs = dict(zip(tokens[0:8:2], tokens[1:8:2]))
+        assert len(pairs) == 4 and all(1 <= k <= 32 < v <= 64 for k, v in pairs.items())
+        asked = np.flatnonzero(weights)
+        assert asked.min() >= 8 and sorted(tokens[asked]) == sorted(pairs)
+        assert [targets[t] for t in asked] == [pairs[tokens[t]] for t in asked]
+        assert np.all(tokens[8:][weights[8:] == 0] == 0)  # blanks between the queries
+    np.testing.assert_allclose(task.baseline, np.log(32))

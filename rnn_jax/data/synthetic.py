@@ -18,6 +18,15 @@ copy (Arjovsky et al. 2016)
     holds the sign of its last pulse. A memoryless model copies a pulse when there is one and
     otherwise can only say 0: MSE 1 - p, the baseline. The network must store 3 bits: 8 memories.
 
+multi-query associative recall (Arora et al. 2023, Zoology's MQAR, in a small setting of ours)
+    tokens (batch, T): D key-value pairs first (k_1 v_1 ... k_D v_D; keys from 1..32, values from
+    33..64, the keys distinct), then blanks (0) with the D keys asked again, in a random order at
+    random later positions. Target at each query: its key's value; only queries are scored. A
+    model that does not remember the pairs guesses among the 32 values: log(32) nats, the
+    baseline. (Zoology fills the gaps with random tokens and draws query positions from a power
+    law, with vocabularies in the thousands; this generator keeps its structure at a size a CPU
+    trains: T = 64, D = 4.)
+
 selective copy (Gu & Dao 2023, the Mamba paper; as in Feng et al. 2024)
     tokens (batch, T + 1 + K): K data symbols from {1..8} at random positions among T blanks,
     the delimiter, then K blanks. Targets: the K data symbols in the order they appeared, at the
@@ -81,6 +90,26 @@ def flipflop_batch(key: jax.Array, batch: int, length: int, pulse: float = FLIPF
     steps = jnp.arange(length)[None, :, None]
     last = jax.lax.cummax(jnp.where(pulses, steps, 0), axis=1)
     return {"inputs": inputs, "targets": jnp.take_along_axis(inputs, last, axis=1)}
+
+
+MQAR_KEYS = 32  # keys 1..32, values 33..64: a vocabulary of 65 with the blank
+
+
+def mqar_batch(key: jax.Array, batch: int, length: int, pairs: int = 4) -> dict[str, jax.Array]:
+    if not 1 <= pairs <= MQAR_KEYS or length < 3 * pairs:
+        raise ValueError(f"MQAR needs 1 <= pairs <= {MQAR_KEYS} and length >= 3 x pairs, got {pairs} pairs, {length}")
+    k_keys, k_values, k_positions, k_order = jax.random.split(key, 4)
+    keys = 1 + jnp.argsort(jax.random.uniform(k_keys, (batch, MQAR_KEYS)), axis=1)[:, :pairs]  # distinct
+    values = 1 + MQAR_KEYS + jax.random.randint(k_values, (batch, pairs), 0, MQAR_KEYS)
+    context = jnp.stack([keys, values], axis=-1).reshape(batch, 2 * pairs)
+    free = length - 2 * pairs  # query positions: D distinct ones after the context
+    positions = 2 * pairs + jnp.sort(jnp.argsort(jax.random.uniform(k_positions, (batch, free)), axis=1)[:, :pairs], 1)
+    order = jnp.argsort(jax.random.uniform(k_order, (batch, pairs)), axis=1)  # which pair each query asks
+    rows = jnp.arange(batch)[:, None]
+    tokens = jnp.zeros((batch, length), keys.dtype).at[:, : 2 * pairs].set(context)
+    tokens = tokens.at[rows, positions].set(jnp.take_along_axis(keys, order, axis=1))
+    targets = jnp.zeros_like(tokens).at[rows, positions].set(jnp.take_along_axis(values, order, axis=1))
+    return {"inputs": tokens, "targets": targets, "weights": (targets > 0).astype(jnp.float32)}
 
 
 def selective_copy_baseline() -> float:
