@@ -21,8 +21,10 @@ spreads over (1: one unit; the carry's size: all alike).
                    the K leading directions).
 
 Gate statistics over batch and time, per gate (LSTM i, f, o; GRU r, z): the mean and the
-saturated fractions (< 0.05, > 0.95), and the time constant of the additive update's keep gate
-(LSTM f, GRU 1 - z): the mean over units and steps of -1 / ln(keep), in steps.
+saturated fractions (< 0.05, > 0.95), and the time constants of the additive update's keep gate
+(LSTM f, GRU 1 - z), in steps: the mean of -1 / ln(keep) (heavy-tailed), -1 / ln(mean keep), and
+each unit's -1 / ln(its mean keep) as quantiles over units (median, 90th percentile, max): see
+`time_constants`. A table or plot names the one it shows.
 """
 
 from __future__ import annotations
@@ -142,8 +144,25 @@ def gate_statistics(cell: Cell, gates: dict[str, Array]) -> dict:
     }
     keep = cell.keep_gate(gates)
     if keep is not None:
-        stats["time_constant"] = jnp.mean(-1.0 / jnp.log(jnp.clip(keep, KEEP_CLIP, 1 - KEEP_CLIP)))
+        stats.update(time_constants(keep))
     return stats
+
+
+def time_constants(keep: Array) -> dict:
+    """The keep gate's time constants at one step, keep (batch, hidden): ``time_constant``, the mean
+    over units and sequences of -1 / ln(keep) (heavy-tailed: one saturated float32 gate gives
+    ~1e6); ``time_constant_of_mean_keep``, -1 / ln(mean keep); and the distribution over units of
+    each unit's -1 / ln(its batch-mean keep): ``time_constant_median``, ``_p90``, ``_max`` (the few
+    slow units that carry a long memory)."""
+    tau = lambda k: -1.0 / jnp.log(jnp.clip(k, KEEP_CLIP, 1 - KEEP_CLIP))  # noqa: E731
+    by_unit = tau(jnp.mean(keep.reshape(-1, keep.shape[-1]), axis=0))
+    return {
+        "time_constant": jnp.mean(tau(keep)),
+        "time_constant_of_mean_keep": tau(jnp.mean(keep)),
+        "time_constant_median": jnp.median(by_unit),
+        "time_constant_p90": jnp.quantile(by_unit, 0.9),
+        "time_constant_max": jnp.max(by_unit),
+    }
 
 
 def model_dynamics(

@@ -80,7 +80,8 @@ def summarise_dynamics(cfg, by_seed: list[dict[int, dict]]) -> dict:
 
 def gate_summary(by_seed: list[dict[int, dict]]) -> dict:
     """Seed means of one layer's gate statistics (``gates.<step>.<gate>.{mean,low,high}``) and
-    time constant (``time_constant.<step>``)."""
+    time constants (``time_constant``, ``time_constant_of_mean_keep``, ``_median``, ``_p90``:
+    seed means; ``time_constant_max``: the largest over seeds), by step."""
     steps, first = sorted(by_seed[0]), by_seed[0]
 
     def mean(step, get):
@@ -97,8 +98,13 @@ def gate_summary(by_seed: list[dict[int, dict]]) -> dict:
             for s in steps
         }
     }
-    if steps and "time_constant" in first[steps[0]]:
-        out["time_constant"] = {str(s): mean(s, lambda d: d["time_constant"]) for s in steps}
+    for key in ("time_constant", "time_constant_of_mean_keep", "time_constant_median", "time_constant_p90"):
+        if steps and key in first[steps[0]]:  # see `rnn_jax.diagnostics.time_constants`
+            out[key] = {str(s): mean(s, lambda d, k=key: d[k]) for s in steps}
+    if steps and "time_constant_max" in first[steps[0]]:
+        out["time_constant_max"] = {
+            str(s): float(np.max([seed[s]["time_constant_max"] for seed in by_seed])) for s in steps
+        }
     return out
 
 

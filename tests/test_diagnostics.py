@@ -251,3 +251,19 @@ def test_convergence_vectors_and_participation():
     ]
     assert errors[1] < errors[0] / 3
     assert 1.0 < float(layer_dynamics(rnn, params, xs, k=1)["participation_ratio"][0]) <= 16.0
+
+
+def test_time_constants_by_definition():
+    """One saturated unit among slow and fast ones: the mean of -1/ln(keep) is dominated by it,
+    -1/ln(mean keep) and the quantiles over units are not (each checked against its formula)."""
+    from rnn_jax.diagnostics import KEEP_CLIP, time_constants
+
+    keep = jnp.array([[0.5, 0.9, 0.99, 0.9995]] * 3)  # (batch 3, hidden 4), the last unit nearly saturated
+    found = {k: float(v) for k, v in time_constants(keep).items()}
+    tau = -1.0 / np.log(np.clip(np.array([0.5, 0.9, 0.99, 0.9995]), KEEP_CLIP, 1 - KEEP_CLIP))
+    np.testing.assert_allclose(found["time_constant"], tau.mean(), rtol=1e-3)
+    np.testing.assert_allclose(found["time_constant_of_mean_keep"], -1 / np.log(np.mean(keep)), rtol=1e-3)
+    np.testing.assert_allclose(found["time_constant_median"], np.median(tau), rtol=1e-3)
+    np.testing.assert_allclose(found["time_constant_p90"], np.quantile(tau, 0.9), rtol=1e-3)
+    np.testing.assert_allclose(found["time_constant_max"], tau.max(), rtol=1e-3)
+    assert found["time_constant_median"] < 100 < found["time_constant"]  # the mean is the saturated unit's

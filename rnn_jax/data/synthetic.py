@@ -27,7 +27,9 @@ multi-query associative recall (Arora et al. 2023, Zoology's MQAR, in a small se
     law, with vocabularies in the thousands; this generator keeps its structure at a size a CPU
     trains: T = 64, D = 4.)
 
-selective copy (Gu & Dao 2023, the Mamba paper; as in Feng et al. 2024)
+selective copy (in the spirit of Gu & Dao 2023, the Mamba paper, and Feng et al. 2024; not their
+    generator, which has marker tokens, a vocabulary of 16 and T = 4096: here one delimiter, then
+    K blanks, 8 data symbols, T = 200 by default)
     tokens (batch, T + 1 + K): K data symbols from {1..8} at random positions among T blanks,
     the delimiter, then K blanks. Targets: the K data symbols in the order they appeared, at the
     last K steps; only those are scored (``weights``), so a model that guesses uniformly scores
