@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import importlib
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -36,9 +37,12 @@ from experiments import cli, gradient_flow
 from rnn_jax import fixed_points, plots
 from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.config import config_from_json, prepare_run_dir, write_json
+from rnn_jax.experiment import load_run
 from rnn_jax.seeds import stack_seeds
 from rnn_jax.tasks import make_task
 from rnn_jax.train import init_train_state
+
+TASK_EXPERIMENTS = ("sentiment", "tagging", "tabular", "forecast", "char_lm")  # one SequenceModel each
 
 
 @dataclasses.dataclass
@@ -46,7 +50,8 @@ class Config(gradient_flow.Config):
     QUICK: ClassVar[dict] = dict(hidden=16, seq_len=32, steps=300, eval_every=100, candidates=128, finder_steps=500)
 
     checkpoint: str | None = None
-    """analyse this finished gradient_flow (or fixed_points) run instead of training (its first seed)"""
+    """analyse this run instead of training: of gradient_flow or fixed_points (every cell, its first seed) or of
+    sentiment, tagging, tabular, forecast or char_lm (its model, on its validation inputs)"""
     constant: tuple[float, ...] = ()
     """the constant input x* under which points are found (default: zeros; a token id for token inputs)"""
     candidates: int = 1024
@@ -98,14 +103,37 @@ def trained_model(cfg: Config, task, cell: str, run_dir: Path) -> nnx.Module:
     return nnx.merge(built[0][0], jax.tree.map(lambda leaf: leaf[0], state.params))
 
 
-def analyse(cfg: Config, task, model) -> tuple[dict, np.ndarray]:
-    """(the fixed_points.json record of one cell, the sampled trajectories)."""
-    key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # held-out: neither the training nor the evaluation stream
-    inputs = task.batch(key, *(task.data if task.eval_data is None else task.eval_data))["inputs"]
+def held_out_inputs(cfg: Config, task) -> jax.Array:
+    """A batch of the task's inputs from neither the training nor the evaluation stream."""
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
+    return task.batch(key, *(task.data if task.eval_data is None else task.eval_data))["inputs"]
+
+
+def task_experiment_network(run_dir: Path) -> tuple[str, str, nnx.Module, jax.Array]:
+    """(experiment, cell, model, held-out inputs) of a run of a task experiment with one
+    SequenceModel (its best checkpoint; inputs: its first validation batch), recognised by its
+    config's fields."""
+    saved = set(json.loads((run_dir / "config.json").read_text()))
+    for name in TASK_EXPERIMENTS:
+        module = importlib.import_module(f"experiments.{name}")
+        if saved == {f.name for f in dataclasses.fields(module.Config)}:
+            run_cfg, _, model = load_run(run_dir, module.Config, module.build_model)
+            if getattr(run_cfg, "bidirectional", False):
+                raise ValueError(f"--checkpoint {run_dir}: a bidirectional model has no one-step map to find points of")
+            data, _ = module.EXPERIMENT.data(run_cfg)
+            return name, run_cfg.cell, model, jnp.asarray(next(iter(data.eval_batches))["inputs"])
+    raise ValueError(
+        f"--checkpoint {run_dir}: not a run of gradient_flow, fixed_points or {', '.join(TASK_EXPERIMENTS)} "
+        "(translate and caption are encoder-decoders: no single recurrence to find points of)"
+    )
+
+
+def analyse(cfg: Config, model, inputs) -> tuple[dict, np.ndarray]:
+    """(the fixed_points.json record of one network, the sampled trajectories)."""
     paths = fixed_points.trajectories(model, inputs)
     if cfg.constant and np.shape(cfg.constant) != jnp.shape(inputs)[2:] and jnp.ndim(inputs) == 3:
         raise ValueError(
-            f"--constant has {len(cfg.constant)} value(s); the task {cfg.task!r} feeds {jnp.shape(inputs)[2]} per step"
+            f"--constant has {len(cfg.constant)} value(s); the model reads {jnp.shape(inputs)[2]} per step"
         )
     constant = jnp.asarray(cfg.constant or np.zeros(jnp.shape(inputs)[2:]), jnp.asarray(inputs).dtype)
     options = cfg.finder()
@@ -125,6 +153,7 @@ def analyse(cfg: Config, task, model) -> tuple[dict, np.ndarray]:
 
 
 def run(cfg: Config) -> dict:
+    networks, eval_losses, what = {}, {}, cfg.task
     if cfg.checkpoint is None:  # train first, as gradient_flow does, into this run's folder
         out = cfg.out or f"runs/fixed_points/{datetime.datetime.now():%Y%m%d-%H%M%S}"
         trained = gradient_flow.run(cfg if cfg.resume else dataclasses.replace(cfg, out=out))
@@ -135,23 +164,36 @@ def run(cfg: Config) -> dict:
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"--checkpoint {run_dir}: not a run folder (no config.json)")
         out, cfg, _ = prepare_run_dir(cfg, "fixed_points")
-        saved = json.loads((run_dir / "config.json").read_text())
-        finder = {f: getattr(cfg, f) for f in ("constant", "candidates", "noise", "finder_steps")}
-        finder.update(fixed_tolerance=cfg.fixed_tolerance, slow_tolerance=cfg.slow_tolerance, checkpoint=None)
-        cfg = config_from_json(Config, {k: v for k, v in saved.items() if k not in finder}, **finder)
-    task = make_task(cfg.task, cfg)
-    trained_cells = (
-        json.loads((run_dir / "results.json").read_text())["cells"] if (run_dir / "results.json").exists() else {}
-    )
+        if not (run_dir / "checkpoints" / "last").is_dir():  # gradient_flow's layout: checkpoints/<cell>/
+            saved = json.loads((run_dir / "config.json").read_text())
+            finder = {f: getattr(cfg, f) for f in ("constant", "candidates", "noise", "finder_steps")}
+            finder.update(fixed_tolerance=cfg.fixed_tolerance, slow_tolerance=cfg.slow_tolerance, checkpoint=None)
+            cfg = config_from_json(Config, {k: v for k, v in saved.items() if k not in finder}, **finder)
+        else:  # a task experiment's: one model
+            what, cell, model, inputs = task_experiment_network(run_dir)
+            networks[cell] = (model, inputs)
+    if not networks:
+        what, task = cfg.task, make_task(cfg.task, cfg)
+        inputs = held_out_inputs(cfg, task)
+        networks = {cell: (trained_model(cfg, task, cell, run_dir), inputs) for cell in cfg.cells}
+    if (run_dir / "results.json").exists():  # how well each learned what its points compute
+        trained = json.loads((run_dir / "results.json").read_text())
+        eval_losses = {c: r["final_eval_loss"]["mean"] for c, r in trained.get("cells", {}).items()}
     records, paths = {}, {}
-    for cell in cfg.cells:
-        records[cell], paths[cell] = analyse(cfg, task, trained_model(cfg, task, cell, run_dir))
-        if cell in trained_cells:  # how well it learned what these points compute
-            records[cell]["final_eval_loss"] = trained_cells[cell]["final_eval_loss"]["mean"]
-    constant = list(cfg.constant) or [0.0] * int(task.model_io.get("input_size", 1))
-    results = {"input": constant, "task": cfg.task, "run": str(run_dir), "options": dataclasses.asdict(cfg.finder())}
+    for cell, (model, inputs) in networks.items():
+        records[cell], paths[cell] = analyse(cfg, model, inputs)
+        if cell in eval_losses:
+            records[cell]["final_eval_loss"] = eval_losses[cell]
+    return write_outputs(cfg, what, out, run_dir, records, paths, inputs)
+
+
+def write_outputs(cfg: Config, what: str, out: Path, run_dir: Path, records: dict, paths: dict, inputs) -> dict:
+    """fixed_points.json and the two figures of the networks trained on `what` (a task or an
+    experiment); returns the results."""
+    constant = list(cfg.constant) or np.zeros(jnp.shape(inputs)[2:]).tolist()  # a token model: token 0
+    results = {"input": constant, "task": what, "run": str(run_dir), "options": dataclasses.asdict(cfg.finder())}
     write_json(out / "fixed_points.json", {**results, "cells": records})
-    title = f"{cfg.task}, hidden {cfg.hidden}: input {constant}"
+    title = f"{what}: input {constant}"
     plots.fixed_points({c: (paths[c], r["points"]) for c, r in records.items()}, out / "fixed_points.png", title=title)
     plots.eigenvalues({c: r["points"] for c, r in records.items()}, out / "eigenvalues.png", title=title)
     return {**results, "cells": records, "out": str(out)}

@@ -160,3 +160,22 @@ def test_a_gradient_flow_run_is_analysed_from_its_checkpoints(quick_runs, tmp_pa
         experiment.main(["--checkpoint", str(run), "--constant", "1", "0", "0", "--out", str(tmp_path / "fp3")])
     with pytest.raises(SystemExit, match="not a run folder"):
         experiment.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "fp2")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["sentiment", "forecast", "char_lm"])
+def test_a_task_experiment_s_run_is_analysed(quick_runs, tmp_path, experiment):
+    """--checkpoint of a run of a task experiment: its one model, on its validation inputs (token
+    models under token 0); an encoder-decoder run is a clear error."""
+    import json
+
+    from experiments import fixed_points as fp_experiment
+
+    flags = ["--candidates", "64", "--finder-steps", "200", "--out", str(tmp_path / "fp")]
+    fp_experiment.main(["--checkpoint", str(quick_runs[experiment]), *flags])
+    record = json.loads((tmp_path / "fp" / "fixed_points.json").read_text())
+    assert record["task"] == experiment and list(record["cells"]) == ["lstm"]
+    assert all(len(p["eigenvalues"]) == len(p["state"]) for p in record["cells"]["lstm"]["points"])
+    if experiment == "sentiment":
+        with pytest.raises(SystemExit, match="encoder-decoders"):
+            fp_experiment.main(["--checkpoint", str(quick_runs["translate"]), "--out", str(tmp_path / "x")])
