@@ -1,8 +1,8 @@
 """What a trained network computes: its fixed points and slow points (Sussillo & Barak 2013).
 
 Trains each cell on a task as `experiments.gradient_flow` does (every flag of it applies, and
-its outputs are written too: profiles, spectra, gates), or reads a finished run of it
-(--checkpoint), then finds where each network, under a constant input (--constant; default
+its outputs are written too: profiles, spectra, gates), or reads a finished run (--checkpoint: of
+gradient_flow or fixed_points, or of sentiment, tagging, tabular, forecast or char_lm), then finds where each network, under a constant input (--constant; default
 zero), stays put (`rnn_jax.fixed_points`), from candidates sampled on its trajectories over
 held-out batches, and the stability of each point.
 
@@ -10,6 +10,7 @@ held-out batches, and the stability of each point.
     python -m experiments.fixed_points --cells rnn lstm gru mingru --steps 3000
     python -m experiments.fixed_points --quick
     python -m experiments.fixed_points --checkpoint runs/gradient_flow/<run> --candidates 2048
+    python -m experiments.fixed_points --checkpoint runs/sentiment/<run>      # under token 0 (padding)
 
 Writes to --out: fixed_points.json ({"input", "cells": {cell: {"points": [{"state", "q",
 "kind", "stable", "unstable_modes", "slowest_mode", "eigenvalues"}, ...], counts}}}),

@@ -121,7 +121,7 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
 
 
 def make_plots(cfg: Config, task: Task, histories: dict[str, dict[int, History]], cells: dict, out: Path) -> None:
-    title = f"{cfg.task}, T={cfg.seq_len}, hidden {cfg.hidden}, {cfg.seeds} seed(s)"
+    title = f"{cfg.task}, T={task.info.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.seeds} seed(s)"
     top = f"layer{cfg.layers - 1}/h"
     last = max(0, cfg.steps - 1)
     panels = {"at initialisation": 0, f"after training (step {last})": last} if cfg.steps else {"at initialisation": 0}
@@ -206,7 +206,8 @@ def summary(cfg: Config, results: dict) -> str:
     the seeds that solved the task (with the exact binomial interval) and the status."""
     task, last = results["task"], str(max(0, cfg.steps - 1))
     lines = [
-        f"\n{cfg.task}: T={cfg.seq_len}, hidden {cfg.hidden}, {cfg.steps} steps, {cfg.seeds} seed(s) -> "
+        f"\n{cfg.task}: T={task.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.steps} steps, "
+        f"{cfg.seeds} seed(s) -> "
         f"{results['out']}",
         f"{'cell':<8} {'decay/step':>10} {'trained':>8} {'lambda_1':>9} {'trained':>8}  final eval {task['metric']}",
     ]

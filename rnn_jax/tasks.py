@@ -330,7 +330,11 @@ def _mnist(cfg, layout: str) -> Task:
         return (x if permutation is None else x[:, permutation])[..., None]
 
     arrays = {s: {"inputs": sequences(x), "targets": y} for s, (x, y) in splits.items()}
-    info = {"layout": layout, "evaluated_on": f"the test set ({len(splits['test'][1])} digits)"}
+    info = {
+        "layout": layout,
+        "sequence_length": 28 if layout == "rows" else 784,
+        "evaluated_on": f"the test set ({len(splits['test'][1])} digits)",
+    }
     return _rows_task(
         {"train": arrays["train"], "validation": arrays["test"]},
         cfg.batch,
