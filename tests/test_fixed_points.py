@@ -156,7 +156,7 @@ def test_a_gradient_flow_run_is_analysed_from_its_checkpoints(quick_runs, tmp_pa
     record = json.loads((tmp_path / "fp" / "fixed_points.json").read_text())
     assert list(record["cells"]) == ["rnn", "lstm", "gru"] and record["input"] == [0.0, 0.0]
     assert "fixed points of adding" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="--constant has 3 value.*'adding' feeds 2 per step"):
+    with pytest.raises(SystemExit, match="--constant has 3 value.*the model reads 2 per step"):
         experiment.main(["--checkpoint", str(run), "--constant", "1", "0", "0", "--out", str(tmp_path / "fp3")])
     with pytest.raises(SystemExit, match="not a run folder"):
         experiment.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "fp2")])
