@@ -38,10 +38,9 @@ from experiments import cli, gradient_flow
 from rnn_jax import fixed_points, plots
 from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.config import config_from_json, prepare_run_dir, write_json
-from rnn_jax.experiment import load_run
-from rnn_jax.seeds import stack_seeds
+from rnn_jax.experiment import initial_state, load_run
+from rnn_jax.parallel import DataParallel
 from rnn_jax.tasks import make_task
-from rnn_jax.train import init_train_state
 
 TASK_EXPERIMENTS = ("sentiment", "tagging", "tabular", "forecast", "char_lm")  # one SequenceModel each
 
@@ -89,19 +88,16 @@ class Config(gradient_flow.Config):
 def trained_model(cfg: Config, task, cell: str, run_dir: Path) -> nnx.Module:
     """The model of `cell` in `run_dir` (gradient_flow's layout: checkpoints/<cell>, seeds
     stacked), best checkpoint by validation if there is one, else the last; its first seed."""
-    optimizer, _ = cfg.make_training()
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
-    built = [
-        init_train_state(cfg.sequence_model(cell, s, **task.model_io), optimizer, jax.random.key(s)) for s in seeds
-    ]
+    build = lambda seed: cfg.sequence_model(cell, seed, **task.model_io)  # noqa: E731
+    graphdef, like = initial_state(cfg, build, seeds, DataParallel(1))
     checkpoints = Checkpoints(run_dir / "checkpoints" / cell, best_by=cfg.best_by)
-    best = checkpoints.best.latest_step() is not None
-    step = checkpoints.best.best_step() if best else checkpoints.latest_step()
+    best, step = checkpoints.preferred_step()
     if step is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints' / cell}: no checkpoint of cell {cell!r}")
-    state, _ = checkpoints.restore(stack_seeds([state for _, state in built]), best=best, step=step)
+    state, _ = checkpoints.restore(like, best=best, step=step)
     checkpoints.close()
-    return nnx.merge(built[0][0], jax.tree.map(lambda leaf: leaf[0], state.params))
+    return nnx.merge(graphdef, jax.tree.map(lambda leaf: leaf[0], state.params))
 
 
 def held_out_inputs(cfg: Config, task) -> jax.Array:

@@ -86,6 +86,12 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.last.latest_step()
 
+    def preferred_step(self, *, last: bool = False) -> tuple[bool, int | None]:
+        """(from best/, its step): the best checkpoint by `best_by` where there is one (and not
+        `last`), else the latest; step None when there is none."""
+        best = not last and self.best.latest_step() is not None
+        return best, self.best.best_step() if best else self.latest_step()
+
     def restore_extra(self, *, best: bool = False, step: int | None = None) -> dict:
         """Only the JSON saved beside the state (config, vocabularies, history): what a run
         needs to know before it can build the model the state belongs to."""

@@ -69,10 +69,11 @@ def layer_dynamics(
     (sum v_i^2)^2 / sum v_i^4: how many state coordinates carry that direction; ``gates`` and
     ``time_constant`` for cells with gates.
     """
-    local, vectors, stats = lyapunov_vectors(
-        cell, params, xs, k=k, transient=transient, initial_carry=initial_carry, frame=frame
-    )
-    counted = local[:, default_transient(xs.shape[1]) if transient is None else transient :]
+    transient = default_transient(xs.shape[1]) if transient is None else transient
+    if not 0 <= transient < xs.shape[1]:
+        raise ValueError(f"the transient must be in [0, time = {xs.shape[1]}), got {transient}")
+    local, vectors, stats = lyapunov_vectors(cell, params, xs, k=k, initial_carry=initial_carry, frame=frame)
+    counted = local[:, transient:]
     per_sequence = jnp.mean(counted, axis=1)  # (batch, k): each sequence's finite-time exponents
     order = jnp.argsort(-jnp.mean(per_sequence, axis=0))
     batch = xs.shape[0]
@@ -92,19 +93,15 @@ def lyapunov_vectors(
     xs: Array,
     *,
     k: int,
-    transient: int | None = None,
     initial_carry=None,
     frame: Array | None = None,
 ):
     """The QR method along each sequence of xs (batch, time, input): (local exponents ln|R_ii|
     at every step, (batch, time, k); the K leading Lyapunov (Gram-Schmidt) vectors at the last
     step, orthonormal columns of (batch, carry size, k); per-step gate statistics). The
-    exponents are the time averages of the local ones after the transient."""
-    batch, time, _ = xs.shape
+    exponents are the time averages of the local ones after a transient (`layer_dynamics`)."""
+    batch = xs.shape[0]
     hidden = cell.sizes(params)[1]
-    transient = default_transient(time) if transient is None else transient
-    if not 0 <= transient < time:
-        raise ValueError(f"the transient must be in [0, time = {time}), got {transient}")
     if initial_carry is None:
         initial_carry = cell.zero_carry((batch,), hidden, accumulation_dtype(*jax.tree.leaves(params)))
     size = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], initial_carry))[0].size

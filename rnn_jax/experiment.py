@@ -88,7 +88,7 @@ def fit(
     stacked = seeds is not None
     parallel = DataParallel(cfg.devices, batch_axis=1 if stacked else 0)
     parallel.check_batch(cfg.batch)
-    graphdef, state = _initial_state(cfg, build_model, seeds, parallel, data.stateful)
+    graphdef, state = initial_state(cfg, build_model, seeds, parallel, data.stateful)
     options = cfg.step_options(data.loss_fn, stateful=data.stateful, seeds=stacked)
     if cfg.steps == 0:  # the gradient-flow profile at initialisation only
         probe = make_flow_probe(
@@ -147,7 +147,7 @@ def _best_params(checkpoints: Checkpoints, state: TrainState) -> nnx.State:
     return params
 
 
-def _initial_state(cfg: TrainingOptions, build_model, seeds, parallel: DataParallel, stateful: bool):
+def initial_state(cfg: TrainingOptions, build_model, seeds, parallel: DataParallel, stateful: bool = False):
     """(graphdef, the train state at step 0): one model of `cfg.seed`, or the models of `seeds`
     stacked; placed on the devices."""
     optimizer, _ = cfg.make_training()
@@ -268,9 +268,7 @@ def load_run(
     saved = json.loads((run_dir / "config.json").read_text())
     cfg = config_from_json(config_cls, saved, resume=None, **{k: None for k in ("checkpoint", "input") if k in saved})
     checkpoints = Checkpoints(run_dir / "checkpoints", best_by=cfg.best_by)
-    best = not last and checkpoints.best.latest_step() is not None
-    manager = checkpoints.best if best else checkpoints.last
-    step = manager.best_step() if best else manager.latest_step()
+    best, step = checkpoints.preferred_step(last=last)
     if step is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint saved yet")
     # the vocabularies live in the checkpoint's JSON: read it first to shape the model
