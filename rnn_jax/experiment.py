@@ -122,6 +122,7 @@ def _train(cfg, out: Path, name: str, graphdef, state, data: TrainingData, optio
                 make_eval_step(graphdef, data.loss_fn, seeds=options.seeds),
                 map(parallel.replicate, data.eval_batches),
                 carry_over=data.stateful,
+                rows_axis=1 if options.seeds else 0,
             ),
             loop=cfg.loop_config(data.tokens_per_step),
             checkpoints=checkpoints,

@@ -346,15 +346,17 @@ class _CtrlC:
 
 
 def evaluate_batches(
-    evaluate_step: Callable, batches: Iterable[Batch], *, carry_over: bool = False
+    evaluate_step: Callable, batches: Iterable[Batch], *, carry_over: bool = False, rows_axis: int = 0
 ) -> Callable[[nnx.State], dict[str, float]]:
-    """`evaluate(params)`: the mean loss and metrics of `evaluate_step(params, batch)` (a
-    `LossOutput`) over fixed batches. `carry_over`: the batches are consecutive windows of
-    parallel streams (stateful TBPTT), so each window starts from the previous window's final
-    carries."""
+    """`evaluate(params)`: the loss and metrics of `evaluate_step(params, batch)` (a `LossOutput`)
+    over fixed batches, each batch's means weighted by its rows (the size of `rows_axis`: 1 when
+    seeds are stacked first), so a short last chunk of an in-order evaluation counts for its rows
+    only. `carry_over`: the batches are consecutive windows of parallel streams (stateful TBPTT),
+    so each window starts from the previous window's final carries."""
     batches = list(batches)
     if not batches:
         raise ValueError("evaluation needs at least one batch")
+    rows = np.array([np.shape(jax.tree.leaves(batch)[0])[rows_axis] for batch in batches], np.float64)
 
     def evaluate(params):
         carries, results = None, []
@@ -362,6 +364,8 @@ def evaluate_batches(
             out = evaluate_step(params, batch, carries)
             carries = out.carries if carry_over else None
             results.append({"loss": out.loss, **out.metrics})
-        return {k: host_value(np.mean([np.asarray(r[k]) for r in results], axis=0)) for k in results[0]}
+        return {
+            k: host_value(np.average([np.asarray(r[k]) for r in results], axis=0, weights=rows)) for k in results[0]
+        }
 
     return evaluate
