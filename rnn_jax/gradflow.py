@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_jax.cells import accumulation_dtype
+from rnn_jax.cells import accumulation_dtype, matmul, matmul_transposed
+from rnn_jax.choices import check_choice
 from rnn_jax.layers import param_values
 from rnn_jax.losses import LossFn, LossOutput, apply
 from rnn_jax.recurrence import time_major
@@ -132,24 +133,41 @@ def loss_and_pullback(
     return out, lambda a, b: vjp(jnp.array([a, b], both.dtype)), final_is_loss
 
 
-def flow_regularizer(graphdef: nnx.GraphDef, params: nnx.State, batch, state_grads, *, initial_carries=None):
-    """Pascanu et al. (2013)'s vanishing-gradient regulariser,
+REGULARIZER_FORMS = ("trajectory", "authors")
 
-        Omega = sum_k ( || dE/dh_(k+1) . dh_(k+1)/dh_k || / || dE/dh_(k+1) || - 1 )^2,
 
-    summed over the steps and layers of a `SequenceModel` (the full carry: (c, h) for the LSTM)
-    and averaged over the sequences of the batch. `state_grads` (dE/dh for every step: the probe
-    gradients of `loss_and_pullback`) are constants, as in the paper; Omega's gradient reaches the
-    parameters through the step Jacobians and the trajectory they are taken along. Dropout is
-    not applied (the trajectory is the deterministic one)."""
+def flow_regularizer(
+    graphdef: nnx.GraphDef, params: nnx.State, batch, state_grads, *, initial_carries=None, form: str = "trajectory"
+):
+    """Pascanu et al. (2013)'s vanishing-gradient regulariser Omega, in one of two forms.
+
+    With v_k = dE/dh_k (`state_grads`: the probe gradients of `loss_and_pullback`, held
+    constant, as in the paper) and J_k = dh_k/dh_(k-1) the step Jacobian:
+
+    ``"trajectory"`` (the paper's eq. 9 as written):
+        Omega = sum_(k >= 2) ( ||v_k J_k|| / ||v_k|| - 1 )^2, averaged over the sequences;
+        its gradient reaches every parameter through the Jacobians and the trajectory they are
+        taken along (W_xh and b too). The pair h_0 -> h_1 is left out: h_0 is no state.
+    ``"authors"`` (pascanur/trainingRNNs, ``RNN.py``):
+        Omega = mean over (k >= 1, sequence) of ( ||v_k J_k||^2 / ||v_k||^2 - 1 )^2, a ratio
+        of *squared* norms, over the pairs with ||v_k||^2 >= 1e-20 (their ``bound``); its
+        gradient is taken with respect to W_hh only, with v_k, the states and so the
+        activations' derivatives held constant (for the tanh RNN, J_k = W_hh diag(1 - h_k^2)
+        with the diagonal fixed). For a gated cell: every path of J_k except the product
+        h_(k-1) W_hh is held constant, so a cell must have that product (`Cell.gates`).
+
+    Summed over the layers of a `SequenceModel` (the full carry: (c, h) for the LSTM). Dropout
+    is not applied (the trajectory is the deterministic one)."""
+    check_choice("regulariser form", form, REGULARIZER_FORMS)
     model = nnx.merge(graphdef, params)
     xs = model.rnn.prepare(model.stack_inputs(batch))
     carries = [None] * len(model.rnn.layers) if initial_carries is None else initial_carries
+    layer_omega = _layer_regularizer if form == "trajectory" else _layer_regularizer_authors
     total = 0.0
     for layer, grads, carry in zip(model.rnn.layers, state_grads, carries):
         if layer.bidirectional:
             raise ValueError("the flow regulariser is implemented for forward layers only")
-        total = total + _layer_regularizer(layer, layer.recurrence_inputs(xs), jax.lax.stop_gradient(grads), carry)
+        total = total + layer_omega(layer, layer.recurrence_inputs(xs), jax.lax.stop_gradient(grads), carry)
         xs = layer(xs, initial_carry=carry)[1]
     return total
 
@@ -170,6 +188,38 @@ def _layer_regularizer(layer, xs, grads, initial_carry):
 
     _, terms = jax.lax.scan(step, carry, (time_major(cell.project_inputs(params, xs)), time_major(grads)))
     return jnp.mean(jnp.sum(terms[1:], axis=0))  # k from the first step on: dh_1/dh_0 links no two states
+
+
+def _layer_regularizer_authors(layer, xs, grads, initial_carry):
+    """The authors' form: u_k = direct_k + delta_k W_hh^T, where delta_k (the cotangent of
+    h_(k-1) W_hh) and direct_k (every other path to the old carry) are computed from constant
+    states and parameters; only the W_hh of that product carries a gradient."""
+    cell = layer.cell
+    if not cell.fused_recurrence:
+        raise ValueError(
+            f"the authors' form of the flow regulariser differentiates the product h_(t-1) W_hh, which the "
+            f"{cell.name} cell's step does not have; use --flow-regularizer-form trajectory"
+        )
+    params = param_values(layer.forward)
+    w_hh, fixed = params["W_hh"], jax.lax.stop_gradient(params)
+    xs = jax.lax.stop_gradient(xs)
+    batch = xs.shape[0]
+    carry = cell.zero_carry((batch,), layer.hidden_size, xs.dtype) if initial_carry is None else initial_carry
+    carry = jax.lax.stop_gradient(carry)
+
+    def step(carry, inputs):
+        xw_t, v = inputs
+        hw_t = matmul(cell.hidden(carry), fixed["W_hh"])
+        new_carry, pullback = jax.vjp(lambda c, hw: cell.gates(fixed, c, xw_t, hw)[0], carry, hw_t)
+        direct, delta = pullback(v)
+        (through_w,) = jax.vjp(cell.hidden, carry)[1](matmul_transposed(delta, w_hh).astype(hw_t.dtype))
+        v_sq, u_sq = (jnp.square(_row_norm(tree)) for tree in (v, jax.tree.map(jnp.add, direct, through_w)))
+        counted = v_sq >= 1e-20
+        term = jnp.where(counted, jnp.square(u_sq / jnp.where(counted, v_sq, 1.0) - 1.0), 0.0)
+        return new_carry, (term, counted)
+
+    _, (terms, counted) = jax.lax.scan(step, carry, (time_major(cell.project_inputs(fixed, xs)), time_major(grads)))
+    return jnp.sum(terms) / jnp.maximum(jnp.sum(counted), 1)
 
 
 def _row_norm(tree):

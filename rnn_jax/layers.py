@@ -104,8 +104,10 @@ class Recurrent(nnx.Module):
         return xs
 
     def zero_carry(self, batch_shape: tuple[int, ...]) -> Carry:
-        """Zero carry (a (forward, backward) pair when bidirectional), leaves (*batch_shape, hidden)."""
-        carry = self.cell.zero_carry(batch_shape, self.hidden_size)
+        """Zero carry (a (forward, backward) pair when bidirectional), leaves (*batch_shape, hidden),
+        in the dtype of the recurrent weights (float32; float64 where a test casts them)."""
+        dtype = next(iter(param_values(self.forward).values())).dtype
+        carry = self.cell.zero_carry(batch_shape, self.hidden_size, dtype)
         return (carry, carry) if self.bidirectional else carry
 
     def zero_probes(self, batch: int, time: int) -> Carry:

@@ -48,9 +48,21 @@ def make_schedule(
     return optax.join_schedules([warmup, after], [warmup_steps]) if warmup else after
 
 
-def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
-    """An optax optimizer by name; `learning_rate` is a float or an optax schedule."""
-    return OPTIMIZERS[check_choice("optimizer", name, OPTIMIZERS)](learning_rate)
+def make_optimizer(name: str, learning_rate, *, rmsprop_init: float = 0.0) -> optax.GradientTransformation:
+    """An optax optimizer by name; `learning_rate` is a float or an optax schedule.
+
+    `rmsprop_init`: RMSProp's second-moment accumulator at step 0 (optax's ``initial_scale``).
+    optax starts it at 0, so the first update moves every weight by about the learning rate
+    whatever its gradient; Arjovsky et al. (2016)'s code (amarshah/complex_RNN,
+    ``optimizations.rms_prop``: decay 0.9, no epsilon) starts it at 1e-3."""
+    check_choice("optimizer", name, OPTIMIZERS)
+    if rmsprop_init < 0:
+        raise ValueError(f"--rmsprop-init must be >= 0, got {rmsprop_init}")
+    if name == "rmsprop":
+        return optax.rmsprop(learning_rate, initial_scale=rmsprop_init)
+    if rmsprop_init:
+        raise ValueError(f"--rmsprop-init is RMSProp's; the optimizer is {name} (use --optimizer rmsprop)")
+    return OPTIMIZERS[name](learning_rate)
 
 
 def make_clipper(clip_norm: float | None = None, clip_value: float | None = None) -> optax.GradientTransformation:

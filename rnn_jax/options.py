@@ -17,6 +17,7 @@ from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
 from rnn_jax.checkpoints import check_best_by
 from rnn_jax.choices import check_choice
 from rnn_jax.config import compute_dtype, flag, from_text, import_modules, require_at_least_one
+from rnn_jax.gradflow import REGULARIZER_FORMS
 from rnn_jax.layers import SequenceModel
 from rnn_jax.loop import LoopConfig
 from rnn_jax.measurements import MEASUREMENTS
@@ -92,6 +93,9 @@ class TrainingOptions(DeviceOptions):
     minutes"""
     optimizer: str = "adam"
     """optimizer: adam | adamw | rmsprop | sgd"""
+    rmsprop_init: float = 0.0
+    """RMSProp's second-moment accumulator at step 0 (optax's initial_scale: 0; Arjovsky et al. 2016's code:
+    1e-3); only with --optimizer rmsprop"""
     lr: float = 2e-3
     """peak learning rate"""
     schedule: str = "cosine"
@@ -114,6 +118,10 @@ class TrainingOptions(DeviceOptions):
     flow_regularizer: float = 0.0
     """weight of Pascanu et al. (2013)'s vanishing-gradient regulariser Omega, differentiated in the same step
     (0: off; its value is logged as flow_regularizer)"""
+    flow_regularizer_form: str = "trajectory"
+    """which Omega: trajectory (the paper's eq. 9: sum over steps of (||v J|| / ||v|| - 1)^2, differentiated along
+    the trajectory into every parameter) | authors (pascanur/trainingRNNs: mean of (||v J||^2 / ||v||^2 - 1)^2,
+    the first pair included, gradient into W_hh only with dE/dh and the states held constant)"""
     spectrum: int = 0
     """with each gradient-flow measurement, the K leading Lyapunov exponents of every layer's state-to-state
     Jacobians (0: none; each layer's gate statistics are recorded either way); at most the state's size (an
@@ -164,6 +172,7 @@ class TrainingOptions(DeviceOptions):
         for name in self.measure:
             check_choice("measurement", name, MEASUREMENTS)
         check_choice("--on-nan", self.on_nan, ON_NAN)
+        check_choice("--flow-regularizer-form", self.flow_regularizer_form, REGULARIZER_FORMS)
         compute_dtype(self.dtype)
         self.make_training()  # validates optimizer, schedule, warm-up and clipping
         for name in CELLS:
@@ -178,6 +187,7 @@ class TrainingOptions(DeviceOptions):
         options, so that the jitted steps built from them are reused (`rnn_jax.train.reused`)."""
         return _training(
             self.optimizer,
+            self.rmsprop_init,
             self.lr,
             self.schedule,
             self.warmup_steps,
@@ -194,6 +204,7 @@ class TrainingOptions(DeviceOptions):
             spectrum=self.spectrum,
             measurements=self.measurements(),
             flow_regularizer=self.flow_regularizer,
+            flow_regularizer_form=self.flow_regularizer_form,
             on_nan=self.on_nan,
             stateful=stateful,
             seeds=seeds,
@@ -380,6 +391,16 @@ ON_RESUME = ("log_every", "eval_every", "checkpoint_every", "flow_every", "keep"
 
 
 @functools.lru_cache(maxsize=64)
-def _training(optimizer: str, lr: float, schedule: str, warmup_steps: int, total_steps: int, clip_norm, clip_value):
+def _training(
+    optimizer: str,
+    rmsprop_init: float,
+    lr: float,
+    schedule: str,
+    warmup_steps: int,
+    total_steps: int,
+    clip_norm,
+    clip_value,
+):
     learning_rate = make_schedule(lr, schedule=schedule, warmup_steps=warmup_steps, total_steps=total_steps)
-    return make_optimizer(optimizer, learning_rate), make_clipper(clip_norm or None, clip_value)
+    optimizer = make_optimizer(optimizer, learning_rate, rmsprop_init=rmsprop_init)
+    return optimizer, make_clipper(clip_norm or None, clip_value)

@@ -126,7 +126,9 @@ class StepOptions:
 
     `flow_regularizer`: the weight of Pascanu et al. (2013)'s vanishing-gradient regulariser
     (`rnn_jax.gradflow.flow_regularizer`), added to the loss's gradient (its value in
-    ``metrics["flow_regularizer"]``), from the same state gradients as the flow.
+    ``metrics["flow_regularizer"]``), from the same state gradients as the flow;
+    `flow_regularizer_form`: "trajectory" (the paper's equation, differentiated along the
+    trajectory into every parameter) or "authors" (their code: squared norms, W_hh only).
 
     `stateful`: truncated BPTT over parallel streams. The window starts from `state.carry`
     (zeros where ``batch["reset"]`` is True, i.e. when the streams restart) and its final
@@ -142,12 +144,14 @@ class StepOptions:
     spectrum: int | None = None
     measurements: tuple = ()
     flow_regularizer: float = 0.0
+    flow_regularizer_form: str = "trajectory"
     on_nan: str = "stop"
     stateful: bool = False
     seeds: bool = False
 
     def __post_init__(self):
         check_choice("--on-nan", self.on_nan, ON_NAN)
+        check_choice("--flow-regularizer-form", self.flow_regularizer_form, gradflow.REGULARIZER_FORMS)
 
 
 @reused
@@ -208,7 +212,7 @@ def _gradients(graphdef, options: StepOptions, params, batch, dropout_key, carri
             flow["dynamics"] = dynamics
     if options.flow_regularizer:
         omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
-            graphdef, params, batch, state_grads, initial_carries=carries
+            graphdef, params, batch, state_grads, initial_carries=carries, form=options.flow_regularizer_form
         )
         grads = jax.tree.map(lambda g, r: g + options.flow_regularizer * r, grads, omega_grads)
         out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})

@@ -137,3 +137,35 @@ def lru_step(params, h, x):
     c = params["C_re"] + 1j * params["C_im"]
     y = (state @ c.T).real + params["D"] * x
     return np.concatenate([state.real, state.imag], axis=-1), y
+
+
+def pascanu_omega_authors(w_xh, w_hh, b, w_hy, b_y, xs, targets, bound=1e-20):
+    """Pascanu et al.'s Omega and its W_hh gradient as pascanur/trainingRNNs' ``RNN.py`` computes
+    them for a tanh RNN h_k = tanh(h_(k-1) W_hh + x_k W_xh + b), h_0 = 0, read out from h_T with
+    the loss mean_b (h_T W_hy + b_y - target)^2: d_k = dE/dh_k by backpropagation through time,
+    u_k = (d_k (1 - h_k^2)) W_hh^T, Omega = sum over valid (k, b) of (|u|^2 / |d|^2 - 1)^2 / valid
+    count (valid: |d|^2 >= bound), k = 1..T; its gradient in W_hh with d and h constant:
+    2 (r - 1) * 2 a^T u / |d|^2 per pair, a = d (1 - h_k^2). xs: (batch, T, input)."""
+    batch, steps, _ = xs.shape
+    hs = [np.zeros((batch, w_hh.shape[0]))]
+    for k in range(steps):
+        hs.append(np.tanh(hs[-1] @ w_hh + xs[:, k] @ w_xh + b))
+    error = (hs[-1] @ w_hy + b_y)[:, 0] - targets
+    d = [None] * (steps + 1)
+    d[steps] = (2.0 / batch) * error[:, None] * w_hy[:, 0][None, :]
+    for k in range(steps, 1, -1):
+        d[k - 1] = (d[k] * (1 - hs[k] ** 2)) @ w_hh.T
+    omega, grad, valid = 0.0, np.zeros_like(w_hh), 0
+    for k in range(1, steps + 1):
+        a = d[k] * (1 - hs[k] ** 2)
+        u = a @ w_hh.T
+        for row in range(batch):
+            d_sq = np.sum(d[k][row] ** 2)
+            if d_sq < bound:
+                continue
+            r = np.sum(u[row] ** 2) / d_sq
+            omega += (r - 1) ** 2
+            # d|u|^2/dW_ij = 2 u_i a_j  (u_i = sum_j W_ij a_j)
+            grad += 2 * (r - 1) * 2 * np.outer(u[row], a[row]) / d_sq
+            valid += 1
+    return omega / valid, grad / valid

@@ -267,3 +267,88 @@ def test_time_constants_by_definition():
     np.testing.assert_allclose(found["time_constant_p90"], np.quantile(tau, 0.9), rtol=1e-3)
     np.testing.assert_allclose(found["time_constant_max"], tau.max(), rtol=1e-3)
     assert found["time_constant_median"] < 100 < found["time_constant"]  # the mean is the saturated unit's
+
+
+def test_flow_regularizer_in_the_authors_form_equals_their_code_in_numpy():
+    """The authors' form (pascanur/trainingRNNs): Omega and its W_hh gradient for a tanh RNN in
+    float64 against `reference.pascanu_omega_authors`, their computation written out; no other
+    parameter gets a gradient."""
+    from rnn_jax import final_step_mse
+    from rnn_jax.gradflow import flow_regularizer, loss_and_pullback
+
+    from . import reference
+
+    with jax.enable_x64(True):
+        model = SequenceModel(make_cell("rnn"), input_size=2, hidden_size=4, output_size=1, rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(model, nnx.Param)
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
+        xs = np.random.default_rng(0).normal(size=(3, 6, 2))
+        batch = {"inputs": jnp.asarray(xs), "targets": jnp.array([0.5, -1.0, 2.0])}
+        _, pullback, _ = loss_and_pullback(final_step_mse, graphdef, params, batch, None)
+        state_grads = pullback(1.0, 0.0)[1]
+        omega, grads = jax.value_and_grad(flow_regularizer, argnums=1)(
+            graphdef, params, batch, state_grads, form="authors"
+        )
+        cell = {k: np.asarray(v) for k, v in nnx.to_pure_dict(params)["rnn"]["layers"][0]["forward"].items()}
+        head = nnx.to_pure_dict(params)["head"]
+        expected, expected_w_hh = reference.pascanu_omega_authors(
+            cell["W_xh"],
+            cell["W_hh"],
+            cell["b"],
+            np.asarray(head["kernel"]),
+            np.asarray(head["bias"]),
+            xs,
+            np.asarray(batch["targets"]),
+        )
+        assert float(omega) == pytest.approx(expected, rel=1e-12)
+        pure = nnx.to_pure_dict(grads)
+        np.testing.assert_allclose(pure["rnn"]["layers"][0]["forward"]["W_hh"], expected_w_hh, rtol=1e-10, atol=1e-14)
+        others = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(pure) if "W_hh" not in str(path)]
+        assert others and all(not np.any(np.asarray(leaf)) for leaf in others)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_flow_regularizer_in_the_authors_form_for_gated_cells(name):
+    """For gated cells the value is the mean over (step, sequence) of (||v J||^2 / ||v||^2 - 1)^2
+    with the full dense Jacobian J, the first pair included; the gradient lands on W_hh only. A
+    cell without the product h W_hh is refused with the other form named."""
+    from rnn_jax import final_step_mse
+    from rnn_jax.gradflow import flow_regularizer, loss_and_pullback
+    from rnn_jax.layers import param_values
+
+    with jax.enable_x64(True):
+        model = SequenceModel(make_cell(name), input_size=2, hidden_size=3, output_size=1, rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(model, nnx.Param)
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
+        batch = {
+            "inputs": jax.random.normal(jax.random.key(0), (2, 5, 2), jnp.float64),
+            "targets": jnp.array([0.5, -1.0]),
+        }
+        _, pullback, _ = loss_and_pullback(final_step_mse, graphdef, params, batch, None)
+        state_grads = pullback(1.0, 0.0)[1]
+        omega, grads = jax.value_and_grad(flow_regularizer, argnums=1)(
+            graphdef, params, batch, state_grads, form="authors"
+        )
+        cell, cell_params = (
+            model.rnn.layers[0].cell,
+            jax.tree.map(lambda p: p.astype(jnp.float64), param_values(model.rnn.layers[0].forward)),
+        )
+        carry, terms = cell.zero_carry((2,), 3, jnp.float64), []
+        for t in range(5):
+            x_t = batch["inputs"][:, t]
+            for b in range(2):
+                row = lambda tree: jax.tree.map(lambda a: a[b], tree)  # noqa: E731, B023
+                v, unravel = ravel_pytree(row(jax.tree.map(lambda g: g[:, t], state_grads[0])))  # noqa: B023
+                step = lambda f: ravel_pytree(cell.step(cell_params, unravel(f), x_t[b])[0])[0]  # noqa: E731, B023
+                u = v @ jax.jacobian(step)(ravel_pytree(row(carry))[0])
+                terms.append((jnp.sum(u**2) / jnp.sum(v**2) - 1.0) ** 2)
+            carry = cell.step(cell_params, carry, x_t)[0]
+        assert float(omega) == pytest.approx(float(np.mean(terms)), rel=1e-10)
+        pure = nnx.to_pure_dict(grads)
+        assert np.any(pure["rnn"]["layers"][0]["forward"]["W_hh"])
+        others = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(pure) if "W_hh" not in str(path)]
+        assert all(not np.any(np.asarray(leaf)) for leaf in others)
+    linear = SequenceModel(make_cell("mingru"), input_size=2, hidden_size=3, output_size=1, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(linear, nnx.Param)
+    with pytest.raises(ValueError, match="use --flow-regularizer-form trajectory"):
+        flow_regularizer(graphdef, params, batch, linear.probes_for(batch), form="authors")

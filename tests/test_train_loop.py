@@ -250,3 +250,48 @@ def test_stacked_seeds_stop_one_at_a_time():
             state, train_step=make_train_step(graphdef, optimizer), get_batch=get_batch, loop=LoopConfig(steps=steps)
         )
         assert_tree_close(jax.tree.map(lambda a: a[seed], stacked.params), alone.params)
+
+
+@pytest.mark.parametrize("seeds", [False, True])
+def test_evaluation_in_chunks_weights_each_chunk_by_its_rows(seeds):
+    """Seven rows in chunks of three (3, 3, 1): the result is the mean over the seven rows, not
+    the mean of three chunk means (which would count the last row three times)."""
+    from rnn_jax.data.batches import chunks
+    from rnn_jax.loop import evaluate_batches
+    from rnn_jax.losses import LossOutput
+
+    values = np.arange(7.0)
+    batches = chunks({"x": values}, 3)
+    if seeds:  # a leading seed axis, as gradient_flow stacks them: seed 1 sees twice the values
+        batches = [{"x": np.stack([b["x"], 2 * b["x"]])} for b in batches]
+
+    def step(params, batch, carries):
+        mean = jnp.mean(batch["x"], axis=-1)
+        return LossOutput(mean, mean, {"accuracy": mean})
+
+    result = evaluate_batches(step, batches, rows_axis=1 if seeds else 0)(None)
+    expected = [values.mean(), 2 * values.mean()] if seeds else values.mean()
+    np.testing.assert_allclose(result["loss"], expected)
+    np.testing.assert_allclose(result["accuracy"], expected)
+
+
+def test_rmsprop_with_its_accumulator_started_as_in_arjovsky_et_al():
+    """`--rmsprop-init 1e-3` against amarshah/complex_RNN's ``rms_prop`` written out in NumPy
+    (accumulator 1e-3, decay 0.9, update lr g / sqrt(acc), no epsilon), over three steps of
+    element-wise clipped gradients; and the option refused for another optimizer."""
+    from rnn_jax import make_clipper, make_optimizer
+
+    lr, grads = 1e-3, [np.array([0.5, -3.0, 1e-4]), np.array([2.0, 0.1, -0.7]), np.array([-1.5, 0.2, 0.0])]
+    optimizer = optax.chain(make_clipper(clip_value=1.0), make_optimizer("rmsprop", lr, rmsprop_init=1e-3))
+    params = jnp.zeros(3)
+    state = optimizer.init(params)
+    expected, accumulator = np.zeros(3), np.full(3, 1e-3)
+    for g in grads:
+        updates, state = optimizer.update(jnp.asarray(g, jnp.float32), state)
+        params = optax.apply_updates(params, updates)
+        g = np.clip(g, -1.0, 1.0)
+        accumulator = 0.9 * accumulator + 0.1 * g**2
+        expected = expected - lr * g / np.sqrt(accumulator)
+    np.testing.assert_allclose(params, expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="--rmsprop-init is RMSProp's"):
+        make_optimizer("adam", lr, rmsprop_init=1e-3)
