@@ -219,8 +219,11 @@ def spectra(spectra_by_cell: dict[str, dict[int, np.ndarray]], path: Path, *, ti
 
 def gate_dynamics(gates_by_cell: dict[str, dict], path: Path, *, title: str) -> None:
     """Over training, per cell with gates: each gate's mean (solid) and saturated fractions
-    (dotted: < 0.05, dashed: > 0.95); below, the keep gate's time constant.
-    gates_by_cell: {cell: {"gates": {step: {gate: {mean, low, high}}}, "time_constant": {step: tau}}}."""
+    (dotted: < 0.05, dashed: > 0.95); below, the distribution over units of each unit's time
+    constant -1 / ln(its batch-mean keep gate): median, 90th percentile and max (the few slow
+    units that carry a long memory; a mean over units and steps would be dominated by saturated
+    gates). gates_by_cell: {cell: {"gates": {step: {gate: {mean, low, high}}},
+    "time_constant_median" | "_p90" | "_max": {step: tau}}}."""
     cells = [c for c, record in gates_by_cell.items() if record.get("gates")]
     if not cells:
         return
@@ -244,12 +247,16 @@ def gate_dynamics(gates_by_cell: dict[str, dict], path: Path, *, title: str) -> 
         axes[0][col].set_ylim(-0.02, 1.02)
         axes[0][col].legend(fontsize=8)
         axes[0][col].grid(True, alpha=0.3)
-        if record.get("time_constant"):
-            axes[1][col].semilogy(x, [record["time_constant"][s] for s in steps], color="k")
+        for key, style, label in (("median", "-", "median"), ("p90", "--", "90th percentile"), ("max", ":", "max")):
+            values = record.get(f"time_constant_{key}")
+            if values:
+                axes[1][col].semilogy(x, [values[s] for s in steps], style, color="k", label=label)
+        if record.get("time_constant_median"):
+            axes[1][col].legend(fontsize=8)
         axes[1][col].set_xlabel("training step")
         axes[1][col].grid(True, alpha=0.3)
     axes[0][0].set_ylabel("gate mean (- ), < 0.05 (:), > 0.95 (--)")
-    axes[1][0].set_ylabel("time constant -1/ln(keep) (steps)")
+    axes[1][0].set_ylabel("unit time constant -1/ln(mean keep) (steps)")
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
