@@ -48,14 +48,14 @@ class Config(TrainingOptions):
 
     task: str = "adding"
     """the task (rnn_jax.tasks): adding | copy | selective_copy | flipflop | mqar | charlm | sentiment | tagging |
-    mnist_pixels | mnist_permuted | mnist_rows, or one registered by --imports"""
+    mnist_pixels | mnist_permuted | mnist_rows | forecast, or one registered by --imports"""
     cells: tuple[str, ...] = ("rnn", "lstm", "gru")
     """the cells to compare (space- or comma-separated): rnn | lstm | gru | mingru | minlstm | lru, or ones
     registered by --imports"""
     seq_len: int = 100
     """T: sequence length (adding), delay (copy: sequences are T + 20), noise length (selective_copy: sequences
     are T + 1 + --tokens), window (charlm), tokens per text, left-padded (sentiment) or words per sentence,
-    right-padded (tagging), steps (flipflop, mqar); MNIST's is fixed (784 pixels, 28 rows)"""
+    right-padded (tagging), steps (flipflop, mqar), window (forecast); MNIST's is fixed (784 pixels, 28 rows)"""
     tokens: int = 16
     """selective_copy: data tokens to find among the T steps and copy"""
     seeds: int = 1
@@ -67,7 +67,8 @@ class Config(TrainingOptions):
     """the task's data: charlm: a corpus name (tinyshakespeare | stacks_latex | linux_c, from $RNN_JAX_DATA or
     the hub), a text file or a quoted glob (default: a built-in generated corpus); sentiment: labelled texts
     (default rt_sentence_polarity); tagging: a treebank (default ud_english_ewt); mnist_*: digits (default
-    mnist: $RNN_JAX_DATA/mnist, else the hub's ylecun/mnist)"""
+    mnist: $RNN_JAX_DATA/mnist, else the hub's ylecun/mnist); forecast: a built-in series (airline | co2 |
+    sunspots | nile | unemployment; default airline)"""
     # this experiment's defaults (measured in docs/gradient-flow.md with them)
     hidden: int = 64
     batch: int = 64

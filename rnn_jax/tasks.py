@@ -23,12 +23,15 @@ Built in:
     mnist_pixels, mnist_permuted,  sequential MNIST (Le et al. 2015): a digit pixel by pixel (T = 784;
     mnist_rows                     permuted: one fixed order per seed) or row by row (T = 28),
                                    classified from the final state; evaluated on a fixed test set
+    forecast                       the next change of a time series (`rnn_jax.forecasting`; --data a
+                                   built-in series, default airline), windows of --seq-len steps,
+                                   evaluated on the one-step forecasts of the validation points
 
 Every batch is a pure function of a PRNG key (and the task's arrays), so a run's data stream
 is `batch(fold_in(key, step))`: reproducible and resumable at any step. Real-data tasks draw
 their rows at random (with replacement) from the training split, and their held-out batches
-from the validation split. (translate and caption are encoder-decoder models, tabular has no
-time axis and forecast's windows keep a time origin: they stay experiments of their own.)
+from the validation split. (translate and caption are encoder-decoder models and tabular has no
+time axis: they stay experiments of their own.)
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax import forecasting
 from rnn_jax.choices import check_choice
 from rnn_jax.data import corpora, loaders, synthetic, text
 from rnn_jax.data.batches import pad
@@ -350,3 +354,28 @@ def _mnist(cfg, layout: str) -> Task:
 register_task("mnist_pixels")(functools.partial(_mnist, layout="pixels"))
 register_task("mnist_permuted")(functools.partial(_mnist, layout="permuted"))
 register_task("mnist_rows")(functools.partial(_mnist, layout="rows"))
+
+
+@register_task("forecast")
+def forecast(cfg) -> Task:
+    """Next-step changes of a built-in series (--data: airline, the default, | co2 | sunspots |
+    nile | unemployment; its own season, holdout and log setting) in windows of --seq-len steps,
+    every step scored; evaluated on the one-step forecast of each validation point. The baseline
+    is persistence (no change). The experiment `experiments.forecast` adds files, test errors
+    and multi-step forecasts."""
+    series = cfg.data or "airline"
+    check_choice("series (--data)", series, forecasting.SERIES)
+    _, _, period, holdout, log = forecasting.SERIES[series]
+    values = forecasting.load_values(series, log=log)
+    splits = forecasting.split(values, holdout=holdout, period=period, window=cfg.seq_len)
+    held = splits.validation
+    return _rows_task(
+        {"train": splits.train, "validation": held},
+        cfg.batch,
+        series,
+        loss_fn=sequence_mse,
+        model_io=dict(input_size=3 if period else 1, output_size=1),
+        baseline=float(np.sum(held["weights"] * held["targets"] ** 2) / np.sum(held["weights"])),
+        metric="MSE of the standardised next change",
+        info={"points": len(values), "period": period, "holdout": holdout, "log": log, **splits.extra},
+    )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import caption, forecast, sentiment, tabular, tagging, translate
+from rnn_jax import forecasting
 
 from .conftest import needs_data
 
@@ -247,7 +248,7 @@ def test_describe_reads_weight_and_lean_off_the_image():
 
 
 @needs_data
-@pytest.mark.parametrize("series", sorted(forecast.STATSMODELS))
+@pytest.mark.parametrize("series", sorted(forecasting.STATSMODELS))
 def test_a_series_statsmodels_ships_is_read_from_it_and_equals_the_corpus_file(series):
     """Without --data-dir, co2, sunspots, nile and unemployment come from statsmodels's datasets:
     the same numbers as the timeseries corpus's CSV files (copies of them), gaps included."""
@@ -255,7 +256,7 @@ def test_a_series_statsmodels_ships_is_read_from_it_and_equals_the_corpus_file(s
 
     from rnn_jax.data import loaders
 
-    file, column, *_ = forecast.SERIES[series]
-    from_statsmodels = forecast.load_values(forecast.Config(series=series, log=False))
+    file, column, *_ = forecasting.SERIES[series]
+    from_statsmodels = forecasting.load_values(series)
     from_file = loaders.load_series(os.path.join(os.environ["RNN_JAX_DATA"], "timeseries", file), column)
     np.testing.assert_array_equal(from_statsmodels, from_file)

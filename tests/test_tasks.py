@@ -173,3 +173,34 @@ def test_mqar_asks_every_key_once_after_its_pairs():
         assert [targets[t] for t in asked] == [pairs[tokens[t]] for t in asked]
         assert np.all(tokens[8:][weights[8:] == 0] == 0)  # blanks between the queries
     np.testing.assert_allclose(task.baseline, np.log(32))
+
+
+@needs_data
+def test_forecast_windows_the_series_changes_and_holds_out_its_validation_points():
+    """The airline series (log levels, season 12, 24 validation points): training windows score
+    every step, validation windows their last (each validation point once, in order); targets
+    are the standardised next changes, read against NumPy on the raw CSV; the baseline is the
+    persistence forecast's MSE."""
+    import os
+
+    task = make_task("forecast", options(seq_len=12))
+    values = np.log(
+        loaders.load_series(
+            os.path.join(os.environ["RNN_JAX_DATA"], "timeseries", "airline_passengers.csv"), "Passengers"
+        )
+    )
+    (train,), (held,) = task.data, task.eval_data
+    scale = task.info["scale"]
+    assert scale == pytest.approx(np.std(np.diff(values[: len(values) - 48])))
+    train_end = len(values) - 48
+    assert len(held["inputs"]) == 24 and np.asarray(held["weights"])[:, :-1].sum() == 0
+    # validation window i ends at input train_end - 1 + i; its target is the change to the next point
+    expected = (values[train_end : train_end + 24] - values[train_end - 1 : train_end + 23]) / scale
+    np.testing.assert_allclose(np.asarray(held["targets"])[:, -1], expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(held["inputs"])[:, -1, 0], np.diff(values)[train_end - 2 : train_end + 22] / scale, rtol=1e-5
+    )
+    assert np.asarray(train["weights"]).all() and task.model_io == {"input_size": 3, "output_size": 1}
+    assert task.baseline == pytest.approx(np.mean(expected**2), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown series"):
+        make_task("forecast", options(data="dow_jones"))
