@@ -31,11 +31,13 @@ from flax import nnx
 
 from experiments import cli
 from rnn_jax.config import require_at_least_one
-from rnn_jax.data.batches import chunks, pad, shuffled_batches
+from rnn_jax.data.batches import shuffled_batches
+from rnn_jax.data.pairs import teacher_forced
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
-from rnn_jax.decode import greedy
+from rnn_jax.decode import generate
 from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.metrics import edit_distance
 from rnn_jax.options import TaskOptions
 from rnn_jax.seq2seq import Captioner
 
@@ -84,10 +86,7 @@ def load_digits():
 
 
 def encode(vocab: Vocab, images: np.ndarray, captions) -> dict[str, np.ndarray]:
-    ids = [vocab.encode(c) for c in captions]
-    decoder_inputs, _ = pad([np.concatenate([[vocab.id(BOS)], c]) for c in ids], CAPTION_LEN + 1)
-    targets, mask = pad([np.concatenate([c, [vocab.id(EOS)]]) for c in ids], CAPTION_LEN + 1)
-    return {"inputs": images / 16.0, "decoder_inputs": decoder_inputs, "targets": targets, "mask": mask}
+    return {"inputs": images / 16.0, **teacher_forced(vocab, captions, CAPTION_LEN)}
 
 
 def build_model(cfg: Config, extra: dict) -> Captioner:
@@ -106,23 +105,7 @@ def build_model(cfg: Config, extra: dict) -> Captioner:
 
 
 def caption(model: Captioner, vocab: Vocab, images: np.ndarray) -> list[list[str]]:
-    graphdef, params = nnx.split(model)
-    out = []
-    for chunk in chunks({"inputs": images / 16.0}, 512):
-        tokens = greedy(
-            graphdef, params, chunk["inputs"], bos=vocab.id(BOS), eos=vocab.id(EOS), max_len=CAPTION_LEN + 1
-        )
-        out += [vocab.decode(row) for row in np.asarray(tokens)]
-    return out
-
-
-def edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ca != cb))
-    return row[-1]
+    return generate(model, {"inputs": images / 16.0}, vocab, max_len=CAPTION_LEN + 1)
 
 
 def caption_metrics(predicted: list[list[str]], reference: list[list[str]]) -> dict[str, float]:

@@ -29,22 +29,21 @@ TensorBoard) and checkpoints/ (orbax: last K, and the best by validation loss).
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from experiments import cli
 from rnn_jax.config import require_at_least_one
 from rnn_jax.data import text
-from rnn_jax.decode import sample
+from rnn_jax.decode import sample_text
 from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.metrics import language_model_metrics
 from rnn_jax.options import TaskOptions
 from rnn_jax.parallel import is_primary
 
@@ -153,49 +152,6 @@ def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
     if is_primary():
         (out / "samples.txt").write_text(samples + "\n")
     return language_model_metrics(fitted.history), {"vocab": vocab.chars, "sample": samples}
-
-
-def sample_text(
-    graphdef,
-    params,
-    vocab: text.CharVocab,
-    *,
-    prime: str,
-    length: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    argmax: bool = False,
-    seed: int = 0,
-) -> str:
-    """`prime` followed by `length` sampled characters."""
-    ids = vocab.encode(prime)  # raises, naming the characters, if the prime has unknown ones
-    tokens = sample(
-        graphdef,
-        params,
-        jnp.asarray(ids)[None],
-        jax.random.key(seed),
-        length=length,
-        temperature=temperature,
-        top_k=top_k,
-        argmax=argmax,
-    )
-    return prime + vocab.decode(np.asarray(tokens[0]))
-
-
-def language_model_metrics(history) -> dict:
-    """Train (mean of the last 10 records) and validation loss in nats and bits per character, speed."""
-    evals, trains = history.eval, history.train
-    train = float(np.mean([r["loss"] for r in trains[-10:]])) if trains else float("nan")
-    val = evals[-1]["loss"] if evals else float("nan")
-    speeds = [r["tokens_per_s"] for r in trains if "tokens_per_s" in r]
-    return {
-        "train_loss_nats": train,
-        "train_loss_bits": train / math.log(2),
-        "val_loss_nats": val,
-        "val_loss_bits": val / math.log(2),
-        "best_val_loss_nats": min((r["loss"] for r in evals), default=float("nan")),
-        "tokens_per_s": float(np.median(speeds)) if speeds else None,
-    }
 
 
 def predict(run_dir: str, prime: str) -> str:

@@ -16,6 +16,7 @@ from flax import nnx
 
 from experiments import char_lm, cli
 from rnn_jax.data.text import CharVocab
+from rnn_jax.decode import sample_text
 from rnn_jax.experiment import load_run
 
 
@@ -57,7 +58,7 @@ def main(argv=None):
             )
         graphdef, params = nnx.split(model)
         print(
-            char_lm.sample_text(
+            sample_text(
                 graphdef,
                 params,
                 vocab,

@@ -26,7 +26,6 @@ attention.png (with --attention), logs/, checkpoints/.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import ClassVar
 
@@ -37,11 +36,13 @@ from experiments import cli
 from rnn_jax import plots
 from rnn_jax.config import require_at_least_one
 from rnn_jax.data import corpora, loaders
-from rnn_jax.data.batches import chunks, pad, shuffled_batches
+from rnn_jax.data.batches import chunks, shuffled_batches
+from rnn_jax.data.pairs import encode_pairs, encode_sources, split_by_source
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
-from rnn_jax.decode import beam_search, greedy
+from rnn_jax.decode import generate
 from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.metrics import bleu
 from rnn_jax.options import TaskOptions
 from rnn_jax.seq2seq import Seq2Seq
 
@@ -108,36 +109,6 @@ def tokenized_pairs(cfg: Config) -> list[tuple[list[str], list[str]]]:
     return kept
 
 
-def split_by_source(pairs, seed: int) -> dict[str, list]:
-    """90/5/5 over distinct source sentences (all translations of one sentence together)."""
-    by_source = collections.defaultdict(list)
-    for source, target in pairs:
-        by_source[tuple(source)].append(target)
-    sources = list(by_source)
-    rows = loaders.split_indices(len(sources), seed, (0.9, 0.05, 0.05))
-    return {s: [(list(sources[i]), by_source[sources[i]]) for i in idx] for s, idx in rows.items()}
-
-
-def encode_sources(vocab: Vocab, sources, max_len: int) -> dict[str, np.ndarray]:
-    ids, mask = pad([vocab.encode(s) for s in sources], max_len, side="left")
-    return {"inputs": ids, "source_mask": mask}
-
-
-def encode_pairs(source_vocab: Vocab, target_vocab: Vocab, grouped, max_len: int) -> dict[str, np.ndarray]:
-    """One row per (source, translation): teacher-forced decoder inputs and targets."""
-    flat = [(s, t) for s, targets in grouped for t in targets]
-    bos, eos = target_vocab.id(BOS), target_vocab.id(EOS)
-    targets = [target_vocab.encode(t) for _, t in flat]
-    decoder_inputs, _ = pad([np.concatenate([[bos], t]) for t in targets], max_len + 1)
-    outputs, mask = pad([np.concatenate([t, [eos]]) for t in targets], max_len + 1)
-    return {
-        **encode_sources(source_vocab, [s for s, _ in flat], max_len),
-        "decoder_inputs": decoder_inputs,
-        "targets": outputs,
-        "mask": mask,
-    }
-
-
 def build_model(cfg: Config, extra: dict) -> Seq2Seq:
     cell = cfg.make_cell(cfg.cell)
     return Seq2Seq(
@@ -154,27 +125,10 @@ def build_model(cfg: Config, extra: dict) -> Seq2Seq:
     )
 
 
-def translate(
-    model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vocab, sources, *, beam: bool, size: int = 256
-) -> list[list[str]]:
-    graphdef, params = nnx.split(model)
-    options = dict(bos=target_vocab.id(BOS), eos=target_vocab.id(EOS), max_len=cfg.max_len + 1)
-    if beam:
-        options.update(beam=cfg.beam, length_penalty=cfg.length_penalty)
-    out = []
-    for chunk in chunks(encode_sources(source_vocab, sources, cfg.max_len), size):
-        decode = beam_search if beam else greedy
-        tokens = np.asarray(decode(graphdef, params, chunk["inputs"], chunk["source_mask"], **options))
-        out += [target_vocab.decode(row) for row in tokens]
-    return out
-
-
-def bleu(hypotheses: list[list[str]], references: list[list[list[str]]]) -> float:
-    import sacrebleu
-
-    streams = max(len(r) for r in references)
-    refs = [[" ".join(r[k]) if k < len(r) else None for r in references] for k in range(streams)]
-    return float(sacrebleu.corpus_bleu([" ".join(h) for h in hypotheses], refs, tokenize="none").score)
+def translate(model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vocab, sources, *, beam: bool):
+    arrays = encode_sources(source_vocab, sources, cfg.max_len)
+    options = dict(beam=cfg.beam, length_penalty=cfg.length_penalty) if beam else {}
+    return generate(model, arrays, target_vocab, max_len=cfg.max_len + 1, **options)
 
 
 def data(cfg: Config) -> tuple[TrainingData, dict]:

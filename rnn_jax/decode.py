@@ -158,3 +158,27 @@ def beam_search(
     (_, _, scores, tokens, _, lengths), _ = jax.lax.scan(step, start, jnp.arange(max_len))
     best = jnp.argmax(scores / jnp.maximum(lengths, 1) ** length_penalty, axis=1)
     return jnp.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]
+
+
+def generate(model: nnx.Module, arrays: dict, vocab, *, max_len: int, beam: int | None = None, **beam_options):
+    """Decoded token lists of an encoder-decoder `model` for every row of `arrays` (``inputs``,
+    optional ``source_mask``), greedy or with a `beam`, 256 rows at a time; `vocab` (a
+    `rnn_jax.data.vocab.Vocab`) gives <bos>, <eos> and the tokens."""
+    from rnn_jax.data.vocab import BOS, EOS
+
+    graphdef, params = nnx.split(model)
+    options = dict(bos=vocab.id(BOS), eos=vocab.id(EOS), max_len=max_len)
+    decode = functools.partial(beam_search, beam=beam, **beam_options) if beam else greedy
+    out = []
+    for chunk in chunks(arrays, 256):
+        tokens = decode(graphdef, params, chunk["inputs"], chunk.get("source_mask"), **options)
+        out += [vocab.decode(row) for row in np.asarray(tokens)]
+    return out
+
+
+def sample_text(graphdef, params, vocab, *, prime: str, length: int, seed: int = 0, **options) -> str:
+    """`prime` followed by `length` characters sampled from a character model (`sample`'s
+    `options`: temperature, top_k, argmax); `vocab` a `rnn_jax.data.text.CharVocab`."""
+    ids = vocab.encode(prime)  # raises, naming the characters, if the prime has unknown ones
+    tokens = sample(graphdef, params, jnp.asarray(ids)[None], jax.random.key(seed), length=length, **options)
+    return prime + vocab.decode(np.asarray(tokens[0]))
