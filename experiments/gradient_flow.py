@@ -26,20 +26,18 @@ from pathlib import Path
 from typing import ClassVar
 
 import jax
-import numpy as np
 
 from experiments import cli
 from rnn_jax import plots, summaries
 from rnn_jax.cells import CELLS
 from rnn_jax.choices import check_choice
 from rnn_jax.config import prepare_run_dir, require_at_least_one
-from rnn_jax.data.batches import chunks
 from rnn_jax.experiment import TrainingData, fit, write_results
 from rnn_jax.history import History
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
-from rnn_jax.tasks import TASKS, Task, make_task, stacked_batch
+from rnn_jax.tasks import TASKS, Task, held_out_batches, make_task, stacked_batch
 
 
 @dataclasses.dataclass
@@ -112,49 +110,13 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
         TrainingData(
             task.loss_fn,
             lambda step: stacked_batch(task.batch, data_keys, step, task.data),
-            held_out_batches(cfg, task, eval_keys),
+            held_out_batches(task, eval_keys, batch=cfg.batch, draws=cfg.eval_batches),
         ),
         seeds=seeds,
         name=cell_name,
         desc=f"{cell_name} x {len(seeds)} seed(s)",
     )
     return dict(zip(seeds, split_seeds(fitted.history, len(seeds))))
-
-
-def make_plots(cfg: Config, task: Task, histories: dict[str, dict[int, History]], cells: dict, out: Path) -> None:
-    title = f"{cfg.task}, T={task.info.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.seeds} seed(s)"
-    top = f"layer{cfg.layers - 1}/h"
-    last = max(0, cfg.steps - 1)
-    panels = {"at initialisation": 0, f"after training (step {last})": last} if cfg.steps else {"at initialisation": 0}
-    curves, slopes = {}, {}
-    for panel, step in panels.items():
-        curves[panel], slopes[panel] = {}, {}
-        for cell, by_seed in histories.items():
-            if str(step) in cells[cell]["decay_rate"]:
-                curves[panel][cell] = np.array([h.flow[step]["by_lag"][top] for h in by_seed.values()])
-                rate = cells[cell]["decay_rate"][str(step)]
-                slopes[panel][cell] = f"{rate['mean']:.3f}" + (f"±{rate['std']:.3f}" if cfg.seeds > 1 else "")
-    plots.flow_vs_lag(curves, out / "flow_vs_lag.png", title=title, slopes=slopes)
-    if cfg.spectrum:
-        spectra = {cell: {int(s): v for s, v in record["lyapunov"].items()} for cell, record in cells.items()}
-        plots.spectra(spectra, out / "lyapunov.png", title=title + ": Lyapunov spectrum of layer 0 over training")
-        plots.exponents_over_training(cells, out / "lyapunov_vs_flow.png", title=title + ": layer 0")
-    plots.gate_dynamics(cells, out / "gates.png", title=title + ": gates of layer 0 over training")
-    if not cfg.steps:
-        return
-    maps = {}
-    for cell, record in cells.items():
-        steps = sorted(record["grad_norm_by_lag"], key=int)
-        maps[cell] = ([int(s) for s in steps], np.array([record["grad_norm_by_lag"][s] for s in steps]))
-    plots.flow_heatmaps(maps, out / "flow_heatmap.png", title=title + ": log-norm over training")
-    losses = {}
-    for cell, by_seed in histories.items():
-        for split in ("train", "eval"):
-            losses[f"{cell} {split}"] = [
-                ([r["step"] for r in getattr(h, split)], [r["loss"] for r in getattr(h, split)])
-                for h in by_seed.values()
-            ]
-    plots.loss_curves(losses, out / "loss_curves.png", title=title, ylabel=task.metric, baseline=task.baseline)
 
 
 def run(cfg: Config) -> dict:
@@ -184,55 +146,12 @@ def run(cfg: Config) -> dict:
     )
     if is_primary():
         summaries.write_flow_csv(out / "grad_norms.csv", histories)
-    make_plots(cfg, task, histories, cells, out)
+    plots.training_figures(cfg, task, histories, cells, out)
     return results
 
 
-def held_out_batches(cfg: Config, task: Task, keys) -> list[dict]:
-    """The evaluation batches, with a leading seed axis: every held-out row in chunks of --batch
-    for tasks that hold their rows (`Task.eval_in_order`), else --eval-batches draws."""
-    if not task.eval_in_order:
-        data = task.data if task.eval_data is None else task.eval_data
-        return [stacked_batch(task.batch, keys, i, data) for i in range(cfg.eval_batches)]
-    seeds = len(keys)
-    return [
-        jax.tree.map(lambda a: jax.numpy.broadcast_to(a, (seeds, *a.shape)), c)
-        for c in chunks(task.eval_data[0], cfg.batch)
-    ]
-
-
 def summary(cfg: Config, results: dict) -> str:
-    """The printed table: per cell, decay rate and leading Lyapunov exponent at initialisation
-    and after training, the final evaluation (seed mean with its 95% t-interval, then each seed),
-    the seeds that solved the task (with the exact binomial interval) and the status."""
-    task, last = results["task"], str(max(0, cfg.steps - 1))
-    lines = [
-        f"\n{cfg.task}: T={task.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.steps} steps, "
-        f"{cfg.seeds} seed(s) -> "
-        f"{results['out']}",
-        f"{'cell':<8} {'decay/step':>10} {'trained':>8} {'lambda_1':>9} {'trained':>8}  final eval {task['metric']}",
-    ]
-    for cell, record in results["cells"].items():
-        rate = lambda s: f"{record['decay_rate'][s]['mean']:+.4f}" if s in record["decay_rate"] else "-"  # noqa: E731
-        spectra = record.get("lyapunov_summary", {})
-        lead = lambda s: f"{spectra[s]['leading']:+.4f}" if s in spectra else "-"  # noqa: E731
-        final = record["final_eval_loss"]
-        per_seed = " ".join(f"{v:.4g}" for v in final["per_seed"])
-        low, high = final.get("interval", [float("nan")] * 2)
-        line = f"{final['mean']:.4g} [{low:.3g}, {high:.3g}] ({per_seed})" if cfg.seeds > 1 else f"{final['mean']:.4g}"
-        if "solved" in record:
-            solved = record["solved"]
-            line += (
-                f", solved {solved['solved']}/{solved['n']} [{solved['interval'][0]:.2f}, {solved['interval'][1]:.2f}]"
-            )
-        if "final_eval_accuracy" in record:
-            line += f", accuracy {record['final_eval_accuracy']['mean']:.4f}"
-        status = ",".join(sorted(set(record["status"].values())))
-        lines.append(f"{cell:<8} {rate('0'):>10} {rate(last):>8} {lead('0'):>9} {lead(last):>8}  {line}  [{status}]")
-    lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}; solved: below {task.get('solved_below', 0):.4g}")
-    if cfg.seeds > 1:
-        lines.append("[intervals: 95% t-interval of the seed mean; solved: exact binomial 95% interval]")
-    return "\n".join(lines)
+    return summaries.cells_table(cfg, results)
 
 
 def main(argv=None):

@@ -354,3 +354,44 @@ def eigenvalues(by_cell: dict[str, list[dict]], path: Path, *, title: str) -> No
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def training_figures(cfg, task, histories: dict, cells: dict, out: Path) -> None:
+    """The figures of a run of cells over seeds (`experiments.gradient_flow`): flow_vs_lag.png
+    (at initialisation and after training), lyapunov.png and lyapunov_vs_flow.png (with
+    --spectrum), gates.png, flow_heatmap.png and loss_curves.png. `cfg`: the run's options;
+    `task`: its `rnn_jax.Task`; `histories`: {cell: {seed: History}}; `cells`:
+    `rnn_jax.summaries.summarise_cells`."""
+    title = f"{cfg.task}, T={task.info.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.seeds} seed(s)"
+    top = f"layer{cfg.layers - 1}/h"
+    last = max(0, cfg.steps - 1)
+    panels = {"at initialisation": 0, f"after training (step {last})": last} if cfg.steps else {"at initialisation": 0}
+    curves, slopes = {}, {}
+    for panel, step in panels.items():
+        curves[panel], slopes[panel] = {}, {}
+        for cell, by_seed in histories.items():
+            if str(step) in cells[cell]["decay_rate"]:
+                curves[panel][cell] = np.array([h.flow[step]["by_lag"][top] for h in by_seed.values()])
+                rate = cells[cell]["decay_rate"][str(step)]
+                slopes[panel][cell] = f"{rate['mean']:.3f}" + (f"±{rate['std']:.3f}" if cfg.seeds > 1 else "")
+    flow_vs_lag(curves, out / "flow_vs_lag.png", title=title, slopes=slopes)
+    if cfg.spectrum:
+        by_step = {cell: {int(s): v for s, v in record["lyapunov"].items()} for cell, record in cells.items()}
+        spectra(by_step, out / "lyapunov.png", title=title + ": Lyapunov spectrum of layer 0 over training")
+        exponents_over_training(cells, out / "lyapunov_vs_flow.png", title=title + ": layer 0")
+    gate_dynamics(cells, out / "gates.png", title=title + ": gates of layer 0 over training")
+    if not cfg.steps:
+        return
+    heatmaps = {}
+    for cell, record in cells.items():
+        steps = sorted(record["grad_norm_by_lag"], key=int)
+        heatmaps[cell] = ([int(s) for s in steps], np.array([record["grad_norm_by_lag"][s] for s in steps]))
+    flow_heatmaps(heatmaps, out / "flow_heatmap.png", title=title + ": log-norm over training")
+    losses = {}
+    for cell, by_seed in histories.items():
+        for split in ("train", "eval"):
+            losses[f"{cell} {split}"] = [
+                ([r["step"] for r in getattr(h, split)], [r["loss"] for r in getattr(h, split)])
+                for h in by_seed.values()
+            ]
+    loss_curves(losses, out / "loss_curves.png", title=title, ylabel=task.metric, baseline=task.baseline)

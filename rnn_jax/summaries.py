@@ -153,3 +153,37 @@ def write_flow_csv(path: Path, histories: dict[str, dict[int, History]]) -> None
                         for component, norms in by_key.items():
                             for index, norm in enumerate(norms):
                                 writer.writerow([cell, seed, step, profile, component, index, norm])
+
+
+def cells_table(cfg, results: dict) -> str:
+    """The printed table: per cell, decay rate and leading Lyapunov exponent at initialisation
+    and after training, the final evaluation (seed mean with its 95% t-interval, then each seed),
+    the seeds that solved the task (with the exact binomial interval) and the status."""
+    task, last = results["task"], str(max(0, cfg.steps - 1))
+    lines = [
+        f"\n{cfg.task}: T={task.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.steps} steps, "
+        f"{cfg.seeds} seed(s) -> "
+        f"{results['out']}",
+        f"{'cell':<8} {'decay/step':>10} {'trained':>8} {'lambda_1':>9} {'trained':>8}  final eval {task['metric']}",
+    ]
+    for cell, record in results["cells"].items():
+        rate = lambda s: f"{record['decay_rate'][s]['mean']:+.4f}" if s in record["decay_rate"] else "-"  # noqa: E731
+        spectra = record.get("lyapunov_summary", {})
+        lead = lambda s: f"{spectra[s]['leading']:+.4f}" if s in spectra else "-"  # noqa: E731
+        final = record["final_eval_loss"]
+        per_seed = " ".join(f"{v:.4g}" for v in final["per_seed"])
+        low, high = final.get("interval", [float("nan")] * 2)
+        line = f"{final['mean']:.4g} [{low:.3g}, {high:.3g}] ({per_seed})" if cfg.seeds > 1 else f"{final['mean']:.4g}"
+        if "solved" in record:
+            solved = record["solved"]
+            line += (
+                f", solved {solved['solved']}/{solved['n']} [{solved['interval'][0]:.2f}, {solved['interval'][1]:.2f}]"
+            )
+        if "final_eval_accuracy" in record:
+            line += f", accuracy {record['final_eval_accuracy']['mean']:.4f}"
+        status = ",".join(sorted(set(record["status"].values())))
+        lines.append(f"{cell:<8} {rate('0'):>10} {rate(last):>8} {lead('0'):>9} {lead(last):>8}  {line}  [{status}]")
+    lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}; solved: below {task.get('solved_below', 0):.4g}")
+    if cfg.seeds > 1:
+        lines.append("[intervals: 95% t-interval of the seed mean; solved: exact binomial 95% interval]")
+    return "\n".join(lines)

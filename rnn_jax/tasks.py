@@ -48,7 +48,7 @@ import numpy as np
 from rnn_jax import forecasting
 from rnn_jax.choices import check_choice
 from rnn_jax.data import corpora, loaders, synthetic, text
-from rnn_jax.data.batches import pad
+from rnn_jax.data.batches import chunks, pad
 from rnn_jax.data.vocab import PAD, Vocab
 from rnn_jax.losses import (
     LossFn,
@@ -218,6 +218,17 @@ def charlm(cfg) -> Task:
         metric="cross-entropy (nats/char)",
         vocab=vocab.chars,
     )
+
+
+def held_out_batches(task: Task, keys, *, batch: int, draws: int) -> list[dict]:
+    """The evaluation batches of every seed (`keys`: one per seed), with a leading seed axis: every
+    held-out row in chunks of `batch` for tasks that hold their rows (`Task.eval_in_order`), else
+    `draws` batches drawn from the held-out data."""
+    if not task.eval_in_order:
+        data = task.data if task.eval_data is None else task.eval_data
+        return [stacked_batch(task.batch, keys, i, data) for i in range(draws)]
+    seeds = len(keys)
+    return [jax.tree.map(lambda a: jnp.broadcast_to(a, (seeds, *a.shape)), c) for c in chunks(task.eval_data[0], batch)]
 
 
 def random_rows(key: jax.Array, arrays: dict, batch: int) -> dict:
