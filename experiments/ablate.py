@@ -138,67 +138,31 @@ def summarise(points: list[tuple[dict, dict]]) -> list[dict]:
     return rows
 
 
-def write_tables(rows: list[dict], out: Path, metric: str) -> None:
+# summary.md's columns after the grid's own: (header, cell text of a row)
+COLUMNS = (
+    ("cell", lambda r: r["cell"]),
+    (
+        "final eval {metric} [95% CI]",
+        lambda r: f"{r['final_eval_loss']:.4g} [{r['final_eval_loss_low']:.3g}, {r['final_eval_loss_high']:.3g}]",
+    ),
+    ("p vs first (Welch / permutation)", lambda r: f"{r['p_welch_vs_first']:.3g} / {r['p_permutation_vs_first']:.3g}"),
+    ("solved", lambda r: f"{r['solved']}/{r['seeds']}"),
+    ("decay/step at init", lambda r: f"{r['decay_rate_init']:+.4f} ± {r['decay_rate_init_std']:.4f}"),
+    ("decay/step trained", lambda r: f"{r['decay_rate_trained']:+.4f} ± {r['decay_rate_trained_std']:.4f}"),
+    ("diverged", lambda r: f"{r['diverged']}/{r['seeds']}"),
+)
+
+
+def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str) -> None:
+    """summary.csv (every column of the rows) and summary.md (the grid's keys, then `COLUMNS`)."""
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    keys = [
-        k
-        for k in rows[0]
-        if k
-        not in {
-            "cell",
-            "final_eval_loss",
-            "final_eval_loss_std",
-            "final_eval_loss_low",
-            "final_eval_loss_high",
-            "solved",
-            "p_welch_vs_first",
-            "p_permutation_vs_first",
-            "decay_rate_init",
-            "decay_rate_init_std",
-            "decay_rate_trained",
-            "decay_rate_trained_std",
-            "diverged",
-            "seeds",
-            "baseline",
-        }
-    ]
-    lines = [
-        "| "
-        + " | ".join(
-            [
-                *keys,
-                "cell",
-                f"final eval {metric} [95% CI]",
-                "p vs first (Welch / permutation)",
-                "solved",
-                "decay/step at init",
-                "decay/step trained",
-                "diverged",
-            ]
-        )
-        + " |",
-        "|" + "---|" * (len(keys) + 7),
-    ]
+    headers = [*grid_keys, *(header.format(metric=metric) for header, _ in COLUMNS)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    *(str(r[k]) for k in keys),
-                    r["cell"],
-                    f"{r['final_eval_loss']:.4g} [{r['final_eval_loss_low']:.3g}, {r['final_eval_loss_high']:.3g}]",
-                    f"{r['p_welch_vs_first']:.3g} / {r['p_permutation_vs_first']:.3g}",
-                    f"{r['solved']}/{r['seeds']}",
-                    f"{r['decay_rate_init']:+.4f} ± {r['decay_rate_init_std']:.4f}",
-                    f"{r['decay_rate_trained']:+.4f} ± {r['decay_rate_trained_std']:.4f}",
-                    f"{r['diverged']}/{r['seeds']}",
-                ]
-            )
-            + " |"
-        )
+        lines.append("| " + " | ".join([*(str(r[k]) for k in grid_keys), *(cell(r) for _, cell in COLUMNS)]) + " |")
     lines.append(f"\nbaseline {metric}: {rows[0]['baseline']:.4g}. Intervals: 95% t over seeds; p: the final loss")
     lines.append("against the first grid point's for the same cell (nan with fewer than 2 seeds).")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
@@ -220,7 +184,7 @@ def run(cfg: Config) -> dict:
         points.append((point, gradient_flow.run(point_cfg)))
     rows = summarise(points)
     metric = points[0][1]["task"]["metric"]
-    write_tables(rows, out, metric)
+    write_tables(rows, [name for name, _ in axes], out, metric)
     labels = [
         f"{point_name(p)} {c}" if len(points[0][1]["cells"]) > 1 else point_name(p)
         for p, r in points
