@@ -41,6 +41,7 @@ from rnn_jax.experiment import TrainingData, class_probabilities, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 from rnn_jax.options import TaskOptions
+from rnn_jax.tasks import labelled_text_arrays
 
 
 @dataclasses.dataclass
@@ -85,11 +86,6 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
     )
 
 
-def encode(vocab: Vocab, token_lists, max_len: int) -> dict[str, np.ndarray]:
-    ids, mask = pad([vocab.encode(t) for t in token_lists], max_len, side="left")
-    return {"inputs": ids, "mask": mask}
-
-
 def data(cfg: Config) -> tuple[TrainingData, dict]:
     splits = corpora.read(
         cfg.data,
@@ -101,12 +97,7 @@ def data(cfg: Config) -> tuple[TrainingData, dict]:
             config=source.config or cfg.hf_config,
         ),
     )
-    train_tokens, train_labels = splits["train"]
-    vocab = Vocab.build(train_tokens, min_count=cfg.min_count)
-    labels = sorted(set(train_labels.tolist()))
-    if labels != list(range(len(labels))) or len(labels) < 2:
-        raise ValueError(f"{cfg.data}: labels must be 0..K-1 with K >= 2; the training split has {labels}")
-    arrays = {s: {**encode(vocab, tokens, cfg.max_len), "targets": y} for s, (tokens, y) in splits.items()}
+    arrays, vocab, labels = labelled_text_arrays(splits, length=cfg.max_len, min_count=cfg.min_count, data=cfg.data)
     training = TrainingData(
         classification_cross_entropy,
         shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
@@ -143,7 +134,8 @@ def predict(run_dir: str, text: str) -> str:
     if not tokens:
         raise ValueError("--input holds no word")
     vocab = Vocab(extra["vocab"])
-    logits = batched_outputs(model, encode(vocab, [tokens], cfg.max_len))[0]
+    ids, mask = pad([vocab.encode(tokens)], cfg.max_len, side="left")
+    logits = batched_outputs(model, {"inputs": ids, "mask": mask})[0]
     lines = [repr(text)] + ["  " + line for line in class_probabilities(logits, extra["labels"])]
     unknown = [t for t in tokens if t not in vocab]
     if unknown:

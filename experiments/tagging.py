@@ -31,12 +31,13 @@ from experiments import cli
 from rnn_jax.config import require_at_least_one
 from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
-from rnn_jax.data.vocab import PAD, UNK, Vocab
+from rnn_jax.data.vocab import UNK, Vocab
 from rnn_jax.decode import batched_outputs
 from rnn_jax.experiment import TrainingData, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.options import TaskOptions
+from rnn_jax.tasks import tagged_arrays
 
 
 @dataclasses.dataclass
@@ -82,12 +83,6 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
     )
 
 
-def encode(words: Vocab, tags: Vocab, sentences, length: int) -> dict[str, np.ndarray]:
-    inputs, mask = pad([words.encode(w) for w, _ in sentences], length)
-    targets, _ = pad([tags.encode(t) for _, t in sentences], length)
-    return {"inputs": inputs, "mask": mask, "targets": targets}
-
-
 def most_frequent_tag_baseline(train, test) -> float:
     """Token accuracy of tagging each word with its most frequent training tag."""
     by_word = collections.defaultdict(collections.Counter)
@@ -109,13 +104,7 @@ def token_accuracy(model, data: dict) -> float:
 
 def data(cfg: Config) -> tuple[TrainingData, dict]:
     splits = load_splits(cfg)
-    words = Vocab.build([w for w, _ in splits["train"]], min_count=cfg.min_count)
-    tags = Vocab.build([t for _, t in splits["train"]], specials=(PAD,))
-    longest = {s: max(len(w) for w, _ in sentences) for s, sentences in splits.items()}
-    arrays = {
-        s: encode(words, tags, sentences, cfg.max_len if s == "train" else longest[s])
-        for s, sentences in splits.items()
-    }
+    arrays, words, tags = tagged_arrays(splits, length=cfg.max_len, min_count=cfg.min_count)
     training = TrainingData(
         sequence_cross_entropy,
         shuffled_batches(arrays["train"], cfg.batch, cfg.seed),

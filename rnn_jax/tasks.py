@@ -260,28 +260,54 @@ def _rows_task(splits: dict[str, dict], batch: int, data: str, **fields) -> Task
     )
 
 
+def labelled_text_arrays(splits: dict, *, length: int, min_count: int = 2, data: str = "the data"):
+    """Token lists with integer labels ({split: (token lists, labels)}) as left-padded arrays
+    ({split: {"inputs", "mask", "targets"}}), every sequence ending at the last step; the
+    vocabulary is the training split's words seen `min_count` times. Returns (arrays, vocab,
+    labels 0..K-1)."""
+    vocab = Vocab.build(splits["train"][0], min_count=min_count)
+    labels = sorted(set(np.asarray(splits["train"][1]).tolist()))
+    if labels != list(range(len(labels))) or len(labels) < 2:
+        raise ValueError(f"{data}: labels must be 0..K-1 with K >= 2; the training split has {labels}")
+    arrays = {}
+    for split, (tokens, targets) in splits.items():
+        ids, mask = pad([vocab.encode(t) for t in tokens], length, side="left")
+        arrays[split] = {"inputs": ids, "mask": mask, "targets": np.asarray(targets)}
+    return arrays, vocab, labels
+
+
+def tagged_arrays(splits: dict, *, length: int, min_count: int = 2, eval_length: int | None = None):
+    """Tagged sentences ({split: [(words, tags)]}) as right-padded arrays ({split: {"inputs",
+    "mask", "targets"}}), training sentences cut at `length` words and the others at
+    `eval_length` (None: their longest, so every word is scored). Returns (arrays, word
+    vocabulary, tag vocabulary), both built from the training split."""
+    words = Vocab.build([w for w, _ in splits["train"]], min_count=min_count)
+    tags = Vocab.build([t for _, t in splits["train"]], specials=(PAD,))
+    arrays = {}
+    for split, sentences in splits.items():
+        cut = length if split == "train" else eval_length or max(len(w) for w, _ in sentences)
+        ids, mask = pad([words.encode(w) for w, _ in sentences], cut)
+        targets, _ = pad([tags.encode(t) for _, t in sentences], cut)
+        arrays[split] = {"inputs": ids, "mask": mask, "targets": targets}
+    return arrays, words, tags
+
+
 @register_task("sentiment")
 def sentiment(cfg) -> Task:
     """Sentence polarity (or --data: any labelled texts `rnn_jax.data.loaders.load_sentiment`
     reads), classified from the final state; words seen once in training are <unk>."""
     data = cfg.data or "rt_sentence_polarity"
     splits = corpora.read(data, lambda source: loaders.load_sentiment(source.location, seed=cfg.seed))
-    vocab = Vocab.build(splits["train"][0], min_count=2)
-    labels = np.asarray(splits["train"][1])
-    if sorted(set(labels.tolist())) != list(range(labels.max() + 1)) or labels.max() < 1:
-        raise ValueError(f"--data {data}: labels must be 0..K-1 with K >= 2; the training split has {set(labels)}")
-    arrays = {}
-    for split, (tokens, targets) in splits.items():
-        ids, mask = pad([vocab.encode(t) for t in tokens], cfg.seq_len, side="left")
-        arrays[split] = {"inputs": ids, "mask": mask, "targets": targets}
-    majority = float(np.mean(splits["validation"][1] == np.bincount(labels).argmax()))
+    arrays, vocab, labels = labelled_text_arrays(splits, length=cfg.seq_len, data=data)
+    counts = np.bincount(arrays["train"]["targets"])
+    majority = float(np.mean(arrays["validation"]["targets"] == counts.argmax()))
     return _rows_task(
         arrays,
         cfg.batch,
         data,
         loss_fn=classification_cross_entropy,
-        model_io=dict(vocab_size=vocab.size, output_size=int(labels.max()) + 1, readout="final"),
-        baseline=label_entropy(np.bincount(labels)),
+        model_io=dict(vocab_size=vocab.size, output_size=len(labels), readout="final"),
+        baseline=label_entropy(counts),
         metric="cross-entropy of the label (nats)",
         vocab=vocab.tokens,
         info={"vocab_size": vocab.size, "validation_majority_accuracy": majority},
@@ -294,13 +320,7 @@ def tagging(cfg) -> Task:
     one per word; sentences cut at --seq-len words."""
     data = cfg.data or "ud_english_ewt"
     splits = corpora.read(data, lambda source: loaders.load_treebank(source.location, config=source.config))
-    words = Vocab.build([w for w, _ in splits["train"]], min_count=2)
-    tags = Vocab.build([t for _, t in splits["train"]], specials=(PAD,))
-    arrays = {}
-    for split, sentences in splits.items():
-        ids, mask = pad([words.encode(w) for w, _ in sentences], cfg.seq_len)
-        targets, _ = pad([tags.encode(t) for _, t in sentences], cfg.seq_len)
-        arrays[split] = {"inputs": ids, "mask": mask, "targets": targets}
+    arrays, words, tags = tagged_arrays(splits, length=cfg.seq_len, eval_length=cfg.seq_len)
     counts = np.bincount(arrays["train"]["targets"][arrays["train"]["mask"]], minlength=tags.size)
     return _rows_task(
         arrays,
