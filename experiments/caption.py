@@ -31,7 +31,9 @@ from flax import nnx
 
 from experiments import cli
 from rnn_jax.config import require_at_least_one
+from rnn_jax.data import loaders
 from rnn_jax.data.batches import shuffled_batches
+from rnn_jax.data.captions import CAPTION_LEN, describe, load_digits
 from rnn_jax.data.pairs import teacher_forced
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import generate
@@ -40,9 +42,6 @@ from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.metrics import edit_distance
 from rnn_jax.options import TaskOptions
 from rnn_jax.seq2seq import Captioner
-
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-CAPTION_LEN = 5  # a {thin|thick} {digit} leaning {left|right}
 
 
 @dataclasses.dataclass
@@ -58,31 +57,6 @@ class Config(TaskOptions):
     def __post_init__(self):
         super().__post_init__()
         require_at_least_one(self, ("embed",))
-
-
-def describe(images: np.ndarray, labels: np.ndarray) -> list[list[str]]:
-    """The caption of every image: weight and lean split at each digit's median."""
-    ink = images.sum(1)
-    grid = images.reshape(-1, 8, 8)
-    rows, cols = np.mgrid[0:8, 0:8]
-    total = np.maximum(grid.sum((1, 2)), 1e-9)
-    mean_r, mean_c = (grid * rows).sum((1, 2)) / total, (grid * cols).sum((1, 2)) / total
-    # rows grow downwards: ink further right at the top than at the bottom leans right
-    lean = -(grid * (rows - mean_r[:, None, None]) * (cols - mean_c[:, None, None])).sum((1, 2)) / total
-    captions = []
-    for i, digit in enumerate(labels):
-        same = labels == digit
-        weight = "thick" if ink[i] > np.median(ink[same]) else "thin"
-        side = "right" if lean[i] > np.median(lean[same]) else "left"
-        captions.append(["a", weight, DIGITS[digit], "leaning", side])
-    return captions
-
-
-def load_digits():
-    import sklearn.datasets
-
-    digits = sklearn.datasets.load_digits()
-    return digits.data.astype(np.float32), digits.target.astype(np.int32)
 
 
 def encode(vocab: Vocab, images: np.ndarray, captions) -> dict[str, np.ndarray]:
@@ -128,13 +102,9 @@ def caption_metrics(predicted: list[list[str]], reference: list[list[str]]) -> d
 
 
 def data(cfg: Config) -> tuple[TrainingData, dict]:
-    from sklearn.model_selection import train_test_split
-
     images, labels = load_digits()
     captions = describe(images, labels)
-    rows = np.arange(len(labels))
-    train, rest = train_test_split(rows, test_size=0.4, stratify=labels, random_state=cfg.seed)
-    validation, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=cfg.seed)
+    train, validation, test = loaders.stratified_split(labels, cfg.seed).values()
     vocab = Vocab.build([captions[i] for i in train], specials=(PAD, UNK, BOS, EOS))
     extra = {"vocab": list(vocab.tokens)}
     arrays = {

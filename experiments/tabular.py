@@ -30,15 +30,14 @@ import numpy as np
 
 from experiments import cli
 from rnn_jax.choices import check_choice
+from rnn_jax.data import loaders
 from rnn_jax.data.batches import chunks, shuffled_batches
-from rnn_jax.data.tables import load_table, require_columns
+from rnn_jax.data.loaders import SKLEARN_DATASETS
 from rnn_jax.decode import batched_outputs
 from rnn_jax.experiment import TrainingData, class_probabilities, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 from rnn_jax.options import TaskOptions
-
-SKLEARN_DATASETS = ("breast_cancer", "wine", "iris", "digits")
 
 
 @dataclasses.dataclass
@@ -62,35 +61,6 @@ class Config(TaskOptions):
             check_choice("--dataset", self.dataset, SKLEARN_DATASETS)
 
 
-def load_features(cfg: Config) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(features (n, d) float32, labels (n,) int, feature names)."""
-    if cfg.data is None:
-        import sklearn.datasets
-
-        bunch = getattr(sklearn.datasets, f"load_{cfg.dataset}")()
-        return bunch.data.astype(np.float32), bunch.target.astype(np.int32), [str(n) for n in bunch.feature_names]
-    table = load_table(cfg.data)
-    require_columns(table, cfg.data, [cfg.label_column])
-    names = [c for c in table.column_names if c != cfg.label_column]
-    frame = table.to_pandas()
-    try:
-        features = frame[names].to_numpy(np.float32)
-    except ValueError as error:
-        raise ValueError(f"{cfg.data}: every column but {cfg.label_column!r} must be numeric ({error})") from error
-    if not np.isfinite(features).all():
-        raise ValueError(f"{cfg.data}: the features hold missing or infinite values; impute or drop those rows")
-    return features, frame[cfg.label_column].to_numpy(np.int32), names
-
-
-def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    rows = np.arange(len(labels))
-    train, rest = train_test_split(rows, test_size=0.4, stratify=labels, random_state=seed)
-    validation, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=seed)
-    return {"train": train, "validation": validation, "test": test}
-
-
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     sizes = dict(input_size=len(extra["features"]), output_size=len(extra["labels"]), readout="final")
     return cfg.sequence_model(cfg.cell, cfg.seed, **sizes)
@@ -102,11 +72,11 @@ def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
 
 
 def data(cfg: Config) -> tuple[TrainingData, dict]:
-    features, labels, names = load_features(cfg)
+    features, labels, names = loaders.load_features(cfg.data, label_column=cfg.label_column, dataset=cfg.dataset)
     classes = sorted(set(labels.tolist()))
     if classes != list(range(len(classes))) or len(classes) < 2:
         raise ValueError(f"labels must be 0..K-1 with K >= 2, got {classes}")
-    rows = stratified_split(labels, cfg.seed)
+    rows = loaders.stratified_split(labels, cfg.seed)
     mean, std = features[rows["train"]].mean(0), features[rows["train"]].std(0)
     extra = {"features": names, "labels": classes, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
     arrays = {s: {"inputs": as_sequences(features[r], extra), "targets": labels[r]} for s, r in rows.items()}

@@ -8,6 +8,7 @@ import pytest
 
 from experiments import caption, forecast, sentiment, tabular, tagging, translate
 from rnn_jax import forecasting
+from rnn_jax.data import captions as captions_data
 
 from .conftest import needs_data
 
@@ -241,7 +242,7 @@ def test_describe_reads_weight_and_lean_off_the_image():
     bold[:, :-1] = np.maximum(slash[:, :-1], slash[:, 1:])  # the same stroke, twice as wide
     images = np.stack([slash, backslash, slash, bold]).reshape(4, 64)
     # each attribute is split at the median of its digit: class 1 differs in lean, class 2 in weight
-    captions = caption.describe(images, np.array([1, 1, 2, 2]))
+    captions = captions_data.describe(images, np.array([1, 1, 2, 2]))
     assert [c[4] for c in captions[:2]] == ["right", "left"]
     assert [c[1] for c in captions[2:]] == ["thin", "thick"]
     assert captions[0][:3] == ["a", "thin", "one"]

@@ -41,6 +41,42 @@ def split_indices(n: int, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.
     return {"train": order[:cut1], "validation": order[cut1:cut2], "test": order[cut2:]}
 
 
+def stratified_split(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Row indices cut 60/20/20 into train / validation / test, each class in proportion
+    (scikit-learn's train_test_split, seeded)."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(labels))
+    train, rest = train_test_split(rows, test_size=0.4, stratify=labels, random_state=seed)
+    validation, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=seed)
+    return {"train": train, "validation": validation, "test": test}
+
+
+SKLEARN_DATASETS = ("breast_cancer", "wine", "iris", "digits")
+
+
+def load_features(data: str | None, *, label_column: str = "label", dataset: str = "breast_cancer"):
+    """(features (n, d) float32, labels (n,) int32, feature names) of a table `data` (a local
+    file, save_to_disk folder or hub id: every column but `label_column` numeric), else of the
+    scikit-learn `dataset` (shipped with it: no download)."""
+    if data is None:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, f"load_{dataset}")()
+        return bunch.data.astype(np.float32), bunch.target.astype(np.int32), [str(n) for n in bunch.feature_names]
+    table = load_table(data)
+    require_columns(table, data, [label_column])
+    names = [c for c in table.column_names if c != label_column]
+    frame = table.to_pandas()
+    try:
+        features = frame[names].to_numpy(np.float32)
+    except ValueError as error:
+        raise ValueError(f"{data}: every column but {label_column!r} must be numeric ({error})") from error
+    if not np.isfinite(features).all():
+        raise ValueError(f"{data}: the features hold missing or infinite values; impute or drop those rows")
+    return features, frame[label_column].to_numpy(np.int32), names
+
+
 def load_sentiment(
     source: str, *, text_column: str = "text", label_column: str = "label", seed: int = 0, config: str | None = None
 ) -> dict[str, tuple[list[list[str]], np.ndarray]]:
