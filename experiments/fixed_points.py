@@ -21,7 +21,6 @@ and with training, all that gradient_flow writes.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import importlib
@@ -36,10 +35,8 @@ from flax import nnx
 
 from experiments import cli, gradient_flow
 from rnn_jax import fixed_points, plots
-from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.config import config_from_json, prepare_run_dir, write_json
-from rnn_jax.experiment import initial_state, load_run
-from rnn_jax.parallel import DataParallel
+from rnn_jax.experiment import load_run, stacked_seed_model
 from rnn_jax.tasks import make_task
 
 TASK_EXPERIMENTS = ("sentiment", "tagging", "tabular", "forecast", "char_lm")  # one SequenceModel each
@@ -85,21 +82,6 @@ class Config(gradient_flow.Config):
         )
 
 
-def trained_model(cfg: Config, task, cell: str, run_dir: Path) -> nnx.Module:
-    """The model of `cell` in `run_dir` (gradient_flow's layout: checkpoints/<cell>, seeds
-    stacked), best checkpoint by validation if there is one, else the last; its first seed."""
-    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
-    build = lambda seed: cfg.sequence_model(cell, seed, **task.model_io)  # noqa: E731
-    graphdef, like = initial_state(cfg, build, seeds, DataParallel(1))
-    checkpoints = Checkpoints(run_dir / "checkpoints" / cell, best_by=cfg.best_by)
-    best, step = checkpoints.preferred_step()
-    if step is None:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints' / cell}: no checkpoint of cell {cell!r}")
-    state, _ = checkpoints.restore(like, best=best, step=step)
-    checkpoints.close()
-    return nnx.merge(graphdef, jax.tree.map(lambda leaf: leaf[0], state.params))
-
-
 def held_out_inputs(cfg: Config, task) -> jax.Array:
     """A batch of the task's inputs from neither the training nor the evaluation stream."""
     key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
@@ -137,15 +119,7 @@ def analyse(cfg: Config, model, inputs) -> tuple[dict, np.ndarray]:
     found = fixed_points.find_fixed_points(
         fixed_points.model_step(model, constant), fixed_points.sample_candidates(paths, options), options
     )
-    points = found.to_json()
-    fixed = [p for p in points if p["kind"] == "fixed"]
-    record = {
-        "stable": sum(p["stable"] for p in fixed),
-        "unstable_by_modes": dict(collections.Counter(str(p["unstable_modes"]) for p in fixed if not p["stable"])),
-        "slow": len(points) - len(fixed),
-        "slowest_stable_mode": max((p["slowest_mode"] for p in fixed if p["stable"]), default=None),
-        "points": points,
-    }
+    record = found.summary()
     return record, np.asarray(paths)
 
 
@@ -172,7 +146,15 @@ def run(cfg: Config) -> dict:
     if not networks:
         what, task = cfg.task, make_task(cfg.task, cfg)
         inputs = held_out_inputs(cfg, task)
-        networks = {cell: (trained_model(cfg, task, cell, run_dir), inputs) for cell in cfg.cells}
+        networks = {
+            cell: (
+                stacked_seed_model(
+                    cfg, lambda seed: cfg.sequence_model(cell, seed, **task.model_io), run_dir / "checkpoints" / cell
+                ),
+                inputs,
+            )
+            for cell in cfg.cells
+        }
     if (run_dir / "results.json").exists():  # how well each learned what its points compute
         trained = json.loads((run_dir / "results.json").read_text())
         eval_losses = {c: r["final_eval_loss"]["mean"] for c, r in trained.get("cells", {}).items()}

@@ -258,6 +258,21 @@ def class_probabilities(logits, labels) -> list[str]:
     return [f"class {label}: p = {p:.3f}" for label, p in zip(labels, np.asarray(jax.nn.softmax(logits)))]
 
 
+def stacked_seed_model(cfg: TrainingOptions, build_model: Callable[[int], nnx.Module], checkpoint_dir: Path):
+    """The first seed's model of a run whose seeds were trained stacked (gradient_flow's layout:
+    one `checkpoint_dir` per cell, seeds cfg.seed, cfg.seed + 1, ...), from its best checkpoint
+    by validation if there is one, else its last. `build_model(seed)`: that seed's fresh model."""
+    seeds = range(cfg.seed, cfg.seed + getattr(cfg, "seeds", 1))
+    graphdef, like = initial_state(cfg, build_model, seeds, DataParallel(1))
+    checkpoints = Checkpoints(checkpoint_dir, best_by=cfg.best_by)
+    best, step = checkpoints.preferred_step()
+    if step is None:
+        raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint saved there")
+    state, _ = checkpoints.restore(like, best=best, step=step)
+    checkpoints.close()
+    return nnx.merge(graphdef, jax.tree.map(lambda leaf: leaf[0], state.params))
+
+
 def load_run(
     run_dir: str | Path, config_cls, build_model: Callable[[TrainingOptions, dict], nnx.Module], *, last: bool = False
 ):

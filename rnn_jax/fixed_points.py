@@ -27,6 +27,7 @@ float64; in float32 the smallest q reachable is ~1e-14 * size, hence 1e-10 by de
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable
 
@@ -82,6 +83,19 @@ class FixedPoints:
     @property
     def stable(self) -> np.ndarray:
         return self.unstable_modes == 0
+
+    def summary(self) -> dict:
+        """The counts a table reports, and every point (`to_json`): stable points, saddles by
+        their number of unstable modes, slow points, the slowest stable mode."""
+        points = self.to_json()
+        fixed = [p for p in points if p["kind"] == "fixed"]
+        return {
+            "stable": sum(p["stable"] for p in fixed),
+            "unstable_by_modes": dict(collections.Counter(str(p["unstable_modes"]) for p in fixed if not p["stable"])),
+            "slow": len(points) - len(fixed),
+            "slowest_stable_mode": max((p["slowest_mode"] for p in fixed if p["stable"]), default=None),
+            "points": points,
+        }
 
     def to_json(self) -> list[dict]:
         return [
