@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import functools
 import itertools
 import sys
 import typing
@@ -28,10 +27,9 @@ from typing import Annotated, ClassVar
 import tyro
 
 from experiments import cli, gradient_flow
-from rnn_jax import plots
+from rnn_jax import plots, summaries
 from rnn_jax.cells import LSTM_VARIANTS
 from rnn_jax.config import environment, from_text, write_json
-from rnn_jax.statistics import compare
 
 DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
@@ -97,47 +95,6 @@ def point_name(point: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
-def _rate(record: dict, step: str) -> dict:
-    return record["decay_rate"].get(step, {"mean": float("nan"), "std": float("nan")})
-
-
-def summarise(points: list[tuple[dict, dict]]) -> list[dict]:
-    """One row per (grid point, cell): final loss (mean, std, 95% t-interval over seeds), decay
-    rates, seeds that solved the task, and the final loss against the first grid point's for the
-    same cell (Welch's t-test and a permutation test: `rnn_jax.statistics.compare`)."""
-    rows = []
-    base = {cell: record["final_eval_loss"]["per_seed"] for cell, record in points[0][1]["cells"].items()}
-    for point, results in points:
-        last = str(max(0, results["config"]["steps"] - 1))
-        for cell, record in results["cells"].items():
-            rate = functools.partial(_rate, record)
-            statuses = list(record["status"].values())
-            rows.append(
-                {
-                    **point,
-                    "cell": cell,
-                    "final_eval_loss": record["final_eval_loss"]["mean"],
-                    "final_eval_loss_std": record["final_eval_loss"]["std"],
-                    "final_eval_loss_low": record["final_eval_loss"].get("interval", [float("nan")] * 2)[0],
-                    "final_eval_loss_high": record["final_eval_loss"].get("interval", [float("nan")] * 2)[1],
-                    "solved": record.get("solved", {}).get("solved", float("nan")),
-                    **{
-                        f"{k}_vs_first": v
-                        for k, v in compare(record["final_eval_loss"]["per_seed"], base.get(cell, [])).items()
-                        if k in ("p_welch", "p_permutation")
-                    },
-                    "decay_rate_init": rate("0")["mean"],
-                    "decay_rate_init_std": rate("0")["std"],
-                    "decay_rate_trained": rate(last)["mean"],
-                    "decay_rate_trained_std": rate(last)["std"],
-                    "diverged": statuses.count("diverged"),
-                    "seeds": len(statuses),
-                    "baseline": results["task"]["baseline"],
-                }
-            )
-    return rows
-
-
 # summary.md's columns after the grid's own: (header, cell text of a row)
 COLUMNS = (
     ("cell", lambda r: r["cell"]),
@@ -182,7 +139,7 @@ def run(cfg: Config) -> dict:
             point_cfg = dataclasses.replace(point_cfg, resume=str(run_dir), out=None)
         print(f"== {point_name(point)}", file=sys.stderr)
         points.append((point, gradient_flow.run(point_cfg)))
-    rows = summarise(points)
+    rows = summaries.grid_rows(points)
     metric = points[0][1]["task"]["metric"]
     write_tables(rows, [name for name, _ in axes], out, metric)
     labels = [

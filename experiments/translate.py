@@ -35,9 +35,9 @@ from flax import nnx
 from experiments import cli
 from rnn_jax import plots
 from rnn_jax.config import require_at_least_one
-from rnn_jax.data import corpora, loaders
+from rnn_jax.data import loaders
 from rnn_jax.data.batches import chunks, shuffled_batches
-from rnn_jax.data.pairs import encode_pairs, encode_sources, split_by_source
+from rnn_jax.data.pairs import encode_pairs, encode_sources, read_pairs, split_by_source
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from rnn_jax.decode import generate
 from rnn_jax.experiment import TrainingData, load_run
@@ -89,26 +89,6 @@ class Config(TaskOptions):
         require_at_least_one(self, ("max_len", "min_count", "embed", "beam"))
 
 
-def tokenized_pairs(cfg: Config) -> list[tuple[list[str], list[str]]]:
-    pairs = corpora.read(
-        cfg.data,
-        lambda source: loaders.load_pairs(
-            source.location,
-            source_column=cfg.source_column,
-            target_column=cfg.target_column,
-            config=source.config or cfg.hf_config,
-        ),
-    )
-    pairs = [
-        (loaders.tokenize(b), loaders.tokenize(a)) if cfg.reverse else (loaders.tokenize(a), loaders.tokenize(b))
-        for a, b in pairs
-    ]
-    kept = [(s, t) for s, t in pairs if 0 < len(s) <= cfg.max_len and 0 < len(t) <= cfg.max_len]
-    if not kept:
-        raise ValueError(f"{cfg.data}: no pair has both sides within --max-len {cfg.max_len} tokens")
-    return kept
-
-
 def build_model(cfg: Config, extra: dict) -> Seq2Seq:
     cell = cfg.make_cell(cfg.cell)
     return Seq2Seq(
@@ -132,7 +112,15 @@ def translate(model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vo
 
 
 def data(cfg: Config) -> tuple[TrainingData, dict]:
-    splits = split_by_source(tokenized_pairs(cfg), cfg.seed)
+    pairs = read_pairs(
+        cfg.data,
+        source_column=cfg.source_column,
+        target_column=cfg.target_column,
+        config=cfg.hf_config,
+        reverse=cfg.reverse,
+        max_len=cfg.max_len,
+    )
+    splits = split_by_source(pairs, cfg.seed)
     source_vocab = Vocab.build([s for s, _ in splits["train"]], min_count=cfg.min_count, specials=SPECIALS)
     target_vocab = Vocab.build([t for _, ts in splits["train"] for t in ts], min_count=cfg.min_count, specials=SPECIALS)
     extra = {"source_vocab": list(source_vocab.tokens), "target_vocab": list(target_vocab.tokens)}

@@ -6,13 +6,14 @@ constants (`summarise_cells`, results.json's `cells`), and the profiles in long 
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import numpy as np
 
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.history import History
-from rnn_jax.statistics import seed_summary, solved_fraction
+from rnn_jax.statistics import compare, seed_summary, solved_fraction
 
 CONVERGED = 0.05  # lambda_1's standard error below this fraction of |lambda_1|: converged
 
@@ -187,3 +188,45 @@ def cells_table(cfg, results: dict) -> str:
     if cfg.seeds > 1:
         lines.append("[intervals: 95% t-interval of the seed mean; solved: exact binomial 95% interval]")
     return "\n".join(lines)
+
+
+def _rate(record: dict, step: str) -> dict:
+    return record["decay_rate"].get(step, {"mean": float("nan"), "std": float("nan")})
+
+
+def grid_rows(points: list[tuple[dict, dict]]) -> list[dict]:
+    """The rows of an ablation grid (`experiments.ablate`), `points` its (grid point, results)
+    pairs: one row per (grid point, cell): final loss (mean, std, 95% t-interval over seeds), decay
+    rates, seeds that solved the task, and the final loss against the first grid point's for the
+    same cell (Welch's t-test and a permutation test: `rnn_jax.statistics.compare`)."""
+    rows = []
+    base = {cell: record["final_eval_loss"]["per_seed"] for cell, record in points[0][1]["cells"].items()}
+    for point, results in points:
+        last = str(max(0, results["config"]["steps"] - 1))
+        for cell, record in results["cells"].items():
+            rate = functools.partial(_rate, record)
+            statuses = list(record["status"].values())
+            rows.append(
+                {
+                    **point,
+                    "cell": cell,
+                    "final_eval_loss": record["final_eval_loss"]["mean"],
+                    "final_eval_loss_std": record["final_eval_loss"]["std"],
+                    "final_eval_loss_low": record["final_eval_loss"].get("interval", [float("nan")] * 2)[0],
+                    "final_eval_loss_high": record["final_eval_loss"].get("interval", [float("nan")] * 2)[1],
+                    "solved": record.get("solved", {}).get("solved", float("nan")),
+                    **{
+                        f"{k}_vs_first": v
+                        for k, v in compare(record["final_eval_loss"]["per_seed"], base.get(cell, [])).items()
+                        if k in ("p_welch", "p_permutation")
+                    },
+                    "decay_rate_init": rate("0")["mean"],
+                    "decay_rate_init_std": rate("0")["std"],
+                    "decay_rate_trained": rate(last)["mean"],
+                    "decay_rate_trained_std": rate(last)["std"],
+                    "diverged": statuses.count("diverged"),
+                    "seeds": len(statuses),
+                    "baseline": results["task"]["baseline"],
+                }
+            )
+    return rows

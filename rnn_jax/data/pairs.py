@@ -7,9 +7,31 @@ import collections
 
 import numpy as np
 
-from rnn_jax.data import loaders
+from rnn_jax.data import corpora, loaders
 from rnn_jax.data.batches import pad
 from rnn_jax.data.vocab import BOS, EOS, Vocab
+
+
+def read_pairs(data: str, *, source_column, target_column, config=None, reverse=False, max_len: int):
+    """Tokenised (source, target) pairs of the corpus or table `data` (`loaders.load_pairs`),
+    swapped with `reverse`, keeping those with both sides of 1 to `max_len` tokens."""
+    pairs = corpora.read(
+        data,
+        lambda source: loaders.load_pairs(
+            source.location,
+            source_column=source_column,
+            target_column=target_column,
+            config=source.config or config,
+        ),
+    )
+    pairs = [
+        (loaders.tokenize(b), loaders.tokenize(a)) if reverse else (loaders.tokenize(a), loaders.tokenize(b))
+        for a, b in pairs
+    ]
+    kept = [(s, t) for s, t in pairs if 0 < len(s) <= max_len and 0 < len(t) <= max_len]
+    if not kept:
+        raise ValueError(f"{data}: no pair has both sides within --max-len {max_len} tokens")
+    return kept
 
 
 def split_by_source(pairs, seed: int) -> dict[str, list]:
