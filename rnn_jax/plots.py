@@ -129,13 +129,17 @@ def loss_curves(
 
 def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: str, baseline: float) -> None:
     """Per grid point: final eval loss (log scale, baseline dotted) and the fitted decay rate
-    of ||dL_T/dh_{T-k}|| at initialisation and after training (mean +- std over seeds)."""
+    of ||dL_T/dh_{T-k}|| at initialisation and after training: the loss with its 95% t-interval
+    over seeds, the decay rates with their standard deviation over seeds."""
     y = np.arange(len(rows))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.6), sharey=True)
-    left.barh(y, [r["final_eval_loss"] for r in rows], xerr=[r["final_eval_loss_std"] for r in rows], color="tab:blue")
+    loss = np.array([r["final_eval_loss"] for r in rows])
+    interval = np.array([[r["final_eval_loss_low"], r["final_eval_loss_high"]] for r in rows])
+    xerr = np.nan_to_num(np.abs(interval.T - loss))  # one seed: no interval
+    left.barh(y, loss, xerr=xerr, color="tab:blue")
     left.axvline(baseline, color="black", linestyle=":", label=f"baseline {baseline:.3g}")
     left.set_xscale("log")
-    left.set_xlabel(f"final eval {metric}")
+    left.set_xlabel(f"final eval {metric} (95% interval over seeds)")
     left.legend(fontsize=8)
     height = 0.4
     right.barh(
