@@ -102,7 +102,7 @@ class Config(TaskOptions):
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
-    return cfg.sequence_model(cfg.cell, cfg.seed, input_size=3 if extra["period"] else 1, output_size=1)
+    return cfg.sequence_model(cfg.cell, cfg.seed, input_size=forecasting.feature_size(extra["period"]), output_size=1)
 
 
 def data(cfg: Config) -> tuple[TrainingData, dict]:

@@ -34,14 +34,14 @@ import numpy as np
 from experiments import cli
 from rnn_jax.config import require_at_least_one
 from rnn_jax.data import corpora, loaders
-from rnn_jax.data.batches import chunks, pad, shuffled_batches
+from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
 from rnn_jax.experiment import TrainingData, class_probabilities, load_run
 from rnn_jax.layers import SequenceModel
 from rnn_jax.losses import classification_cross_entropy
 from rnn_jax.options import TaskOptions
-from rnn_jax.tasks import labelled_text_arrays
+from rnn_jax.tasks import labelled_text_arrays, left_padded
 
 
 @dataclasses.dataclass
@@ -134,8 +134,7 @@ def predict(run_dir: str, text: str) -> str:
     if not tokens:
         raise ValueError("--input holds no word")
     vocab = Vocab(extra["vocab"])
-    ids, mask = pad([vocab.encode(tokens)], cfg.max_len, side="left")
-    logits = batched_outputs(model, {"inputs": ids, "mask": mask})[0]
+    logits = batched_outputs(model, left_padded(vocab, [tokens], cfg.max_len))[0]
     lines = [repr(text)] + ["  " + line for line in class_probabilities(logits, extra["labels"])]
     unknown = [t for t in tokens if t not in vocab]
     if unknown:

@@ -61,6 +61,11 @@ def load_values(series: str, *, data: str | None = None, column: str | None = No
     return values
 
 
+def feature_size(period: int) -> int:
+    """Inputs per step: the change, and the season's sin and cos when there is a season."""
+    return 3 if period else 1
+
+
 def features(levels: np.ndarray, start: int, extra: dict) -> np.ndarray:
     """Model inputs of the steps t = start, start+1, ...: (time, 1 + 2 if seasonal) float32."""
     changes = np.diff(levels, prepend=levels[0]) / extra["scale"]

@@ -175,8 +175,7 @@ def flow_regularizer(
 def _layer_regularizer(layer, xs, grads, initial_carry):
     cell = layer.cell
     params = param_values(layer.forward)
-    batch = xs.shape[0]
-    carry = cell.zero_carry((batch,), layer.hidden_size, xs.dtype) if initial_carry is None else initial_carry
+    carry = _initial_carry(layer, xs, initial_carry)
 
     def step(carry, inputs):
         xw_t, v = inputs  # v = dE/d carry_t, the cotangent of this step's output
@@ -203,8 +202,7 @@ def _layer_regularizer_authors(layer, xs, grads, initial_carry):
     params = param_values(layer.forward)
     w_hh, fixed = params["W_hh"], jax.lax.stop_gradient(params)
     xs = jax.lax.stop_gradient(xs)
-    batch = xs.shape[0]
-    carry = cell.zero_carry((batch,), layer.hidden_size, xs.dtype) if initial_carry is None else initial_carry
+    carry = _initial_carry(layer, xs, initial_carry)
     carry = jax.lax.stop_gradient(carry)
 
     def step(carry, inputs):
@@ -220,6 +218,13 @@ def _layer_regularizer_authors(layer, xs, grads, initial_carry):
 
     _, (terms, counted) = jax.lax.scan(step, carry, (time_major(cell.project_inputs(fixed, xs)), time_major(grads)))
     return jnp.sum(terms) / jnp.maximum(jnp.sum(counted), 1)
+
+
+def _initial_carry(layer, xs, initial_carry):
+    """The carry a layer's regulariser starts from: the given one, else zeros in the inputs' dtype."""
+    if initial_carry is not None:
+        return initial_carry
+    return layer.cell.zero_carry((xs.shape[0],), layer.hidden_size, xs.dtype)
 
 
 def _row_norm(tree):

@@ -269,11 +269,15 @@ def labelled_text_arrays(splits: dict, *, length: int, min_count: int = 2, data:
     labels = sorted(set(np.asarray(splits["train"][1]).tolist()))
     if labels != list(range(len(labels))) or len(labels) < 2:
         raise ValueError(f"{data}: labels must be 0..K-1 with K >= 2; the training split has {labels}")
-    arrays = {}
-    for split, (tokens, targets) in splits.items():
-        ids, mask = pad([vocab.encode(t) for t in tokens], length, side="left")
-        arrays[split] = {"inputs": ids, "mask": mask, "targets": np.asarray(targets)}
+    arrays = {s: {**left_padded(vocab, tokens, length), "targets": np.asarray(y)} for s, (tokens, y) in splits.items()}
     return arrays, vocab, labels
+
+
+def left_padded(vocab: Vocab, token_lists, length: int) -> dict[str, np.ndarray]:
+    """Token lists as ids left-padded to `length` (the last `length` tokens of longer ones), so
+    every sequence ends at the last step: {"inputs", "mask"}."""
+    ids, mask = pad([vocab.encode(t) for t in token_lists], length, side="left")
+    return {"inputs": ids, "mask": mask}
 
 
 def tagged_arrays(splits: dict, *, length: int, min_count: int = 2, eval_length: int | None = None):
@@ -405,7 +409,7 @@ def forecast(cfg) -> Task:
         cfg.batch,
         series,
         loss_fn=sequence_mse,
-        model_io=dict(input_size=3 if period else 1, output_size=1),
+        model_io=dict(input_size=forecasting.feature_size(period), output_size=1),
         baseline=float(np.sum(held["weights"] * held["targets"] ** 2) / np.sum(held["weights"])),
         metric="MSE of the standardised next change",
         info={"points": len(values), "period": period, "holdout": holdout, "log": log, **splits.extra},
