@@ -11,11 +11,25 @@ import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+COLORS = {
+    "rnn": "tab:red",
+    "lstm": "tab:blue",
+    "gru": "tab:green",
+    "mingru": "tab:orange",
+    "minlstm": "tab:purple",
+    "lru": "tab:brown",
+}
+# Other names (a cell written outside the package, an ablation's variants) take these in turn:
+# tab20 without the colours above, dark ones first, so that no two lines of a figure share one.
+_OTHER = [
+    c
+    for c in plt.cm.tab20.colors[::2] + plt.cm.tab20.colors[1::2]
+    if matplotlib.colors.to_hex(c) not in {matplotlib.colors.to_hex(v) for v in COLORS.values()}
+]
 
 
 def _color(name: str, i: int):
-    return COLORS.get(name, plt.cm.tab10(i % 10))
+    return COLORS.get(name, _OTHER[i % len(_OTHER)])
 
 
 def _save_with_grid_and_legend(fig, ax, path: Path, title: str) -> None:
@@ -72,8 +86,12 @@ def flow_heatmaps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
     finite = np.concatenate([v[np.isfinite(v)].ravel() for v in logs.values()])
     vmin, vmax = np.percentile(finite, [1, 99.5]) if finite.size else (-10, 0)
     vmin = max(vmin, vmax - 12)  # 12 decades; float32 underflow (exact zeros) would swamp the scale
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.8 * len(maps), 4.2), squeeze=False, layout="constrained")
-    for ax, (cell, (steps, _)) in zip(axes[0], maps.items()):
+    columns = min(3, len(maps))  # six cells in one row would be a 30-inch strip
+    rows = -(-len(maps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.8 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(maps) :]:
+        ax.set_visible(False)
+    for ax, (cell, (steps, _)) in zip(axes.flat, maps.items()):
         image = ax.imshow(
             logs[cell],
             aspect="auto",
@@ -89,7 +107,7 @@ def flow_heatmaps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
         ax.set_title(cell)
         ax.set_xlabel("lag k")
         ax.set_ylabel("training step")
-    fig.colorbar(image, ax=axes[0].tolist(), label=r"$\log_{10}\|\partial L_T/\partial h_{T-k}\|$")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=r"$\log_{10}\|\partial L_T/\partial h_{T-k}\|$")
     fig.suptitle(title)
     _save(fig, path)
 
@@ -107,13 +125,14 @@ def loss_curves(
 
     curves: {label: [(steps, values), ...]} (several seeds per label)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, (label, runs) in enumerate(curves.items()):
+    bases = list(dict.fromkeys(label.split()[0] for label in curves))  # "<cell> train" and "<cell> eval" share one
+    for label, runs in curves.items():
         base = label.split()[0]
         for j, (steps, values) in enumerate(runs):
             ax.plot(
                 steps,
                 values,
-                color=_color(base, i),
+                color=_color(base, bases.index(base)),
                 alpha=0.85 if j == 0 else 0.45,
                 label=label if j == 0 else None,
                 linestyle="--" if "eval" in label else "-",
@@ -377,7 +396,8 @@ def training_figures(cfg, task, histories: dict, cells: dict, out: Path) -> None
             if str(step) in cells[cell]["decay_rate"]:
                 curves[panel][cell] = np.array([h.flow[step]["by_lag"][top] for h in by_seed.values()])
                 rate = cells[cell]["decay_rate"][str(step)]
-                slopes[panel][cell] = f"{rate['mean']:.3f}" + (f"±{rate['std']:.3f}" if cfg.seeds > 1 else "")
+                interval = " [{:.3f}, {:.3f}]".format(*rate["interval"]) if rate["n"] > 1 else ""  # 95% t-interval
+                slopes[panel][cell] = f"{rate['mean']:.3f}{interval}"
     flow_vs_lag(curves, out / "flow_vs_lag.png", title=title, slopes=slopes)
     if cfg.spectrum:
         by_step = {cell: {int(s): v for s, v in record["lyapunov"].items()} for cell, record in cells.items()}
