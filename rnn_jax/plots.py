@@ -21,11 +21,8 @@ COLORS = {
 }
 # Other names (a cell written outside the package, an ablation's variants) take these in turn:
 # tab20 without the colours above, dark ones first, so that no two lines of a figure share one.
-_OTHER = [
-    c
-    for c in plt.cm.tab20.colors[::2] + plt.cm.tab20.colors[1::2]
-    if matplotlib.colors.to_hex(c) not in {matplotlib.colors.to_hex(v) for v in COLORS.values()}
-]
+_NAMED = {matplotlib.colors.to_hex(c) for c in COLORS.values()}
+_OTHER = [c for c in plt.cm.tab20.colors[::2] + plt.cm.tab20.colors[1::2] if matplotlib.colors.to_hex(c) not in _NAMED]
 
 
 def _color(name: str, i: int):
