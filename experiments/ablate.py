@@ -19,10 +19,11 @@ import csv
 import dataclasses
 import datetime
 import itertools
+import math
 import sys
 import typing
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, Callable, ClassVar
 
 import tyro
 
@@ -95,19 +96,28 @@ def point_name(point: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
+def _with_interval(name: str, digits: str) -> Callable[[dict], str]:
+    """A row's `name` as "mean [low, high]" (its 95% t-interval over seeds; one seed: the mean)."""
+
+    def text(r: dict) -> str:
+        low, high = r[f"{name}_low"], r[f"{name}_high"]
+        interval = "" if math.isnan(low) else f" [{low:{digits}}, {high:{digits}}]"
+        return f"{r[name]:{digits}}{interval}"
+
+    return text
+
+
 # summary.md's columns after the grid's own: (header, cell text of a row)
 COLUMNS = (
     ("cell", lambda r: r["cell"]),
-    (
-        "final eval {metric} [95% CI]",
-        lambda r: f"{r['final_eval_loss']:.4g} [{r['final_eval_loss_low']:.3g}, {r['final_eval_loss_high']:.3g}]",
-    ),
+    ("final eval {metric} [95% CI]", _with_interval("final_eval_loss", ".3g")),
     ("p vs first (Welch / permutation)", lambda r: f"{r['p_welch_vs_first']:.3g} / {r['p_permutation_vs_first']:.3g}"),
-    ("solved", lambda r: f"{r['solved']}/{r['seeds']}"),
-    ("decay/step at init", lambda r: f"{r['decay_rate_init']:+.4f} ± {r['decay_rate_init_std']:.4f}"),
-    ("decay/step trained", lambda r: f"{r['decay_rate_trained']:+.4f} ± {r['decay_rate_trained_std']:.4f}"),
+    ("solved [95% CI]", lambda r: f"{r['solved']}/{r['seeds']} [{r['solved_low']:.2f}, {r['solved_high']:.2f}]"),
+    ("decay/step at init [95% CI]", _with_interval("decay_rate_init", "+.4f")),
+    ("decay/step trained [95% CI]", _with_interval("decay_rate_trained", "+.4f")),
     ("diverged", lambda r: f"{r['diverged']}/{r['seeds']}"),
 )
+ACCURACY = ("test accuracy [95% CI]", _with_interval("final_eval_accuracy", ".3f"))  # classification tasks
 
 
 def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str) -> None:
@@ -116,12 +126,14 @@ def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str)
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    headers = [*grid_keys, *(header.format(metric=metric) for header, _ in COLUMNS)]
+    columns = COLUMNS + ((ACCURACY,) if "final_eval_accuracy" in rows[0] else ())
+    headers = [*grid_keys, *(header.format(metric=metric) for header, _ in columns)]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
-        lines.append("| " + " | ".join([*(str(r[k]) for k in grid_keys), *(cell(r) for _, cell in COLUMNS)]) + " |")
-    lines.append(f"\nbaseline {metric}: {rows[0]['baseline']:.4g}. Intervals: 95% t over seeds; p: the final loss")
-    lines.append("against the first grid point's for the same cell (nan with fewer than 2 seeds).")
+        lines.append("| " + " | ".join([*(str(r[k]) for k in grid_keys), *(cell(r) for _, cell in columns)]) + " |")
+    lines.append(f"\nbaseline {metric}: {rows[0]['baseline']:.4g}. Intervals: 95% t over seeds; solved: exact")
+    lines.append("binomial 95% interval; p: the final loss against the first grid point's for the same cell")
+    lines.append("(nan with fewer than 2 seeds).")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 

@@ -143,16 +143,20 @@ def loss_curves(
     _save_with_grid_and_legend(fig, ax, path, title)
 
 
+def _interval_bars(rows: list[dict], name: str) -> np.ndarray:
+    """Error bars (2, len(rows)) from each row's `name`_low / `name`_high: a row with one seed has none."""
+    mean = np.array([r[name] for r in rows])
+    interval = np.array([[r[f"{name}_low"], r[f"{name}_high"]] for r in rows])
+    return np.nan_to_num(np.abs(interval.T - mean))
+
+
 def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: str, baseline: float) -> None:
     """Per grid point: final eval loss (log scale, baseline dotted) and the fitted decay rate
-    of ||dL_T/dh_{T-k}|| at initialisation and after training: the loss with its 95% t-interval
-    over seeds, the decay rates with their standard deviation over seeds."""
+    of ||dL_T/dh_{T-k}|| at initialisation and after training, each with its 95% t-interval over
+    seeds."""
     y = np.arange(len(rows))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.6), sharey=True)
-    loss = np.array([r["final_eval_loss"] for r in rows])
-    interval = np.array([[r["final_eval_loss_low"], r["final_eval_loss_high"]] for r in rows])
-    xerr = np.nan_to_num(np.abs(interval.T - loss))  # one seed: no interval
-    left.barh(y, loss, xerr=xerr, color="tab:blue")
+    left.barh(y, [r["final_eval_loss"] for r in rows], xerr=_interval_bars(rows, "final_eval_loss"), color="tab:blue")
     left.axvline(baseline, color="black", linestyle=":", label=f"baseline {baseline:.3g}")
     left.set_xscale("log")
     left.set_xlabel(f"final eval {metric} (95% interval over seeds)")
@@ -162,7 +166,7 @@ def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: st
         y - height / 2,
         [r["decay_rate_init"] for r in rows],
         height,
-        xerr=[r["decay_rate_init_std"] for r in rows],
+        xerr=_interval_bars(rows, "decay_rate_init"),
         color="tab:gray",
         label="at initialisation",
     )
@@ -170,12 +174,12 @@ def ablation_bars(labels: list[str], rows: list[dict], path: Path, *, metric: st
         y + height / 2,
         [r["decay_rate_trained"] for r in rows],
         height,
-        xerr=[r["decay_rate_trained_std"] for r in rows],
+        xerr=_interval_bars(rows, "decay_rate_trained"),
         color="tab:orange",
         label="after training",
     )
     right.axvline(0, color="black", linewidth=0.8)
-    right.set_xlabel(r"decay rate of $\|\partial L_T/\partial h_{T-k}\|$ (ln per step)")
+    right.set_xlabel(r"decay rate of $\|\partial L_T/\partial h_{T-k}\|$ (ln per step, 95% interval)")
     right.legend(fontsize=8)
     left.set_yticks(y, labels)
     left.invert_yaxis()

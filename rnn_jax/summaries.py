@@ -165,10 +165,10 @@ def cells_table(cfg, results: dict) -> str:
         f"\n{cfg.task}: T={task.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.steps} steps, "
         f"{cfg.seeds} seed(s) -> "
         f"{results['out']}",
-        f"{'cell':<8} {'decay/step':>10} {'trained':>8} {'lambda_1':>9} {'trained':>8}  final eval {task['metric']}",
+        f"{'cell':<8} {'decay/step':>16} {'trained':>16} {'lambda_1':>9} {'trained':>8}  final eval {task['metric']}",
     ]
     for cell, record in results["cells"].items():
-        rate = lambda s: f"{record['decay_rate'][s]['mean']:+.4f}" if s in record["decay_rate"] else "-"  # noqa: E731
+        rate = functools.partial(_rate_text, record["decay_rate"])
         spectra = record.get("lyapunov_summary", {})
         lead = lambda s: f"{spectra[s]['leading']:+.4f}" if s in spectra else "-"  # noqa: E731
         final = record["final_eval_loss"]
@@ -181,49 +181,77 @@ def cells_table(cfg, results: dict) -> str:
                 f", solved {solved['solved']}/{solved['n']} [{solved['interval'][0]:.2f}, {solved['interval'][1]:.2f}]"
             )
         if "final_eval_accuracy" in record:
-            line += f", accuracy {record['final_eval_accuracy']['mean']:.4f}"
+            accuracy = record["final_eval_accuracy"]
+            line += f", accuracy {accuracy['mean']:.4f}"
+            if cfg.seeds > 1:
+                line += " [{:.3f}, {:.3f}]".format(*accuracy["interval"])
         status = ",".join(sorted(set(record["status"].values())))
-        lines.append(f"{cell:<8} {rate('0'):>10} {rate(last):>8} {lead('0'):>9} {lead(last):>8}  {line}  [{status}]")
+        lines.append(f"{cell:<8} {rate('0'):>16} {rate(last):>16} {lead('0'):>9} {lead(last):>8}  {line}  [{status}]")
     lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}; solved: below {task.get('solved_below', 0):.4g}")
     if cfg.seeds > 1:
-        lines.append("[intervals: 95% t-interval of the seed mean; solved: exact binomial 95% interval]")
+        lines.append(
+            "[intervals: 95% t-interval of the seed mean (decay: mean ± its half-width); "
+            "solved: exact binomial 95% interval]"
+        )
     return "\n".join(lines)
 
 
-def _rate(record: dict, step: str) -> dict:
-    return record["decay_rate"].get(step, {"mean": float("nan"), "std": float("nan")})
+def _rate_text(rates: dict, step: str) -> str:
+    """A measured step's decay rate: the seed mean, with the half-width of its 95% t-interval
+    from 2 seeds on (the interval is symmetric); "-" where the step was not measured."""
+    if step not in rates:
+        return "-"
+    low, high = rates[step].get("interval", [float("nan")] * 2)
+    half = "" if np.isnan(low) else f"±{(high - low) / 2:.4f}"
+    return f"{rates[step]['mean']:+.4f}{half}"
+
+
+def _stat_columns(name: str, summary: dict | None) -> dict:
+    """A seed summary as flat columns: `name` (the mean), `name`_std, and its 95% t-interval as
+    `name`_low and `name`_high (NaN where not measured)."""
+    summary = summary or {}
+    low, high = summary.get("interval", [float("nan")] * 2)
+    return {
+        name: summary.get("mean", float("nan")),
+        f"{name}_std": summary.get("std", float("nan")),
+        f"{name}_low": low,
+        f"{name}_high": high,
+    }
 
 
 def grid_rows(points: list[tuple[dict, dict]]) -> list[dict]:
     """The rows of an ablation grid (`experiments.ablate`), `points` its (grid point, results)
-    pairs: one row per (grid point, cell): final loss (mean, std, 95% t-interval over seeds), decay
-    rates, seeds that solved the task, and the final loss against the first grid point's for the
-    same cell (Welch's t-test and a permutation test: `rnn_jax.statistics.compare`)."""
+    pairs: one row per (grid point, cell): final loss, decay rates and, for a classification task,
+    test accuracy (mean, std, 95% t-interval over seeds), the seeds that solved the task (with the exact binomial interval), and the final
+    loss against the first grid point's for the same cell (Welch's t-test and a permutation test:
+    `rnn_jax.statistics.compare`)."""
     rows = []
     base = {cell: record["final_eval_loss"]["per_seed"] for cell, record in points[0][1]["cells"].items()}
     for point, results in points:
         last = str(max(0, results["config"]["steps"] - 1))
         for cell, record in results["cells"].items():
-            rate = functools.partial(_rate, record)
             statuses = list(record["status"].values())
+            solved = record.get("solved", {})
             rows.append(
                 {
                     **point,
                     "cell": cell,
-                    "final_eval_loss": record["final_eval_loss"]["mean"],
-                    "final_eval_loss_std": record["final_eval_loss"]["std"],
-                    "final_eval_loss_low": record["final_eval_loss"].get("interval", [float("nan")] * 2)[0],
-                    "final_eval_loss_high": record["final_eval_loss"].get("interval", [float("nan")] * 2)[1],
-                    "solved": record.get("solved", {}).get("solved", float("nan")),
+                    **_stat_columns("final_eval_loss", record["final_eval_loss"]),
+                    "solved": solved.get("solved", float("nan")),
+                    "solved_low": solved.get("interval", [float("nan")] * 2)[0],
+                    "solved_high": solved.get("interval", [float("nan")] * 2)[1],
                     **{
                         f"{k}_vs_first": v
                         for k, v in compare(record["final_eval_loss"]["per_seed"], base.get(cell, [])).items()
                         if k in ("p_welch", "p_permutation")
                     },
-                    "decay_rate_init": rate("0")["mean"],
-                    "decay_rate_init_std": rate("0")["std"],
-                    "decay_rate_trained": rate(last)["mean"],
-                    "decay_rate_trained_std": rate(last)["std"],
+                    **_stat_columns("decay_rate_init", record["decay_rate"].get("0")),
+                    **_stat_columns("decay_rate_trained", record["decay_rate"].get(last)),
+                    **(
+                        _stat_columns("final_eval_accuracy", record["final_eval_accuracy"])
+                        if "final_eval_accuracy" in record
+                        else {}
+                    ),
                     "diverged": statuses.count("diverged"),
                     "seeds": len(statuses),
                     "baseline": results["task"]["baseline"],

@@ -14,7 +14,7 @@ import pytest
 from experiments import gradient_flow
 from rnn_jax.data import synthetic, text
 
-from .conftest import usage_error
+from .conftest import needs_data, usage_error
 
 TINY = [
     "--seq-len",
@@ -287,3 +287,39 @@ def test_a_quick_grid_is_replaced_by_the_grid_given_and_resume_names_the_grid_fo
     assert given.points() == [{"seq_len": 10}, {"seq_len": 20}]
     resumed = parse(ablate.Config, ["--resume", str(tmp_path)])
     assert resumed.out == str(tmp_path) and resumed.resume is None
+
+
+@pytest.mark.slow
+@needs_data
+def test_sequential_mnist_runs_with_every_measurement(tmp_path, capsys):
+    """Row-by-row MNIST (the real digits under $RNN_JAX_DATA/mnist): the flow over all 28 lags,
+    the spectrum, the gates' time constants, and the test accuracy with its interval over seeds."""
+    out = tmp_path / "rows"
+    flags = [*TINY[2:], "--task", "mnist_rows", "--cells", "lstm", "--seeds", "2", "--spectrum", "2"]
+    gradient_flow.main([*flags, "--out", str(out)])
+    printed = capsys.readouterr().out
+    lstm = json.loads((out / "results.json").read_text())["cells"]["lstm"]
+    assert len(lstm["grad_norm_by_lag"]["3"]) == 28 and len(lstm["lyapunov"]["3"]) == 2
+    assert {"time_constant_median", "time_constant_p90", "time_constant_max"} <= set(lstm)
+    accuracy = lstm["final_eval_accuracy"]
+    assert len(accuracy["per_seed"]) == 2 and all(0.0 <= a <= 1.0 for a in accuracy["per_seed"])
+    low, high = accuracy["interval"]
+    assert low <= accuracy["mean"] <= high and f"accuracy {accuracy['mean']:.4f} [{low:.3f}, {high:.3f}]" in printed
+
+
+@pytest.mark.slow
+@needs_data
+def test_an_ablation_on_mnist_reports_accuracy_with_intervals(tmp_path):
+    from experiments import ablate
+
+    out = tmp_path / "grid"
+    flags = [*TINY[2:], "--task", "mnist_rows", "--seeds", "2", "--grid", "lstm_variant=standard,CIFG"]
+    ablate.main([*flags, "--out", str(out)])
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    for row in rows:
+        run = json.loads((out / f"lstm_variant={row['lstm_variant']}" / "results.json").read_text())
+        accuracy = run["cells"]["lstm"]["final_eval_accuracy"]
+        assert row["final_eval_accuracy"] == accuracy["mean"]
+        assert [row["final_eval_accuracy_low"], row["final_eval_accuracy_high"]] == accuracy["interval"]
+    table = (out / "summary.md").read_text()
+    assert "test accuracy [95% CI]" in table and "solved [95% CI]" in table and "decay/step at init [95% CI]" in table

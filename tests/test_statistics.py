@@ -53,3 +53,66 @@ def test_the_permutation_test_is_exact_and_welch_matches_its_formula():
 
     assert result["p_welch"] == pytest.approx(2 * stats.t.sf(abs(t), dof))
     assert math.isnan(statistics.compare([1.0], [2.0, 3.0])["p_welch"])
+
+
+def test_an_ablation_row_carries_intervals_for_the_loss_the_decay_rates_and_the_solved_fraction():
+    """`summaries.grid_rows`: each row's intervals are those of its seeds, its p-values those of
+    `compare` against the first grid point's seeds (ablate's summary.md prints these columns)."""
+    from rnn_jax import summaries
+
+    def results(finals, init, trained):
+        summary = statistics.seed_summary
+        return {
+            "config": {"steps": 10},
+            "task": {"baseline": 0.5},
+            "cells": {
+                "lstm": {
+                    "final_eval_loss": summary(finals),
+                    "solved": statistics.solved_fraction([f < 0.05 for f in finals]),
+                    "decay_rate": {"0": summary(init), "9": summary(trained)},
+                    "status": {str(s): "finished" for s in range(len(finals))},
+                }
+            },
+        }
+
+    base = [0.01, 0.02, 0.03, 0.02, 0.01]
+    other = [0.3, 0.01, 0.4, 0.35, 0.2]
+    init, trained = [-0.10, -0.08, -0.09, -0.11, -0.07], [-0.01, 0.0, -0.02, -0.01, -0.005]
+    first, second = summaries.grid_rows(
+        [({"v": "a"}, results(base, init, trained)), ({"v": "b"}, results(other, init, trained))]
+    )
+    np.testing.assert_allclose(
+        [second["final_eval_loss_low"], second["final_eval_loss_high"]], statistics.t_interval(other)
+    )
+    np.testing.assert_allclose(
+        [first["decay_rate_init_low"], first["decay_rate_init_high"]], statistics.t_interval(init)
+    )
+    np.testing.assert_allclose(
+        [first["decay_rate_trained_low"], first["decay_rate_trained_high"]], statistics.t_interval(trained)
+    )
+    assert (first["solved"], second["solved"]) == (5, 1)
+    np.testing.assert_allclose(
+        [second["solved_low"], second["solved_high"]], statistics.solved_fraction([0, 1, 0, 0, 0])["interval"]
+    )
+    expected = statistics.compare(other, base)
+    assert second["p_welch_vs_first"] == pytest.approx(expected["p_welch"])
+    assert second["p_permutation_vs_first"] == pytest.approx(expected["p_permutation"])
+    assert first["p_welch_vs_first"] == 1.0  # the first point against itself
+
+
+def test_the_printed_table_gives_each_decay_rate_with_its_interval():
+    """gradient_flow's table: the decay rate as mean ± the half-width of its 95% t-interval."""
+    from types import SimpleNamespace
+
+    from rnn_jax import summaries
+
+    init, trained, finals = [-0.10, -0.08, -0.09], [-0.01, 0.0, -0.02], [0.1, 0.2, 0.15]
+    record = {
+        "decay_rate": {"0": statistics.seed_summary(init), "9": statistics.seed_summary(trained)},
+        "final_eval_loss": statistics.seed_summary(finals),
+        "status": {"0": "completed"},
+    }
+    results = {"task": {"metric": "MSE", "baseline": 0.5}, "cells": {"lstm": record}, "out": "runs/x"}
+    table = summaries.cells_table(SimpleNamespace(task="adding", seq_len=5, hidden=4, steps=10, seeds=3), results)
+    low, high = statistics.t_interval(trained)
+    assert f"-0.0100±{(high - low) / 2:.4f}" in table and "-0.0900±" in table
