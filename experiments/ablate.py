@@ -9,8 +9,8 @@ grid is the LSTM variants of Greff et al. 2017 ("LSTM: A Search Space Odyssey").
     python -m experiments.ablate --cells lstm gru --grid seq_len=50,100,200 --quick
 
 Writes to --out: one gradient_flow run per grid point (in its own folder, resumable: rerun
-the same command, or --resume the folder, to continue), summary.csv, summary.md, ablation.png
-and results.json.
+the same command, or --resume the folder, to continue: its config.json records the grid),
+summary.csv, summary.md, ablation.png and results.json.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import datetime
 import itertools
+import json
 import math
 import sys
 import typing
@@ -30,7 +31,7 @@ import tyro
 from experiments import cli, gradient_flow
 from rnn_jax import plots, summaries
 from rnn_jax.cells import LSTM_VARIANTS
-from rnn_jax.config import environment, from_text, write_json
+from rnn_jax.config import config_from_json, environment, from_text, write_json
 
 DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
@@ -46,10 +47,8 @@ class Config(gradient_flow.Config):
     "none" is None)"""
 
     def __post_init__(self):
-        if self.resume is not None:  # a grid resumes by running again into its folder
-            if self.out not in (None, self.resume):
-                raise ValueError(f"--resume {self.resume} and --out {self.out}: give one folder (the grid's)")
-            self.out, self.resume = self.resume, None
+        if self.resume is not None and self.out not in (None, self.resume):
+            raise ValueError(f"--resume {self.resume} and --out {self.out}: give one folder (the grid's)")
         super().__post_init__()
         for point in self.points():  # every grid point is a valid gradient_flow configuration
             try:
@@ -100,6 +99,8 @@ def _with_interval(name: str, digits: str) -> Callable[[dict], str]:
     """A row's `name` as "mean [low, high]" (its 95% t-interval over seeds; one seed: the mean)."""
 
     def text(r: dict) -> str:
+        if name not in r:  # a run recorded before the measurement was kept
+            return "-"
         low, high = r[f"{name}_low"], r[f"{name}_high"]
         interval = "" if math.isnan(low) else f" [{low:{digits}}, {high:{digits}}]"
         return f"{r[name]:{digits}}{interval}"
@@ -110,7 +111,7 @@ def _with_interval(name: str, digits: str) -> Callable[[dict], str]:
 # summary.md's columns after the grid's own: (header, cell text of a row)
 COLUMNS = (
     ("cell", lambda r: r["cell"]),
-    ("final eval {metric} [95% CI]", _with_interval("final_eval_loss", ".3g")),
+    ("final eval {metric} [95% CI]", _with_interval("final_eval_loss", ".4g")),
     ("p vs first (Welch / permutation)", lambda r: f"{r['p_welch_vs_first']:.3g} / {r['p_permutation_vs_first']:.3g}"),
     ("solved [95% CI]", lambda r: f"{r['solved']}/{r['seeds']} [{r['solved_low']:.2f}, {r['solved_high']:.2f}]"),
     ("decay/step at init [95% CI]", _with_interval("decay_rate_init", "+.4f")),
@@ -123,10 +124,10 @@ ACCURACY = ("test accuracy [95% CI]", _with_interval("final_eval_accuracy", ".3f
 def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str) -> None:
     """summary.csv (every column of the rows) and summary.md (the grid's keys, then `COLUMNS`)."""
     with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
-    columns = COLUMNS + ((ACCURACY,) if "final_eval_accuracy" in rows[0] else ())
+    columns = COLUMNS + ((ACCURACY,) if any("final_eval_accuracy" in r for r in rows) else ())
     headers = [*grid_keys, *(header.format(metric=metric) for header, _ in columns)]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
@@ -137,9 +138,51 @@ def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def run(cfg: Config) -> dict:
-    axes = cfg.axes()
+def grid_to_run(cfg: Config) -> tuple[Path, Config]:
+    """The folder and config of the grid `cfg` asks for: with --resume DIR the grid DIR holds, as
+    its config.json records it (no other flag may be typed: a grid continues as it began);
+    otherwise --out, new (its config.json written) or holding this same grid."""
+    if cfg.resume:
+        typed = sorted(set(getattr(cfg, "command_line_flags", ())) - {"resume"})
+        if typed:
+            raise ValueError(
+                f"--resume {cfg.resume} continues the grid as it was started (its config.json); "
+                f"--{', --'.join(f.replace('_', '-') for f in typed)} would change it: start a new grid with --out"
+            )
+        return Path(cfg.resume), saved_grid(Path(cfg.resume))
     out = Path(cfg.out or f"runs/ablate/{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (new, or a grid's) for the grid's outputs")
+    cfg = dataclasses.replace(cfg, out=str(out))
+    if (out / "config.json").exists():
+        saved, mine = json.loads((out / "config.json").read_text()), json.loads(json.dumps(dataclasses.asdict(cfg)))
+        differ = sorted(k for k in saved.keys() | mine.keys() if saved.get(k) != mine.get(k))
+        if differ:
+            raise ValueError(
+                f"{out} holds a grid with other settings ({', '.join(differ)}); "
+                f"--resume {out} continues it, or give another --out"
+            )
+    else:
+        write_json(out / "config.json", dataclasses.asdict(cfg))
+    return out, cfg
+
+
+def saved_grid(folder: Path) -> Config:
+    """The config of the grid in `folder`: its config.json, or for a grid written before that was
+    kept, results.json's axes and base configuration."""
+    if (folder / "config.json").exists():
+        return config_from_json(Config, json.loads((folder / "config.json").read_text()), out=str(folder))
+    if (folder / "results.json").exists():
+        results = json.loads((folder / "results.json").read_text())
+        as_text = lambda v: "none" if v is None else str(v[0] if isinstance(v, list) else v)  # noqa: E731
+        grid = tuple(f"{name}={','.join(map(as_text, values))}" for name, values in results["grid"])
+        return config_from_json(Config, results["base_config"], grid=grid, out=str(folder))
+    raise FileNotFoundError(f"--resume {folder}: no config.json there; is it the output folder of an ablate grid?")
+
+
+def run(cfg: Config) -> dict:
+    out, cfg = grid_to_run(cfg)
+    axes = cfg.axes()
     base = cfg.base()
     if "lstm_variant" in dict(axes) and base["cells"] == gradient_flow.Config.cells:
         base["cells"] = ("lstm",)  # the variant grid compares LSTMs

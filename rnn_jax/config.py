@@ -14,6 +14,7 @@ import importlib.util
 import json
 import platform
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def from_text(hint, text: str):
     an optional field, a tuple field takes one value, bool takes true/false/1/0/yes/no."""
     if text.strip().lower() == "none" and type(None) in typing.get_args(hint):
         return None
-    kind = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if typing.get_origin(kind) is tuple:
         return (text,)
     if kind is bool:

@@ -2,6 +2,7 @@
 the synthetic tasks and the text loader it uses."""
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -237,6 +238,12 @@ def test_ablation_grid(tmp_path):
     assert (out / "ablation.png").stat().st_size > 10_000
     run = json.loads((out / "lstm_variant=FGR,clip_norm=1.0" / "results.json").read_text())
     assert run["config"]["lstm_variant"] == "FGR" and run["config"]["clip_norm"] == 1.0
+    before = json.loads((out / "results.json").read_text())["rows"]
+    ablate.main(["--resume", str(out)])  # the same grid, its finished points reused: nothing new
+    assert json.loads((out / "results.json").read_text())["rows"] == before
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(
+        f"lstm_variant={v},clip_norm={c}" for v in ("CIFG", "FGR") for c in ("None", "1.0")
+    )
 
 
 @pytest.mark.parametrize(
@@ -285,8 +292,31 @@ def test_a_quick_grid_is_replaced_by_the_grid_given_and_resume_names_the_grid_fo
     assert [p["lstm_variant"] for p in parse(ablate.Config, ["--quick"]).points()] == ["standard", "NFG"]
     given = parse(ablate.Config, ["--quick", "--grid", "seq_len=10,20"])
     assert given.points() == [{"seq_len": 10}, {"seq_len": 20}]
-    resumed = parse(ablate.Config, ["--resume", str(tmp_path)])
-    assert resumed.out == str(tmp_path) and resumed.resume is None
+    started = parse(
+        ablate.Config, ["--task", "copy", "--grid", "seq_len=10,20", "--seeds", "2", "--out", str(tmp_path)]
+    )
+    assert ablate.grid_to_run(started) == (tmp_path, started)  # a new grid: its config.json written
+    out, resumed = ablate.grid_to_run(parse(ablate.Config, ["--resume", str(tmp_path)]))
+    assert out == tmp_path and resumed == started and resumed.points() == [{"seq_len": 10}, {"seq_len": 20}]
+    assert ablate.grid_to_run(started)[1] == started  # the same command again continues it
+    with pytest.raises(ValueError, match=r"other settings \(seeds\); --resume"):
+        ablate.grid_to_run(dataclasses.replace(started, seeds=3))
+    with pytest.raises(ValueError, match="--steps would change it"):
+        ablate.grid_to_run(parse(ablate.Config, ["--resume", str(tmp_path), "--steps", "5"]))
+    with pytest.raises(FileNotFoundError, match="is it the output folder of an ablate grid"):
+        ablate.grid_to_run(parse(ablate.Config, ["--resume", str(tmp_path / "nothing")]))
+
+
+def test_a_grid_written_before_its_config_was_kept_resumes_from_its_results(tmp_path):
+    """An older grid folder has no config.json: results.json's axes and base config are the grid."""
+    from experiments import ablate
+    from experiments.cli import parse
+
+    started = parse(ablate.Config, ["--cells", "rnn", "--grid", "clip_norm=none,1.0", "--grid", "cells=rnn,gru"])
+    base = {k: v for k, v in dataclasses.asdict(started).items() if k not in ("out", "resume", "grid")}
+    (tmp_path / "results.json").write_text(json.dumps({"grid": started.axes(), "base_config": base, "rows": []}))
+    _, resumed = ablate.grid_to_run(parse(ablate.Config, ["--resume", str(tmp_path)]))
+    assert resumed.points() == started.points() and resumed.base() == started.base()
 
 
 @pytest.mark.slow
