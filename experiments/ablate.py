@@ -154,15 +154,21 @@ def grid_to_run(cfg: Config) -> tuple[Path, Config]:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, or a grid's) for the grid's outputs")
     cfg = dataclasses.replace(cfg, out=str(out))
-    if (out / "config.json").exists():
-        saved, mine = json.loads((out / "config.json").read_text()), json.loads(json.dumps(dataclasses.asdict(cfg)))
-        differ = sorted(k for k in saved.keys() | mine.keys() if saved.get(k) != mine.get(k))
+    if (out / "config.json").exists() or (out / "results.json").exists():
+        saved = saved_grid(out)
+        differ = [
+            f.name
+            for f in dataclasses.fields(cfg)
+            if f.name != "grid" and getattr(saved, f.name) != getattr(cfg, f.name)
+        ]
+        if saved.axes() != cfg.axes():  # the axes, not their spelling ("none" or "None")
+            differ.append("grid")
         if differ:
             raise ValueError(
                 f"{out} holds a grid with other settings ({', '.join(differ)}); "
                 f"--resume {out} continues it, or give another --out"
             )
-    else:
+    if not (out / "config.json").exists():
         write_json(out / "config.json", dataclasses.asdict(cfg))
     return out, cfg
 

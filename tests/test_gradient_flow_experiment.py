@@ -317,6 +317,11 @@ def test_a_grid_written_before_its_config_was_kept_resumes_from_its_results(tmp_
     (tmp_path / "results.json").write_text(json.dumps({"grid": started.axes(), "base_config": base, "rows": []}))
     _, resumed = ablate.grid_to_run(parse(ablate.Config, ["--resume", str(tmp_path)]))
     assert resumed.points() == started.points() and resumed.base() == started.base()
+    # the same command into that folder continues the grid (its config.json now written) ...
+    assert ablate.grid_to_run(dataclasses.replace(started, out=str(tmp_path)))[1].points() == started.points()
+    assert (tmp_path / "config.json").exists()
+    with pytest.raises(ValueError, match=r"other settings \(grid\)"):  # ... another grid does not
+        ablate.grid_to_run(dataclasses.replace(started, out=str(tmp_path), grid=("clip_norm=none,2.0",)))
 
 
 @pytest.mark.slow
