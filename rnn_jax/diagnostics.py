@@ -98,7 +98,8 @@ def lyapunov_vectors(
 ):
     """The QR method along each sequence of xs (batch, time, input): (local exponents ln|R_ii|
     at every step, (batch, time, k); the K leading Lyapunov (Gram-Schmidt) vectors at the last
-    step, orthonormal columns of (batch, carry size, k); per-step gate statistics). The
+    step, orthonormal columns of (batch, carry size, k); the gate statistics, (batch, time) per
+    step, and the keep gate's time constants over the whole trajectory). The
     exponents are the time averages of the local ones after a transient (`layer_dynamics`)."""
     batch = xs.shape[0]
     hidden = cell.sizes(params)[1]
@@ -122,35 +123,38 @@ def lyapunov_vectors(
             if k:
                 q, r = jnp.linalg.qr(jax.vmap(jvp, in_axes=1, out_axes=1)(q))
                 growth = jnp.log(jnp.maximum(jnp.abs(jnp.diagonal(r)), jnp.finfo(r.dtype).tiny))
-            return (new_flat, q), (growth, gate_statistics(cell, cell.gate_values(params, carry, xw_t)))
+            gates = cell.gate_values(params, carry, xw_t)
+            return (new_flat, q), (growth, gate_statistics(gates), cell.keep_gate(gates))
 
-        (_, q), (local, stats) = jax.lax.scan(step, (ravel_pytree(carry)[0], frame), xws)
-        return local, q, stats
+        (_, q), (local, stats, keep) = jax.lax.scan(step, (ravel_pytree(carry)[0], frame), xws)
+        return local, q, stats, keep
 
-    return jax.vmap(sequence)(xs, initial_carry)
+    local, vectors, stats, keep = jax.vmap(sequence)(xs, initial_carry)
+    if keep is not None:  # (batch, time, hidden): the units' time constants are of the whole trajectory
+        stats.update(time_constants(keep))
+    return local, vectors, stats
 
 
-def gate_statistics(cell: Cell, gates: dict[str, Array]) -> dict:
-    """Means over units of one step's gates: value, fractions below / above the saturation
-    thresholds, and the keep gate's time constant -1 / ln(keep)."""
-    stats = {
+def gate_statistics(gates: dict[str, Array]) -> dict:
+    """Means over units of one step's gates: value and fractions below / above the saturation
+    thresholds (equal counts at every step: their mean over steps is the mean over the trajectory)."""
+    return {
         "gates": {
             name: {"mean": jnp.mean(g), "low": jnp.mean(g < SATURATION), "high": jnp.mean(g > 1 - SATURATION)}
             for name, g in gates.items()
         }
     }
-    keep = cell.keep_gate(gates)
-    if keep is not None:
-        stats.update(time_constants(keep))
-    return stats
 
 
 def time_constants(keep: Array) -> dict:
-    """The keep gate's time constants at one step, keep (batch, hidden): ``time_constant``, the mean
-    over units and sequences of -1 / ln(keep) (heavy-tailed: one saturated float32 gate gives
-    ~1e6); ``time_constant_of_mean_keep``, -1 / ln(mean keep); and the distribution over units of
-    each unit's -1 / ln(its batch-mean keep): ``time_constant_median``, ``_p90``, ``_max`` (the few
-    slow units that carry a long memory)."""
+    """The keep gate's time constants over a trajectory, keep (..., hidden) (e.g. (batch, time,
+    hidden)): ``time_constant``, the mean over every unit, sequence and step of -1 / ln(keep)
+    (heavy-tailed: one saturated float32 gate gives ~1e6); ``time_constant_of_mean_keep``,
+    -1 / ln(the mean keep over everything); and the distribution over units of each unit's
+    -1 / ln(its keep averaged over all the leading axes): ``time_constant_median``, ``_p90``,
+    ``_max`` (the few slow units that carry a long memory). One quantile over units of
+    per-unit averages, not an average of per-step quantiles: with input-dependent gates the two
+    differ by orders of magnitude."""
     tau = lambda k: -1.0 / jnp.log(jnp.clip(k, KEEP_CLIP, 1 - KEEP_CLIP))  # noqa: E731
     by_unit = tau(jnp.mean(keep.reshape(-1, keep.shape[-1]), axis=0))
     return {

@@ -269,6 +269,61 @@ def test_time_constants_by_definition():
     assert found["time_constant_median"] < 100 < found["time_constant"]  # the mean is the saturated unit's
 
 
+def reference_time_constants(keep):
+    """The definition in NumPy, float64: each unit's keep gate averaged over the batch and the
+    steps, -1 / ln of it, quantiles over units; the mean of -1/ln(keep) over everything."""
+    from rnn_jax.diagnostics import KEEP_CLIP
+
+    tau = lambda k: -1.0 / np.log(np.clip(k, KEEP_CLIP, 1 - KEEP_CLIP))  # noqa: E731
+    by_unit = tau(keep.reshape(-1, keep.shape[-1]).mean(axis=0))
+    return {
+        "time_constant": tau(keep).mean(),
+        "time_constant_of_mean_keep": tau(keep.mean()),
+        "time_constant_median": np.median(by_unit),
+        "time_constant_p90": np.quantile(by_unit, 0.9),
+        "time_constant_max": by_unit.max(),
+    }
+
+
+@pytest.mark.parametrize("name", ["lstm", "mingru"])
+def test_time_constants_are_of_the_whole_trajectory(name):
+    """Gates that move with the input (large input weights, inputs of changing scale): the
+    LSTM's forget gate and the minGRU's 1 - z run step by step in NumPy (`tests/reference.py`),
+    the time constants computed from the whole (batch, time, hidden) trajectory of keep gates
+    by the definition; `layer_dynamics` agrees in float64, and an average of per-step quantiles would not."""
+    from tests import reference
+
+    hidden, length = 8, 60
+    cell = make_cell(name)
+    params = cell.init(jax.random.key(3), INPUT, hidden)
+    params["W_xh"] = 3.0 * params["W_xh"]
+    scale = jnp.where(jnp.arange(length) % 20 < 10, 0.2, 2.0)[None, :, None]  # calm, then loud
+    xs = scale * jax.random.normal(jax.random.key(4), (4, length, INPUT))
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    x = np.asarray(xs, np.float64)
+    h = np.zeros((4, hidden))
+    carry = (h, h) if name == "lstm" else h
+    keeps = []
+    for t in range(length):
+        if name == "lstm":
+            w_x, w_h, b = reference.gate(p, "f", 1, hidden)
+            keeps.append(reference.sigmoid(x[:, t] @ w_x + carry[1] @ w_h + b))
+            carry, _ = reference.lstm_step(p, carry, x[:, t])
+        else:
+            keeps.append(1.0 - reference.sigmoid(x[:, t] @ p["W_xh"][:, :hidden] + p["b"][:hidden]))
+            carry, _ = reference.mingru_step(p, carry, x[:, t])
+    keep = np.stack(keeps, axis=1)  # (batch, time, hidden)
+    assert keep.std(axis=1).mean() > 0.05  # the gates do move with the input
+    expected = reference_time_constants(keep)
+    with jax.enable_x64(True):  # float64: near-saturated gates make -1/ln(keep) ill-conditioned in float32
+        p64, x64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (params, xs))
+        found = jax.jit(lambda p, x: layer_dynamics(cell, p, x))(p64, x64)
+        for key, value in expected.items():
+            np.testing.assert_allclose(float(found[key]), value, rtol=1e-10, err_msg=key)
+    per_step = [reference_time_constants(keep[:, t : t + 1]) for t in range(length)]  # the old, wrong way
+    assert abs(np.mean([r["time_constant_max"] for r in per_step]) / expected["time_constant_max"] - 1) > 0.05
+
+
 def test_flow_regularizer_in_the_authors_form_equals_their_code_in_numpy():
     """The authors' form (pascanur/trainingRNNs): Omega and its W_hh gradient for a tanh RNN in
     float64 against `reference.pascanu_omega_authors`, their computation written out; no other
