@@ -116,3 +116,13 @@ def test_the_printed_table_gives_each_decay_rate_with_its_interval():
     table = summaries.cells_table(SimpleNamespace(task="adding", seq_len=5, hidden=4, steps=10, seeds=3), results)
     low, high = statistics.t_interval(trained)
     assert f"-0.0100±{(high - low) / 2:.4f}" in table and "-0.0900±" in table
+
+
+def test_constant_samples_give_welch_t_and_its_p_value_that_agree():
+    """Two samples without variance: means that differ give t = +-inf and p 0 (the limit), equal
+    ones t and p NaN (0 / 0); the permutation test answers both (2/20 = 0.1 for 3 against 3)."""
+    differ = statistics.compare([1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
+    assert differ["welch_t"] == -math.inf and differ["p_welch"] == 0.0
+    assert differ["p_permutation"] == pytest.approx(0.1)
+    same = statistics.compare([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    assert math.isnan(same["welch_t"]) and math.isnan(same["p_welch"]) and same["p_permutation"] == 1.0
