@@ -118,7 +118,8 @@ COLUMNS = (
     ("decay/step trained [95% CI]", _with_interval("decay_rate_trained", "+.4f")),
     ("diverged", lambda r: f"{r['diverged']}/{r['seeds']}"),
 )
-ACCURACY = ("test accuracy [95% CI]", _with_interval("final_eval_accuracy", ".3f"))  # classification tasks
+ACCURACY = ("final eval accuracy [95% CI]", _with_interval("final_eval_accuracy", ".3f"))  # classification tasks
+TEST = ("test accuracy at best validation [95% CI]", _with_interval("test_accuracy", ".3f"))  # tasks with test rows
 
 
 def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str) -> None:
@@ -127,7 +128,11 @@ def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str)
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
-    columns = COLUMNS + ((ACCURACY,) if any("final_eval_accuracy" in r for r in rows) else ())
+    columns = COLUMNS + tuple(
+        column
+        for column, key in ((ACCURACY, "final_eval_accuracy"), (TEST, "test_accuracy"))
+        if any(key in r for r in rows)
+    )
     headers = [*grid_keys, *(header.format(metric=metric) for header, _ in columns)]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:

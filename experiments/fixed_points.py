@@ -85,7 +85,7 @@ class Config(gradient_flow.Config):
 def held_out_inputs(cfg: Config, task) -> jax.Array:
     """A batch of the task's inputs from neither the training nor the evaluation stream."""
     key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
-    return task.batch(key, *(task.data if task.eval_data is None else task.eval_data))["inputs"]
+    return task.first_seed_batch(key)["inputs"]
 
 
 def task_experiment_network(run_dir: Path) -> tuple[str, str, nnx.Module, jax.Array]:

@@ -37,7 +37,7 @@ from rnn_jax.history import History
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
-from rnn_jax.tasks import TASKS, Task, held_out_batches, make_task, stacked_batch
+from rnn_jax.tasks import TASKS, Task, held_out_batches, make_task, test_batches
 
 
 @dataclasses.dataclass
@@ -109,8 +109,9 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
         lambda seed: cfg.sequence_model(cell_name, seed, **task.model_io),
         TrainingData(
             task.loss_fn,
-            lambda step: stacked_batch(task.batch, data_keys, step, task.data),
+            lambda step: task.training_batch(data_keys, step),
             held_out_batches(task, eval_keys, batch=cfg.batch, draws=cfg.eval_batches),
+            test_batches=test_batches(task, seeds=len(seeds), batch=cfg.batch),
         ),
         seeds=seeds,
         name=cell_name,

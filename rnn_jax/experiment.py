@@ -12,6 +12,7 @@ turns that into a message.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -55,7 +56,9 @@ class TrainingData:
     normalisation: what prediction needs besides the config) is saved with every checkpoint; on
     resume it must match what the data gives. `tokens_per_step`: to log throughput. `stateful`:
     truncated BPTT over `cfg.batch` parallel streams (see `make_train_step`); the validation
-    batches are then consecutive windows of streams too, the state carried across."""
+    batches are then consecutive windows of streams too, the state carried across.
+    `test_batches`: scored at every evaluation beside the validation ones (``test_loss``,
+    ``test_accuracy``, ...), never used to choose the best checkpoint."""
 
     loss_fn: LossFn
     get_batch: Callable[[int], dict]
@@ -63,6 +66,7 @@ class TrainingData:
     extra: dict = dataclasses.field(default_factory=dict)
     tokens_per_step: int | None = None
     stateful: bool = False
+    test_batches: Iterable[dict] = ()
 
 
 def fit(
@@ -118,12 +122,7 @@ def _train(cfg, out: Path, name: str, graphdef, state, data: TrainingData, optio
             flow_step=flow_step,
             get_batch=data.get_batch,
             parallel=parallel,
-            evaluate=evaluate_batches(
-                make_eval_step(graphdef, data.loss_fn, seeds=options.seeds),
-                map(parallel.replicate, data.eval_batches),
-                carry_over=data.stateful,
-                rows_axis=1 if options.seeds else 0,
-            ),
+            evaluate=_evaluation(graphdef, data, options.seeds, parallel),
             loop=cfg.loop_config(data.tokens_per_step),
             checkpoints=checkpoints,
             checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **data.extra, "history": h.to_json()},
@@ -133,6 +132,18 @@ def _train(cfg, out: Path, name: str, graphdef, state, data: TrainingData, optio
         )
     wall = time.time() - started
     return Fitted(graphdef, state, _best_params(checkpoints, state), history, wall)
+
+
+def _evaluation(graphdef, data: TrainingData, seeds: bool, parallel: DataParallel):
+    """`evaluate(params)`: the validation metrics, and the test ones prefixed ``test_`` if any."""
+    step = make_eval_step(graphdef, data.loss_fn, seeds=seeds)
+    on = functools.partial(evaluate_batches, step, carry_over=data.stateful, rows_axis=1 if seeds else 0)
+    validation = on(map(parallel.replicate, data.eval_batches))
+    test_batches = list(data.test_batches)
+    if not test_batches:
+        return validation
+    test = on(map(parallel.replicate, test_batches))
+    return lambda params: {**validation(params), **{f"test_{k}": v for k, v in test(params).items()}}
 
 
 def _best_params(checkpoints: Checkpoints, state: TrainState) -> nnx.State:

@@ -44,11 +44,33 @@ def summarise_cells(cfg, histories: dict[str, dict[int, History]], *, solved_bel
                 if any(h.eval and "accuracy" in h.eval[-1] for h in by_seed.values())
                 else {}
             ),
+            **test_summary(list(by_seed.values()), best_by=getattr(cfg, "best_by", "loss")),
             "status": {str(seed): h.status for seed, h in by_seed.items()},
             **summarise_dynamics(cfg, [{s: h.flow[s].get("dynamics", {}) for s in steps} for h in by_seed.values()]),
             "seeds": {str(seed): h.to_json() for seed, h in by_seed.items()},
         }
     return cells
+
+
+def test_summary(histories: list[History], *, best_by: str = "loss") -> dict:
+    """For runs scored on test rows beside the validation ones: ``test_at_best_validation``, each
+    seed's test metrics at its own evaluation with the best validation `best_by` (lowest loss,
+    highest accuracy: the model a researcher would choose without seeing the test), with the
+    step chosen; and ``final_test``, at the last evaluation. Seed summaries per metric."""
+    if not histories or not all(h.eval and "test_loss" in h.eval[-1] for h in histories):
+        return {}
+    sign = -1.0 if best_by == "accuracy" else 1.0
+    chosen = [min(h.eval, key=lambda r: sign * r.get(best_by, np.nan)) for h in histories]
+    names = [k[len("test_") :] for k in histories[0].eval[-1] if k.startswith("test_")]
+    at = lambda records: {n: seed_summary([r[f"test_{n}"] for r in records]) for n in names}  # noqa: E731
+    return {
+        "test_at_best_validation": {
+            **at(chosen),
+            "chosen_by": f"validation {best_by}",
+            "step": [r["step"] for r in chosen],
+        },
+        "final_test": at([h.eval[-1] for h in histories]),
+    }
 
 
 def summarise_dynamics(cfg, by_seed: list[dict[int, dict]]) -> dict:
@@ -185,9 +207,16 @@ def cells_table(cfg, results: dict) -> str:
             line += f", accuracy {accuracy['mean']:.4f}"
             if cfg.seeds > 1:
                 line += " [{:.3f}, {:.3f}]".format(*accuracy["interval"])
+        if "test_at_best_validation" in record:
+            test = record["test_at_best_validation"].get("accuracy") or record["test_at_best_validation"]["loss"]
+            line += f"; test {test['mean']:.4f}" + (
+                " [{:.3f}, {:.3f}]".format(*test["interval"]) if cfg.seeds > 1 else ""
+            )
         status = ",".join(sorted(set(record["status"].values())))
         lines.append(f"{cell:<8} {rate('0'):>16} {rate(last):>16} {lead('0'):>9} {lead(last):>8}  {line}  [{status}]")
     lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}; solved: below {task.get('solved_below', 0):.4g}")
+    if any("test_at_best_validation" in r for r in results["cells"].values()):
+        lines.append(f"[final eval: the validation data; test: at each seed's best validation {cfg.best_by}]")
     if cfg.seeds > 1:
         lines.append(
             "[intervals: 95% t-interval of the seed mean (decay: mean ± its half-width); "
@@ -222,7 +251,8 @@ def _stat_columns(name: str, summary: dict | None) -> dict:
 def grid_rows(points: list[tuple[dict, dict]]) -> list[dict]:
     """The rows of an ablation grid (`experiments.ablate`), `points` its (grid point, results)
     pairs: one row per (grid point, cell): final loss, decay rates and, for a classification task,
-    test accuracy (mean, std, 95% t-interval over seeds), the seeds that solved the task (with the exact binomial interval), and the final
+    the final evaluation's accuracy (mean, std, 95% t-interval over seeds), and where the task has
+    test rows, the test metrics at each seed's best validation (``test_loss``, ``test_accuracy``), the seeds that solved the task (with the exact binomial interval), and the final
     loss against the first grid point's for the same cell (Welch's t-test and a permutation test:
     `rnn_jax.statistics.compare`)."""
     rows = []
@@ -252,6 +282,12 @@ def grid_rows(points: list[tuple[dict, dict]]) -> list[dict]:
                         if "final_eval_accuracy" in record
                         else {}
                     ),
+                    **{
+                        k: v
+                        for metric, summary in record.get("test_at_best_validation", {}).items()
+                        if isinstance(summary, dict)
+                        for k, v in _stat_columns(f"test_{metric}", summary).items()
+                    },
                     "diverged": statuses.count("diverged"),
                     "seeds": len(statuses),
                     "baseline": results["task"]["baseline"],

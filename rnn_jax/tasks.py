@@ -21,8 +21,9 @@ Built in:
     mqar                           multi-query associative recall (Arora et al. 2023): 4 key-value
                                    pairs, each asked again later
     mnist_pixels, mnist_permuted,  sequential MNIST (Le et al. 2015): a digit pixel by pixel (T = 784;
-    mnist_rows                     permuted: one fixed order per seed) or row by row (T = 28),
-                                   classified from the final state; evaluated on a fixed test set
+    mnist_rows                     permuted: each seed its own order) or row by row (T = 28),
+                                   classified from the final state; chosen on validation digits
+                                   held out of the training ones, scored on a fixed test set
     forecast                       the next change of a time series (`rnn_jax.forecasting`; --data a
                                    built-in series, default airline), windows of --seq-len steps,
                                    evaluated on the one-step forecasts of the validation points
@@ -30,7 +31,8 @@ Built in:
 Every batch is a pure function of a PRNG key (and the task's arrays), so a run's data stream
 is `batch(fold_in(key, step))`: reproducible and resumable at any step. Real-data tasks draw
 their rows at random (with replacement) from the training split, and their held-out batches
-from the validation split. (translate and caption are encoder-decoder models and tabular has no
+from the validation split (the one a best model is chosen on); their test split, where they
+have one, is scored beside it and chooses nothing. (translate and caption are encoder-decoder models and tabular has no
 time axis: they stay experiments of their own.)
 """
 
@@ -77,10 +79,22 @@ def batches(fn: Callable, **options) -> Batches:
     return Batches(fn, tuple(sorted(options.items())))
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def stacked_batch(batch: Batches, keys, index, data=(), view: Batches | None = None, view_data=()):
+    """Batch `index` of every seed's stream (`keys`: one per seed; `index` traced: no retrace per
+    step), each seen through `view(batch, *its row of view_data)` if given (`Task.view`)."""
+
+    def one(key, *seed_view):
+        drawn = batch(key, *data)
+        return drawn if view is None else view(drawn, *seed_view)
+
+    return jax.vmap(one)(jax.vmap(jax.random.fold_in, (0, None))(keys, index), *view_data)
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def stacked_batch(batch: Batches, keys, index, data=()):
-    """Batch `index` of every seed's stream (`keys`: one per seed; `index` traced: no retrace per step)."""
-    return jax.vmap(lambda key: batch(key, *data))(jax.vmap(jax.random.fold_in, (0, None))(keys, index))
+def _viewed(view: Batches, rows: dict, view_data):
+    """The same rows as every seed sees them: a leading seed axis, one row of `view_data` each."""
+    return jax.vmap(lambda *seed_view: view(rows, *seed_view))(*view_data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +106,11 @@ class Task:
     readout). `loss_fn` (`rnn_jax.losses`) also names the metrics it returns (accuracy);
     `metric` names the loss and `baseline` is what a memoryless model scores. `vocab`: the
     tokens, for reading predictions; `info`: what results.json records about the data.
-    `solved_below`: a final loss below it solves the task (default a tenth of the baseline)."""
+    `solved_below`: a final loss below it solves the task (default a tenth of the baseline).
+    `test_data`: test rows (in order), scored beside the held-out (validation) ones and never
+    used to choose a model. `view`: a `Batches` applied to every batch of seed i of the run with
+    the i-th rows of `view_data` (arrays with a leading axis, one row per seed: cfg.seed,
+    cfg.seed + 1, ...), e.g. each seed's own pixel order (mnist_permuted)."""
 
     batch: Batches
     loss_fn: LossFn
@@ -105,10 +123,28 @@ class Task:
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     solved_below: float | None = None
     eval_in_order: bool = False  # evaluate on every held-out row, in chunks (rows held in memory), not on draws
+    test_data: tuple | None = None
+    view: Batches | None = None
+    view_data: tuple = ()
 
     @property
     def solved_threshold(self) -> float:
         return 0.1 * self.baseline if self.solved_below is None else self.solved_below
+
+    def check_seeds(self, seeds: int) -> None:
+        """A task with per-seed views serves exactly the seeds it was built for."""
+        if self.view_data and len(self.view_data[0]) != seeds:
+            raise ValueError(f"the task was built for {len(self.view_data[0])} seed(s), the run trains {seeds}")
+
+    def training_batch(self, keys, step) -> dict:
+        """Batch `step` of every seed's training stream (`keys`: one per seed), with a leading seed axis."""
+        return stacked_batch(self.batch, keys, step, self.data, self.view, self.view_data)
+
+    def first_seed_batch(self, key) -> dict:
+        """A batch drawn from the held-out data (the training data where there is none) as the
+        run's first seed sees it."""
+        drawn = self.batch(key, *(self.data if self.eval_data is None else self.eval_data))
+        return drawn if self.view is None else self.view(drawn, *(d[0] for d in self.view_data))
 
     def decode(self, ids) -> str | list[str]:
         """Token ids as text (characters joined; words as a list)."""
@@ -224,11 +260,23 @@ def held_out_batches(task: Task, keys, *, batch: int, draws: int) -> list[dict]:
     """The evaluation batches of every seed (`keys`: one per seed), with a leading seed axis: every
     held-out row in chunks of `batch` for tasks that hold their rows (`Task.eval_in_order`), else
     `draws` batches drawn from the held-out data."""
+    task.check_seeds(len(keys))
     if not task.eval_in_order:
         data = task.data if task.eval_data is None else task.eval_data
-        return [stacked_batch(task.batch, keys, i, data) for i in range(draws)]
-    seeds = len(keys)
-    return [jax.tree.map(lambda a: jnp.broadcast_to(a, (seeds, *a.shape)), c) for c in chunks(task.eval_data[0], batch)]
+        return [stacked_batch(task.batch, keys, i, data, task.view, task.view_data) for i in range(draws)]
+    return in_order_batches(task, task.eval_data[0], seeds=len(keys), batch=batch)
+
+
+def in_order_batches(task: Task, rows: dict, *, seeds: int, batch: int) -> list[dict]:
+    """Every row of `rows` in chunks of `batch`, with a leading axis of `seeds` (each seed's view)."""
+    if task.view is not None:
+        return [_viewed(task.view, c, task.view_data) for c in chunks(rows, batch)]
+    return [jax.tree.map(lambda a: jnp.broadcast_to(a, (seeds, *a.shape)), c) for c in chunks(rows, batch)]
+
+
+def test_batches(task: Task, *, seeds: int, batch: int) -> list[dict]:
+    """The test rows (`Task.test_data`) in chunks, as every seed sees them; none without them."""
+    return [] if task.test_data is None else in_order_batches(task, task.test_data[0], seeds=seeds, batch=batch)
 
 
 def random_rows(key: jax.Array, arrays: dict, batch: int) -> dict:
@@ -246,15 +294,19 @@ def label_entropy(counts) -> float:
 
 def _rows_task(splits: dict[str, dict], batch: int, data: str, **fields) -> Task:
     """A task over rows held in memory: training batches drawn from `splits["train"]`, the
-    evaluation on every row of `splits["validation"]`."""
+    evaluation (and the choice of the best model) on every row of `splits["validation"]`, and
+    every row of `splits["test"]`, if there is one, scored beside it."""
     if len(next(iter(splits["validation"].values()))) == 0:
         raise ValueError(f"--data {data}: the validation split is empty")
-    train, validation = ({k: jnp.asarray(v) for k, v in splits[s].items()} for s in ("train", "validation"))
+    held = {
+        s: {k: jnp.asarray(v) for k, v in splits[s].items()} for s in ("train", "validation", "test") if s in splits
+    }
     examples = {s: len(next(iter(arrays.values()))) for s, arrays in splits.items()}
     return Task(
         batch=batches(random_rows, batch=batch),
-        data=(train,),
-        eval_data=(validation,),
+        data=(held["train"],),
+        eval_data=(held["validation"],),
+        test_data=(held["test"],) if "test" in held else None,
         eval_in_order=True,
         **{**fields, "info": {"data": data, "examples": examples, **fields.get("info", {})}},
     )
@@ -340,49 +392,66 @@ def tagging(cfg) -> Task:
 
 
 MNIST_TEST = 1000  # of a source without splits (the 5,000 digits): a fixed shuffle, whatever the run's seed
+MNIST_VALIDATION = 8  # one training digit in 8 is held out to choose models on (500 of 4,000; 7,500 of 60,000)
 
 
 def mnist_splits(data: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{train, test: (pixels (n, 784) in [0, 1], labels)}. A source without splits (the 5,000
-    digits of $RNN_JAX_DATA/mnist) is shuffled once with seed 0 and cut into a fixed test set of
-    `MNIST_TEST` digits and the rest for training; full MNIST keeps its own 60,000 / 10,000."""
+    """{train, validation, test: (pixels (n, 784) in [0, 1], labels)}. A source without splits
+    (the 5,000 digits of $RNN_JAX_DATA/mnist) is shuffled once with seed 0 and cut into a fixed
+    test set of `MNIST_TEST` digits and the rest; full MNIST keeps its own 60,000 / 10,000. Then
+    one training digit in `MNIST_VALIDATION` (a fixed shuffle, seed 1) is the validation split,
+    the one models are chosen on: the test digits are only ever reported."""
     loaded = corpora.read(data or "mnist", lambda source: loaders.load_mnist(source.location, on_hub=source.on_hub))
     if "all" in loaded:
         pixels, labels = loaded["all"]
         order = np.random.default_rng(0).permutation(len(labels))
         loaded = {"test": (pixels[order[:MNIST_TEST]], labels[order[:MNIST_TEST]])}
         loaded["train"] = (pixels[order[MNIST_TEST:]], labels[order[MNIST_TEST:]])
+    pixels, labels = loaded["train"]
+    order = np.random.default_rng(1).permutation(len(labels))
+    held = len(labels) // MNIST_VALIDATION
+    loaded["validation"] = (pixels[order[:held]], labels[order[:held]])
+    loaded["train"] = (pixels[order[held:]], labels[order[held:]])
     return {split: (x.astype(np.float32) / 255.0, y) for split, (x, y) in loaded.items()}
 
 
+def permuted_inputs(batch: dict, permutation) -> dict:
+    """A batch of pixel sequences (batch, 784, 1) in the order `permutation` (784,)."""
+    return {**batch, "inputs": batch["inputs"][:, permutation]}
+
+
 def _mnist(cfg, layout: str) -> Task:
-    """Sequential MNIST: each digit's pixels one per step ("pixels", T = 784; "permuted": in one
-    fixed random order per --seed, recorded) or one row of 28 per step ("rows", T = 28),
-    classified from the final state. Evaluated on every digit of the fixed test set (no model is
-    chosen by it: gradient_flow reports the last evaluation)."""
+    """Sequential MNIST: each digit's pixels one per step ("pixels", T = 784; "permuted": in a
+    random order of each seed's own, `default_rng(seed).permutation(784)` for the seeds
+    cfg.seed .. cfg.seed + cfg.seeds - 1, recorded) or one row of 28 per step ("rows", T = 28),
+    classified from the final state. Models are chosen on the validation digits; the test
+    digits are scored beside them (`Task.test_data`)."""
     splits = mnist_splits(cfg.data)
-    permutation = np.random.default_rng(cfg.seed).permutation(784) if layout == "permuted" else None
-
-    def sequences(x):
-        if layout == "rows":
-            return x.reshape(-1, 28, 28)
-        return (x if permutation is None else x[:, permutation])[..., None]
-
-    arrays = {s: {"inputs": sequences(x), "targets": y} for s, (x, y) in splits.items()}
+    seeds = range(cfg.seed, cfg.seed + getattr(cfg, "seeds", 1))
+    permutations = {seed: np.random.default_rng(seed).permutation(784) for seed in seeds}
+    shape = (-1, 28, 28) if layout == "rows" else (-1, 784, 1)
+    arrays = {s: {"inputs": x.reshape(shape), "targets": y} for s, (x, y) in splits.items()}
     info = {
         "layout": layout,
         "sequence_length": 28 if layout == "rows" else 784,
-        "evaluated_on": f"the test set ({len(splits['test'][1])} digits)",
+        "chosen_on": f"the validation digits ({len(splits['validation'][1])}, held out of the training ones)",
+        "tested_on": f"the test digits ({len(splits['test'][1])})",
     }
+    permuted = layout == "permuted"
     return _rows_task(
-        {"train": arrays["train"], "validation": arrays["test"]},
+        arrays,
         cfg.batch,
         cfg.data or "mnist",
         loss_fn=classification_cross_entropy,
         model_io=dict(input_size=28 if layout == "rows" else 1, output_size=10, readout="final"),
         baseline=float(np.log(10)),
         metric="cross-entropy of the digit (nats)",
-        info={**info, **({"permutation": permutation.tolist()} if permutation is not None else {})},
+        info={**info, **({"permutations": {str(s): p.tolist() for s, p in permutations.items()}} if permuted else {})},
+        **(
+            dict(view=batches(permuted_inputs), view_data=(jnp.asarray(np.stack(list(permutations.values()))),))
+            if permuted
+            else {}
+        ),
     )
 
 
@@ -405,7 +474,7 @@ def forecast(cfg) -> Task:
     splits = forecasting.split(values, holdout=holdout, period=period, window=cfg.seq_len)
     held = splits.validation
     return _rows_task(
-        {"train": splits.train, "validation": held},
+        {"train": splits.train, "validation": held, "test": splits.test},
         cfg.batch,
         series,
         loss_fn=sequence_mse,

@@ -340,6 +340,15 @@ def test_sequential_mnist_runs_with_every_measurement(tmp_path, capsys):
     assert len(accuracy["per_seed"]) == 2 and all(0.0 <= a <= 1.0 for a in accuracy["per_seed"])
     low, high = accuracy["interval"]
     assert low <= accuracy["mean"] <= high and f"accuracy {accuracy['mean']:.4f} [{low:.3f}, {high:.3f}]" in printed
+    # chosen on the validation digits, each seed at its own best evaluation; the test digits reported beside
+    history = {s: lstm["seeds"][s]["eval"] for s in ("0", "1")}
+    chosen = [min(records, key=lambda r: r["loss"]) for records in history.values()]
+    test = lstm["test_at_best_validation"]
+    assert test["accuracy"]["per_seed"] == [r["test_accuracy"] for r in chosen] and test["step"] == [
+        r["step"] for r in chosen
+    ]
+    assert lstm["final_test"]["loss"]["per_seed"] == [records[-1]["test_loss"] for records in history.values()]
+    assert "test " in printed and "test: at each seed's best validation loss" in printed
 
 
 @pytest.mark.slow
@@ -356,5 +365,10 @@ def test_an_ablation_on_mnist_reports_accuracy_with_intervals(tmp_path):
         accuracy = run["cells"]["lstm"]["final_eval_accuracy"]
         assert row["final_eval_accuracy"] == accuracy["mean"]
         assert [row["final_eval_accuracy_low"], row["final_eval_accuracy_high"]] == accuracy["interval"]
+        assert row["test_accuracy"] == run["cells"]["lstm"]["test_at_best_validation"]["accuracy"]["mean"]
     table = (out / "summary.md").read_text()
-    assert "test accuracy [95% CI]" in table and "solved [95% CI]" in table and "decay/step at init [95% CI]" in table
+    assert (
+        "test accuracy at best validation [95% CI]" in table
+        and "solved [95% CI]" in table
+        and "decay/step at init [95% CI]" in table
+    )

@@ -140,24 +140,54 @@ def test_mnist_reads_idx_files_and_a_csv(tmp_path):
 
 
 @needs_data
-def test_sequential_mnist_holds_out_a_fixed_thousand_and_records_its_permutation():
+def test_sequential_mnist_holds_out_fixed_test_and_validation_digits():
+    """1,000 test digits and 500 validation digits (of the 4,000 others) fixed whatever the seed,
+    disjoint from the 3,500 left for training; rows and pixels are the same digits."""
     tasks = {
         name: make_task(name, options(seed=seed, batch=8)) for name, seed in [("mnist_rows", 0), ("mnist_pixels", 1)]
     }
-    first, second = make_task("mnist_permuted", options(seed=0)), make_task("mnist_permuted", options(seed=1))
-    (test_rows,), (test_pixels,) = tasks["mnist_rows"].eval_data, tasks["mnist_pixels"].eval_data
+    (test_rows,), (test_pixels,) = tasks["mnist_rows"].test_data, tasks["mnist_pixels"].test_data
     assert test_rows["inputs"].shape == (1000, 28, 28) and test_pixels["inputs"].shape == (1000, 784, 1)
     np.testing.assert_array_equal(test_rows["targets"], test_pixels["targets"])  # the same digits, whatever the seed
     np.testing.assert_array_equal(
         np.asarray(test_rows["inputs"]).reshape(1000, 784), np.asarray(test_pixels["inputs"])[..., 0]
     )
-    assert len(tasks["mnist_rows"].data[0]["targets"]) == 4000 and tasks["mnist_rows"].eval_in_order
-    p0, p1 = np.array(first.info["permutation"]), np.array(second.info["permutation"])
-    assert sorted(p0) == list(range(784)) and not np.array_equal(p0, p1)
-    np.testing.assert_array_equal(
-        np.asarray(first.eval_data[0]["inputs"])[..., 0], np.asarray(test_pixels["inputs"])[:, p0, 0]
-    )
+    (train,), (validation,) = tasks["mnist_pixels"].data, tasks["mnist_pixels"].eval_data
+    assert len(train["targets"]) == 3500 and len(validation["targets"]) == 500
+    np.testing.assert_array_equal(validation["inputs"], tasks["mnist_rows"].eval_data[0]["inputs"].reshape(500, 784, 1))
+    digits = lambda a: {np.asarray(row).tobytes() for row in np.asarray(a["inputs"]).reshape(len(a["inputs"]), 784)}  # noqa: E731
+    assert not digits(train) & digits(validation) and not digits(validation) & digits(test_pixels)
+    assert not digits(train) & digits(test_pixels) and tasks["mnist_rows"].eval_in_order
     assert np.bincount(np.asarray(test_rows["targets"]), minlength=10).min() > 60  # every class held out
+    assert np.bincount(np.asarray(validation["targets"]), minlength=10).min() > 30
+
+
+@needs_data
+def test_permuted_mnist_gives_each_seed_its_own_order_in_training_validation_and_test():
+    """--seed 3 --seeds 2: seeds 3 and 4 each see the digits in default_rng(seed)'s order, in
+    every training batch, every validation and every test chunk, and results record both;
+    a one-seed run of seed 4 sees the same order as seed 4 of the pair."""
+    from rnn_jax.tasks import held_out_batches, test_batches
+
+    task = make_task("mnist_permuted", options(seed=3, seeds=2, batch=8))
+    order = {s: np.random.default_rng(s).permutation(784) for s in (3, 4)}
+    assert task.info["permutations"] == {str(s): p.tolist() for s, p in order.items()}
+    (train,), (validation,), (test,) = task.data, task.eval_data, task.test_data
+    keys = jax.random.split(jax.random.key(0), 2)
+    drawn = task.training_batch(keys, 5)
+    for i, seed in enumerate((3, 4)):
+        plain = task.batch(jax.random.fold_in(keys[i], 5), train)
+        np.testing.assert_array_equal(drawn["inputs"][i], np.asarray(plain["inputs"])[:, order[seed]])
+        np.testing.assert_array_equal(drawn["targets"][i], plain["targets"])
+    first_validation = held_out_batches(task, keys, batch=8, draws=1)[0]
+    first_test = test_batches(task, seeds=2, batch=8)[0]
+    for i, seed in enumerate((3, 4)):
+        np.testing.assert_array_equal(first_validation["inputs"][i], np.asarray(validation["inputs"])[:8, order[seed]])
+        np.testing.assert_array_equal(first_test["inputs"][i], np.asarray(test["inputs"])[:8, order[seed]])
+    alone = make_task("mnist_permuted", options(seed=4, batch=8))
+    assert alone.info["permutations"] == {"4": order[4].tolist()}
+    with pytest.raises(ValueError, match="built for 2 seed"):
+        held_out_batches(task, keys[:1], batch=8, draws=1)
 
 
 def test_mqar_asks_every_key_once_after_its_pairs():
