@@ -56,6 +56,16 @@ class Config(TrainingOptions):
     right-padded (tagging), steps (flipflop, mqar), window (forecast); MNIST's is fixed (784 pixels, 28 rows)"""
     tokens: int = 16
     """selective_copy: data tokens to find among the T steps and copy"""
+    mqar_pairs: int = 4
+    """mqar: key-value pairs, each asked once (Zoology's default: 8)"""
+    mqar_vocab: int = 64
+    """mqar: vocabulary size V, keys 1..V/2-1 and values V/2..V-1 as Zoology splits it (Zoology's default: 8192)"""
+    mqar_power_a: float = 1.0
+    """mqar: query gaps drawn with probability proportional to gap^(a - 1): 1 uniform; Zoology's default 0.01
+    favours short gaps"""
+    mqar_noise: bool = False
+    """mqar: random tokens at the steps that are not queries, as Zoology's random_non_queries (its default),
+    instead of blanks"""
     seeds: int = 1
     """independent seeds per cell (seed, seed + 1, ...), trained together by one vmapped step: mean +- std in
     the results, each seed's numbers under `seeds`"""

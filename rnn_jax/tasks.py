@@ -18,8 +18,8 @@ Built in:
                                    sentence-polarity corpus), left-padded to --seq-len tokens
     tagging                        many-to-many: the UPOS tag of every word (--data; default UD
                                    English-EWT), right-padded to --seq-len words, padding masked
-    mqar                           multi-query associative recall (Arora et al. 2023): 4 key-value
-                                   pairs, each asked again later
+    mqar                           multi-query associative recall (Arora et al. 2023), Zoology's
+                                   generator: D key-value pairs, each asked again later
     mnist_pixels, mnist_permuted,  sequential MNIST (Le et al. 2015): a digit pixel by pixel (T = 784;
     mnist_rows                     permuted: each seed its own order) or row by row (T = 28),
                                    classified from the final state; chosen on validation digits
@@ -225,14 +225,18 @@ def flipflop(cfg) -> Task:
 
 @register_task("mqar")
 def mqar(cfg) -> Task:
-    """Multi-query associative recall (Arora et al. 2023): 4 key-value pairs, T = --seq-len."""
-    vocab = 2 * synthetic.MQAR_KEYS + 1
+    """Multi-query associative recall (Arora et al. 2023) as Zoology generates it, T = --seq-len;
+    --mqar-pairs, --mqar-vocab, --mqar-power-a and --mqar-noise set Zoology's choices."""
+    options = dict(pairs=cfg.mqar_pairs, vocab=cfg.mqar_vocab, power_a=cfg.mqar_power_a, noise=cfg.mqar_noise)
+    synthetic.check_mqar(cfg.seq_len, options["pairs"], options["vocab"], options["power_a"])
+    baselines = synthetic.mqar_baselines(options["vocab"], options["pairs"])
     return Task(
-        batch=batches(synthetic.mqar_batch, batch=cfg.batch, length=cfg.seq_len, pairs=4),
+        batch=batches(synthetic.mqar_batch, batch=cfg.batch, length=cfg.seq_len, **options),
         loss_fn=sequence_cross_entropy,
-        model_io=dict(vocab_size=vocab, output_size=vocab),
-        baseline=float(np.log(synthetic.MQAR_KEYS)),
+        model_io=dict(vocab_size=cfg.mqar_vocab, output_size=cfg.mqar_vocab),
+        baseline=baselines["no_memory"]["nats"],
         metric="cross-entropy of the recalled values (nats)",
+        info={**options, "baselines": baselines},
     )
 
 

@@ -14,9 +14,13 @@ from rnn_jax.tasks import TASKS, label_entropy, random_rows
 
 from .conftest import needs_data
 
+MQAR_DEFAULTS = {"mqar_pairs": 4, "mqar_vocab": 64, "mqar_power_a": 1.0, "mqar_noise": False}
+
 
 def options(**values):
-    return types.SimpleNamespace(**{"batch": 4, "seq_len": 12, "seed": 0, "data": None, "tokens": 3, **values})
+    return types.SimpleNamespace(
+        **{"batch": 4, "seq_len": 12, "seed": 0, "data": None, "tokens": 3, **MQAR_DEFAULTS, **values}
+    )
 
 
 @pytest.mark.parametrize("name", ["adding", "copy", "selective_copy", "charlm"])
@@ -191,18 +195,55 @@ def test_permuted_mnist_gives_each_seed_its_own_order_in_training_validation_and
 
 
 def test_mqar_asks_every_key_once_after_its_pairs():
-    """Each query's target is the value its key was paired with in the context, every key is
-    asked once, after the context, and only queries are scored."""
-    task = make_task("mqar", options(batch=16, seq_len=32))
+    """Zoology's layout: D distinct keys (1..V/2-1) and D distinct values (V/2..V-1) in the
+    context; key j asked at step 2D + 2 g_j, each key once; the target there its value; only
+    queries scored; blanks elsewhere (or random tokens with noise). Baselines exact."""
+    task = make_task("mqar", options(batch=64, seq_len=32))
     batch = {k: np.asarray(v) for k, v in task.batch(jax.random.key(3)).items()}
+    repeated_values = 0
     for tokens, targets, weights in zip(batch["inputs"], batch["targets"], batch["weights"]):
         pairs = dict(zip(tokens[0:8:2], tokens[1:8:2]))
-        assert len(pairs) == 4 and all(1 <= k <= 32 < v <= 64 for k, v in pairs.items())
+        assert len(pairs) == 4 and all(1 <= k <= 31 and 32 <= v <= 63 for k, v in pairs.items())
+        repeated_values += len(set(pairs.values())) < 4
         asked = np.flatnonzero(weights)
-        assert asked.min() >= 8 and sorted(tokens[asked]) == sorted(pairs)
+        assert asked.min() >= 8 and np.all((asked - 8) % 2 == 0) and sorted(tokens[asked]) == sorted(pairs)
         assert [targets[t] for t in asked] == [pairs[tokens[t]] for t in asked]
         assert np.all(tokens[8:][weights[8:] == 0] == 0)  # blanks between the queries
-    np.testing.assert_allclose(task.baseline, np.log(32))
+    assert repeated_values == 0  # values without replacement, as Zoology draws them
+    assert task.baseline == pytest.approx(np.log(32)) and task.model_io["vocab_size"] == 64
+    assert task.info["baselines"]["values_without_binding"] == {"nats": pytest.approx(np.log(4)), "accuracy": 0.25}
+    noisy = make_task("mqar", options(batch=64, seq_len=32, mqar_noise=True, mqar_vocab=256, mqar_pairs=2))
+    batch = {k: np.asarray(v) for k, v in noisy.batch(jax.random.key(3)).items()}
+    filler = batch["inputs"][:, 4:][batch["weights"][:, 4:] == 0]
+    assert 0 <= filler.min() and filler.max() < 256 and len(np.unique(filler)) > 200  # uniform over the vocabulary
+    with pytest.raises(ValueError, match="MQAR needs"):
+        make_task("mqar", options(seq_len=12, mqar_pairs=4))  # 4 pairs need T >= 16
+
+
+def test_mqar_query_gaps_follow_zoologys_power_law():
+    """The gaps' distribution against Zoology's own draw written in NumPy (np.random.choice of D
+    gaps without replacement, p proportional to i^(a-1), i = 1..space): each key's gap has the
+    same distribution (two samples of 4,000 rows, not told apart by a chi-square test)."""
+    from scipy import stats
+
+    from rnn_jax.data.synthetic import mqar_batch
+
+    rows, length, pairs, a = 4000, 64, 4, 0.01
+    space = (length - 2 * pairs) // 2
+    p = a * np.arange(1, space + 1) ** (a - 1)
+    p = p / p.sum()
+    rng = np.random.default_rng(0)
+    theirs = np.stack([rng.choice(space, size=pairs, replace=False, p=p) for _ in range(rows)])
+    batch = mqar_batch(jax.random.key(0), rows, length, pairs=pairs, power_a=a)
+    tokens, weights = np.asarray(batch["inputs"]), np.asarray(batch["weights"])
+    ours = np.zeros((rows, pairs), int)
+    for r in range(rows):
+        position = {k: t for t, k in enumerate(tokens[r]) if weights[r, t]}  # key -> the step asking it
+        ours[r] = [(position[k] - 2 * pairs) // 2 for k in tokens[r, 0 : 2 * pairs : 2]]
+    for j in range(pairs):  # a chi-square test of the two samples of gap j (a uniform draw gives p ~ 1e-300)
+        counts = np.stack([np.bincount(g[:, j], minlength=space) for g in (ours, theirs)])
+        assert stats.chi2_contingency(counts).pvalue > 1e-3, j
+    assert np.mean(ours[:, 0]) < space / 4  # short gaps favoured
 
 
 @needs_data

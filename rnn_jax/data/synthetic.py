@@ -18,14 +18,15 @@ copy (Arjovsky et al. 2016)
     holds the sign of its last pulse. A memoryless model copies a pulse when there is one and
     otherwise can only say 0: MSE 1 - p, the baseline. The network must store 3 bits: 8 memories.
 
-multi-query associative recall (Arora et al. 2023, Zoology's MQAR, in a small setting of ours)
-    tokens (batch, T): D key-value pairs first (k_1 v_1 ... k_D v_D; keys from 1..32, values from
-    33..64, the keys distinct), then blanks (0) with the D keys asked again, in a random order at
-    random later positions. Target at each query: its key's value; only queries are scored. A
-    model that does not remember the pairs guesses among the 32 values: log(32) nats, the
-    baseline. (Zoology fills the gaps with random tokens and draws query positions from a power
-    law, with vocabularies in the thousands; this generator keeps its structure at a size a CPU
-    trains: T = 64, D = 4.)
+multi-query associative recall (Arora et al. 2023; the generator of Zoology, `mqar_batch`)
+    tokens (batch, T): D key-value pairs first (k_1 v_1 ... k_D v_D), keys and values each drawn
+    without replacement (a vocabulary V split as Zoology does: keys 1..V/2-1, values V/2..V-1),
+    then each key asked once more at an even offset after the context, at gaps drawn from a power
+    law (uniform by default), the other steps blanks (0) or random tokens. Target at each query:
+    its key's value; only queries are scored. Exact baselines (`mqar_baselines`): remembering
+    nothing, ln |values| nats; knowing which D values appeared but not the binding, ln D
+    (accuracy 1/D). Ours by default: V = 64, D = 4, uniform gaps, blanks (a size a CPU trains);
+    Zoology's own defaults are V = 8192, D = 8, power_a = 0.01 and random non-query tokens.
 
 selective copy (in the spirit of Gu & Dao 2023, the Mamba paper, and Feng et al. 2024; not their
     generator, which has marker tokens, a vocabulary of 16 and T = 4096: here one delimiter, then
@@ -94,23 +95,72 @@ def flipflop_batch(key: jax.Array, batch: int, length: int, pulse: float = FLIPF
     return {"inputs": inputs, "targets": jnp.take_along_axis(inputs, last, axis=1)}
 
 
-MQAR_KEYS = 32  # keys 1..32, values 33..64: a vocabulary of 65 with the blank
+MQAR_VOCAB, MQAR_PAIRS = 64, 4  # ours; Zoology's defaults: a vocabulary of 8,192, 8 pairs (basic example: 256, 4)
 
 
-def mqar_batch(key: jax.Array, batch: int, length: int, pairs: int = 4) -> dict[str, jax.Array]:
-    if not 1 <= pairs <= MQAR_KEYS or length < 3 * pairs:
-        raise ValueError(f"MQAR needs 1 <= pairs <= {MQAR_KEYS} and length >= 3 x pairs, got {pairs} pairs, {length}")
-    k_keys, k_values, k_positions, k_order = jax.random.split(key, 4)
-    keys = 1 + jnp.argsort(jax.random.uniform(k_keys, (batch, MQAR_KEYS)), axis=1)[:, :pairs]  # distinct
-    values = 1 + MQAR_KEYS + jax.random.randint(k_values, (batch, pairs), 0, MQAR_KEYS)
-    context = jnp.stack([keys, values], axis=-1).reshape(batch, 2 * pairs)
-    free = length - 2 * pairs  # query positions: D distinct ones after the context
-    positions = 2 * pairs + jnp.sort(jnp.argsort(jax.random.uniform(k_positions, (batch, free)), axis=1)[:, :pairs], 1)
-    order = jnp.argsort(jax.random.uniform(k_order, (batch, pairs)), axis=1)  # which pair each query asks
+def mqar_token_ranges(vocab: int) -> tuple[range, range]:
+    """Zoology's split of a vocabulary V: keys 1 .. V/2 - 1, values V/2 .. V - 1 (0: the blank)."""
+    return range(1, vocab // 2), range(vocab // 2, vocab)
+
+
+def mqar_baselines(vocab: int, pairs: int) -> dict[str, dict[str, float]]:
+    """Exact cross-entropy (nats per answer) and accuracy of two models without the binding: one
+    that remembers nothing (each answer uniform over the values: ln |values|) and one that knows
+    which D values appeared but not which key each belongs to (D distinct values, each query's
+    answer equally likely any of them: ln D, accuracy 1/D)."""
+    values = len(mqar_token_ranges(vocab)[1])
+    return {
+        "no_memory": {"nats": math.log(values), "accuracy": 1.0 / values},
+        "values_without_binding": {"nats": math.log(pairs), "accuracy": 1.0 / pairs},
+    }
+
+
+def check_mqar(length: int, pairs: int, vocab: int, power_a: float) -> None:
+    keys, values = mqar_token_ranges(vocab)
+    if not 1 <= pairs <= min(len(keys), len(values)) or length < 4 * pairs or not power_a > 0:
+        raise ValueError(
+            f"MQAR needs 1 <= pairs <= {min(len(keys), len(values))} (a vocabulary of {vocab}: keys 1..{vocab // 2 - 1}),"
+            f" length >= 4 x pairs and power_a > 0; got {pairs} pairs, length {length}, power_a {power_a}"
+        )
+
+
+def mqar_batch(
+    key: jax.Array,
+    batch: int,
+    length: int,
+    pairs: int = MQAR_PAIRS,
+    vocab: int = MQAR_VOCAB,
+    power_a: float = 1.0,
+    noise: bool = False,
+) -> dict[str, jax.Array]:
+    """Zoology's `multiquery_ar` (HazyResearch/zoology, zoology/data/multiquery_ar.py) as a pure
+    function of a key: D keys and D values each drawn without replacement, the context k_1 v_1 ..
+    k_D v_D, then key j asked at step 2D + 2 g_j, the gaps g_j drawn without replacement from
+    0 .. (T - 2D) / 2 - 1 with probability proportional to (i + 1)^(power_a - 1) (1: uniform;
+    Zoology's 0.01 favours short gaps); the target at a query is its key's value, and only
+    queries are scored. `noise`: every other step holds a random token of the vocabulary (as
+    Zoology's random_non_queries) instead of the blank 0."""
+    check_mqar(length, pairs, vocab, power_a)
+    keys_range, values_range = mqar_token_ranges(vocab)
+    k_keys, k_values, k_gaps, k_noise = jax.random.split(key, 4)
+
+    def distinct(k, options):  # `pairs` of `options` without replacement, per row: the smallest of random keys
+        order = jnp.argsort(jax.random.uniform(k, (batch, len(options))), axis=1)[:, :pairs]
+        return options.start + order
+
+    keys, values = distinct(k_keys, keys_range), distinct(k_values, values_range)
+    space = (length - 2 * pairs) // 2
+    weights = jnp.arange(1, space + 1, dtype=jnp.float32) ** (power_a - 1.0)
+    gaps = jax.vmap(lambda k: jax.random.choice(k, space, (pairs,), replace=False, p=weights / weights.sum()))(
+        jax.random.split(k_gaps, batch)
+    )
+    positions = 2 * pairs + 2 * gaps
     rows = jnp.arange(batch)[:, None]
-    tokens = jnp.zeros((batch, length), keys.dtype).at[:, : 2 * pairs].set(context)
-    tokens = tokens.at[rows, positions].set(jnp.take_along_axis(keys, order, axis=1))
-    targets = jnp.zeros_like(tokens).at[rows, positions].set(jnp.take_along_axis(values, order, axis=1))
+    context = jnp.stack([keys, values], axis=-1).reshape(batch, 2 * pairs)
+    tokens = jnp.zeros((batch, length), keys.dtype).at[:, : 2 * pairs].set(context).at[rows, positions].set(keys)
+    if noise:
+        tokens = jnp.where(tokens == 0, jax.random.randint(k_noise, tokens.shape, 0, vocab, tokens.dtype), tokens)
+    targets = jnp.zeros_like(tokens).at[rows, positions].set(values)
     return {"inputs": tokens, "targets": targets, "weights": (targets > 0).astype(jnp.float32)}
 
 
