@@ -1,49 +1,96 @@
 #!/usr/bin/env bash
-# The GPU check, on a CUDA machine whose jax (CUDA build) and flax are already installed, from
-# the repository root:
+# The GPU check: on a CUDA machine whose jax (CUDA build), flax and optax are installed, from the
+# repository root, in under 5 minutes:
 #
-#     bash benchmarks/gpu_check.sh [OUT_DIR]        # default OUT_DIR: gpu_check/
+#     bash benchmarks/gpu_check.sh [OUT_DIR]                 # default OUT_DIR: gpu_check/
+#     WHEELS=.whl bash benchmarks/gpu_check.sh [OUT_DIR]     # a host without network: its wheels
 #
-# It never changes the installed jax, jaxlib or flax (a pinned older flax does not import
-# against a newer jax): it installs the project's other requirements with those versions held
-# (a pip constraints file), and torch for the comparison if it is missing. Then:
-# 1. the device-independent tests (NumPy references, gradients, fused backward = autodiff,
-#    masks, remat, the loop's resume/NaN handling) and the cuDNN LSTM against the scan, on the
-#    GPU, float32 matmuls at full precision (GPUs default to TF32 for float32 matmuls, which
-#    misses the 1e-5 tolerances);
-# 2. the train-step throughput table against PyTorch's cuDNN modules and Flax's nn.RNN, with
-#    rnn_jax's LSTM both on the scan and on cuDNN (rnn_jax-cudnn);
-# 3. vmapped seeds against sequential runs (where a GPU should gain: one seed's step leaves it idle).
-# Everything printed is also saved under OUT_DIR.
-set -euo pipefail
+# It installs only what is missing (never jax, jaxlib, flax or torch: the image's stay), from
+# $WHEELS if given (pip --no-index), else from the package index. One Python process at a time
+# (no pytest-xdist: every worker would take the same GPU), no preallocation of 75% of the GPU
+# per process, JAX_PLATFORMS=cuda so that a silent fallback to the CPU fails instead of passing.
+# Then, each timed, one summary table at the end (and everything under OUT_DIR):
+#   1. the cuDNN LSTM against the scan (outputs, carries, gradients; masks, reverse), and the
+#      device-independent numerics, float32 matmuls at full precision;
+#   2. the main job's --quick (gradient_flow: seeds vmapped, so the scan, never cuDNN);
+#   3. a task experiment's --quick on cuDNN (sentiment, the LSTM), its flow steps on the scan;
+#   4. the fixed-point finder's --quick (its analyses at highest precision: q < 1e-10 reached);
+#   5. the train-step throughput table: rnn_jax on the scan and on cuDNN, Flax, PyTorch if present.
+set -uo pipefail
 out="${1:-gpu_check}"
 mkdir -p "$out"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_PLATFORMS=cuda PYTHONUNBUFFERED=1
 
-# hold the image's jax / jaxlib / flax (and its CUDA plugins) at their installed versions
-python -m pip freeze | grep -iE '^(jax|jaxlib|flax|jax-cuda[0-9a-z_-]*)==' > "$out/held-versions.txt"
-grep -viE '^(jax|jaxlib|flax)([=<>~! \[]|$)' requirements.txt > "$out/other-requirements.txt"
-python -m pip install -q -r "$out/other-requirements.txt" -c "$out/held-versions.txt" || {
-    echo "the pinned requirements do not fit the held jax/flax: installing their newest compatible versions"
-    sed -E 's/[=<>~!].*$//' "$out/other-requirements.txt" > "$out/unpinned-requirements.txt"
-    python -m pip install -q -r "$out/unpinned-requirements.txt" -c "$out/held-versions.txt"
-}
-python -c "import torch" 2>/dev/null || python -m pip install -q torch -c "$out/held-versions.txt"
-python -m pip install -q --no-deps -e .
+if ! python -c 'import jax, sys; sys.exit(jax.default_backend() != "gpu")' >"$out/device.txt" 2>&1; then
+    echo "NO CUDA: jax here cannot use a GPU (JAX_PLATFORMS=cuda failed; install the CUDA build of jax, check nvidia-smi)"
+    tail -3 "$out/device.txt"
+    exit 2
+fi
+python -c 'import jax; print("jax", jax.__version__, jax.devices())' | tee "$out/device.txt"
 
-python - <<'EOF' | tee "$out/device.txt"
-import jax
-devices = jax.devices()
-print("jax", jax.__version__, "devices:", devices)
-if devices[0].platform != "gpu":
-    raise SystemExit("no GPU visible to JAX: install the CUDA build of jax (see README) and check nvidia-smi")
+# what the project needs and the image lacks (the held packages are never touched)
+missing=$(python - <<'EOF'
+import importlib.util, re
+held = {"jax", "jaxlib", "flax", "torch"}
+modules = {"orbax-checkpoint": "orbax.checkpoint", "scikit-learn": "sklearn", "tensorboardX": "tensorboardX"}
+for line in open("requirements.txt"):
+    name = re.split(r"[=<>~!\[ ]", line.strip())[0]
+    if not name or name.startswith(("#", "-")) or name in held:
+        continue
+    module = modules.get(name, name.replace("-", "_"))
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        print(name)
 EOF
+)
+if [ -n "$missing" ]; then
+    echo "installing what is missing: $missing"
+    if [ -n "${WHEELS:-}" ]; then
+        python -m pip install -q --no-index --find-links "$WHEELS" $missing || echo "WARNING: some wheels missing"
+    else
+        python -m pip install -q $missing || echo "WARNING: could not install: $missing"
+    fi
+fi
+python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-JAX_DEFAULT_MATMUL_PRECISION=highest python -m pytest -q -p no:cacheprovider \
-    tests/test_cells.py tests/test_recurrence.py tests/test_layers.py tests/test_gradflow.py \
-    tests/test_seq2seq.py tests/test_train_loop.py tests/test_cudnn.py 2>&1 | tee "$out/tests.txt" ||
-    echo "SOME TESTS FAILED on the GPU (see $out/tests.txt); the benchmarks run anyway"
+summary="$out/summary.tsv"
+printf 'check\tresult\tseconds\tlog\n' >"$summary"
+check() {  # check NAME COMMAND...: run it, log it, time it, record the outcome
+    local name=$1 log="$out/$1.txt" start=$SECONDS
+    shift
+    echo "== $name: $*"
+    if "$@" >"$log" 2>&1; then result=pass; else result="FAIL ($?)"; fi
+    printf '%s\t%s\t%s\t%s\n' "$name" "$result" $((SECONDS - start)) "$log" >>"$summary"
+    tail -3 "$log"
+}
 
-python -m benchmarks.throughput --seq 128,512 --hidden 256,512,1024 --impls rnn_jax,rnn_jax-cudnn,flax,torch \
-    --out "$out/throughput.json" 2>&1 | tee "$out/throughput.txt"
+tests="tests/test_cudnn.py tests/test_cells.py tests/test_recurrence.py tests/test_gradflow.py tests/test_fixed_points.py"
+check cudnn-and-numerics env JAX_DEFAULT_MATMUL_PRECISION=highest python -m pytest -q -n 0 -p no:cacheprovider $tests
+check main-job-quick python -m experiments.gradient_flow --quick --out "$out/gradient_flow"
+check cudnn-task-quick python -m experiments.sentiment --quick --cell lstm --scan cudnn --out "$out/sentiment"
+check fixed-points-quick python -m experiments.fixed_points --quick --cells lstm gru --out "$out/fixed_points"
+impls=rnn_jax,rnn_jax-cudnn,flax
+python -c 'import torch' 2>/dev/null && impls="$impls,torch"
+check throughput python -m benchmarks.throughput --cells lstm,gru --seq 128 --hidden 256,1024 --repeats 2 \
+    --min-seconds 0.5 --impls "$impls" --out "$out/throughput.json"
 
-python -m benchmarks.seeds --hidden 128,256 --out "$out/seeds.json" 2>&1 | tee "$out/seeds.txt"
+echo
+echo "== summary ($out/summary.tsv)"
+column -t -s $'\t' "$summary" 2>/dev/null || cat "$summary"
+python - "$out" <<'EOF' || true
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+fixed = out / "fixed_points" / "fixed_points.json"
+if fixed.exists():
+    for cell, record in json.loads(fixed.read_text()).get("cells", {}).items():
+        q = [p["q"] for p in record.get("points", [])]
+        print(f"fixed points, {cell}: {len(q)} points, smallest q {min(q):.2e}" if q else f"fixed points, {cell}: none")
+rows = out / "throughput.json"
+if rows.exists():
+    for row in json.loads(rows.read_text()).get("rows", []):
+        print(f"throughput {row.get('impl')} {row.get('cell')} H={row.get('hidden')}: {row.get('tokens_per_s', 0):,.0f} tokens/s")
+EOF
+! grep -q FAIL "$summary"

@@ -38,20 +38,24 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def child(cell: str, hidden: int, batch: int, seq: int, remat: str, steps: int) -> dict:
-    step, state, batch_arrays = common.rnn_jax_parts(
-        cell, hidden, common.random_tokens(batch, seq), remat=REMAT[remat](seq)
-    )
+def child(cell: str, hidden: int, batch: int, seq: int, remat: str, steps: int, flow: bool = False) -> dict:
+    tokens = common.random_tokens(batch, seq)
+    step, state, batch_arrays = common.rnn_jax_parts(cell, hidden, tokens, remat=REMAT[remat](seq))
     start = time.perf_counter()
     compiled = step.lower(state, batch_arrays).compile()
     compile_s = time.perf_counter() - start
     buffers = compiled.memory_analysis()
-    for i in range(steps + 1):  # the first call is the warm-up
+    flow_temp = float("nan")
+    if flow:  # the step that also measures the gradient flow: compiled for its buffers, not run
+        flow_step, _, _ = common.rnn_jax_parts(cell, hidden, tokens, remat=REMAT[remat](seq), measure_flow=True)
+        flow_temp = flow_step.lower(state, batch_arrays).compile().memory_analysis().temp_size_in_bytes / 2**20
+    seconds = float("nan")
+    for i in range(steps + 1 if steps else 0):  # the first call is the warm-up
         if i == 1:
             start = time.perf_counter()
         state, out = compiled(state, batch_arrays)
         common.wait(out.loss)
-    seconds = (time.perf_counter() - start) / steps
+        seconds = (time.perf_counter() - start) / steps
     return dict(
         cell=cell,
         hidden=hidden,
@@ -60,6 +64,7 @@ def child(cell: str, hidden: int, batch: int, seq: int, remat: str, steps: int) 
         remat=remat,
         remat_option=REMAT[remat](seq),
         temp_mib=buffers.temp_size_in_bytes / 2**20,
+        flow_temp_mib=flow_temp,
         arguments_mib=buffers.argument_size_in_bytes / 2**20,
         peak_rss_mib=_peak_rss_mib(),
         s_per_step=seconds,
@@ -76,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seq", default="512,2048,8192", help="comma-separated sequence lengths (default: 512,2048,8192)"
     )
     parser.add_argument("--remat", default=",".join(REMAT), help=f"comma-separated subset of {', '.join(REMAT)}")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after the first (default: 2)")
+    parser.add_argument(
+        "--steps", type=int, default=2, help="timed steps after the first (default: 2; 0: compile only, no timing)"
+    )
+    parser.add_argument(
+        "--flow", action="store_true", help="also compile the step that measures the gradient flow (its temporaries)"
+    )
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one configuration, as JSON, in this process
     return parser
@@ -97,7 +107,15 @@ def main(argv=None):
         for remat in args.remat.split(","):
             if remat not in REMAT:
                 parser.error(f"unknown --remat {remat!r}; choose from {', '.join(REMAT)}")
-            config = dict(cell=args.cell, hidden=args.hidden, batch=args.batch, seq=seq, remat=remat, steps=args.steps)
+            config = dict(
+                cell=args.cell,
+                hidden=args.hidden,
+                batch=args.batch,
+                seq=seq,
+                remat=remat,
+                steps=args.steps,
+                flow=args.flow,
+            )
             done = subprocess.run(
                 [sys.executable, "-m", "benchmarks.memory", "--child", json.dumps(config)],
                 capture_output=True,
@@ -109,7 +127,8 @@ def main(argv=None):
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(
-                f"seq {seq:>5} remat {remat:<8} temporaries {r['temp_mib']:>7.0f} MiB, peak RSS "
+                f"seq {seq:>5} remat {remat:<8} temporaries {r['temp_mib']:>7.0f} MiB (flow step "
+                f"{r['flow_temp_mib']:.0f}), peak RSS "
                 f"{r['peak_rss_mib']:>7.0f} MiB, {r['s_per_step']:>6.2f} s/step",
                 flush=True,
             )
@@ -127,6 +146,7 @@ def main(argv=None):
             ("seq", "seq", "d"),
             ("remat", "remat", ""),
             ("temp_mib", "temporaries MiB", ".0f"),
+            ("flow_temp_mib", "flow step MiB", ".0f"),
             ("memory_vs_off", "vs off", ".2f"),
             ("peak_rss_mib", "peak RSS MiB", ".0f"),
             ("s_per_step", "s/step", ".2f"),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import tyro
 from flax import nnx
 
-from rnn_jax import compilation, keep_freed_memory
+from rnn_jax import backend, compilation, keep_freed_memory
 from rnn_jax.config import config_from_json, prepare_run_dir
 from rnn_jax.experiment import finish, fit
 from rnn_jax.options import RUNTIME_FLAGS
@@ -55,11 +55,13 @@ def main(
     """The command line of an experiment: parse, then a run whose `summary(cfg, results)` is
     printed, or with --checkpoint/--input a prediction."""
     cfg = parse(config_cls, argv, description=description)
-    keep_freed_memory()  # each step reuses the pages the previous one freed (rnn_jax.host)
     compilation.enable_cache()  # programs compiled by an earlier run are read from disk ($RNN_JAX_CACHE)
     with user_errors():
         cfg.check_against_cells()  # an option no selected cell has, a spectrum larger than a state
-        cfg.start_processes(cfg.out or cfg.resume)
+        cfg.start_processes(cfg.out or cfg.resume)  # before anything asks JAX for its devices
+        cfg.check_backend()  # e.g. --scan cudnn where it cannot run, with the reason
+        if backend.platform() == "cpu":
+            keep_freed_memory()  # XLA:CPU's steps reuse the pages the previous one freed (rnn_jax.host)
         if predict is not None and cfg.checkpoint:
             print(predict(cfg.checkpoint, cfg.input))
             return

@@ -43,6 +43,7 @@ from rnn_jax.tasks import TASKS, Task, held_out_batches, make_task, test_batches
 @dataclasses.dataclass
 class Config(TrainingOptions):
     QUICK: ClassVar[dict] = dict(seq_len=50, hidden=32, steps=200, flow_every=50, eval_every=50)
+    STACKS_SEEDS: ClassVar[bool] = True  # one vmapped step for every seed, also --seeds 1
 
     task: str = "adding"
     """the task (rnn_jax.tasks): adding | copy | selective_copy | flipflop | mqar | charlm | sentiment | tagging |

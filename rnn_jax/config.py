@@ -137,6 +137,8 @@ def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
             entry = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "changed": changes}
             write_json(history_path, [*history, entry])
         return path.parent, resumed, True
+    if cfg.out is None and jax.process_count() > 1:  # each host's clock would name its own folder
+        raise ValueError("a multi-process run needs --out: the same folder in every process")
     out = Path(cfg.out or f"runs/{experiment}/{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, or empty) for the run's outputs")

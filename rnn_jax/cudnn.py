@@ -24,11 +24,6 @@ from rnn_jax.cells import Cell, LSTMState
 Array = jax.Array
 
 
-def available() -> bool:
-    """True on a CUDA GPU, where `jax.experimental.rnn.lstm` has a cuDNN kernel."""
-    return jax.default_backend() == "gpu"
-
-
 def supports(cell: Cell) -> bool:
     """cuDNN runs the standard LSTM only (no peepholes, no variants)."""
     return cell.name == "lstm" and getattr(cell, "variant", None) == "standard"
@@ -41,8 +36,18 @@ def flat_weights(params: dict[str, Array]) -> Array:
     )
 
 
+def cudnn_precision() -> jax.lax.Precision:
+    """cuDNN's one precision switch from the matmul precision being traced at: full float32 for
+    highest / float32, else TF32 allowed. (JAX raises for bfloat16, which cuDNN's LSTM lacks: a
+    TPU-like `JAX_DEFAULT_MATMUL_PRECISION=bfloat16` then gets TF32, the nearest it has.)"""
+    precision = jax.config.jax_default_matmul_precision
+    return jax.lax.Precision.HIGHEST if precision in ("highest", "float32") else jax.lax.Precision.HIGH
+
+
 def _cudnn_lstm(x, h0, c0, weights, lengths, input_size, hidden_size):
-    return experimental_rnn.lstm(x, h0, c0, weights, lengths, input_size, hidden_size, 1, 0.0, False)
+    return experimental_rnn.lstm(
+        x, h0, c0, weights, lengths, input_size, hidden_size, 1, 0.0, False, precision=cudnn_precision()
+    )
 
 
 def reference_lstm(x, h0, c0, weights, lengths, input_size, hidden_size):

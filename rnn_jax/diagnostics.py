@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from rnn_jax import backend
 from rnn_jax.cells import Cell, Params, accumulation_dtype
 from rnn_jax.layers import param_values
 
@@ -46,6 +47,7 @@ def default_transient(time: int) -> int:
     return min(10, time // 10)
 
 
+@backend.traced_as_analysis
 def layer_dynamics(
     cell: Cell,
     params: Params,
@@ -166,6 +168,7 @@ def time_constants(keep: Array) -> dict:
     }
 
 
+@backend.traced_as_analysis
 def model_dynamics(
     model, batch: dict, *, k: int = 0, transient: int | None = None, initial_carries=None
 ) -> dict[str, dict]:

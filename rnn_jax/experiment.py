@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rnn_jax import plots
+from rnn_jax import backend, plots
 from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.config import (
     config_from_json,
@@ -122,7 +122,7 @@ def _train(cfg, out: Path, name: str, graphdef, state, data: TrainingData, optio
             flow_step=flow_step,
             get_batch=data.get_batch,
             parallel=parallel,
-            evaluate=_evaluation(graphdef, data, options.seeds, parallel),
+            evaluate=_evaluation(cfg, graphdef, data, options.seeds, parallel),
             loop=cfg.loop_config(data.tokens_per_step),
             checkpoints=checkpoints,
             checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **data.extra, "history": h.to_json()},
@@ -134,9 +134,9 @@ def _train(cfg, out: Path, name: str, graphdef, state, data: TrainingData, optio
     return Fitted(graphdef, state, _best_params(checkpoints, state), history, wall)
 
 
-def _evaluation(graphdef, data: TrainingData, seeds: bool, parallel: DataParallel):
+def _evaluation(cfg: TrainingOptions, graphdef, data: TrainingData, seeds: bool, parallel: DataParallel):
     """`evaluate(params)`: the validation metrics, and the test ones prefixed ``test_`` if any."""
-    step = make_eval_step(graphdef, data.loss_fn, seeds=seeds)
+    step = make_eval_step(graphdef, data.loss_fn, seeds=seeds, matmul_precision=cfg.matmul_precision)
     on = functools.partial(evaluate_batches, step, carry_over=data.stateful, rows_axis=1 if seeds else 0)
     validation = on(map(parallel.replicate, data.eval_batches))
     test_batches = list(data.test_batches)
@@ -238,7 +238,12 @@ def finish(
 
 def write_results(cfg: TrainingOptions, out: Path, results: dict) -> dict:
     """results.json: the config, the environment and `results`; returns them with ``out``."""
-    results = {"config": dataclasses.asdict(cfg), "environment": environment(), **results}
+    results = {
+        "config": dataclasses.asdict(cfg),
+        "environment": environment(),
+        "matmul_precision": backend.precision_record(getattr(cfg, "matmul_precision", None)),
+        **results,
+    }
     write_json(out / "results.json", results)
     return {**results, "out": str(out)}
 

@@ -23,6 +23,11 @@ Conventions follow FixedPointFinder (its q, Adam on all candidates jointly, its 
 outlier rules); its defaults tol_q = 1e-12 and tol_unique = 1e-3 are `fixed_tolerance` (for
 float64; in float32 the smallest q reachable is ~1e-14 * size, hence 1e-10 by default) and
 `unique_tolerance`. The Newton polish is ours: it takes a float32 point to q ~ 1e-14.
+
+Everything here is traced as an analysis (`rnn_jax.backend.analysis`): float32 matmuls at
+`highest` precision on every backend (with TF32 the smallest q reachable is ~1e-7..1e-6, with
+bfloat16 passes ~1e-5..1e-4: the fixed/slow thresholds would mean nothing) and the recurrence on
+its scan, never cuDNN (the Jacobians vmap).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
+
+from rnn_jax import backend
 
 Array = jax.Array
 StepMap = Callable[[Array], Array]  # states (n, d) -> next states (n, d)
@@ -134,6 +141,7 @@ def flatten_carries(carries) -> Array:
     return jax.vmap(lambda c: ravel_pytree(c)[0])(jax.tree.map(lambda leaf: leaf[:, None], carries))
 
 
+@backend.traced_as_analysis
 def trajectories(model, inputs: Array) -> Array:
     """The model's flattened state (every layer's carry) after each step of `inputs`, (batch,
     time, d), from zero carries: where the candidates are sampled."""
@@ -197,6 +205,7 @@ def jacobian(step: StepMap, states: Array) -> Array:
     return jax.vmap(jax.jacrev(lambda s: step(s[None])[0]))(states)
 
 
+@backend.traced_as_analysis
 def find_fixed_points(step: StepMap, candidates: Array, options: FinderOptions = FinderOptions()) -> FixedPoints:
     """The fixed and slow points of `step` (states (n, d) -> (n, d)) reached from `candidates`
     (n, d), with their Jacobians and eigenvalues; see the module docstring."""

@@ -9,10 +9,9 @@ import functools
 import typing
 from typing import ClassVar
 
-import jax
 from flax import nnx
 
-from rnn_jax import cudnn
+from rnn_jax import backend
 from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
 from rnn_jax.checkpoints import check_best_by
 from rnn_jax.choices import check_choice
@@ -37,6 +36,8 @@ class TrainingOptions(DeviceOptions):
     its data options."""
 
     QUICK: ClassVar[dict] = {}
+    # whether the experiment trains its seeds stacked under one vmap (then never cuDNN: no batching rule)
+    STACKS_SEEDS: ClassVar[bool] = False
 
     imports: tuple[str, ...] = ()
     """Python modules to import first, by name or path (my_cell.py): e.g. one that defines and registers
@@ -77,9 +78,17 @@ class TrainingOptions(DeviceOptions):
     """GRU form: reset_after (cuDNN/PyTorch/Flax) | reset_before (Cho et al. 2014)"""
     scan: str = "auto"
     """how a layer runs over time: sequential (lax.scan) | parallel (associative scan, for cells linear in
-    h_{t-1}: mingru, minlstm, lru) | cudnn (the standard LSTM as one cuDNN call, on an NVIDIA GPU; steps that
-    measure gradient flow keep the scan) | auto (parallel for the linear cells off CPU, cudnn where it runs,
-    else sequential)"""
+    h_{t-1}: mingru, minlstm, lru) | cudnn (the standard float32 LSTM as one cuDNN call, on an NVIDIA GPU, in
+    experiments that train one model (not vmapped seeds); measurements keep the scan) | auto (parallel for the
+    linear cells off CPU, cudnn where it works, else sequential)"""
+    remat: int = 0
+    """recompute activations in the backward pass instead of storing them (jax.checkpoint): 0 off | 1 each
+    step's gates | K >= 2 keep every K-th carry and recompute K-step segments (memory ~ T/K + K steps; K ~
+    sqrt(T) least); for long sequences on a memory-bound accelerator"""
+    matmul_precision: str | None = None
+    """float32 matmul precision of training and evaluation: default | high | highest (default: the backend's:
+    full float32 on CPUs, TF32 on recent NVIDIA GPUs, bfloat16 passes on TPUs); measurements (gradient flow,
+    spectra, fixed points) always run at highest"""
     block: bool | None = None
     """each layer a pre-norm residual block with an MLP (default: for mingru, minlstm and lru, as in their
     papers)"""
@@ -164,8 +173,14 @@ class TrainingOptions(DeviceOptions):
             raise ValueError(f"--minutes must be > 0, got {self.minutes}")
         if self.scan not in ("auto", *SCANS):
             raise ValueError(f"--scan must be auto, {', '.join(SCANS)}, got {self.scan!r}")
-        if self.scan == "cudnn" and not cudnn.available():
-            raise ValueError("--scan cudnn needs an NVIDIA GPU visible to JAX (the CUDA build of jax); use --scan auto")
+        if self.remat < 0:
+            raise ValueError(f"--remat must be 0 (off), 1 (every step) or a segment length K >= 2, got {self.remat}")
+        backend.check_precision(self.matmul_precision)
+        if self.out is not None and "://" in self.out:
+            raise ValueError(
+                f"--out {self.out}: runs are written with POSIX file operations (orbax checkpoints included); "
+                "give a folder every process can reach, e.g. a shared file system or a bucket mounted with gcsfuse"
+            )
         if self.gru_form not in GRU_FORMS:
             raise ValueError(f"--gru-form must be one of {', '.join(GRU_FORMS)}, got {self.gru_form!r}")
         check_best_by(self.best_by)
@@ -208,6 +223,7 @@ class TrainingOptions(DeviceOptions):
             on_nan=self.on_nan,
             stateful=stateful,
             seeds=seeds,
+            matmul_precision=self.matmul_precision,
         )
 
     def loop_config(self, tokens_per_step: int | None = None) -> LoopConfig:
@@ -330,16 +346,17 @@ class TrainingOptions(DeviceOptions):
         )
 
     def layer_options(self, cell: Cell) -> dict:
-        """Options of the recurrent stack of `cell` (`rnn_jax.layers.RecurrentStack`) set by the flags."""
-        scan = self.scan
-        if scan == "auto":
-            fits_cudnn = cudnn.available() and cudnn.supports(cell) and self.dtype == "float32"
-            # on a CPU the sequential form of a linear cell (its gates hoisted out of the loop) measured
-            # faster than the associative scan at every length (docs/modern-cells.md)
-            parallel_pays = cell.linear and jax.default_backend() != "cpu"
-            scan = "parallel" if parallel_pays else "cudnn" if fits_cudnn else "sequential"
+        """Options of the recurrent stack of `cell` (`rnn_jax.layers.RecurrentStack`) set by the flags,
+        the scan resolved for this platform (`rnn_jax.backend.choose_scan`)."""
+        scan = backend.choose_scan(cell, self.scan, self.dtype, vmapped=self.STACKS_SEEDS)
         block = cell.block if self.block is None else self.block
-        return {"compute_dtype": compute_dtype(self.dtype), "scan": scan, "block": block}
+        return {"compute_dtype": compute_dtype(self.dtype), "scan": scan, "block": block, "remat": self.remat}
+
+    def check_backend(self) -> None:
+        """What the platform decides, checked before training (once JAX runs: after
+        `start_processes`): an explicit --scan cudnn where it cannot work, with the reason."""
+        for name in self.selected_cells():
+            backend.choose_scan(self.make_cell(name), self.scan, self.dtype, vmapped=self.STACKS_SEEDS)
 
 
 @dataclasses.dataclass

@@ -138,7 +138,9 @@ class DataParallel:
         if jax.process_count() == 1:
             return jax.device_put(array, self.split)
         rows = size // jax.process_count()
-        local = np.take(
-            np.asarray(array), range(jax.process_index() * rows, (jax.process_index() + 1) * rows), axis=self.batch_axis
+        # this process's rows, sliced where the batch is (a device-made batch stays on the device: no
+        # host round trip per step)
+        local = jax.lax.slice_in_dim(
+            array, jax.process_index() * rows, (jax.process_index() + 1) * rows, axis=self.batch_axis
         )
         return jax.make_array_from_process_local_data(self.split, local, np.shape(array))

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import cudnn
+from rnn_jax import backend, cudnn
 from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype, matmul, matmul_transposed
 from rnn_jax.choices import check_choice
 
@@ -144,7 +144,9 @@ def resolve_scan(cell: Cell, options: ScanOptions, hidden: int, *, probed: bool)
         )
     if options.scan == "cudnn" and not cudnn.supports(cell):
         raise ValueError(f"scan='cudnn' runs the standard LSTM only, not {cell.name!r} {getattr(cell, 'variant', '')}")
-    if options.scan == "cudnn" and not probed:  # with probes: the sequential scan (cuDNN has no entry between steps)
+    # with probes, or inside a measurement (`backend.analysis`): the sequential scan (cuDNN has no
+    # entry between steps, no batching rule and runs TF32 inside)
+    if options.scan == "cudnn" and not probed and not backend.in_analysis():
         return Strategy("cudnn")
     remat, segment = bool(options.remat), options.remat if options.remat > 1 else None
     if options.scan == "parallel" or (cell.linear and not remat):  # nothing to recompute: remat does not apply

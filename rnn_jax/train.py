@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_jax import diagnostics, gradflow
+from rnn_jax import backend, diagnostics, gradflow
 from rnn_jax.choices import check_choice
 from rnn_jax.losses import LossFn, LossOutput, apply, sequence_cross_entropy
 
@@ -136,6 +136,10 @@ class StepOptions:
 
     `seeds`: independent models trained in one step, `jax.vmap` over a leading seed axis of
     the state (`rnn_jax.seeds.stack_seeds`), the batch and every output.
+
+    `matmul_precision`: of the float32 matmuls of a step that only trains (None: the backend's
+    default); a step that measures is traced as an analysis (`rnn_jax.backend.analysis`:
+    `highest`, no cuDNN), its update included, as it comes from the same backward pass.
     """
 
     loss_fn: LossFn = sequence_cross_entropy
@@ -148,6 +152,7 @@ class StepOptions:
     on_nan: str = "stop"
     stateful: bool = False
     seeds: bool = False
+    matmul_precision: str | None = None
 
     def __post_init__(self):
         check_choice("--on-nan", self.on_nan, ON_NAN)
@@ -183,6 +188,9 @@ def make_train_step(
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry, active=active)
         return new_state, report
 
+    step = (
+        backend.traced_as_analysis(step) if options.measure_flow else backend.traced_at(options.matmul_precision, step)
+    )
     return jax.jit(jax.vmap(step) if options.seeds else step, donate_argnums=0)
 
 
@@ -256,18 +264,27 @@ def make_flow_probe(
             flow["dynamics"] = dynamics
         return out.loss, flow
 
+    probe = backend.traced_as_analysis(probe)
     return jax.jit(jax.vmap(probe) if seeds else probe)
 
 
 @reused
-def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn = sequence_cross_entropy, *, seeds: bool = False):
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    loss_fn: LossFn = sequence_cross_entropy,
+    *,
+    seeds: bool = False,
+    matmul_precision: str | None = None,
+):
     """A jitted `evaluate(params, batch, carries=None) -> LossOutput` (with the final carries),
     without dropout. Pass the returned carries back in to evaluate a long text window by
-    window. `seeds`: vmapped over stacked seeds (params, batch and carries)."""
+    window. `seeds`: vmapped over stacked seeds (params, batch and carries); `matmul_precision`:
+    as training's (`StepOptions`)."""
 
     def evaluate(params, batch, carries=None) -> LossOutput:
         return apply(loss_fn, nnx.merge(graphdef, params), batch, initial_carries=carries)
 
+    evaluate = backend.traced_at(matmul_precision, evaluate)
     return jax.jit(jax.vmap(evaluate) if seeds else evaluate)
 
 

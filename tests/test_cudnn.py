@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from rnn_jax import cudnn, make_cell, run
-from rnn_jax.options import TrainingOptions
+from rnn_jax import backend, cudnn, make_cell, run
 
 from .conftest import assert_tree_close, random_carry, random_params
 
@@ -23,7 +22,7 @@ MASK = (jnp.arange(TIME)[None] >= jnp.array([0, 2, 1])[:, None]) & (
 @pytest.fixture(params=["reference", "kernel"])
 def implementation(request, monkeypatch):
     if request.param == "kernel":
-        if not cudnn.available():
+        if backend.platform() != "gpu":
             pytest.skip("no CUDA GPU: the cuDNN kernel is compared on a GPU only")
         with jax.default_matmul_precision("highest"):
             yield request.param
@@ -68,11 +67,3 @@ def test_cudnn_scan_errors():
     gru = make_cell("gru")
     with pytest.raises(ValueError, match="standard LSTM only"):
         run(gru, random_params(gru, jax.random.key(0), INPUT, HIDDEN), jnp.zeros((BATCH, TIME, INPUT)), scan="cudnn")
-    if not cudnn.available():
-        with pytest.raises(ValueError, match="--scan cudnn needs an NVIDIA GPU"):
-            TrainingOptions(scan="cudnn")
-    options = TrainingOptions()  # auto: cuDNN for the standard LSTM where it runs, never for the others
-    assert options.layer_options(make_cell("lstm"))["scan"] == ("cudnn" if cudnn.available() else "sequential")
-    assert options.layer_options(make_cell("lstm", variant="vanilla"))["scan"] == "sequential"
-    linear = options.layer_options(make_cell("mingru"))["scan"]  # parallel off CPU, where it pays
-    assert linear == ("sequential" if jax.default_backend() == "cpu" else "parallel")
