@@ -230,3 +230,21 @@ def test_the_gpu_check_says_first_when_jax_has_no_cuda(tmp_path):
     )
     assert done.returncode == 2 and done.stdout.startswith("NO CUDA: jax here cannot use a GPU")
     assert not (tmp_path / "out" / "summary.tsv").exists()
+
+
+def test_remat_is_a_flag_that_reaches_every_layer():
+    """--remat K: every layer's scan keeps every K-th carry (`ScanOptions.remat`); its gradient
+    equals the stored one's (the recomputation is exact)."""
+    from experiments import gradient_flow
+
+    with pytest.raises(ValueError, match="--remat must be 0"):
+        gradient_flow.Config(remat=-1)
+    grads = {}
+    for remat in (0, 4):
+        cfg = gradient_flow.Config(cells=("lstm",), remat=remat, hidden=8, layers=2)
+        model = cfg.sequence_model("lstm", 0, input_size=2, output_size=1)
+        assert all(layer.scan_options.remat == remat for layer in model.rnn.layers)
+        graphdef, params = nnx.split(model)
+        xs = jax.random.normal(jax.random.key(0), (3, 12, 2))
+        grads[remat] = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(xs)[0] ** 2))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads[0], grads[4])

@@ -2,6 +2,7 @@
 they divide by is the one of the step they time."""
 
 import json
+import math
 
 import pytest
 
@@ -67,6 +68,10 @@ def test_memory_reports_buffers_and_rss_per_process(tmp_path):
     rows = _rows(out)
     assert [r["remat"] for r in rows] == ["off", "per-step", "segments"]
     assert all(r["temp_mib"] > 0 and r["peak_rss_mib"] > r["temp_mib"] for r in rows)
+    # compile only, the flow step beside: what docs/scaling.md's remat table runs
+    memory.main(["--seq", "16", "--batch", "2", "--remat", "off,segments", "--steps", "0", "--flow", "--out", str(out)])
+    rows = _rows(out)
+    assert all(r["flow_temp_mib"] > r["temp_mib"] > 0 and math.isnan(r["s_per_step"]) for r in rows)
 
 
 @pytest.mark.slow
