@@ -30,19 +30,17 @@ class Built(Exception):
     """Raised instead of training: the run's programs are built."""
 
 
-@pytest.fixture
-def platform(monkeypatch):
-    """`platform(name)`: make the backend report `name`, with cuDNN's size query stood in for."""
+def report_platform(monkeypatch, name: str) -> None:
+    """Make the backend report `name`, with cuDNN's workspace-size query stood in for."""
     from jaxlib import gpu_rnn
 
     monkeypatch.setattr(
         gpu_rnn, "compute_rnn_workspace_reserve_space_sizes", lambda *a: (1 << 16, 1 << 16), raising=False
     )
-    return lambda name: monkeypatch.setattr(backend, "platform", lambda: name)
+    monkeypatch.setattr(backend, "platform", lambda: name)
 
 
-@pytest.fixture
-def programs(monkeypatch):
+def capture_programs(monkeypatch) -> dict:
     """The programs of the next run, captured at its first step (`Built` stops it there)."""
     built = {}
     make_eval_step, evaluate_batches = experiment.make_eval_step, experiment.evaluate_batches
@@ -56,14 +54,29 @@ def programs(monkeypatch):
         built.setdefault("eval_batch", batches[0])
         return evaluate_batches(step, batches, **kwargs)
 
-    def loop(state, *, train_step, flow_step, get_batch, **_):
-        built.update(train=train_step, flow=flow_step, state=state, batch=get_batch(0))
+    def loop(state, *, train_step, flow_step, get_batch, parallel, **_):
+        built.update(train=train_step, flow=flow_step, state=state, batch=parallel.place_batch(get_batch(0)))
         raise Built
 
     monkeypatch.setattr(experiment, "make_eval_step", eval_step)
     monkeypatch.setattr(experiment, "evaluate_batches", evaluation)
     monkeypatch.setattr(experiment, "train_loop", loop)
     return built
+
+
+@pytest.fixture
+def platform(monkeypatch):
+    """`platform(name)`: make the backend report `name` (`report_platform`); the CPU hosts' malloc
+    setting must then not apply."""
+    from experiments import cli
+
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: pytest.fail("the CPU malloc setting on an accelerator"))
+    return lambda name: report_platform(monkeypatch, name)
+
+
+@pytest.fixture
+def programs(monkeypatch):
+    return capture_programs(monkeypatch)
 
 
 def build(name: str, tmp_path, extra=()) -> None:
@@ -248,3 +261,20 @@ def test_remat_is_a_flag_that_reaches_every_layer():
         xs = jax.random.normal(jax.random.key(0), (3, 12, 2))
         grads[remat] = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(xs)[0] ** 2))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads[0], grads[4])
+
+
+@pytest.mark.slow
+def test_eight_devices_with_stacked_seeds_lower_for_gpu_and_tpu():
+    """gradient_flow data-parallel over 8 devices with 2 seeds stacked, as an 8-GPU or a TPU
+    host builds it, lowered on 8 forced CPU devices (`tests/accelerator_mesh.py`, a subprocess)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.accelerator_mesh"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for platform in ("cuda", "tpu"):
+        assert f"{platform}: train and flow steps lowered for 8 devices" in done.stdout
