@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import difflib
 import itertools
 import json
 import math
@@ -43,7 +44,7 @@ class Config(gradient_flow.Config):
 
     grid: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """axes of the grid, each FIELD=V1,V2 with FIELD a gradient_flow option, e.g. lstm_variant=NIG,NFG
-    recurrent_scale=0.5,1.5 (default: lstm_variant over all Greff et al. variants, with --quick standard,NFG;
+    recurrent_scale=0.5,1.5 (none given: lstm_variant over all Greff et al. variants, with --quick standard,NFG;
     "none" is None)"""
 
     def __post_init__(self):
@@ -73,16 +74,30 @@ class Config(gradient_flow.Config):
         return {name: getattr(self, name) for name in fields}
 
 
+# gradient_flow's fields that say where and how a run goes, not what it trains: no grid axis
+NOT_AXES = frozenset({"out", "resume", "quick", "imports", "devices", "coordinator", "num_processes", "process_id"})
+
+
+def grid_fields() -> dict:
+    """{field: type} of the gradient_flow options a grid can vary (its dataclass fields, not its
+    class constants, and not `NOT_AXES`)."""
+    hints = typing.get_type_hints(gradient_flow.Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(gradient_flow.Config) if f.name not in NOT_AXES}
+
+
 def parse_grid(specs) -> list[tuple[str, list]]:
     """["field=a,b", ...] -> [(field, [typed a, typed b]), ...]; "none" is None."""
-    hints = typing.get_type_hints(gradient_flow.Config)
+    hints = grid_fields()
     axes = []
     for spec in specs:
         field, _, values = spec.partition("=")
         field = field.strip().replace("-", "_")
-        if field not in hints or not values or field in ("out", "resume"):
+        if field not in hints or not values:
+            close = difflib.get_close_matches(field, list(hints), n=1)
             raise ValueError(
-                f"--grid {spec!r}: expected FIELD=v1,v2 with FIELD a gradient_flow option ({', '.join(sorted(hints))})"
+                f"--grid {spec!r}: expected FIELD=v1,v2 with FIELD a gradient_flow option"
+                + (f"; did you mean {close[0]}?" if close and field not in hints else "")
+                + f" (one of: {', '.join(sorted(hints))})"
             )
         try:  # a tuple field (cells=rnn,lstm) gets one grid point per value
             axes.append((field, [from_text(hints[field], v) for v in values.split(",")]))

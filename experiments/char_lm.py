@@ -57,7 +57,7 @@ class Config(TaskOptions):
     )
 
     data: str | None = None
-    """a corpus name (tinyshakespeare | stacks_latex | linux_c), a text file or a quoted glob (default: a
+    """a corpus name (tinyshakespeare | stacks_latex | linux_c), a text file or a quoted glob (None: a
     built-in generated corpus)"""
     hf_dataset: str | None = None
     """instead of --data: a Hugging Face dataset (hub id, save_to_disk folder or .parquet)"""
@@ -68,7 +68,7 @@ class Config(TaskOptions):
     val_fraction: float = 0.1
     """the last fraction of the text held out for validation (contiguous)"""
     embed: int | None = None
-    """embedding size (default: the hidden size)"""
+    """embedding size (None: the hidden size)"""
     bptt: int = 128
     """truncated BPTT window length"""
     tbptt: str = "stateful"

@@ -17,7 +17,7 @@ import tyro
 from flax import nnx
 
 from rnn_jax import backend, compilation, keep_freed_memory
-from rnn_jax.config import config_from_json, prepare_run_dir
+from rnn_jax.config import config_from_json, create_run_dir, import_modules, resolve_run_dir
 from rnn_jax.experiment import finish, fit
 from rnn_jax.options import RUNTIME_FLAGS
 
@@ -29,11 +29,37 @@ def parse(config_cls, argv: Sequence[str] | None = None, *, description: str | N
     QUICK values become the defaults, so a flag given explicitly wins even when its value equals
     the normal default. A ValueError of the config's validation is a usage error naming the flag."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    default = config_cls(**config_cls.QUICK, quick=True) if "--quick" in argv else None
+    with user_errors():  # the files of --imports first: what they register is listed in --help and accepted
+        import_modules(imports_in(argv))
+    description = f"{description or ''}\n\nRegistered (built in, and by --imports): {registered()}"
+    quick = "--quick" in argv and hasattr(config_cls, "QUICK")  # a tool without training (sample) has none
+    default = config_cls(**config_cls.QUICK, quick=True) if quick else None
     cfg = tyro.cli(config_cls, args=argv, default=default, description=description)
     # the flags typed (not their defaults): what --resume must apply or refuse (`prepare_run_dir`)
     cfg.command_line_flags = frozenset(a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--"))
     return cfg
+
+
+def imports_in(argv: Sequence[str]) -> list[str]:
+    """The values of --imports on a command line (``--imports a.py b`` or ``--imports=a.py``)."""
+    found, taking = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            taking = arg == "--imports"
+            if arg.startswith("--imports="):
+                found.append(arg.partition("=")[2])
+        elif taking:
+            found.append(arg)
+    return found
+
+
+def registered() -> str:
+    """What can be chosen by name now: cells, tasks, measurements."""
+    from rnn_jax.cells import CELLS
+    from rnn_jax.measurements import MEASUREMENTS
+    from rnn_jax.tasks import TASKS
+
+    return "; ".join(registry.listing() for registry in (CELLS, TASKS, MEASUREMENTS))
 
 
 @contextlib.contextmanager
@@ -91,8 +117,10 @@ class TaskExperiment:
     ylabel: str = "loss"
 
     def run(self, cfg) -> dict:
-        out, cfg, _ = prepare_run_dir(cfg, self.name, from_command_line=RUNTIME_FLAGS)
-        data, held = self.data(cfg)
+        out, cfg, resuming = resolve_run_dir(cfg, self.name, from_command_line=RUNTIME_FLAGS)
+        data, held = self.data(cfg)  # found and read before the run folder is made: bad input leaves none
+        if not resuming:
+            create_run_dir(out, cfg, self.name)
         fitted = fit(cfg, out, lambda seed: self.build_model(cfg, data.extra), data, desc=f"{self.name} {cfg.cell}")
         metrics, info = self.report(cfg, nnx.merge(fitted.graphdef, fitted.params), held, out, fitted)
         title = self.title(cfg) if self.title else f"{self.name}: {cfg.data}"
@@ -101,3 +129,36 @@ class TaskExperiment:
     def main(self, argv=None) -> None:
         description = sys.modules[self.config.__module__].__doc__
         main(self.config, self.run, self.summary, argv, description=description, predict=self.predict)
+
+
+EXPERIMENTS = (
+    "gradient_flow",
+    "ablate",
+    "fixed_points",
+    "char_lm",
+    "sample",
+    "sentiment",
+    "tagging",
+    "translate",
+    "caption",
+    "tabular",
+    "forecast",
+)
+
+
+def overview() -> str:
+    """Every experiment with the first line of its docstring (read from the source, nothing imported)."""
+    import ast
+    import importlib.util
+
+    lines = ["The experiments (python -m experiments.NAME --help for each one's flags and examples):", ""]
+    for name in EXPERIMENTS:
+        source = importlib.util.find_spec(f"experiments.{name}").origin
+        with open(source) as f:
+            first = (ast.get_docstring(ast.parse(f.read())) or "").splitlines()[0]
+        lines.append(f"  {name:<14} {first}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(overview())

@@ -50,7 +50,7 @@ class Config(gradient_flow.Config):
     """analyse this run instead of training: of gradient_flow or fixed_points (every cell, its first seed) or of
     sentiment, tagging, tabular, forecast or char_lm (its model, on its validation inputs)"""
     constant: tuple[float, ...] = ()
-    """the constant input x* under which points are found (default: zeros; a token id for token inputs)"""
+    """the constant input x* under which points are found (empty: zeros; a token id for token inputs)"""
     candidates: int = 1024
     """initial states, sampled from the trajectories of held-out batches"""
     noise: float = 0.05

@@ -53,7 +53,7 @@ class Config(TaskOptions):
     from statsmodels's datasets; airline, or any with --data-dir, from the timeseries corpus:
     $RNN_JAX_DATA/timeseries/)"""
     data_dir: str | None = None
-    """the folder of the built-in series' CSV files (default: the timeseries corpus)"""
+    """the folder of the built-in series' CSV files (None: the timeseries corpus)"""
     data: str | None = None
     """instead of --series: a local table (.csv, ...), save_to_disk folder or hub id"""
     column: str | None = None
@@ -61,9 +61,9 @@ class Config(TaskOptions):
     period: int | None = None
     """season length in steps (0: none; default: the built-in series')"""
     holdout: int | None = None
-    """test points at the end, and as many validation points before them (default: the built-in series')"""
+    """test points at the end, and as many validation points before them (None: the built-in series')"""
     log: bool | None = None
-    """model log(x): True | False (default: the built-in series')"""
+    """model log(x): True | False (None: the built-in series')"""
     window: int = 36
     """steps per training window, and of history before each one-step forecast"""
     batch: int = 16

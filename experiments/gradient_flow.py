@@ -5,7 +5,7 @@ training step itself, the long-range profile ||dL_T/dh_{T-k}|| and the full-loss
 ||dL/dh_t|| at initialisation, every --flow-every steps and at the last step.
 
     python -m experiments.gradient_flow                       # adding problem, T = 100
-    python -m experiments.gradient_flow --quick               # < 2 minutes
+    python -m experiments.gradient_flow --quick               # under a minute
     python -m experiments.gradient_flow --task copy --seq-len 50 --seeds 3
     python -m experiments.gradient_flow --task charlm --data tinyshakespeare
     python -m experiments.gradient_flow --cells rnn --recurrent-scale 1.5 --clip-norm 1.0
@@ -26,18 +26,20 @@ from pathlib import Path
 from typing import ClassVar
 
 import jax
+import optax
 
 from experiments import cli
 from rnn_jax import plots, summaries
 from rnn_jax.cells import CELLS
 from rnn_jax.choices import check_choice
-from rnn_jax.config import prepare_run_dir, require_at_least_one
+from rnn_jax.config import create_run_dir, require_at_least_one, resolve_run_dir
 from rnn_jax.experiment import TrainingData, fit, write_results
 from rnn_jax.history import History
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
 from rnn_jax.tasks import TASKS, Task, held_out_batches, make_task, test_batches
+from rnn_jax.train import init_train_state, make_flow_probe
 
 
 @dataclasses.dataclass
@@ -74,8 +76,8 @@ class Config(TrainingOptions):
     """held-out batches per evaluation (tasks on rows of a dataset: every held-out row, in --batch chunks)"""
     data: str | None = None
     """the task's data: charlm: a corpus name (tinyshakespeare | stacks_latex | linux_c, from $RNN_JAX_DATA or
-    the hub), a text file or a quoted glob (default: a built-in generated corpus); sentiment: labelled texts
-    (default rt_sentence_polarity); tagging: a treebank (default ud_english_ewt); mnist_*: digits (default
+    the hub), a text file or a quoted glob (None: a built-in generated corpus); sentiment: labelled texts
+    (None: rt_sentence_polarity); tagging: a treebank (None: ud_english_ewt); mnist_*: digits (None:
     mnist: $RNN_JAX_DATA/mnist, else the hub's ylecun/mnist); forecast: a built-in series (airline | co2 |
     sunspots | nile | unemployment; default airline)"""
     # this experiment's defaults (measured in docs/gradient-flow.md with them)
@@ -131,10 +133,26 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
     return dict(zip(seeds, split_seeds(fitted.history, len(seeds))))
 
 
+def check_measurements(cfg: Config, task: Task) -> None:
+    """Your own measurements (--measure) traced on one batch of the task for each cell (shapes
+    only, nothing computed) before the run folder is made: a measurement that fails says so
+    before anything is written or trained."""
+    if not cfg.measure:
+        return
+    batch = task.first_seed_batch(jax.random.key(0))
+    for cell in cfg.cells:
+        model = cfg.sequence_model(cell, cfg.seed, **task.model_io)
+        graphdef, state = init_train_state(model, optax.identity(), jax.random.key(cfg.seed))
+        jax.eval_shape(make_flow_probe(graphdef, task.loss_fn, measurements=cfg.measurements()), state.params, batch)
+
+
 def run(cfg: Config) -> dict:
     """Run (or resume) the experiment described by `cfg`; returns results.json's content."""
-    out, cfg, _ = prepare_run_dir(cfg, "gradient_flow", from_command_line=RUNTIME_FLAGS)
-    task = make_task(cfg.task, cfg)
+    out, cfg, resuming = resolve_run_dir(cfg, "gradient_flow", from_command_line=RUNTIME_FLAGS)
+    task = make_task(cfg.task, cfg)  # its data found and read before the run folder is made
+    check_measurements(cfg, task)
+    if not resuming:
+        create_run_dir(out, cfg, "gradient_flow")
     started = time.time()
     histories = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
     cells = summaries.summarise_cells(cfg, histories, solved_below=task.solved_threshold)
@@ -159,6 +177,8 @@ def run(cfg: Config) -> dict:
     if is_primary():
         summaries.write_flow_csv(out / "grad_norms.csv", histories)
     plots.training_figures(cfg, task, histories, cells, out)
+    if is_primary():  # the printed table, kept beside the results (as ablate's summary.md)
+        (out / "summary.md").write_text(summary(cfg, results) + "\n")
     return results
 
 

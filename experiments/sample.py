@@ -25,7 +25,7 @@ class Config:
     checkpoint: str
     """output directory of a char_lm run"""
     prime: str = "\n"
-    """text to start from (default: a newline)"""
+    """text to start from"""
     length: int = 500
     """characters to generate"""
     temperature: float = 1.0

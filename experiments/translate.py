@@ -82,7 +82,7 @@ class Config(TaskOptions):
     length_penalty: float = 0.6
     """beam search ranks log p / length**penalty"""
     test_sentences: int | None = None
-    """decode at most this many test sentences (default: all)"""
+    """decode at most this many test sentences (None: all)"""
 
     def __post_init__(self):
         super().__post_init__()

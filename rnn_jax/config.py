@@ -12,6 +12,7 @@ import datetime
 import importlib
 import importlib.util
 import json
+import math
 import platform
 import sys
 import types
@@ -22,6 +23,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import jaxlib
+import numpy as np
 import optax
 
 from rnn_jax import compilation, host
@@ -89,31 +91,74 @@ def import_modules(names) -> None:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # the user's file: say which, where and what, not a traceback
+            del sys.modules[module_name]
+            where = f" (line {error.lineno})" if isinstance(error, SyntaxError) else ""
+            raise ValueError(f"--imports {name}{where}: {type(error).__name__}: {error}") from error
 
 
-def config_from_json(cls, data: dict, **overrides):
-    """An instance of the config dataclass `cls` from its JSON form (lists back to tuples), with
-    `overrides`; a field `cls` does not have is an error (a run of another experiment?)."""
+def config_from_json(cls, data: dict, *, where: str | Path = "the run", **overrides):
+    """An instance of the config dataclass `cls` from its JSON form (lists back to tuples; the
+    ``experiment`` that wrote it set aside), with `overrides`; a field `cls` does not have is an
+    error that names the experiment that wrote the run in `where` and the command resuming it."""
+    data = {k: v for k, v in data.items() if k != "experiment"}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(hints))
     if unknown:
-        raise ValueError(
-            f"the saved config has fields {unknown} that a {cls.__module__}.{cls.__name__} does not: "
-            "is it a run of another experiment?"
-        )
+        raise ValueError(f"{written_by(where, data_experiment(where))}; this experiment has no {', '.join(unknown)}")
     values = {
         k: tuple(v) if isinstance(v, list) and typing.get_origin(hints[k]) is tuple else v for k, v in data.items()
     }
     return cls(**{**values, **overrides})
 
 
+def data_experiment(where) -> str | None:
+    """The experiment named in the config.json of the run folder `where`, if it names one."""
+    path = Path(where) / "config.json"
+    try:
+        return json.loads(path.read_text()).get("experiment") if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def written_by(where, experiment: str | None) -> str:
+    """Which experiment wrote the run in `where` and how to resume it (as far as it says)."""
+    if experiment is None:
+        return f"{where} was written by another experiment (or an older version) than this one"
+    return f"{where} was written by experiments.{experiment}: `python -m experiments.{experiment} --resume {where}`"
+
+
+def saved_config(cfg, experiment: str, out) -> dict:
+    """config.json: the options, the folder chosen (`out`) and the experiment that runs them."""
+    return {**dataclasses.asdict(cfg), "out": str(out), "experiment": experiment}
+
+
 def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] = ()):
-    """The output directory of a run and its effective config; returns (out, cfg, resuming).
+    """The output directory of a run and its effective config, the directory made and its
+    config.json written; returns (out, cfg, resuming). See `resolve_run_dir`."""
+    out, cfg, resuming = resolve_run_dir(cfg, experiment, from_command_line=from_command_line)
+    if not resuming:
+        create_run_dir(out, cfg, experiment)
+    return out, cfg, resuming
+
+
+def create_run_dir(out: Path, cfg, experiment: str) -> None:
+    """Make the new run folder `out` and write its config.json (process 0 of a multi-process run)."""
+    if jax.process_index() > 0:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", saved_config(cfg, experiment, out))
+
+
+def resolve_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] = ()):
+    """The output directory of a run and its effective config, checked but not yet made (so that
+    bad input found before `create_run_dir` leaves nothing behind); returns (out, cfg, resuming).
 
     With `cfg.resume`, the run's own config.json is the config (a run continues as it began),
     except the fields named in `from_command_line`. Otherwise a fresh directory (`cfg.out`, or
-    runs/<experiment>/<timestamp>) gets config.json; one that already holds a run is refused.
+    runs/<experiment>/<timestamp>); one that already holds a run is refused.
     """
     if cfg.resume:
         path = Path(cfg.resume) / "config.json"
@@ -126,12 +171,12 @@ def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
                 f"no checkpoint in {path.parent / 'checkpoints'}: nothing to restore or resume from"
             )
         kept = {name: getattr(cfg, name) for name in from_command_line}
-        saved = config_from_json(type(cfg), json.loads(path.read_text()), resume=None, **kept)
+        saved = config_from_json(type(cfg), json.loads(path.read_text()), where=path.parent, resume=None, **kept)
         if not hasattr(saved, "continued_with"):
             return path.parent, saved, True
         resumed, changes = saved.continued_with(cfg, getattr(cfg, "command_line_flags", frozenset()))
         if changes and jax.process_index() == 0:  # the run's config says what it now runs with, and since when
-            write_json(path, dataclasses.asdict(resumed))
+            write_json(path, saved_config(resumed, experiment, path.parent))
             history_path = path.parent / "config_history.json"
             history = json.loads(history_path.read_text()) if history_path.exists() else []
             entry = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "changed": changes}
@@ -142,12 +187,8 @@ def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
     out = Path(cfg.out or f"runs/{experiment}/{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, or empty) for the run's outputs")
-    if jax.process_index() > 0:  # a multi-process run: process 0 writes the directory
-        return out, cfg, False
-    if (out / "config.json").exists():
+    if jax.process_index() == 0 and (out / "config.json").exists():
         raise ValueError(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", dataclasses.asdict(cfg))
     return out, cfg, False
 
 
@@ -174,15 +215,30 @@ def environment() -> dict:
 
 
 def write_json(path: str | Path, data) -> None:
-    """Write JSON atomically (a temporary file, then a rename), so a killed run never leaves a
-    half-written file. In a multi-process run only process 0 writes."""
+    """Write strict JSON atomically (a temporary file, then a rename), so a killed run never
+    leaves a half-written file: a NaN or an infinity (a diverged seed, an interval of one seed)
+    is written as null, which every JSON reader accepts. In a multi-process run only process 0
+    writes."""
     if jax.process_index() > 0:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(_strict(data), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
+
+
+def _strict(value):
+    """`value` with every non-finite float as None, containers and arrays as JSON's own types."""
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return _strict(_json_default(value))
 
 
 def _json_default(value):

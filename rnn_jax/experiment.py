@@ -239,7 +239,7 @@ def finish(
 def write_results(cfg: TrainingOptions, out: Path, results: dict) -> dict:
     """results.json: the config, the environment and `results`; returns them with ``out``."""
     results = {
-        "config": dataclasses.asdict(cfg),
+        "config": {**dataclasses.asdict(cfg), "out": str(out)},
         "environment": environment(),
         "matmul_precision": backend.precision_record(getattr(cfg, "matmul_precision", None)),
         **results,

@@ -98,11 +98,31 @@ def flow_profiles(model, batch, state_grads, pullback=None, final_is_loss=False,
     profile), which a many-to-one loss (`final_is_loss`) does not run again."""
     flow = {"by_step": probe_norms(model, state_grads)}
     if measurements:
-        flow["measurements"] = {name: measure(model, batch, state_grads) for name, measure in measurements}
+        flow["measurements"] = {name: measured(name, fn(model, batch, state_grads)) for name, fn in measurements}
     if pullback is not None:
         final_state_grads = state_grads if final_is_loss else pullback(0.0, 1.0)[1]
         flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_state_grads).items()}
     return flow
+
+
+def measured(name: str, value) -> dict:
+    """A measurement's result as {its pytree path ("[0]", "['key']", "" for a bare array): array}:
+    containers become dicts, so that a leading seed axis (stacked seeds) is always the first
+    axis of a leaf, never confused with a list the measurement returned. Anything but arrays and
+    numbers is refused, naming the measurement."""
+    leaves = jax.tree_util.tree_flatten_with_path(value)[0]
+    if not leaves:
+        raise ValueError(f"measurement {name!r} returned {value!r}: expected an array or a list, tuple or dict of them")
+    record = {}
+    for path, leaf in leaves:
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, int)) or isinstance(leaf, bool):
+            where = jax.tree_util.keystr(path) or "its result"
+            raise ValueError(
+                f"measurement {name!r}: {where} is a {type(leaf).__name__}, not an array; a measurement returns an "
+                "array, a number, or a list, tuple or dict of them"
+            )
+        record[jax.tree_util.keystr(path)] = jnp.asarray(leaf)
+    return record
 
 
 def loss_and_pullback(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from rnn_jax.history import History
@@ -33,11 +34,10 @@ class MetricsLog:
         self.jsonl.write(json.dumps({"split": split, "step": step, **scalars}) + "\n")
         self.jsonl.flush()
         for name, value in scalars.items():
-            if isinstance(value, list):  # stacked seeds: one curve each
-                for seed, v in enumerate(value):
-                    self.tensorboard.add_scalar(f"{split}/{name}/seed{seed}", v, step)
-            else:
-                self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+            curves = {f"{name}/seed{s}": v for s, v in enumerate(value)} if isinstance(value, list) else {name: value}
+            for curve, v in curves.items():  # stacked seeds: one curve each
+                if math.isfinite(v):  # a diverged step is in metrics.jsonl; TensorBoard would warn at every one
+                    self.tensorboard.add_scalar(f"{split}/{curve}", v, step)
 
     def close(self) -> None:
         if self.jsonl is not None:

@@ -15,7 +15,8 @@ def bleu(hypotheses: list[list[str]], references: list[list[list[str]]]) -> floa
 
     streams = max(len(r) for r in references)
     refs = [[" ".join(r[k]) if k < len(r) else None for r in references] for k in range(streams)]
-    return float(sacrebleu.corpus_bleu([" ".join(h) for h in hypotheses], refs, tokenize="none").score)
+    # force: the text is tokenised on purpose (sacrebleu would warn three times a call that it looks so)
+    return float(sacrebleu.corpus_bleu([" ".join(h) for h in hypotheses], refs, tokenize="none", force=True).score)
 
 
 def edit_distance(a: str, b: str) -> int:

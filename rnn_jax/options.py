@@ -61,7 +61,7 @@ class TrainingOptions(DeviceOptions):
     """LSTM forget-gate bias at initialisation"""
     chrono_init: float | None = None
     """chrono initialisation (Tallec & Ollivier 2018) for sequences up to T_MAX steps: the LSTM's forget bias
-    b_f = ln U[1, T_MAX - 1] and b_i = -b_f, the GRU's keep gate (1 - z) likewise (default: off)"""
+    b_f = ln U[1, T_MAX - 1] and b_i = -b_f, the GRU's keep gate (1 - z) likewise (None: off)"""
     lru_r_min: float = 0.9
     """LRU: the smallest |lambda| at initialisation (the ring r_min <= |lambda| <= r_max)"""
     lru_r_max: float = 0.999
@@ -86,11 +86,11 @@ class TrainingOptions(DeviceOptions):
     step's gates | K >= 2 keep every K-th carry and recompute K-step segments (memory ~ T/K + K steps; K ~
     sqrt(T) least); for long sequences on a memory-bound accelerator"""
     matmul_precision: str | None = None
-    """float32 matmul precision of training and evaluation: default | high | highest (default: the backend's:
+    """float32 matmul precision of training and evaluation: default | high | highest (None: the backend's:
     full float32 on CPUs, TF32 on recent NVIDIA GPUs, bfloat16 passes on TPUs); measurements (gradient flow,
     spectra, fixed points) always run at highest"""
     block: bool | None = None
-    """each layer a pre-norm residual block with an MLP (default: for mingru, minlstm and lru, as in their
+    """each layer a pre-norm residual block with an MLP (None: for mingru, minlstm and lru, as in their
     papers)"""
     batch: int = 32
     """examples per training step"""
@@ -110,7 +110,7 @@ class TrainingOptions(DeviceOptions):
     schedule: str = "cosine"
     """learning-rate schedule after warm-up: constant | cosine | linear"""
     warmup: int | None = None
-    """linear warm-up steps (default: min(100, steps // 10)); must be below --steps"""
+    """linear warm-up steps (None: min(100, steps // 10)); must be below --steps"""
     clip_norm: float | None = 1.0
     """clip gradients to this global norm; None or 0 disables"""
     clip_value: float | None = None
@@ -123,7 +123,7 @@ class TrainingOptions(DeviceOptions):
     best_by: str = "loss"
     """the validation metric that picks the best checkpoint, the one tested: loss (lowest) | accuracy (highest)"""
     flow_every: int | None = None
-    """measure the gradient flow ||dL/dh_t|| every N steps (default: at the first and the last step)"""
+    """measure the gradient flow ||dL/dh_t|| every N steps (None: at the first and the last step)"""
     flow_regularizer: float = 0.0
     """weight of Pascanu et al. (2013)'s vanishing-gradient regulariser Omega, differentiated in the same step
     (0: off; its value is logged as flow_regularizer)"""
@@ -149,7 +149,7 @@ class TrainingOptions(DeviceOptions):
     seed: int = 0
     """seed of initialisation, data split and order, and dropout"""
     out: str | None = None
-    """output directory (default: runs/<experiment>/<timestamp>)"""
+    """output directory (None: runs/<experiment>/<timestamp>)"""
     resume: str | None = None
     """continue the run in this directory from its newest intact checkpoint, with its saved config; a flag typed
     beside it is applied where sound (--minutes, device flags, --log/eval/flow/checkpoint-every, --keep, more
@@ -185,7 +185,7 @@ class TrainingOptions(DeviceOptions):
             raise ValueError(f"--gru-form must be one of {', '.join(GRU_FORMS)}, got {self.gru_form!r}")
         check_best_by(self.best_by)
         for name in self.measure:
-            check_choice("measurement", name, MEASUREMENTS)
+            MEASUREMENTS.check(name)
         check_choice("--on-nan", self.on_nan, ON_NAN)
         check_choice("--flow-regularizer-form", self.flow_regularizer_form, REGULARIZER_FORMS)
         compute_dtype(self.dtype)

@@ -43,7 +43,7 @@ class DeviceOptions:
     command line (`DEVICE_FLAGS`), not from its saved config."""
 
     devices: int | None = None
-    """data-parallel over this many devices (default: all visible; the batch is split over them, so it
+    """data-parallel over this many devices (None: all visible; the batch is split over them, so it
     must divide evenly)"""
     coordinator: str | None = None
     """multi-process run: process 0's HOST:PORT (with --num-processes and --process-id), or auto to detect

@@ -45,6 +45,7 @@ def summarise_cells(cfg, histories: dict[str, dict[int, History]], *, solved_bel
                 else {}
             ),
             **test_summary(list(by_seed.values()), best_by=getattr(cfg, "best_by", "loss")),
+            **measurement_summary([{s: h.flow[s].get("measurements", {}) for s in steps} for h in by_seed.values()]),
             "status": {str(seed): h.status for seed, h in by_seed.items()},
             **summarise_dynamics(cfg, [{s: h.flow[s].get("dynamics", {}) for s in steps} for h in by_seed.values()]),
             "seeds": {str(seed): h.to_json() for seed, h in by_seed.items()},
@@ -71,6 +72,26 @@ def test_summary(histories: list[History], *, best_by: str = "loss") -> dict:
         },
         "final_test": at([h.eval[-1] for h in histories]),
     }
+
+
+def measurement_summary(by_seed: list[dict[int, dict]]) -> dict:
+    """``measurements``: {name: {path: {step: summary}}} of the registered measurements recorded
+    at each measured step (`by_seed`: per seed, {step: {name: {path: value}}}): a number per seed
+    summarised like every metric (`seed_summary`: mean, 95% interval, each seed), an array per
+    seed as its elementwise mean over the seeds beside each seed's."""
+    steps = sorted(by_seed[0]) if by_seed else []
+    out: dict = {}
+    for step in steps:
+        for name, record in by_seed[0][step].items():
+            for path, first in record.items():
+                values = [seed[step][name][path] for seed in by_seed]
+                summary = (
+                    seed_summary(values)
+                    if np.ndim(first) == 0
+                    else {"mean": np.mean(np.asarray(values, np.float64), axis=0).tolist(), "per_seed": values}
+                )
+                out.setdefault(name, {}).setdefault(path, {})[str(step)] = summary
+    return {"measurements": out} if out else {}
 
 
 def summarise_dynamics(cfg, by_seed: list[dict[int, dict]]) -> dict:
@@ -187,7 +208,8 @@ def cells_table(cfg, results: dict) -> str:
         f"\n{cfg.task}: T={task.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.steps} steps, "
         f"{cfg.seeds} seed(s) -> "
         f"{results['out']}",
-        f"{'cell':<8} {'decay/step':>16} {'trained':>16} {'lambda_1':>9} {'trained':>8}  final eval {task['metric']}",
+        f"{'cell':<8} {'decay/step @0':>16} {'@' + last:>16} {'lambda_1 @0':>11} {'@' + last:>8}  "
+        f"final eval {task['metric']}",
     ]
     for cell, record in results["cells"].items():
         rate = functools.partial(_rate_text, record["decay_rate"])
@@ -213,7 +235,7 @@ def cells_table(cfg, results: dict) -> str:
                 " [{:.3f}, {:.3f}]".format(*test["interval"]) if cfg.seeds > 1 else ""
             )
         status = ",".join(sorted(set(record["status"].values())))
-        lines.append(f"{cell:<8} {rate('0'):>16} {rate(last):>16} {lead('0'):>9} {lead(last):>8}  {line}  [{status}]")
+        lines.append(f"{cell:<8} {rate('0'):>16} {rate(last):>16} {lead('0'):>11} {lead(last):>8}  {line}  [{status}]")
     lines.append(f"baseline {task['metric']}: {task['baseline']:.4g}; solved: below {task.get('solved_below', 0):.4g}")
     if any("test_at_best_validation" in r for r in results["cells"].values()):
         lines.append(f"[final eval: the validation data; test: at each seed's best validation {cfg.best_by}]")

@@ -59,6 +59,7 @@ from rnn_jax.losses import (
     sequence_cross_entropy,
     sequence_mse,
 )
+from rnn_jax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,27 +156,42 @@ class Task:
 
 
 TaskBuilder = Callable[[Any], Task]
-TASKS: dict[str, TaskBuilder] = {}
-
-
-def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
-    """Register `fn(cfg) -> Task` under `name` (a decorator): experiments then take ``--task name``.
-    `cfg` is the experiment's options; a task reads what it needs (batch, seq_len, seed, data)."""
-
-    def register(fn: TaskBuilder) -> TaskBuilder:
-        TASKS[name] = fn
-        return fn
-
-    return register
+TASKS = Registry("task", "decorate a function cfg -> rnn_jax.Task with @register_task in a file given to --imports")
+# Register `fn(cfg) -> Task` (a decorator, `@register_task("name")` or bare for its __name__):
+# experiments then take ``--task name``. `cfg` is the experiment's options; a task reads what it
+# needs (batch, seq_len, seed, seeds, data and its own options).
+register_task = TASKS.register
 
 
 def make_task(name: str, cfg) -> Task:
     """The registered task `name`, built for the options `cfg`."""
-    check_choice("task", name, TASKS)
+    TASKS.check(name)
     task = TASKS[name](cfg)
     if not isinstance(task, Task):
         raise ValueError(f"task {name!r}: its builder returned a {type(task).__name__}, not an rnn_jax.Task")
+    check_batch(name, task)
     return task
+
+
+BATCH_KEYS = ("inputs", "targets")  # and optionally "mask", "weights", "reset"
+
+
+def check_batch(name: str, task: Task) -> None:
+    """A batch of `task` traced (shapes only, nothing computed) and checked before any training:
+    a dict with "inputs" and "targets" of one batch size, or an error that names the task."""
+    try:
+        batch = jax.eval_shape(task.first_seed_batch, jax.random.key(0))
+    except Exception as error:
+        raise ValueError(f"task {name!r}: drawing a batch failed: {type(error).__name__}: {error}") from error
+    if not isinstance(batch, Mapping) or not all(key in batch for key in BATCH_KEYS):
+        found = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ValueError(
+            f"task {name!r}: its batch is {found}; a batch is a dict with 'inputs' and 'targets' (batch first), "
+            "and optionally 'mask' or 'weights'"
+        )
+    sizes = {key: value.shape[0] for key, value in batch.items() if getattr(value, "ndim", 0)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"task {name!r}: its batch's arrays disagree on the batch size: {sizes}")
 
 
 @register_task("adding")

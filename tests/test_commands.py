@@ -133,7 +133,8 @@ def test_your_own_measurement_from_the_readme_is_recorded(tmp_path):
         flows = cells[cell]["seeds"]["0"]["flow"]
         assert sorted(flows, key=int) == ["0", "2"]
         for flow in flows.values():
-            (measured,) = flow["measurements"]["last_step_norm"]  # one layer
+            assert list(flow["measurements"]["last_step_norm"]) == ["[0]"]  # by path in its result: one layer
+            measured = flow["measurements"]["last_step_norm"]["[0]"]
             np.testing.assert_allclose(measured, flow["by_step"]["layer0/h"][-1] / 4, rtol=1e-5)
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax.choices import check_choice
+from rnn_jax.registry import Registry
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -208,27 +209,17 @@ class Cell:
         return carry
 
 
-CELLS: dict[str, type[Cell]] = {}
-
-
-def register_cell(cls: type[Cell]) -> type[Cell]:
-    """Make a cell class selectable by its `name` everywhere a cell is chosen by name
-    (`make_cell`, every experiment's --cell / --cells). A class decorator; a cell defined
-    outside the package registers the same way."""
-    name = getattr(cls, "name", "")
-    taken = CELLS.get(name)
-    # a re-run of the same definition (an imported file run twice) replaces it; another class may not
-    if not name or taken is not None and taken.__qualname__ != cls.__qualname__:
-        raise ValueError(f"cell name {name!r} is empty or taken by {taken}")
-    CELLS[cls.name] = cls
-    return cls
+CELLS = Registry("cell", "subclass rnn_jax.cells.Cell and decorate it with @register_cell in a file given to --imports")
+# Make a cell class selectable by its `name` everywhere a cell is chosen by name (`make_cell`,
+# every experiment's --cell / --cells); a cell defined outside the package registers the same way.
+register_cell = CELLS.register
 
 
 def make_cell(name: str, **options) -> Cell:
     """A cell by name (``"rnn"``, ``"lstm"``, ``"gru"``) with its options, e.g.
     ``make_cell("gru", reset_after=False)`` or ``make_cell("rnn", activation="relu",
     recurrent_init="identity")``."""
-    cls = CELLS[check_choice("cell", name, CELLS)]
+    cls = CELLS[CELLS.check(name)]
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
