@@ -1,0 +1,70 @@
+"""The synthetic long-lag tasks (`rnn_jax.data.synthetic`): adding, copy, selective_copy,
+flipflop and mqar."""
+
+from __future__ import annotations
+
+from rnn_jax.data import synthetic
+from rnn_jax.losses import final_step_mse, sequence_cross_entropy, sequence_mse
+from rnn_jax.tasks.base import Task, batches, register_task
+
+
+@register_task("adding")
+def adding(cfg) -> Task:
+    return Task(
+        batch=batches(synthetic.adding_batch, batch=cfg.batch, length=cfg.seq_len),
+        loss_fn=final_step_mse,
+        model_io=dict(input_size=2, output_size=1),
+        baseline=synthetic.ADDING_BASELINE_MSE,
+        metric="MSE",
+    )
+
+
+@register_task("copy")
+def copy(cfg) -> Task:
+    return Task(
+        batch=batches(synthetic.copy_batch, batch=cfg.batch, delay=cfg.seq_len),
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
+        baseline=synthetic.copy_baseline(cfg.seq_len),
+        metric="cross-entropy (nats/step)",
+    )
+
+
+@register_task("selective_copy")
+def selective_copy(cfg) -> Task:
+    return Task(
+        batch=batches(synthetic.selective_copy_batch, batch=cfg.batch, length=cfg.seq_len, tokens=cfg.tokens),
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(vocab_size=synthetic.COPY_VOCAB, output_size=synthetic.COPY_VOCAB),
+        baseline=synthetic.selective_copy_baseline(),
+        metric="cross-entropy of the copied tokens (nats)",
+    )
+
+
+@register_task("flipflop")
+def flipflop(cfg) -> Task:
+    """The 3-bit flip-flop of Sussillo & Barak 2013 (fixed points: `rnn_jax.fixed_points`)."""
+    return Task(
+        batch=batches(synthetic.flipflop_batch, batch=cfg.batch, length=cfg.seq_len),
+        loss_fn=sequence_mse,
+        model_io=dict(input_size=synthetic.FLIPFLOP_BITS, output_size=synthetic.FLIPFLOP_BITS),
+        baseline=1.0 - synthetic.FLIPFLOP_PULSE,
+        metric="MSE per step",
+    )
+
+
+@register_task("mqar")
+def mqar(cfg) -> Task:
+    """Multi-query associative recall (Arora et al. 2023) as Zoology generates it, T = --seq-len;
+    --mqar-pairs, --mqar-vocab, --mqar-power-a and --mqar-noise set Zoology's choices."""
+    options = dict(pairs=cfg.mqar_pairs, vocab=cfg.mqar_vocab, power_a=cfg.mqar_power_a, noise=cfg.mqar_noise)
+    synthetic.check_mqar(cfg.seq_len, options["pairs"], options["vocab"], options["power_a"])
+    baselines = synthetic.mqar_baselines(options["vocab"], options["pairs"])
+    return Task(
+        batch=batches(synthetic.mqar_batch, batch=cfg.batch, length=cfg.seq_len, **options),
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(vocab_size=cfg.mqar_vocab, output_size=cfg.mqar_vocab),
+        baseline=baselines["no_memory"]["nats"],
+        metric="cross-entropy of the recalled values (nats)",
+        info={**options, "baselines": baselines},
+    )
