@@ -91,18 +91,21 @@ def held_out_inputs(cfg: Config, task) -> jax.Array:
 def task_experiment_network(run_dir: Path) -> tuple[str, str, nnx.Module, jax.Array]:
     """(experiment, cell, model, held-out inputs) of a run of a task experiment with one
     SequenceModel (its best checkpoint; inputs: its first validation batch), recognised by its
-    config's fields."""
-    saved = set(json.loads((run_dir / "config.json").read_text()))
-    for name in TASK_EXPERIMENTS:
+    config.json's ``experiment`` (a folder written before it was kept: by its config's fields)."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    named = saved.pop("experiment", None)
+    for name in [named] if named in TASK_EXPERIMENTS else [] if named else TASK_EXPERIMENTS:
         module = importlib.import_module(f"experiments.{name}")
-        if saved == {f.name for f in dataclasses.fields(module.Config)}:
+        if named or set(saved) == {f.name for f in dataclasses.fields(module.Config)}:
             run_cfg, _, model = load_run(run_dir, module.Config, module.build_model)
             if getattr(run_cfg, "bidirectional", False):
                 raise ValueError(f"--checkpoint {run_dir}: a bidirectional model has no one-step map to find points of")
             data, _ = module.EXPERIMENT.data(run_cfg)
             return name, run_cfg.cell, model, jnp.asarray(next(iter(data.eval_batches))["inputs"])
     raise ValueError(
-        f"--checkpoint {run_dir}: not a run of gradient_flow, fixed_points or {', '.join(TASK_EXPERIMENTS)} "
+        f"--checkpoint {run_dir}: "
+        + (f"a run of {named}, " if named else "")
+        + f"not a run of gradient_flow, fixed_points or {', '.join(TASK_EXPERIMENTS)} "
         "(translate and caption are encoder-decoders: no single recurrence to find points of)"
     )
 
