@@ -298,7 +298,9 @@ def load_run(
     if not (run_dir / "config.json").exists() or not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"--checkpoint {run_dir}: not a run directory (it needs config.json and checkpoints/)")
     saved = json.loads((run_dir / "config.json").read_text())
-    cfg = config_from_json(config_cls, saved, resume=None, **{k: None for k in ("checkpoint", "input") if k in saved})
+    cfg = config_from_json(
+        config_cls, saved, where=run_dir, resume=None, **{k: None for k in ("checkpoint", "input") if k in saved}
+    )
     checkpoints = Checkpoints(run_dir / "checkpoints", best_by=cfg.best_by)
     best, step = checkpoints.preferred_step(last=last)
     if step is None:
