@@ -244,7 +244,7 @@ def spectra(spectra_by_cell: dict[str, dict[int, np.ndarray]], path: Path, *, ti
 def gate_dynamics(gates_by_cell: dict[str, dict], path: Path, *, title: str) -> None:
     """Over training, per cell with gates: each gate's mean (solid) and saturated fractions
     (dotted: < 0.05, dashed: > 0.95); below, the distribution over units of each unit's time
-    constant -1 / ln(its batch-mean keep gate): median, 90th percentile and max (the few slow
+    constant -1 / ln(its keep gate averaged over batch and steps): median, 90th percentile and max (the few slow
     units that carry a long memory; a mean over units and steps would be dominated by saturated
     gates). gates_by_cell: {cell: {"gates": {step: {gate: {mean, low, high}}},
     "time_constant_median" | "_p90" | "_max": {step: tau}}}."""
