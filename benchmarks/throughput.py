@@ -27,7 +27,7 @@ from unittest import mock
 import jax.numpy as jnp
 
 from benchmarks import common
-from rnn_jax import recurrence
+from rnn_jax import fused
 
 IMPLEMENTATIONS = {
     "rnn_jax": common.rnn_jax_step,
@@ -39,11 +39,11 @@ IMPLEMENTATIONS = {
 
 def untransposed_step(cell: str, hidden: int, tokens, **options):
     """The library's step with W_hh never transposed before the forward loop (the default does
-    it from hidden `recurrence.TRANSPOSE_FROM_HIDDEN` on), for timing the two side by side."""
+    it from hidden `fused.TRANSPOSE_FROM_HIDDEN` on), for timing the two side by side."""
     call = common.rnn_jax_step(cell, hidden, tokens, **options)
 
     def untransposed():
-        with mock.patch.object(recurrence, "TRANSPOSE_FROM_HIDDEN", math.inf):  # read when the step is traced
+        with mock.patch.object(fused, "TRANSPOSE_FROM_HIDDEN", math.inf):  # read when the step is traced
             return call()
 
     return untransposed

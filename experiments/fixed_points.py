@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import cli, gradient_flow
-from rnn_jax import fixed_points, plots
+from rnn_jax import fixed_points, plots_fixed_points
 from rnn_jax.config import config_from_json, prepare_run_dir, write_json
 from rnn_jax.experiment import load_run, stacked_seed_model
 from rnn_jax.tasks import make_task
@@ -176,8 +176,10 @@ def write_outputs(cfg: Config, what: str, out: Path, run_dir: Path, records: dic
     results = {"input": constant, "task": what, "run": str(run_dir), "options": dataclasses.asdict(cfg.finder())}
     write_json(out / "fixed_points.json", {**results, "cells": records})
     title = f"{what}: input {constant}"
-    plots.fixed_points({c: (paths[c], r["points"]) for c, r in records.items()}, out / "fixed_points.png", title=title)
-    plots.eigenvalues({c: r["points"] for c, r in records.items()}, out / "eigenvalues.png", title=title)
+    plots_fixed_points.fixed_points(
+        {c: (paths[c], r["points"]) for c, r in records.items()}, out / "fixed_points.png", title=title
+    )
+    plots_fixed_points.eigenvalues({c: r["points"] for c, r in records.items()}, out / "eigenvalues.png", title=title)
     return {**results, "cells": records, "out": str(out)}
 
 

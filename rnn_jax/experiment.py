@@ -102,14 +102,24 @@ def fit(
         return Fitted(graphdef, state, state.params, History(flow={0: to_python(flow)}, status="completed"), 0.0)
     checkpoints = Checkpoints(out / "checkpoints" / name, keep=cfg.keep, best_by=cfg.best_by)
     try:  # closed on every way out: orbax's threads left open end the process with asyncio noise
-        return _train(cfg, out, name, graphdef, state, data, options, parallel, checkpoints, desc)
+        place = _Place(out / name, out / "logs" / name, desc)
+        return _train(cfg, place, graphdef, state, data, options, parallel, checkpoints)
     finally:
         checkpoints.close()
 
 
-def _train(cfg, out: Path, name: str, graphdef, state, data: TrainingData, options, parallel, checkpoints, desc):
+@dataclasses.dataclass(frozen=True)
+class _Place:
+    """Where one run of `fit` is: its folder name (for messages), its logs and its progress label."""
+
+    run: Path
+    logs: Path
+    desc: str
+
+
+def _train(cfg, place: _Place, graphdef, state, data: TrainingData, options, parallel, checkpoints):
     """Resume from the checkpoints, train what is left, restore the best parameters."""
-    state, history = _resume(checkpoints, state, data.extra, out / name, cfg.steps)
+    state, history = _resume(checkpoints, state, data.extra, place.run, cfg.steps)
     started = time.time()
     if not history.finished:
         train_step, flow_step = (
@@ -127,8 +137,8 @@ def _train(cfg, out: Path, name: str, graphdef, state, data: TrainingData, optio
             checkpoints=checkpoints,
             checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **data.extra, "history": h.to_json()},
             history=history,
-            log_dir=out / "logs" / name,
-            desc=desc,
+            log_dir=place.logs,
+            desc=place.desc,
         )
     wall = time.time() - started
     return Fitted(graphdef, state, _best_params(checkpoints, state), history, wall)

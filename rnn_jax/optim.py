@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import optax
 
 from rnn_jax.choices import check_choice
@@ -78,3 +80,21 @@ def make_clipper(clip_norm: float | None = None, clip_value: float | None = None
             raise ValueError(f"clip_value must be > 0, got {clip_value}")
         return optax.clip(clip_value)
     return optax.identity()
+
+
+@functools.lru_cache(maxsize=64)
+def cached_training(
+    optimizer: str,
+    rmsprop_init: float,
+    lr: float,
+    schedule: str,
+    warmup_steps: int,
+    total_steps: int,
+    clip_norm,
+    clip_value,
+):
+    """(optimizer with its learning-rate schedule, gradient clipper), the same objects for equal
+    arguments, so that jitted steps built from them are reused (`rnn_jax.train.reused`)."""
+    learning_rate = make_schedule(lr, schedule=schedule, warmup_steps=warmup_steps, total_steps=total_steps)
+    optimizer = make_optimizer(optimizer, learning_rate, rmsprop_init=rmsprop_init)
+    return optimizer, make_clipper(clip_norm or None, clip_value)

@@ -5,14 +5,12 @@ docstring is its command-line flag's help (see experiments/cli.py)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
-import typing
 from typing import ClassVar
 
 from flax import nnx
 
 from rnn_jax import backend
-from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, make_cell
+from rnn_jax.cells import CELLS, LSTM_VARIANTS, Cell, cell_fields, make_cell
 from rnn_jax.checkpoints import check_best_by
 from rnn_jax.choices import check_choice
 from rnn_jax.config import compute_dtype, flag, from_text, import_modules, require_at_least_one
@@ -20,7 +18,7 @@ from rnn_jax.gradflow import REGULARIZER_FORMS
 from rnn_jax.layers import SequenceModel
 from rnn_jax.loop import LoopConfig
 from rnn_jax.measurements import MEASUREMENTS
-from rnn_jax.optim import default_warmup, make_clipper, make_optimizer, make_schedule
+from rnn_jax.optim import cached_training, default_warmup
 from rnn_jax.parallel import DEVICE_FLAGS, DeviceOptions
 from rnn_jax.recurrence import SCANS
 from rnn_jax.train import ON_NAN, StepOptions
@@ -200,7 +198,7 @@ class TrainingOptions(DeviceOptions):
     def make_training(self):
         """(optimizer with its learning-rate schedule, gradient clipper): the same objects for equal
         options, so that the jitted steps built from them are reused (`rnn_jax.train.reused`)."""
-        return _training(
+        return cached_training(
             self.optimizer,
             self.rmsprop_init,
             self.lr,
@@ -381,12 +379,6 @@ class TaskOptions(TrainingOptions):
         return (self.cell,)
 
 
-def cell_fields(cls: type[Cell]) -> dict:
-    """{option: type} of a cell class: its dataclass fields (not its ClassVars)."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
 # {cell option: the flag that sets it} (--gru-form sets reset_after); other options: --cell-option
 CELL_OPTION_FLAGS = {
     "recurrent_init": "recurrent_init",
@@ -405,19 +397,3 @@ CELL_OPTION_FLAGS = {
 RUNTIME_FLAGS = ("minutes", *DEVICE_FLAGS)
 # what a resumed run may change (`TrainingOptions.continued_with`): how often it does what, not what it trains
 ON_RESUME = ("log_every", "eval_every", "checkpoint_every", "flow_every", "keep")
-
-
-@functools.lru_cache(maxsize=64)
-def _training(
-    optimizer: str,
-    rmsprop_init: float,
-    lr: float,
-    schedule: str,
-    warmup_steps: int,
-    total_steps: int,
-    clip_norm,
-    clip_value,
-):
-    learning_rate = make_schedule(lr, schedule=schedule, warmup_steps=warmup_steps, total_steps=total_steps)
-    optimizer = make_optimizer(optimizer, learning_rate, rmsprop_init=rmsprop_init)
-    return optimizer, make_clipper(clip_norm or None, clip_value)

@@ -4,7 +4,7 @@ cuDNN-style: the input projection `x_t W_xh + b` of every time step is one large
 computed before the scan, so the scanned body holds only the (fused) recurrent matmul
 `h_{t-1} W_hh` and the gate arithmetic (from hidden size `HOIST_FROM_HIDDEN`; below it the
 projection runs inside each step, measured faster on CPU). The backward pass is written by
-hand (`backprop="fused"`, see `_fused_scan`). Shapes are batch-major at this boundary,
+hand (`backprop="fused"`, see `rnn_jax.fused`). Shapes are batch-major at this boundary,
 `(batch, time, features)`; the scan itself runs time-major.
 
 Variable lengths: `mask` (batch, time) or, for right-padded sequences, `lengths` (batch,)
@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import backend, cudnn
-from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype, matmul, matmul_transposed
+from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype
 from rnn_jax.choices import check_choice
+from rnn_jax.fused import FusedPlan, finish_step, fused_scan, gate_params_of
 
 Array = jax.Array
 
@@ -35,10 +36,6 @@ SCANS = ("sequential", "parallel", "cudnn")
 # the scan pays from this hidden size on; below it, the scan over a hoisted (time, batch,
 # G * hidden) array is slower than a per-step projection.
 HOIST_FROM_HIDDEN = 512
-# Measured likewise: from this hidden size on, the loop's matmul h_{t-1} W_hh is faster with W_hh
-# transposed once before the loop, (G * hidden, hidden) (the LSTM and GRU train step 1.01-1.18x
-# faster at 1024 in three runs, docs/performance.md; 0.95x at 256 and 512).
-TRANSPOSE_FROM_HIDDEN = 1024
 
 
 def _as_mask(mask: Array | None, lengths: Array | None, batch: int, time: int) -> Array | None:
@@ -194,20 +191,12 @@ def run(
     inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
     if strategy.kind in ("parallel", "linear"):
         parallel = strategy.kind == "parallel"
-        carry, hs = _linear_scan(
-            cell, params, initial_carry, *inputs, reverse=options.reverse, parallel=parallel, unroll=options.unroll
-        )
+        carry, hs = _linear_scan(cell, params, initial_carry, *inputs, options, parallel)
         return carry, jnp.swapaxes(hs, 0, 1)
-    scan_steps = functools.partial(
-        _scan_steps,
-        cell,
-        params,
-        reverse=options.reverse,
-        unroll=options.unroll,
-        backprop=options.backprop,
-        remat_steps=strategy.remat_steps,
-        hoist=strategy.hoist,
-    )
+
+    def scan_steps(carry, xs, mask, probes):
+        return _scan_steps(cell, params, carry, xs, mask, probes, options, strategy)
+
     if strategy.kind == "steps":
         carry, hs = scan_steps(initial_carry, *inputs)
     else:
@@ -237,15 +226,15 @@ def _checked_inputs(cell, params, xs, initial_carry, mask, lengths):
     return xs, mask, initial_carry, hidden
 
 
-def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backprop, remat_steps, hoist):
+def _scan_steps(cell, params, carry, xs, mask, probes, options: ScanOptions, strategy: Strategy):
     """The recurrence over time-major inputs xs (time, batch, input): the input projection of
     all steps as one matmul before the scan (`hoist`) or one per step inside it, then the scan
     (with the hand-written backward pass where it applies)."""
-    if backprop == "fused" and cell.fused_recurrence and not remat_steps:
+    hoist = strategy.hoist
+    if options.backprop == "fused" and cell.fused_recurrence and not strategy.remat_steps:
+        plan = FusedPlan(cell, options.reverse, options.unroll, hoist)
         projection = {"W_xh": params["W_xh"], "b": params["b"]}
-        return _fused_scan(
-            cell, reverse, unroll, hoist, projection, params["W_hh"], _gate_params(params), xs, carry, mask, probes
-        )
+        return fused_scan(plan, projection, params["W_hh"], gate_params_of(params), xs, carry, mask, probes)
 
     def step(carry, inputs):
         x_t, mask_t, probe_t = inputs
@@ -253,10 +242,10 @@ def _scan_steps(cell, params, carry, xs, mask, probes, *, reverse, unroll, backp
         output = functools.partial(cell.output, params, xw_t=xw_t)
         return finish_step(cell, carry, *cell.recur(params, carry, xw_t), mask_t, probe_t, output)
 
-    if remat_steps:
+    if strategy.remat_steps:
         step = jax.checkpoint(step)
     xs = cell.project_inputs(params, xs) if hoist else xs  # (time, batch, G * hidden)
-    return jax.lax.scan(step, carry, (xs, mask, probes), reverse=reverse, unroll=unroll)
+    return jax.lax.scan(step, carry, (xs, mask, probes), reverse=options.reverse, unroll=options.unroll)
 
 
 def _scan_segments(scan, carry, xs, mask, probes, *, segment, reverse):
@@ -277,33 +266,17 @@ def _scan_segments(scan, carry, xs, mask, probes, *, segment, reverse):
     return carry, hs.reshape(-1, *hs.shape[2:])[:time]
 
 
-def finish_step(
-    cell: Cell, carry: Carry, new_carry: Carry, h: Array, mask_t, probe_t, output=None
-) -> tuple[Carry, Array]:
-    """Add the gradient-flow probe to the new carry (and read the output from the probed carry:
-    `output(carry)`, by default the hidden state); at padded steps keep the old carry and output
-    zeros."""
-    if probe_t is not None:
-        new_carry = jax.tree.map(jnp.add, new_carry, probe_t)
-        h = (output or cell.hidden)(new_carry)
-    if mask_t is not None:
-        keep = mask_t[:, None]
-        new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
-        h = jnp.where(keep, h, jnp.zeros_like(h))
-    return new_carry, h
-
-
-def _linear_scan(cell, params, carry, xs, mask, probes, *, reverse, parallel, unroll=1):
+def _linear_scan(cell, params, carry, xs, mask, probes, options: ScanOptions, parallel: bool):
     """A recurrence linear in the carry over time-major inputs, carry_t = a_t * carry_(t-1) + b_t:
     the coefficients (a_t, b_t) of all steps at once (nothing but a multiply-add is left inside
     the loop), then the recurrence, `parallel`: as one `jax.lax.associative_scan` over the pairs,
     (a, b) then (a', b') is (a' a, a' b + b'), O(log T) sequential depth; else as a `lax.scan` of
     the multiply-add. Probes add to b_t; a padded step is (identity, 0); the initial carry is
     folded into the first step's b. Same results as the step-by-step scan of `cell.recur`."""
-    if reverse:  # the scan runs over time reversed; outputs are returned in input order
+    if options.reverse:  # the scan runs over time reversed; outputs are returned in input order
         flip = lambda tree: jax.tree.map(lambda v: v[::-1], tree)  # noqa: E731
         carry, hs = _linear_scan(
-            cell, params, carry, *flip((xs, mask, probes)), reverse=False, parallel=parallel, unroll=unroll
+            cell, params, carry, *flip((xs, mask, probes)), dataclasses.replace(options, reverse=False), parallel
         )
         return carry, hs[::-1]
     xw = cell.project_inputs(params, xs)  # (time, batch, G * hidden)
@@ -334,105 +307,11 @@ def _linear_scan(cell, params, carry, xs, mask, probes, *, reverse, parallel, un
             return carry, carry
 
         zero = jax.tree.map(jnp.zeros_like, carry)
-        _, carries = jax.lax.scan(step, zero, (a, b), unroll=unroll)
+        _, carries = jax.lax.scan(step, zero, (a, b), unroll=options.unroll)
     hs = cell.output(params, carries, xw)
     if mask is not None:
         hs = jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
     return jax.tree.map(lambda v: v[-1], carries), hs
-
-
-def _gate_params(params: Params) -> Params:
-    """The parameters `cell.gates` reads: all but the two projections' (W_xh, b, W_hh)."""
-    return {k: v for k, v in params.items() if k not in ("W_xh", "b", "W_hh")}
-
-
-# The hand-written backward pass. Autodiff of the scan forms dL/dW_hh as a (hidden x batch) @
-# (batch x G*hidden) product inside every backward step; here the backward scan only passes
-# the gradient back through time (d hw_t = the gradient of the step's recurrent product, and
-# dh_{t-1} = d hw_t W_hh^T), and dL/dW_hh = sum_t h_{t-1}^T d hw_t is one large matmul over
-# all (time x batch) rows after it (and so are the input projection's). The forward saves each
-# step's carry, xw_t and hw_t, or their sum alone where the gates read only that (RNN, LSTM), so
-# the backward step is elementwise work and one matmul.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _fused_scan(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes):
-    return _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes)[
-        0
-    ]
-
-
-def _fused_forward(cell, reverse, unroll, hoist, projection, w_hh, gate_params, xs, initial_carry, mask, probes):
-    summed = cell.sums_projections
-    recurrent_product = _recurrent_product(w_hh)
-
-    def step(carry, inputs):
-        x_t, mask_t, probe_t = inputs
-        xw_t = x_t if hoist else cell.project_inputs(projection, x_t)
-        hw_t = recurrent_product(cell.hidden(carry))
-        if summed:  # the gates read only xw_t + hw_t: keep the sum alone (its gradient is both's)
-            xw_t, hw_t = xw_t + hw_t, None
-        new_carry, h = finish_step(cell, carry, *_gates(cell, gate_params, carry, xw_t, hw_t), mask_t, probe_t)
-        return new_carry, (h, carry, None if hoist and not summed else xw_t, hw_t)
-
-    scanned = cell.project_inputs(projection, xs) if hoist else xs
-    carry, (hs, carries, xw, hws) = jax.lax.scan(
-        step, initial_carry, (scanned, mask, probes), reverse=reverse, unroll=unroll
-    )
-    xw = scanned if xw is None else xw
-    return (carry, hs), (projection, w_hh, gate_params, xs, xw, mask, probes, carries, hws)
-
-
-def _recurrent_product(w_hh: Array):
-    """h -> h W_hh for the forward loop; from hidden size `TRANSPOSE_FROM_HIDDEN` on, from a copy
-    of W_hh transposed once before the loop."""
-    if w_hh.shape[0] < TRANSPOSE_FROM_HIDDEN:
-        return lambda h: matmul(h, w_hh)
-    w_hh_t = w_hh.T
-    return lambda h: matmul_transposed(h, w_hh_t)
-
-
-def _gates(cell, gate_params, carry, xw_t, hw_t):
-    """`cell.gates`; `hw_t` None: `xw_t` is already the sum xw_t + hw_t (`cell.sums_projections`)."""
-    return cell.gates(gate_params, carry, xw_t, 0.0 if hw_t is None else hw_t)
-
-
-def _fused_backward(cell, reverse, unroll, hoist, residuals, cotangents):
-    projection, w_hh, gate_params, xs, xw, mask, probes, carries, hws = residuals
-    d_final_carry, d_hs = cotangents
-
-    def step(state, inputs):
-        d_carry, d_gate_params = state
-        carry, xw_t, hw_t, mask_t, probe_t, d_h = inputs
-
-        def forward(gate_params, carry, xw_t, hw_t, probe_t):
-            return finish_step(cell, carry, *_gates(cell, gate_params, carry, xw_t, hw_t), mask_t, probe_t)
-
-        _, pullback = jax.vjp(forward, gate_params, carry, xw_t, hw_t, probe_t)
-        d_params_t, d_carry, d_xw_t, d_hw_t, d_probe_t = pullback((d_carry, d_h))
-        # not matmul(.., w_hh.T): that transpose would be merged with the forward pass's copy, and
-        # this product is slower from the copy (measured, docs/performance.md)
-        d_h_prev = matmul_transposed(d_xw_t if hw_t is None else d_hw_t, w_hh).astype(d_h.dtype)
-        d_carry = jax.tree.map(jnp.add, d_carry, jax.vjp(cell.hidden, carry)[1](d_h_prev)[0])
-        return (d_carry, jax.tree.map(jnp.add, d_gate_params, d_params_t)), (d_xw_t, d_hw_t, d_probe_t)
-
-    zeros = jax.tree.map(jnp.zeros_like, gate_params)
-    (d_initial_carry, d_gate_params), (d_xw, d_hw, d_probes) = jax.lax.scan(
-        step, (d_final_carry, zeros), (carries, xw, hws, mask, probes, d_hs), reverse=not reverse, unroll=unroll
-    )
-    d_hw = d_xw if d_hw is None else d_hw  # summed projections: one gradient for both
-    # the weight gradients: one matmul each over all (time x batch) rows
-    h_prev = cell.hidden(carries)
-    accumulate = accumulation_dtype(h_prev.dtype, xs.dtype, w_hh.dtype)
-    d_w_hh = jnp.einsum("tbh,tbg->hg", h_prev, d_hw.astype(h_prev.dtype), preferred_element_type=accumulate)
-    d_w_xh = jnp.einsum("tbi,tbg->ig", xs, d_xw.astype(xs.dtype), preferred_element_type=accumulate)
-    d_projection = {
-        "W_xh": d_w_xh.astype(projection["W_xh"].dtype),
-        "b": jnp.sum(d_xw, axis=(0, 1)).astype(projection["b"].dtype),
-    }
-    d_xs = matmul(d_xw, projection["W_xh"].T).astype(xs.dtype)
-    return d_projection, d_w_hh.astype(w_hh.dtype), d_gate_params, d_xs, d_initial_carry, None, d_probes
-
-
-_fused_scan.defvjp(_fused_forward, _fused_backward)
 
 
 def run_bidirectional(

@@ -34,8 +34,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_jax.cells import Carry, Cell, accumulation_dtype, matmul
+from rnn_jax.fused import finish_step
 from rnn_jax.layers import RecurrentStack, param_values
-from rnn_jax.recurrence import cast_params, finish_step, time_major
+from rnn_jax.recurrence import cast_params, time_major
 
 Array = jax.Array
 

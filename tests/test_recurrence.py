@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from rnn_jax import make_cell, recurrence, run, run_bidirectional
+from rnn_jax import fused as fused_pass
+from rnn_jax import make_cell, run, run_bidirectional
 from rnn_jax.cells import LSTM_VARIANTS
 
 from . import reference
@@ -89,7 +90,7 @@ def test_fused_backward_equals_autodiff(setup, reverse, hoist_inputs, monkeypatc
         pytest.skip("no hand-written backward pass for a linear recurrence: autodiff either way")
     cell, _, params, xs, carry0 = setup
     if hoist_inputs:  # as from hidden 1024 on: the projection hoisted and W_hh transposed before the loop
-        monkeypatch.setattr(recurrence, "TRANSPOSE_FROM_HIDDEN", 0)
+        monkeypatch.setattr(fused_pass, "TRANSPOSE_FROM_HIDDEN", 0)
     fused, autodiff = _fused_and_autodiff_gradients(
         cell, params, xs, carry0, reverse=reverse, hoist_inputs=hoist_inputs
     )
@@ -152,7 +153,7 @@ def test_float64_end_to_end(options, monkeypatch):
         # both directions for the base cells; the LSTM variants differ only in `gates`
         for reverse, hoist in ((False, False), (True, True))[: 1 if "variant" in options else 2]:
             if hoist:
-                monkeypatch.setattr(recurrence, "TRANSPOSE_FROM_HIDDEN", 0)
+                monkeypatch.setattr(fused_pass, "TRANSPOSE_FROM_HIDDEN", 0)
             fused, autodiff = _fused_and_autodiff_gradients(
                 cell, params, xs, carry0, reverse=reverse, hoist_inputs=hoist
             )

@@ -4,6 +4,7 @@ every cell uses. See `rnn_jax.cells` for the protocol and the gate orders."""
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -213,6 +214,12 @@ CELLS = Registry("cell", "subclass rnn_jax.cells.Cell and decorate it with @regi
 # Make a cell class selectable by its `name` everywhere a cell is chosen by name (`make_cell`,
 # every experiment's --cell / --cells); a cell defined outside the package registers the same way.
 register_cell = CELLS.register
+
+
+def cell_fields(cls: type[Cell]) -> dict:
+    """{option: type} of a cell class: its dataclass fields (not its ClassVars)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def make_cell(name: str, **options) -> Cell:
