@@ -7,7 +7,7 @@ from rnn_jax.gradflow import decay_rate, grads_and_flow
 from rnn_jax.history import History
 from rnn_jax.host import keep_freed_memory
 from rnn_jax.layers import Recurrent, RecurrentStack, SequenceModel
-from rnn_jax.loop import LoopConfig, train_loop
+from rnn_jax.loop import LoopConfig, LoopHooks, train_loop
 from rnn_jax.losses import (
     LossOutput,
     classification_cross_entropy,
@@ -46,6 +46,7 @@ __all__ = [
     "LSTM",
     "LSTMState",
     "LoopConfig",
+    "LoopHooks",
     "LossOutput",
     "RNN",
     "Recurrent",

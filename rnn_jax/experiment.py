@@ -32,7 +32,7 @@ from rnn_jax.config import (
 )
 from rnn_jax.gradflow import decay_rate
 from rnn_jax.history import History
-from rnn_jax.loop import evaluate_batches, to_python, train_loop
+from rnn_jax.loop import LoopHooks, evaluate_batches, to_python, train_loop
 from rnn_jax.losses import LossFn
 from rnn_jax.options import TrainingOptions
 from rnn_jax.parallel import DataParallel
@@ -126,20 +126,17 @@ def _train(cfg, place: _Place, graphdef, state, data: TrainingData, options, par
             make_train_step(graphdef, cfg.make_training()[0], dataclasses.replace(options, measure_flow=measure))
             for measure in (False, True)
         )
-        state, history = train_loop(
-            state,
-            train_step=train_step,
+        hooks = LoopHooks(
             flow_step=flow_step,
-            get_batch=data.get_batch,
-            parallel=parallel,
             evaluate=_evaluation(cfg, graphdef, data, options.seeds, parallel),
-            loop=cfg.loop_config(data.tokens_per_step),
             checkpoints=checkpoints,
             checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **data.extra, "history": h.to_json()},
             history=history,
+            parallel=parallel,
             log_dir=place.logs,
             desc=place.desc,
         )
+        state, history = train_loop(state, train_step, data.get_batch, cfg.loop_config(data.tokens_per_step), hooks)
     wall = time.time() - started
     return Fitted(graphdef, state, _best_params(checkpoints, state), history, wall)
 

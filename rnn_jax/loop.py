@@ -55,205 +55,208 @@ def to_python(tree):
     return jax.tree.map(lambda x: np.asarray(x).tolist(), jax.device_get(tree))
 
 
+@dataclasses.dataclass
+class LoopHooks:
+    """What the loop calls besides the training step, each optional.
+
+    `flow_step` (`rnn_jax.train.make_train_step` with ``measure_flow=True``) replaces the plain
+    step where `LoopConfig.measures_flow(step)`, so the flow is measured on exactly the gradient
+    that trains. `evaluate(params)` returns scalar metrics including ``loss``. `checkpoints`
+    saves the state with `checkpoint_extra(history)` (default: the history) as its JSON.
+    `history` (from a checkpoint, to resume) is continued. `parallel` places the state and each
+    batch on its device mesh (data parallel; `rnn_jax.parallel`). `log_dir`: TensorBoard and
+    JSONL logs; `desc`: the progress bar's label.
+    """
+
+    flow_step: Callable | None = None
+    evaluate: Callable[[nnx.State], dict[str, float]] | None = None
+    checkpoints: Checkpoints | None = None
+    checkpoint_extra: Callable[[History], dict] | None = None
+    history: History | None = None
+    parallel: DataParallel | None = None
+    log_dir: str | Path | None = None
+    desc: str = "train"
+
+
+def itstime(done: int, every: int, last: bool) -> bool:
+    """Whether a periodic action (every `every` steps, and at the `last`; 0: never) is due
+    after `done` steps (big_vision's predicate)."""
+    return bool(every) and (done % every == 0 or last)
+
+
 def train_loop(
-    state: TrainState,
-    *,
-    train_step: Callable,
-    get_batch: Callable[[int], Batch],
-    loop: LoopConfig,
-    parallel: DataParallel | None = None,
-    flow_step: Callable | None = None,
-    evaluate: Callable[[nnx.State], dict[str, float]] | None = None,
-    checkpoints: Checkpoints | None = None,
-    checkpoint_extra: Callable[[History], dict] | None = None,
-    history: History | None = None,
-    log_dir: str | Path | None = None,
-    desc: str = "train",
-) -> tuple[TrainState, History]:
+    state: TrainState, train_step: Callable, get_batch: Callable[[int], Batch], loop: LoopConfig, hooks=None
+):
     """Train `state` from `state.step` to `loop.steps`; returns the state and the `History`.
 
-    `train_step` and `flow_step` come from `rnn_jax.train.make_train_step` (the latter with
-    `measure_flow=True`: it replaces the plain step where `loop.measures_flow(step)`, so the
-    flow is measured on exactly the gradient that trains). `evaluate(params)` returns scalar
-    metrics including ``loss``. `history` (from a checkpoint, to resume) is continued.
-
-    The steps' outputs stay on the device; every `loop.log_every` steps the loop reads those of
-    the interval before (done by then), and all before an evaluation, a checkpoint or a stop:
-    it never waits on the steps it has just dispatched.
+    The steps' outputs stay on the device; every `loop.log_every` steps the loop reads those
+    dispatched before the last interval (done by then), and all of them before an evaluation, a
+    checkpoint or a stop: it never waits on the steps it has just dispatched. What the read
+    steps say (records, skipped and failed steps, which seeds still train) is `judge_steps`.
 
     A NaN/Inf loss or gradient (the step has updated nothing), as the steps' policy says
-    (`StepOptions.on_nan`): "stop" (the step halted the run on device, ``state.active``
-    cleared) ends the run ``diverged`` at that step, with its gradient-flow profile recorded
-    and no checkpoint after it; "skip" counts the step in ``skipped_steps`` and goes on.
-    Stacked seeds (`rnn_jax.seeds`): records hold one value per seed, and a NaN stops only the
-    seeds concerned (their updates are switched off) until none is left.
-    `checkpoint_extra(history)` builds the JSON saved beside the state. `parallel` places the
-    state and each batch on its device mesh (data parallel; see `rnn_jax.parallel`).
+    (`StepOptions.on_nan`): "stop" (the step halted the run on device) ends the run
+    ``diverged`` at that step, with its gradient-flow profile recorded and no checkpoint after
+    it; "skip" counts the step in ``skipped_steps`` and goes on. Stacked seeds
+    (`rnn_jax.seeds`): records hold one value per seed, and a NaN stops only the seeds
+    concerned until none is left. Ctrl-C saves and stops between steps; `loop.max_seconds`
+    stops (evaluated, saved) when spent.
     """
-    run = _Run(state, loop, history or History(), parallel or DataParallel(1), desc)
-    run.get_batch, run.flow_step, run.evaluate = get_batch, flow_step, evaluate
-    run.checkpoints, run.checkpoint_extra = checkpoints, checkpoint_extra
-    run.log = MetricsLog(Path(log_dir) if log_dir and is_primary() else None, run.history)
+    hooks = hooks or LoopHooks()
+    book = _Book(loop, hooks, get_batch)
+    state = book.parallel.place_state(state if state.active is not None else state.replace(active=jnp.asarray(True)))
+    started, unread, ctrl_c = time.monotonic(), [], _CtrlC()
     try:
-        for step in run.bar:
-            batch = run.parallel.place_batch(get_batch(step))
-            measure = flow_step is not None and loop.measures_flow(step)
-            run.state, out = (flow_step if measure else train_step)(run.state, batch)
-            run.pending.append((step, out))  # read on the host later: no device sync per step
-            if (step + 1) % loop.log_every == 0 and run.sync():
-                break  # every seed stopped by a NaN
-            if run.after_step(step + 1):
+        for step in book.progress(state):
+            measure = hooks.flow_step is not None and loop.measures_flow(step)
+            state, out = (hooks.flow_step if measure else train_step)(state, book.batch(step))
+            unread.append((step, out))  # read on the host later: no device sync per step
+            done = step + 1
+            out_of_time = loop.max_seconds is not None and time.monotonic() - started > loop.max_seconds
+            last = done == loop.steps or out_of_time
+            evaluates = hooks.evaluate is not None and itstime(done, loop.eval_every, last)
+            saves = itstime(done, loop.checkpoint_every, last)
+            if evaluates or saves or last or ctrl_c.pressed:
+                state, unread = book.read(state, unread), []  # never evaluate or save a diverged state
+            elif done % loop.log_every == 0:  # the last interval's steps may still run: leave them
+                state, unread = book.read(state, unread[: -loop.log_every]), unread[-loop.log_every :]
+            if book.history.status == "diverged":
+                break
+            metrics = book.evaluate(state, done) if evaluates else None
+            if out_of_time and done < loop.steps:
+                book.history.status, book.history.stopped_at = "stopped", done
+            elif last:
+                book.history.status = "completed"  # before the final save, so the checkpoint says so
+            if saves:
+                book.save(state, metrics)
+            if out_of_time:
+                break
+            if ctrl_c.pressed and not last:
+                book.history.status = "interrupted"
+                book.bar.write(f"{hooks.desc}: interrupted at step {done}; saving a checkpoint")
+                book.save(state)
                 break
         else:
-            run.history.status = "completed"
+            book.history.status = "completed"
     finally:
-        run.close()
-    return run.state, run.history
+        ctrl_c.release()
+        book.close()
+    return state, book.history
 
 
-class _Run:
-    """The loop's state between steps, and what it does: read the steps' outputs on the host
-    (every `log_every` steps and before an evaluation, a checkpoint or a stop, never per step),
-    record, handle NaNs, evaluate, save, stop."""
+@dataclasses.dataclass(frozen=True)
+class Seeds:
+    """Which seeds still train (a 0-d array for a single run) and each one's last finite
+    gradient norm (NaN before the first)."""
 
-    get_batch: Callable
-    flow_step: Callable | None
-    evaluate: Callable | None
-    checkpoints: Checkpoints | None
-    checkpoint_extra: Callable | None
-    log: MetricsLog
+    active: np.ndarray
+    last_finite_grad_norm: np.ndarray
 
-    def __init__(self, state, loop, history, parallel, desc):
-        self.loop, self.history, self.parallel, self.desc = loop, history, parallel, desc
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What a read of some steps' scalars says (`judge_steps`)."""
+
+    records: list  # (step, {name: host value}) of the steps due a train record
+    skipped: list  # `History.skipped_steps` entries: a step, or [step, seeds] when stacked
+    failed: dict  # {step: which seeds it halted}, in step order
+    seeds: Seeds  # after these steps
+
+
+def judge_steps(steps, packed: np.ndarray, names, seeds: Seeds, due: Callable[[int], bool]) -> Verdict:
+    """The loop's NaN / skip / divergence bookkeeping, as one pure function of the steps' packed
+    scalars (`StepOutput.packed`: (steps, [seeds,] names) and, when `names` is one short of the
+    last axis, each step's ``active`` after it). A step is bad for a seed that still trained
+    before it and saw a non-finite loss or gradient norm; bad and halted by the step's policy,
+    it failed there (the seed stops); bad and not halted, it was skipped. `due(step)`: whether
+    it gets a train record (a single run's bad step, or one after it stopped, never does)."""
+    columns = {name: packed[..., i] for i, name in enumerate(names)}
+    halted = packed[..., len(names)] == 0 if packed.shape[-1] > len(names) else np.zeros(packed.shape[:-1], bool)
+    finite = np.isfinite(columns["loss"]) & np.isfinite(columns["grad_norm"])
+    active, last_finite = seeds.active, seeds.last_finite_grad_norm
+    records, skipped, failed = [], [], {}
+    for i, step in enumerate(steps):
+        trained, bad = active, ~finite[i] & active
+        if np.any(bad & ~halted[i]):
+            skipped.append(step if np.ndim(bad) == 0 else [step, np.flatnonzero(bad & ~halted[i]).tolist()])
+        if np.any(bad & halted[i]):
+            failed[step] = bad & halted[i]
+        active = active & ~(bad & halted[i])
+        last_finite = np.where(finite[i], columns["grad_norm"][i], last_finite)
+        if due(step) and (np.ndim(bad) or (trained and not bad)):  # stacked: stopped seeds' records hold NaN
+            records.append((step, {k: host_value(v[i]) for k, v in columns.items()}))
+    return Verdict(records, skipped, failed, Seeds(active, last_finite))
+
+
+def diverged_at(previous, failed: dict, seeds: int | None):
+    """`History.diverged_at` after the steps `failed` ({step: which seeds}): the first failed
+    step (a single run, `seeds` None), or one entry per seed, None for those still training."""
+    if seeds is None:
+        return previous if previous is not None else min(failed)
+    stopped = list(previous or [None] * seeds)
+    for step, bad in sorted(failed.items()):
+        for seed in np.flatnonzero(bad):
+            stopped[seed] = step if stopped[seed] is None else stopped[seed]
+    return stopped
+
+
+class _Book:
+    """The loop's host side: the history, logs and progress bar, and which seeds still train
+    (`Seeds`), updated from each read of the steps' outputs (`judge_steps`)."""
+
+    def __init__(self, loop: LoopConfig, hooks: LoopHooks, get_batch):
+        self.loop, self.hooks, self.get_batch = loop, hooks, get_batch
+        self.parallel = hooks.parallel or DataParallel(1)
+        self.history = hooks.history or History()
         self.history.status = "running"
-        if state.active is None:  # a state made by hand: it trains
-            state = state.replace(active=jnp.asarray(True))
-        self.state = parallel.place_state(state)
-        # which seeds (or the single run) still train, mirrored on the host at each read
-        self.active = np.asarray(state.active)
-        self.pending: list[tuple[int, StepOutput]] = []  # dispatched, not yet sent to the host
-        self.in_flight: list[list[tuple[int, StepOutput]]] = []  # the previous interval's, not yet read
-        self.started = time.monotonic()
-        start = step_number(self.state)
-        self.last_record = (start, self.started)  # (step, time) of the last train record, for tokens/s
-        self.last_finite_grad_norm = None
+        self.log = MetricsLog(Path(hooks.log_dir) if hooks.log_dir and is_primary() else None, self.history)
+        self.last_record = None  # (step, time) of the last train record, for tokens/s
+
+    def progress(self, state: TrainState):
+        """The steps left, on a progress bar; which seeds still train, from the state."""
+        start = step_number(state)
+        active = np.asarray(state.active)
+        self.seeds = Seeds(active, np.full(active.shape, np.nan))
+        self.last_record = (start, time.monotonic())
         self.bar = tqdm(
-            range(start, loop.steps), initial=start, total=loop.steps, desc=desc, dynamic_ncols=True, leave=False
+            range(start, self.loop.steps),
+            initial=start,
+            total=self.loop.steps,
+            desc=self.hooks.desc,
+            dynamic_ncols=True,
+            leave=False,
         )
-        self.ctrl_c = _CtrlC()
+        return self.bar
 
-    def sync(self, wait: bool = False) -> bool:
-        """Record the steps dispatched up to the previous call (done by now: the host never
-        waits for the steps it has just dispatched; one small array a step, `StepOutput.packed`).
-        `wait`: record every step up to now (before an evaluation, a checkpoint or the end). A NaN stops the seeds
-        concerned (the step already halted them on device, see `StepOptions.on_nan`).
-        True: none is left."""
-        if self.pending:
-            self.in_flight.append(self.pending)
-            self.pending = []
-        # the previous interval's steps are done by now: reading them does not wait on the device
-        arrived, self.in_flight = (self.in_flight, []) if wait else (self.in_flight[:-1], self.in_flight[-1:])
-        failed = {}
-        for pending in arrived:
-            names = pending[0][1].scalar_names()
-            values = np.stack([_packed(out) for _, out in pending])  # (steps, [seeds,] metrics)
-            self.read(pending, {name: values[..., i] for i, name in enumerate(names)}, failed)
-        for step, bad in failed.items():
-            self.measure_failed_step(step, bad)
-        return bool(failed) and self.stop_seeds(failed)
+    def batch(self, step: int) -> Batch:
+        return self.parallel.place_batch(self.get_batch(step))
 
-    def read(self, pending: list[tuple[int, StepOutput]], stacked: dict, failed: dict) -> None:
-        """Record the steps of `pending` (their metrics `stacked` on the host) and note in
-        `failed` {step: which seeds} the non-finite ones."""
-        for step, out in pending:
+    def read(self, state: TrainState, outputs: list[tuple[int, StepOutput]]) -> TrainState:
+        """Record `outputs` (done by now), and stop the seeds whose step failed."""
+        if not outputs:
+            return state
+        names = outputs[0][1].scalar_names()
+        packed = np.stack([_packed(out) for _, out in outputs])
+        due = lambda step: step % self.loop.log_every == 0 or step == self.loop.steps - 1  # noqa: E731
+        verdict = judge_steps([step for step, _ in outputs], packed, names, self.seeds, due)
+        self.seeds = verdict.seeds
+        for step, out in outputs:
             if out.flow is not None:
                 self.history.flow[step] = to_python(out.flow)
-        if np.all(np.isfinite(stacked["loss"])) and np.all(np.isfinite(stacked["grad_norm"])):
-            # the common case, without a look at every step: only the steps due a record
-            self.last_finite_grad_norm = host_value(stacked["grad_norm"][-1])
-            for i, (step, _) in enumerate(pending):
-                if self.records(step):
-                    self.record(step, {k: host_value(v[i]) for k, v in stacked.items()})
-            return
-        # the steps' policy (`StepOptions.on_nan`), read from the device only now: "stop" halted them
-        halted = ~np.asarray(jax.device_get(self.state.active)).reshape(np.shape(self.active))
-        for i, (step, _) in enumerate(pending):
-            scalars = {k: host_value(v[i]) for k, v in stacked.items()}
-            bad = ~(np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])) & self.active  # still training
-            if np.any(bad & ~halted):
-                self.skip(step, bad & ~halted)
-            if np.any(bad & halted):
-                failed[step] = bad & halted
-                self.bar.write(
-                    f"{self.desc}: non-finite loss/gradient at step {step} (loss {scalars['loss']}, last finite gradient "
-                    f"norm {self.last_finite_grad_norm}); the step's gradient-flow profile is in the history (--on-nan "
-                    "skip would go on)"
-                )
-                self.active = self.active & ~bad
-            self.remember_finite(scalars)
-            if not (np.ndim(bad) == 0 and bad):  # a single run's failed step is not a record
-                self.record(step, scalars)
+        for step, scalars in verdict.records:
+            self.record(step, scalars)
+        for entry in verdict.skipped:
+            self.history.skipped_steps.append(entry)
+            self.log.write(
+                "train", entry if np.ndim(entry) == 0 else entry[0], {"skipped": len(self.history.skipped_steps)}
+            )
+        for step, bad in verdict.failed.items():
+            state = self.measure_failed_step(state, step, bad)
+        if verdict.failed:
+            self.stop(verdict.failed)
+        return state
 
-    def remember_finite(self, scalars) -> None:
-        finite = np.isfinite(scalars["loss"]) & np.isfinite(scalars["grad_norm"])
-        if np.ndim(finite) == 0:
-            self.last_finite_grad_norm = scalars["grad_norm"] if finite else self.last_finite_grad_norm
-            return
-        previous = (
-            np.full(finite.shape, np.nan)
-            if self.last_finite_grad_norm is None
-            else np.asarray(self.last_finite_grad_norm, np.float64)
-        )
-        self.last_finite_grad_norm = np.where(finite, scalars["grad_norm"], previous).tolist()
-
-    def measure_failed_step(self, step, bad) -> None:
-        """The gradient-flow profile of the step that failed, unless it was measured: the halted
-        state is the one that step saw (it updated nothing since), so the flow step at that
-        step number and batch, with every update off, sees what it saw. Seeds that did not fail
-        there get NaN in that record."""
-        if step in self.history.flow or self.flow_step is None:
-            return
-        frozen = self.state.replace(step=jnp.full_like(self.state.step, step), active=jnp.zeros_like(self.state.active))
-        # the step donates its input: carry on with what it returns (nothing updated)
-        unchanged, out = self.flow_step(frozen, self.parallel.place_batch(self.get_batch(step)))
-        self.state = unchanged.replace(step=self.state.step, active=self.state.active)
-        profile = jax.device_get(out.flow)
-        if np.ndim(bad):  # stacked seeds: only the seeds that failed at this step
-            seeds = lambda v: np.reshape(bad, (-1,) + (1,) * (np.ndim(v) - 1))  # noqa: E731
-            profile = jax.tree.map(lambda v: np.where(seeds(v), v, np.nan), profile)
-        self.history.flow[step] = to_python(profile)
-
-    def stop_seeds(self, failed: dict) -> bool:
-        """Record where each seed stopped; True when none is left."""
-        history = self.history
-        history.last_finite_grad_norm = self.last_finite_grad_norm
-        if np.ndim(self.active) == 0:
-            history.status, history.diverged_at = "diverged", min(failed)
-            self.bar.write(f"{self.desc}: stopping; the last good checkpoint is kept")
-            return True
-        stopped = history.diverged_at or [None] * self.active.size
-        for step, bad in sorted(failed.items()):
-            for seed in np.flatnonzero(bad):
-                stopped[seed] = step if stopped[seed] is None else stopped[seed]
-            self.bar.write(f"{self.desc}: seed(s) {np.flatnonzero(bad).tolist()} stop at step {step}; the others go on")
-        history.diverged_at = stopped
-        if not np.any(self.active):
-            history.status = "diverged"
-            return True
-        return False
-
-    def skip(self, step, bad) -> None:
-        self.history.skipped_steps.append(step if np.ndim(bad) == 0 else [step, np.flatnonzero(bad).tolist()])
-        self.log.write("train", step, {"skipped": len(self.history.skipped_steps)})
-
-    def records(self, step) -> bool:
-        """Whether `step` gets a train record: every `log_every` steps and the last."""
-        return step % self.loop.log_every == 0 or step == self.loop.steps - 1
-
-    def record(self, step, scalars) -> None:
-        """A train record of a step due one (`records`), logged and shown on the bar."""
-        if not self.records(step):
-            return
+    def record(self, step: int, scalars: dict) -> None:
         now = time.monotonic()
         if self.loop.tokens_per_step and step > self.last_record[0]:
             scalars["tokens_per_s"] = (
@@ -267,62 +270,70 @@ class _Run:
             postfix["tok/s"] = f"{scalars['tokens_per_s']:.0f}"
         self.bar.set_postfix(postfix, refresh=False)
 
-    def after_step(self, done: int) -> bool:
-        """Evaluate, save and stop as due after `done` steps (the pending steps are read first).
-        True: the loop ends."""
-        loop, history = self.loop, self.history
-        out_of_time = loop.max_seconds is not None and time.monotonic() - self.started > loop.max_seconds
-        last = done == loop.steps or out_of_time
-        evaluates = self.evaluate is not None and loop.eval_every and (done % loop.eval_every == 0 or last)
-        saves = loop.checkpoint_every and (done % loop.checkpoint_every == 0 or last)
-        if (evaluates or saves or last or self.ctrl_c.pressed) and self.sync(wait=True):
-            return True  # never evaluate or save a diverged state
-        eval_metrics = None
-        if evaluates:
-            eval_metrics = self.run_eval(done)
-        if out_of_time and done < loop.steps:
-            history.status, history.stopped_at = "stopped", done
-        elif last:
-            history.status = "completed"  # before the final save, so the checkpoint says so
-        if saves:
-            self.save(eval_metrics)
-        if out_of_time:
-            return True
-        if self.ctrl_c.pressed and not last:
-            history.status = "interrupted"
-            self.bar.write(f"{self.desc}: interrupted at step {done}; saving a checkpoint")
-            self.save()
-            return True
-        return False
+    def measure_failed_step(self, state: TrainState, step: int, bad) -> TrainState:
+        """The gradient-flow profile of the step that failed, unless it was measured: the halted
+        state is the one that step saw (it updated nothing since), so the flow step at that
+        step number and batch, with every update off, sees what it saw. Seeds that did not fail
+        there get NaN in that record."""
+        self.bar.write(
+            f"{self.hooks.desc}: non-finite loss/gradient at step {step} (last finite gradient norm "
+            f"{host_value(self.seeds.last_finite_grad_norm)}); the step's gradient-flow profile is in the "
+            "history (--on-nan skip would go on)"
+        )
+        if step in self.history.flow or self.hooks.flow_step is None:
+            return state
+        frozen = state.replace(step=jnp.full_like(state.step, step), active=jnp.zeros_like(state.active))
+        # the step donates its input: carry on with what it returns (nothing updated)
+        unchanged, out = self.hooks.flow_step(frozen, self.batch(step))
+        profile = jax.device_get(out.flow)
+        if np.ndim(bad):  # stacked seeds: only the seeds that failed at this step
+            seeds = lambda v: np.reshape(bad, (-1,) + (1,) * (np.ndim(v) - 1))  # noqa: E731
+            profile = jax.tree.map(lambda v: np.where(seeds(v), v, np.nan), profile)
+        self.history.flow[step] = to_python(profile)
+        return unchanged.replace(step=state.step, active=state.active)
 
-    def run_eval(self, step) -> dict:
-        metrics = {k: host_value(v) for k, v in self.evaluate(self.state.params).items()}
+    def stop(self, failed: dict) -> None:
+        """Record where each seed stopped; the run is ``diverged`` when none is left."""
+        history, active = self.history, self.seeds.active
+        history.last_finite_grad_norm = host_value(self.seeds.last_finite_grad_norm)
+        history.diverged_at = diverged_at(history.diverged_at, failed, active.size if np.ndim(active) else None)
+        if np.ndim(active):
+            for step, bad in failed.items():
+                self.bar.write(
+                    f"{self.hooks.desc}: seed(s) {np.flatnonzero(bad).tolist()} stop at step {step}; the others go on"
+                )
+        if not np.any(active):
+            history.status = "diverged"
+            self.bar.write(f"{self.hooks.desc}: stopping; the last good checkpoint is kept")
+
+    def evaluate(self, state: TrainState, step: int) -> dict:
+        metrics = {k: host_value(v) for k, v in self.hooks.evaluate(state.params).items()}
         self.history.eval.append({"step": step, **metrics})
         self.log.write("eval", step, metrics)
         return metrics
 
-    def save(self, eval_metrics=None) -> None:
-        if self.checkpoints is not None:
+    def save(self, state: TrainState, eval_metrics=None) -> None:
+        hooks = self.hooks
+        if hooks.checkpoints is not None:
             extra = (
-                self.checkpoint_extra(self.history) if self.checkpoint_extra else {"history": self.history.to_json()}
+                hooks.checkpoint_extra(self.history) if hooks.checkpoint_extra else {"history": self.history.to_json()}
             )
-            self.checkpoints.save(self.state, extra, eval_metrics=eval_metrics)
+            hooks.checkpoints.save(state, extra, eval_metrics=eval_metrics)
 
     def close(self) -> None:
-        self.ctrl_c.release()
-        self.bar.close()
+        if hasattr(self, "bar"):
+            self.bar.close()
         self.log.close()
-        if self.checkpoints is not None:
-            self.checkpoints.wait()
+        if self.hooks.checkpoints is not None:
+            self.hooks.checkpoints.wait()
 
 
 def _packed(out: StepOutput) -> np.ndarray:
-    """A step's scalars on the host as one ([seeds,] metrics) array (`StepOutput.packed`, or
-    gathered here from a step that did not pack them)."""
+    """A step's scalars (and ``active``) on the host as one ([seeds,] columns) array
+    (`StepOutput.packed`, or gathered here from a step that did not pack them)."""
     if out.packed is not None:
         return np.asarray(out.packed)
-    scalars = out.scalars()
-    return np.stack([np.asarray(scalars[name]) for name in out.scalar_names()], axis=-1)
+    return np.asarray(out.with_packed().packed)
 
 
 class _CtrlC:

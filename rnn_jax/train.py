@@ -46,7 +46,8 @@ class StepOutput(NamedTuple):
     metrics: dict[str, Array]  # the loss's own (accuracy, ...)
     flow: dict | None = None  # the gradient-flow profile of this step (`measure_flow`), see `rnn_jax.gradflow`,
     # and with `spectrum`, flow["dynamics"]: per layer, Lyapunov exponents and gate statistics (`rnn_jax.diagnostics`)
-    packed: Array | None = None  # `scalars()` as one vector in `scalar_names()` order: the loop reads one array a step
+    packed: Array | None = None  # `scalars()` in `scalar_names()` order, then `active`: the loop reads one array a step
+    active: Array | None = None  # the state's `active` after the step: False once the NaN policy halted it
 
     def scalars(self) -> dict[str, Array]:
         return {
@@ -61,7 +62,10 @@ class StepOutput(NamedTuple):
 
     def with_packed(self) -> StepOutput:
         scalars = self.scalars()
-        return self._replace(packed=jnp.stack([scalars[name] for name in self.scalar_names()], axis=-1))
+        columns = [scalars[name] for name in self.scalar_names()]
+        if self.active is not None:
+            columns.append(jnp.asarray(self.active, jnp.result_type(*columns)))
+        return self._replace(packed=jnp.stack(columns, axis=-1))
 
 
 def reused(make):
@@ -113,8 +117,8 @@ class StepOptions:
     but ``state.step``; with "stop" it also clears ``state.active``, after which no step updates
     anything (the loop reads the steps' outputs only every few steps, so a diverged run must not
     train on meanwhile) and the loop ends the run (or that seed) there; with "skip" it leaves it
-    set and the loop counts the step as skipped (`rnn_jax.loop.train_loop` reads which from
-    ``state.active``).
+    set and the loop counts the step as skipped (`rnn_jax.loop.judge_steps` tells which from
+    the step's own ``active``, packed with its scalars).
 
     `measure_flow`: the output also holds the gradient-flow profile (`rnn_jax.gradflow`), from
     the same forward and backward pass that produces the gradient; without it (and without the
@@ -184,7 +188,8 @@ def make_train_step(
             (params, opt_state, carry),
             (state.params, state.opt_state, state.carry),
         )
-        report = StepOutput(out.loss, grad_norm, optax.tree.norm(clipped), out.metrics, flow).with_packed()
+        report = StepOutput(out.loss, grad_norm, optax.tree.norm(clipped), out.metrics, flow, active=active)
+        report = report.with_packed()
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry, active=active)
         return new_state, report
 

@@ -23,7 +23,16 @@ import optax
 from flax import nnx
 
 from experiments import char_lm, gradient_flow
-from rnn_jax import LoopConfig, SequenceModel, StepOptions, init_train_state, make_cell, make_train_step, train_loop
+from rnn_jax import (
+    LoopConfig,
+    LoopHooks,
+    SequenceModel,
+    StepOptions,
+    init_train_state,
+    make_cell,
+    make_train_step,
+    train_loop,
+)
 from rnn_jax.parallel import DataParallel
 
 from .test_char_lm import TINY, final_state
@@ -70,10 +79,12 @@ def check_flow() -> None:
         runs[devices] = train_loop(
             state,
             train_step=make_train_step(graphdef, optimizer),
-            flow_step=make_train_step(graphdef, optimizer, StepOptions(measure_flow=True)),
             get_batch=get_batch,
-            parallel=DataParallel(devices),
             loop=LoopConfig(steps=3, log_every=1, flow_every=1),
+            hooks=LoopHooks(
+                flow_step=make_train_step(graphdef, optimizer, StepOptions(measure_flow=True)),
+                parallel=DataParallel(devices),
+            ),
         )
     (state1, history1), (state4, history4) = runs[1], runs[4]
     assert jax.tree.leaves(state4.params)[0].sharding.num_devices == 4

@@ -54,8 +54,9 @@ def capture_programs(monkeypatch) -> dict:
         built.setdefault("eval_batch", batches[0])
         return evaluate_batches(step, batches, **kwargs)
 
-    def loop(state, *, train_step, flow_step, get_batch, parallel, **_):
-        built.update(train=train_step, flow=flow_step, state=state, batch=parallel.place_batch(get_batch(0)))
+    def loop(state, train_step, get_batch, loop, hooks):
+        batch = hooks.parallel.place_batch(get_batch(0))
+        built.update(train=train_step, flow=hooks.flow_step, state=state, batch=batch)
         raise Built
 
     monkeypatch.setattr(experiment, "make_eval_step", eval_step)

@@ -13,6 +13,7 @@ from rnn_jax import (
     Checkpoints,
     History,
     LoopConfig,
+    LoopHooks,
     SequenceModel,
     StepOptions,
     init_train_state,
@@ -57,12 +58,9 @@ def _run(state, step, flow, steps, checkpoints=None, history=None, log_dir=None)
     return train_loop(
         state,
         train_step=step,
-        flow_step=flow,
         get_batch=get_batch,
-        checkpoints=checkpoints,
-        history=history,
         loop=LoopConfig(steps=steps, log_every=1, flow_every=2, checkpoint_every=3),
-        log_dir=log_dir,
+        hooks=LoopHooks(flow_step=flow, checkpoints=checkpoints, history=history, log_dir=log_dir),
     )
 
 
@@ -115,10 +113,9 @@ def test_divergence_stops_with_the_profile_of_that_step_and_keeps_the_last_good_
     final, history = train_loop(
         state,
         train_step=step,
-        flow_step=flow,
         get_batch=_poisoned({5}),
-        checkpoints=checkpoints,
         loop=LoopConfig(steps=10, checkpoint_every=3, flow_every=100),
+        hooks=LoopHooks(flow_step=flow, checkpoints=checkpoints),
     )
     checkpoints.close()
     assert history.status == "diverged" and history.diverged_at == 5
@@ -235,9 +232,9 @@ def test_stacked_seeds_stop_one_at_a_time():
     stacked, history = train_loop(
         stack_seeds([state, state]),
         train_step=make_train_step(graphdef, optimizer, StepOptions(seeds=True)),
-        flow_step=make_train_step(graphdef, optimizer, StepOptions(measure_flow=True, seeds=True)),
         get_batch=stacked_batch,
         loop=LoopConfig(steps=6, log_every=1, flow_every=100),
+        hooks=LoopHooks(flow_step=make_train_step(graphdef, optimizer, StepOptions(measure_flow=True, seeds=True))),
     )
     assert history.status == "completed" and history.diverged_at == [None, 3]
     seed0, seed1 = split_seeds(history, 2)
@@ -295,3 +292,52 @@ def test_rmsprop_with_its_accumulator_started_as_in_arjovsky_et_al():
     np.testing.assert_allclose(params, expected, rtol=1e-4)
     with pytest.raises(ValueError, match="--rmsprop-init is RMSProp's"):
         make_optimizer("adam", lr, rmsprop_init=1e-3)
+
+
+def _packed_steps(losses, actives):
+    """(steps, [seeds,] columns) as `StepOutput.packed` lays them out: clipped_grad_norm,
+    grad_norm, loss (sorted names), then ``active`` after the step; grad norm 2 x the loss."""
+    losses, actives = np.asarray(losses, np.float64), np.asarray(actives, np.float64)
+    return np.stack([losses, 2 * losses, losses, actives], axis=-1)
+
+
+NAMES = ["clipped_grad_norm", "grad_norm", "loss"]
+
+
+def test_judge_steps_single_run_stop_and_skip():
+    """The bookkeeping alone, from packed scalars: a halted NaN step fails the run there; one not
+    halted is skipped; neither is a record; the last finite gradient norm is the step before."""
+    from rnn_jax.loop import Seeds, diverged_at, judge_steps
+
+    start = Seeds(np.asarray(True), np.asarray(np.nan))
+    every_step = lambda step: True  # noqa: E731
+    stop = judge_steps([10, 11, 12], _packed_steps([1.0, np.nan, np.nan], [1, 0, 0]), NAMES, start, every_step)
+    assert stop.failed == {11: True} and stop.skipped == [] and not stop.seeds.active
+    assert [s for s, _ in stop.records] == [10]  # 12: after it stopped
+    assert stop.seeds.last_finite_grad_norm == 2.0
+    assert diverged_at(None, stop.failed, None) == 11
+    skip = judge_steps([10, 11, 12], _packed_steps([1.0, np.inf, 3.0], [1, 1, 1]), NAMES, start, every_step)
+    assert skip.failed == {} and skip.skipped == [11] and skip.seeds.active
+    assert [s for s, _ in skip.records] == [10, 12] and skip.records[1][1] == {k: v for k, v in zip(NAMES, [3, 6, 3])}
+    assert skip.seeds.last_finite_grad_norm == 6.0
+    due = judge_steps([10, 11, 12], _packed_steps([1.0, 2.0, 3.0], [1, 1, 1]), NAMES, start, lambda s: s == 12)
+    assert [s for s, _ in due.records] == [12]
+
+
+def test_judge_steps_stacked_seeds_stop_one_at_a_time():
+    """Three seeds: seed 1 fails at step 1 (halted), seed 2 is skipped at step 2, seed 0 trains
+    on; a seed stopped before (seed 1 at step 2) is not judged again; diverged_at per seed."""
+    from rnn_jax.loop import Seeds, diverged_at, judge_steps
+
+    losses = [[1.0, np.nan, 1.0], [1.0, np.nan, 1.0], [1.0, np.nan, np.nan]]
+    actives = [[1, 0, 1], [1, 0, 1], [1, 0, 1]]
+    start = Seeds(np.ones(3, bool), np.full(3, np.nan))
+    out = judge_steps([0, 1, 2], _packed_steps(losses, actives), NAMES, start, lambda s: True)
+    assert list(out.failed) == [0] and out.failed[0].tolist() == [False, True, False]
+    assert out.skipped == [[2, [2]]]
+    assert out.seeds.active.tolist() == [True, False, True]
+    assert out.seeds.last_finite_grad_norm.tolist()[0] == 2.0 and np.isnan(out.seeds.last_finite_grad_norm[1])
+    assert [s for s, _ in out.records] == [0, 1, 2]
+    np.testing.assert_equal(out.records[2][1]["loss"], [1.0, np.nan, np.nan])
+    assert diverged_at(None, out.failed, 3) == [None, 0, None]
+    assert diverged_at([None, 0, None], {5: np.array([True, True, False])}, 3) == [5, 0, None]
