@@ -35,17 +35,18 @@ import numpy as np
 from experiments import cli
 from rnn_jax import forecasting, plots
 from rnn_jax.choices import check_choice
-from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TrainingData, load_run
+from rnn_jax.experiment import TrainingData, load_run, single_task_data
 from rnn_jax.forecasting import SERIES
 from rnn_jax.layers import SequenceModel
-from rnn_jax.losses import sequence_mse
 from rnn_jax.options import TaskOptions
+from rnn_jax.tasks import Task, make_task
+from rnn_jax.tasks.forecast import series_of
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
+    TASK: ClassVar[str] = "forecast"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(hidden=16, batch=8, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
 
     series: str = "airline"
@@ -84,42 +85,40 @@ class Config(TaskOptions):
         if self.test_points < 1 or self.window < 1:
             raise ValueError(f"--holdout and --window must be >= 1, got {self.test_points}, {self.window}")
 
-    def _series_default(self, index: int, given):
-        """A flag's value, or the built-in series' own where it is not given."""
-        return given if given is not None or self.data is not None else SERIES[self.series][index]
+    @property
+    def seq_len(self) -> int:  # the tasks' name for --window
+        return self.window
 
     @property
     def season(self) -> int:
-        return self._series_default(2, self.period) or 0
+        return series_of(self).period
 
     @property
     def test_points(self) -> int:
-        return self._series_default(3, self.holdout)
+        return series_of(self).holdout
 
     @property
     def log_values(self) -> bool:
-        return bool(self._series_default(4, self.log))
+        return series_of(self).log
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return cfg.sequence_model(cfg.cell, cfg.seed, input_size=forecasting.feature_size(extra["period"]), output_size=1)
 
 
-def data(cfg: Config) -> tuple[TrainingData, dict]:
-    values = forecasting.load_values(
-        cfg.series, data=cfg.data, column=cfg.column, data_dir=cfg.data_dir, log=cfg.log_values
-    )
-    splits = forecasting.split(values, holdout=cfg.test_points, period=cfg.season, window=cfg.window)
-    batch = min(cfg.batch, len(splits.train["inputs"]))
-    training = TrainingData(
-        sequence_mse, shuffled_batches(splits.train, batch, cfg.seed), [splits.validation], extra=splits.extra
-    )
-    return training, {"values": values, "filled": splits.filled, "test": splits.test, "extra": splits.extra}
+def data(cfg: Config) -> tuple[TrainingData, Task]:
+    """The registered task `forecast` (`rnn_jax.tasks.forecast`), one model's batches."""
+    task = make_task(cfg.TASK, cfg)
+    extra = {k: task.info[k] for k in ("period", "scale", "series_length")}
+    return single_task_data(task, cfg.seed, extra=extra), task
 
 
-def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
-    values, filled, test, extra = held["values"], held["filled"], held["test"], held["extra"]
-    n, holdout, period = len(values), cfg.test_points, cfg.season
+def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
+    series = series_of(cfg)
+    values = series.values()
+    splits = forecasting.split(values, holdout=series.holdout, period=series.period, window=cfg.window)
+    filled, test, extra = splits.filled, splits.test, splits.extra
+    n, holdout, period = len(values), series.holdout, series.period
     train_end = n - 2 * holdout
 
     unlog = np.exp if cfg.log_values else (lambda v: v)

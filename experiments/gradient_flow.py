@@ -33,12 +33,12 @@ from rnn_jax import plots, summaries
 from rnn_jax.cells import CELLS
 from rnn_jax.choices import check_choice
 from rnn_jax.config import create_run_dir, require_at_least_one, resolve_run_dir
-from rnn_jax.experiment import TrainingData, fit, write_results
+from rnn_jax.experiment import fit, task_data, write_results
 from rnn_jax.history import History
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
-from rnn_jax.tasks import TASKS, Task, held_out_batches, make_task, test_batches
+from rnn_jax.tasks import TASKS, Task, make_task
 from rnn_jax.train import init_train_state, make_flow_probe
 
 
@@ -120,12 +120,7 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
         cfg,
         out,
         lambda seed: cfg.sequence_model(cell_name, seed, **task.model_io),
-        TrainingData(
-            task.loss_fn,
-            lambda step: task.training_batch(data_keys, step),
-            held_out_batches(task, eval_keys, batch=cfg.batch, draws=cfg.eval_batches),
-            test_batches=test_batches(task, seeds=len(seeds), batch=cfg.batch),
-        ),
+        task_data(task, data_keys, eval_keys, chunk=cfg.batch, draws=cfg.eval_batches),
         seeds=seeds,
         name=cell_name,
         desc=f"{cell_name} x {len(seeds)} seed(s)",

@@ -25,7 +25,6 @@ Writes to --out: results.json, loss_curves.png, flow_vs_lag.png, logs/, checkpoi
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import ClassVar
 
@@ -33,19 +32,18 @@ import numpy as np
 
 from experiments import cli
 from rnn_jax.config import require_at_least_one
-from rnn_jax.data import corpora, loaders
-from rnn_jax.data.batches import chunks, shuffled_batches
+from rnn_jax.data import loaders
 from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TrainingData, class_probabilities, load_run
+from rnn_jax.experiment import TrainingData, class_probabilities, load_run, single_task_data
 from rnn_jax.layers import SequenceModel
-from rnn_jax.losses import classification_cross_entropy
 from rnn_jax.options import TaskOptions
-from rnn_jax.tasks import labelled_text_arrays, left_padded
+from rnn_jax.tasks import Task, left_padded, make_task
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
+    TASK: ClassVar[str] = "sentiment"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(
         hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=40
     )
@@ -73,6 +71,10 @@ class Config(TaskOptions):
         super().__post_init__()
         require_at_least_one(self, ("max_len", "min_count", "embed"))
 
+    @property
+    def seq_len(self) -> int:  # the tasks' name for --max-len
+        return self.max_len
+
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return cfg.sequence_model(
@@ -86,45 +88,20 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
     )
 
 
-def data(cfg: Config) -> tuple[TrainingData, dict]:
-    splits = corpora.read(
-        cfg.data,
-        lambda source: loaders.load_sentiment(
-            source.location,
-            text_column=cfg.text_column,
-            label_column=cfg.label_column,
-            seed=cfg.seed,
-            config=source.config or cfg.hf_config,
-        ),
-    )
-    arrays, vocab, labels = labelled_text_arrays(splits, length=cfg.max_len, min_count=cfg.min_count, data=cfg.data)
-    training = TrainingData(
-        classification_cross_entropy,
-        shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
-        chunks(arrays["validation"], 512),
-        extra={"vocab": list(vocab.tokens), "labels": labels},
-        tokens_per_step=cfg.batch * cfg.max_len,
-    )
-    return training, {"arrays": arrays, "splits": splits, "vocab": vocab}
+def data(cfg: Config) -> tuple[TrainingData, Task]:
+    """The registered task `sentiment` (`rnn_jax.tasks.text`), one model's batches."""
+    task = make_task(cfg.TASK, cfg)
+    extra = {"vocab": list(task.vocab), "labels": task.info["labels"]}
+    return single_task_data(task, cfg.seed, extra=extra, tokens_per_step=cfg.batch * cfg.max_len), task
 
 
-def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
-    arrays, splits = held["arrays"], held["splits"]
-    train_tokens, train_labels = splits["train"]
-    majority = collections.Counter(train_labels.tolist()).most_common(1)[0][0]
+def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
     metrics = {}
-    for split in ("validation", "test"):
-        logits = batched_outputs(model, arrays[split])
-        metrics[f"{split}_accuracy"] = float(np.mean(logits.argmax(-1) == arrays[split]["targets"]))
-        metrics[f"{split}_majority_baseline"] = float(np.mean(arrays[split]["targets"] == majority))
-    lengths = [len(t) for t in train_tokens]
-    info = {
-        "vocab_size": held["vocab"].size,
-        "examples": {s: len(y) for s, (_, y) in splits.items()},
-        "train_tokens_median": float(np.median(lengths)),
-        "train_truncated_fraction": float(np.mean(np.asarray(lengths) > cfg.max_len)),
-    }
-    return metrics, info
+    for split, (rows,) in (("validation", task.eval_data), ("test", task.test_data)):
+        predicted = np.asarray(batched_outputs(model, rows).argmax(-1))
+        metrics[f"{split}_accuracy"] = float(np.mean(predicted == np.asarray(rows["targets"])))
+        metrics[f"{split}_majority_baseline"] = task.info[f"{split}_majority_accuracy"]
+    return metrics, {k: v for k, v in task.info.items() if "majority" not in k}
 
 
 def predict(run_dir: str, text: str) -> str:

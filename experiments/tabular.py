@@ -22,7 +22,6 @@ Writes to --out: results.json, loss_curves.png, logs/, checkpoints/.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import ClassVar
 
@@ -30,18 +29,18 @@ import numpy as np
 
 from experiments import cli
 from rnn_jax.choices import check_choice
-from rnn_jax.data import loaders
-from rnn_jax.data.batches import chunks, shuffled_batches
 from rnn_jax.data.loaders import SKLEARN_DATASETS
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TrainingData, class_probabilities, load_run
+from rnn_jax.experiment import TrainingData, class_probabilities, load_run, single_task_data
 from rnn_jax.layers import SequenceModel
-from rnn_jax.losses import classification_cross_entropy
 from rnn_jax.options import TaskOptions
+from rnn_jax.tasks import Task, make_task
+from rnn_jax.tasks.tabular import as_sequences
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
+    TASK: ClassVar[str] = "tabular"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(hidden=16, batch=16, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
 
     dataset: str = "breast_cancer"
@@ -66,42 +65,24 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return cfg.sequence_model(cfg.cell, cfg.seed, **sizes)
 
 
-def as_sequences(features: np.ndarray, extra: dict) -> np.ndarray:
-    """Standardised features as sequences of one step: (n, 1, d)."""
-    return ((features - np.asarray(extra["mean"])) / np.asarray(extra["std"]))[:, None, :].astype(np.float32)
+def data(cfg: Config) -> tuple[TrainingData, Task]:
+    """The registered task `tabular` (`rnn_jax.tasks.tabular`), one model's batches."""
+    task = make_task(cfg.TASK, cfg)
+    return single_task_data(task, cfg.seed, chunk=4096, extra=task.info["scaling"]), task
 
 
-def data(cfg: Config) -> tuple[TrainingData, dict]:
-    features, labels, names = loaders.load_features(cfg.data, label_column=cfg.label_column, dataset=cfg.dataset)
-    classes = sorted(set(labels.tolist()))
-    if classes != list(range(len(classes))) or len(classes) < 2:
-        raise ValueError(f"labels must be 0..K-1 with K >= 2, got {classes}")
-    rows = loaders.stratified_split(labels, cfg.seed)
-    mean, std = features[rows["train"]].mean(0), features[rows["train"]].std(0)
-    extra = {"features": names, "labels": classes, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
-    arrays = {s: {"inputs": as_sequences(features[r], extra), "targets": labels[r]} for s, r in rows.items()}
-    training = TrainingData(
-        classification_cross_entropy,
-        shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
-        chunks(arrays["validation"], 4096),
-        extra=extra,
-    )
-    return training, arrays
-
-
-def report(cfg: Config, model, arrays: dict, out, fitted) -> tuple[dict, dict]:
+def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
+    arrays = {"train": task.data[0], "validation": task.eval_data[0], "test": task.test_data[0]}
+    arrays = {s: {k: np.asarray(v) for k, v in rows.items()} for s, rows in arrays.items()}
     metrics = {
-        f"{s}_accuracy": float(np.mean(batched_outputs(model, arrays[s]).argmax(-1) == arrays[s]["targets"]))
+        f"{s}_accuracy": float(
+            np.mean(np.asarray(batched_outputs(model, arrays[s]).argmax(-1)) == arrays[s]["targets"])
+        )
         for s in ("validation", "test")
     }
-    majority = collections.Counter(arrays["train"]["targets"].tolist()).most_common(1)[0][0]
-    metrics["test_majority_baseline"] = float(np.mean(arrays["test"]["targets"] == majority))
+    metrics["test_majority_baseline"] = task.info["test_majority_accuracy"]
     metrics["test_logistic_regression"] = logistic_regression(arrays)
-    info = {
-        "examples": {s: len(a["targets"]) for s, a in arrays.items()},
-        "num_features": arrays["train"]["inputs"].shape[-1],
-    }
-    return metrics, info
+    return metrics, {"examples": task.info["examples"], "num_features": task.info["num_features"]}
 
 
 def logistic_regression(data: dict) -> float:

@@ -21,7 +21,6 @@ Writes to --out: results.json, loss_curves.png, flow_vs_lag.png, logs/, checkpoi
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import ClassVar
 
@@ -29,19 +28,18 @@ import numpy as np
 
 from experiments import cli
 from rnn_jax.config import require_at_least_one
-from rnn_jax.data import corpora, loaders
-from rnn_jax.data.batches import chunks, pad, shuffled_batches
+from rnn_jax.data.batches import pad
 from rnn_jax.data.vocab import UNK, Vocab
 from rnn_jax.decode import batched_outputs
-from rnn_jax.experiment import TrainingData, load_run
+from rnn_jax.experiment import TrainingData, load_run, single_task_data
 from rnn_jax.layers import SequenceModel
-from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.options import TaskOptions
-from rnn_jax.tasks import tagged_arrays
+from rnn_jax.tasks import Task, make_task
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
+    TASK: ClassVar[str] = "tagging"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(
         hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=32
     )
@@ -65,11 +63,9 @@ class Config(TaskOptions):
         super().__post_init__()
         require_at_least_one(self, ("max_len", "min_count", "embed"))
 
-
-def load_splits(cfg: Config) -> dict[str, list[tuple[list[str], list[str]]]]:
-    return corpora.read(
-        cfg.data, lambda source: loaders.load_treebank(source.location, config=source.config or cfg.hf_config)
-    )
+    @property
+    def seq_len(self) -> int:  # the tasks' name for --max-len
+        return self.max_len
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
@@ -83,50 +79,27 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
     )
 
 
-def most_frequent_tag_baseline(train, test) -> float:
-    """Token accuracy of tagging each word with its most frequent training tag."""
-    by_word = collections.defaultdict(collections.Counter)
-    overall = collections.Counter()
-    for words, tags in train:
-        for w, t in zip(words, tags):
-            by_word[w][t] += 1
-            overall[t] += 1
-    fallback = overall.most_common(1)[0][0]
-    best = {w: c.most_common(1)[0][0] for w, c in by_word.items()}
-    hits = [best.get(w, fallback) == t for words, tags in test for w, t in zip(words, tags)]
-    return float(np.mean(hits))
+def token_accuracy(model, rows: dict) -> float:
+    predicted = np.asarray(batched_outputs(model, rows).argmax(-1))
+    mask = np.asarray(rows["mask"])
+    return float(np.sum((predicted == np.asarray(rows["targets"])) & mask) / np.sum(mask))
 
 
-def token_accuracy(model, data: dict) -> float:
-    predicted = batched_outputs(model, data).argmax(-1)
-    return float(np.sum((predicted == data["targets"]) & data["mask"]) / np.sum(data["mask"]))
+def data(cfg: Config) -> tuple[TrainingData, Task]:
+    """The registered task `tagging` (`rnn_jax.tasks.text`), one model's batches."""
+    task = make_task(cfg.TASK, cfg)
+    extra = {"words": list(task.vocab), "tags": task.info["tags"]}
+    return single_task_data(task, cfg.seed, extra=extra, tokens_per_step=cfg.batch * cfg.max_len), task
 
 
-def data(cfg: Config) -> tuple[TrainingData, dict]:
-    splits = load_splits(cfg)
-    arrays, words, tags = tagged_arrays(splits, length=cfg.max_len, min_count=cfg.min_count)
-    training = TrainingData(
-        sequence_cross_entropy,
-        shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
-        chunks(arrays["validation"], 512),
-        extra={"words": list(words.tokens), "tags": list(tags.tokens)},
-        tokens_per_step=cfg.batch * cfg.max_len,
-    )
-    return training, {"arrays": arrays, "splits": splits, "words": words, "tags": tags}
-
-
-def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
-    arrays, splits, words = held["arrays"], held["splits"], held["words"]
-    metrics = {f"{s}_accuracy": token_accuracy(model, arrays[s]) for s in ("validation", "test")}
-    metrics["test_most_frequent_tag_baseline"] = most_frequent_tag_baseline(splits["train"], splits["test"])
-    test_words = [w for ws, _ in splits["test"] for w in ws]
-    info = {
-        "vocab_size": words.size,
-        "tags": list(held["tags"].tokens[1:]),
-        "sentences": {s: len(v) for s, v in splits.items()},
-        "test_unknown_word_fraction": float(np.mean([w not in words for w in test_words])),
+def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
+    metrics = {
+        f"{s}_accuracy": token_accuracy(model, rows)
+        for s, (rows,) in (("validation", task.eval_data), ("test", task.test_data))
     }
-    return metrics, info
+    metrics["test_most_frequent_tag_baseline"] = task.info["test_most_frequent_tag_accuracy"]
+    info = {k: v for k, v in task.info.items() if k != "test_most_frequent_tag_accuracy"}
+    return metrics, {**info, "tags": task.info["tags"][1:]}  # without <pad>
 
 
 def predict(run_dir: str, sentence: str) -> str:

@@ -101,10 +101,10 @@ def import_modules(names) -> None:
 
 def config_from_json(cls, data: dict, *, where: str | Path = "the run", **overrides):
     """An instance of the config dataclass `cls` from its JSON form (lists back to tuples; the
-    ``experiment`` that wrote it set aside), with `overrides`; a field `cls` does not have is an
+    ``experiment`` that wrote it, and the ``task`` of one that has no --task, set aside), with `overrides`; a field `cls` does not have is an
     error that names the experiment that wrote the run in `where` and the command resuming it."""
-    data = {k: v for k, v in data.items() if k != "experiment"}
     hints = typing.get_type_hints(cls)
+    data = {k: v for k, v in data.items() if k != "experiment" and (k != "task" or "task" in hints)}
     unknown = sorted(set(data) - set(hints))
     if unknown:
         raise ValueError(f"{written_by(where, data_experiment(where))}; this experiment has no {', '.join(unknown)}")
@@ -131,8 +131,10 @@ def written_by(where, experiment: str | None) -> str:
 
 
 def saved_config(cfg, experiment: str, out) -> dict:
-    """config.json: the options, the folder chosen (`out`) and the experiment that runs them."""
-    return {**dataclasses.asdict(cfg), "out": str(out), "experiment": experiment}
+    """config.json: the options, the folder chosen (`out`), the experiment that runs them and
+    the registered task it trains on (its ``--task``, or a single-model experiment's `TASK`)."""
+    task = getattr(cfg, "task", None) or getattr(cfg, "TASK", None)
+    return {**dataclasses.asdict(cfg), "out": str(out), "experiment": experiment, **({"task": task} if task else {})}
 
 
 def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] = ()):

@@ -37,6 +37,7 @@ from rnn_jax.losses import LossFn
 from rnn_jax.options import TrainingOptions
 from rnn_jax.parallel import DataParallel
 from rnn_jax.seeds import stack_seeds
+from rnn_jax.tasks import Task, held_out_batches, test_batches
 from rnn_jax.train import TrainState, init_train_state, make_eval_step, make_flow_probe, make_train_step
 
 
@@ -67,6 +68,32 @@ class TrainingData:
     tokens_per_step: int | None = None
     stateful: bool = False
     test_batches: Iterable[dict] = ()
+
+
+def task_data(task: Task, data_keys, eval_keys, *, chunk: int, draws: int, **fields) -> TrainingData:
+    """What `fit` trains on for a registered `task`: every stream's training batches (`data_keys`:
+    one key per seed, stacked seeds), the held-out batches (every row in chunks of `chunk`
+    rows, or `draws` draws with `eval_keys`) and the test rows beside them; `fields`: the rest
+    of `TrainingData` (extra, tokens_per_step). One key of each: a single model (no seed axis)."""
+    held = held_out_batches(task, eval_keys, batch=chunk, draws=draws)
+    tests = test_batches(task, seeds=len(data_keys), batch=chunk)
+    get_batch = functools.partial(task.training_batch, data_keys)
+    if fields.pop("single", False):
+        held, tests = [_first_seed(b) for b in held], [_first_seed(b) for b in tests]
+        get_batch = lambda step: _first_seed(task.training_batch(data_keys, step))  # noqa: E731
+    return TrainingData(task.loss_fn, get_batch, held, test_batches=tests, **fields)
+
+
+def single_task_data(task: Task, seed: int, *, chunk: int = 512, **fields) -> TrainingData:
+    """`task_data` of one model (no seed axis), its batches drawn with the key of `seed`
+    (``jax.random.key(seed)``, the single-model experiments' key since their first runs)."""
+    key = jax.random.key(seed)[None]
+    return task_data(task, key, key, chunk=chunk, draws=1, single=True, **fields)
+
+
+@jax.jit
+def _first_seed(batch: dict) -> dict:
+    return jax.tree.map(lambda a: a[0], batch)
 
 
 def fit(

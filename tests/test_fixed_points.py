@@ -15,6 +15,7 @@ from rnn_jax import fixed_points as fp
 from rnn_jax.layers import param_values
 
 from . import fixed_point_reference as reference
+from .conftest import needs_data
 
 
 def set_weights(model, layer=0, **weights):
@@ -160,6 +161,21 @@ def test_a_gradient_flow_run_is_analysed_from_its_checkpoints(quick_runs, tmp_pa
         experiment.main(["--checkpoint", str(run), "--constant", "1", "0", "0", "--out", str(tmp_path / "fp3")])
     with pytest.raises(SystemExit, match="not a run folder"):
         experiment.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "fp2")])
+
+
+@needs_data
+def test_fixed_points_train_any_registered_task_first(tmp_path):
+    """`fixed_points --task sentiment`: trained as gradient_flow would (a token model, analysed
+    under token 0 on held-out sentences), then its points found."""
+    import json
+
+    from experiments import fixed_points as experiment
+
+    tiny = ["--cells", "gru", "--steps", "4", "--hidden", "6", "--seq-len", "8", "--batch", "8", "--eval-every", "2"]
+    experiment.main(["--task", "sentiment", *tiny, "--candidates", "16", "--out", str(tmp_path / "fp")])
+    record = json.loads((tmp_path / "fp" / "fixed_points.json").read_text())
+    assert record["task"] == "sentiment" and record["input"] == 0
+    assert all(len(p["eigenvalues"]) == 6 for p in record["cells"]["gru"]["points"])
 
 
 @pytest.mark.slow

@@ -61,6 +61,9 @@ def test_sentiment_results_and_prediction(sentiment_run, capsys):
     best = max(results["history"]["eval"], key=lambda r: r["accuracy"])  # --best-by accuracy: the one tested
     assert metrics["validation_accuracy"] == pytest.approx(best["accuracy"])
     assert (sentiment_run / "flow_vs_lag.png").exists() and (sentiment_run / "loss_curves.png").exists()
+    saved = json.loads((sentiment_run / "config.json").read_text())
+    assert (saved["experiment"], saved["task"]) == ("sentiment", "sentiment")  # the registered task it ran
+    assert "test_accuracy" in results["history"]["eval"][-1]  # the test rows scored beside, never chosen on
     capsys.readouterr()
     sentiment.main(["--checkpoint", str(sentiment_run), "--input", "A great, fun film! unheardofword"])
     out = capsys.readouterr().out

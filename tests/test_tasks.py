@@ -83,8 +83,31 @@ def test_tagging_is_the_treebank_right_padded_with_its_held_out_split():
     n = min(len(words), 30)
     assert int(train["mask"][0].sum()) == n
     assert [task.info["tags"][t] for t in np.asarray(train["targets"][0][:n])] == tags[:n]
-    batch = task.batch(jax.random.key(1), *task.data)
+    batch = task.batch.draw(jax.random.key(1), 0, *task.data)
     assert batch["inputs"].shape == (4, 30) and batch["mask"].dtype == bool
+    assert len(task.eval_data[0]["inputs"][0]) == max(len(w) for w, _ in splits["validation"])  # every word scored
+
+
+def test_rows_tasks_train_in_epochs_each_row_once_per_epoch():
+    """`epoch_rows`: 10 rows in batches of 3 make epochs of 3 batches (the tenth row of each
+    epoch's permutation is left out), each row at most once per epoch, a fresh order every
+    epoch, each batch a function of (key, step) only, and the same in a stacked seed stream."""
+    from rnn_jax.tasks import epoch_rows, rows_task
+
+    rows = {"x": np.arange(10)}
+    key = jax.random.key(0)
+    epochs = [
+        np.concatenate([np.asarray(epoch_rows(key, e * 3 + i, rows, 3)["x"]) for i in range(3)]) for e in range(2)
+    ]
+    assert all(len(set(e.tolist())) == 9 for e in epochs) and not np.array_equal(epochs[0], epochs[1])
+    np.testing.assert_array_equal(epoch_rows(key, 4, rows, 3)["x"], epochs[1][3:6])
+    task = rows_task(
+        {"train": rows, "validation": rows}, 3, "ten rows", loss_fn=None, model_io={}, metric="", baseline=0
+    )
+    stacked = task.training_batch(jax.random.key(0)[None], 4)
+    np.testing.assert_array_equal(stacked["x"][0], epochs[1][3:6])
+    with pytest.raises(ValueError, match="fewer than one batch of 12; lower --batch"):
+        rows_task({"train": rows, "validation": rows}, 12, "ten rows", loss_fn=None, model_io={}, metric="", baseline=0)
 
 
 def test_a_task_is_registered_by_name_and_checked():
@@ -273,5 +296,5 @@ def test_forecast_windows_the_series_changes_and_holds_out_its_validation_points
     )
     assert np.asarray(train["weights"]).all() and task.model_io == {"input_size": 3, "output_size": 1}
     assert task.baseline == pytest.approx(np.mean(expected**2), rel=1e-5)
-    with pytest.raises(ValueError, match="unknown series"):
+    with pytest.raises(ValueError, match="'dow_jones' is not a built-in series"):
         make_task("forecast", options(data="dow_jones"))

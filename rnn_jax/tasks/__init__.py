@@ -37,7 +37,7 @@ time axis: they stay experiments of their own.)
 """
 
 # each module registers its tasks, in the order --help lists them
-from rnn_jax.tasks import synthetic, text, mnist, forecast  # noqa: F401, I001
+from rnn_jax.tasks import synthetic, text, mnist, forecast, tabular  # noqa: F401, I001
 from rnn_jax.tasks.base import (
     BATCH_KEYS,
     TASKS,
@@ -46,6 +46,7 @@ from rnn_jax.tasks.base import (
     TaskBuilder,
     batches,
     check_batch,
+    epoch_rows,
     held_out_batches,
     in_order_batches,
     label_entropy,
@@ -54,6 +55,7 @@ from rnn_jax.tasks.base import (
     register_task,
     rows_task,
     stacked_batch,
+    task_option,
     test_batches,
 )
 from rnn_jax.tasks.mnist import MNIST_TEST, MNIST_VALIDATION, mnist_splits, permuted_inputs
@@ -69,6 +71,7 @@ __all__ = [
     "TaskBuilder",
     "batches",
     "check_batch",
+    "epoch_rows",
     "held_out_batches",
     "in_order_batches",
     "label_entropy",
@@ -82,5 +85,6 @@ __all__ = [
     "rows_task",
     "stacked_batch",
     "tagged_arrays",
+    "task_option",
     "test_batches",
 ]

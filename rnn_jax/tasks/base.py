@@ -21,18 +21,27 @@ from rnn_jax.registry import Registry
 class Batches:
     """A batch generator, ``fn(key, *data, **options)``, equal by value (a lambda or a partial is
     equal only to itself): equal tasks then share one jitted program (`stacked_batch`) across
-    cells and grid points."""
+    cells and grid points. Batch `index` of a stream is drawn with the stream's key folded with
+    `index`; `by_step` generators take the stream's key and the index themselves,
+    ``fn(key, index, *data, **options)`` (an epoch's permutation, `epoch_rows`)."""
 
     fn: Callable
     options: tuple[tuple[str, Any], ...] = ()
+    by_step: bool = False
 
     def __call__(self, key, *data):
         return self.fn(key, *data, **dict(self.options))
 
+    def draw(self, key, index, *data):
+        """Batch `index` of the stream of `key`."""
+        if self.by_step:
+            return self(key, index, *data)
+        return self(jax.random.fold_in(key, index), *data)
 
-def batches(fn: Callable, **options) -> Batches:
+
+def batches(fn: Callable, *, by_step: bool = False, **options) -> Batches:
     """`fn(key, *data, **options)` as a value-equal `Batches` (`fn` a module-level function)."""
-    return Batches(fn, tuple(sorted(options.items())))
+    return Batches(fn, tuple(sorted(options.items())), by_step)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -41,10 +50,10 @@ def stacked_batch(batch: Batches, keys, index, data=(), view: Batches | None = N
     step), each seen through `view(batch, *its row of view_data)` if given (`Task.view`)."""
 
     def one(key, *seed_view):
-        drawn = batch(key, *data)
+        drawn = batch.draw(key, index, *data)
         return drawn if view is None else view(drawn, *seed_view)
 
-    return jax.vmap(one)(jax.vmap(jax.random.fold_in, (0, None))(keys, index), *view_data)
+    return jax.vmap(one)(keys, *view_data)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -99,7 +108,8 @@ class Task:
     def first_seed_batch(self, key) -> dict:
         """A batch drawn from the held-out data (the training data where there is none) as the
         run's first seed sees it."""
-        drawn = self.batch(key, *(self.data if self.eval_data is None else self.eval_data))
+        data = self.data if self.eval_data is None else self.eval_data
+        drawn = self.batch.draw(key, 0, *data) if self.batch.by_step else self.batch(key, *data)
         return drawn if self.view is None else self.view(drawn, *(d[0] for d in self.view_data))
 
     def decode(self, ids) -> str | list[str]:
@@ -178,6 +188,22 @@ def random_rows(key: jax.Array, arrays: dict, batch: int) -> dict:
     return {name: values[rows] for name, values in arrays.items()}
 
 
+def epoch_rows(key: jax.Array, step, arrays: dict, batch: int) -> dict:
+    """Batch `step` of epochs over the rows of `arrays`: every epoch a fresh permutation (from
+    `key` folded with the epoch), `batch` rows per step, an epoch's last partial batch skipped."""
+    rows = len(next(iter(arrays.values())))
+    per_epoch = rows // batch
+    order = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), rows)
+    take = jax.lax.dynamic_slice_in_dim(order, (step % per_epoch) * batch, batch)
+    return {name: values[take] for name, values in arrays.items()}
+
+
+def task_option(cfg, name: str, default):
+    """A task's own option: the experiment's flag where it has one (sentiment's --min-count),
+    else the task's default (gradient_flow has no --min-count)."""
+    return getattr(cfg, name, default)
+
+
 def label_entropy(counts) -> float:
     """Cross-entropy (nats) of predicting the labels' frequencies: what a model that ignores its
     input scores."""
@@ -185,18 +211,25 @@ def label_entropy(counts) -> float:
     return float(-np.sum(p[p > 0] * np.log(p[p > 0])))
 
 
-def rows_task(splits: dict[str, dict], batch: int, data: str, **fields) -> Task:
-    """A task over rows held in memory: training batches drawn from `splits["train"]`, the
-    evaluation (and the choice of the best model) on every row of `splits["validation"]`, and
-    every row of `splits["test"]`, if there is one, scored beside it."""
+def rows_task(splits: dict[str, dict], batch: int, data: str, *, epochs: bool = True, **fields) -> Task:
+    """A task over rows held in memory: training batches from `splits["train"]` (`epochs`: in a
+    fresh permutation every epoch, `epoch_rows`; else drawn with replacement, `random_rows`),
+    the evaluation (and the choice of the best model) on every row of `splits["validation"]`,
+    and every row of `splits["test"]`, if there is one, scored beside it."""
     if len(next(iter(splits["validation"].values()))) == 0:
         raise ValueError(f"--data {data}: the validation split is empty")
+    training_rows = len(next(iter(splits["train"].values())))
+    if epochs and training_rows < batch:
+        raise ValueError(
+            f"the training split has {training_rows} examples, fewer than one batch of {batch}; lower --batch"
+        )
     held = {
         s: {k: jnp.asarray(v) for k, v in splits[s].items()} for s in ("train", "validation", "test") if s in splits
     }
     examples = {s: len(next(iter(arrays.values()))) for s, arrays in splits.items()}
+    drawn = batches(epoch_rows, by_step=True, batch=batch) if epochs else batches(random_rows, batch=batch)
     return Task(
-        batch=batches(random_rows, batch=batch),
+        batch=drawn,
         data=(held["train"],),
         eval_data=(held["validation"],),
         test_data=(held["test"],) if "test" in held else None,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -10,7 +12,7 @@ from rnn_jax.data import corpora, loaders, text
 from rnn_jax.data.batches import pad
 from rnn_jax.data.vocab import PAD, Vocab
 from rnn_jax.losses import classification_cross_entropy, sequence_cross_entropy
-from rnn_jax.tasks.base import Task, batches, label_entropy, register_task, rows_task
+from rnn_jax.tasks.base import Task, batches, label_entropy, register_task, rows_task, task_option
 
 
 @register_task("charlm")
@@ -72,12 +74,26 @@ def tagged_arrays(splits: dict, *, length: int, min_count: int = 2, eval_length:
 @register_task("sentiment")
 def sentiment(cfg) -> Task:
     """Sentence polarity (or --data: any labelled texts `rnn_jax.data.loaders.load_sentiment`
-    reads), classified from the final state; words seen once in training are <unk>."""
+    reads), classified from the final state of left-padded sequences of --seq-len words (the
+    last ones of longer texts); words seen fewer than --min-count times in training are <unk>.
+    The sentiment experiment's own flags (--text-column, --label-column, --hf-config,
+    --min-count) apply where the experiment has them."""
     data = cfg.data or "rt_sentence_polarity"
-    splits = corpora.read(data, lambda source: loaders.load_sentiment(source.location, seed=cfg.seed))
-    arrays, vocab, labels = labelled_text_arrays(splits, length=cfg.seq_len, data=data)
+    columns = dict(
+        text_column=task_option(cfg, "text_column", "text"), label_column=task_option(cfg, "label_column", "label")
+    )
+    config = task_option(cfg, "hf_config", None)
+    splits = corpora.read(
+        data,
+        lambda source: loaders.load_sentiment(
+            source.location, **columns, seed=cfg.seed, config=source.config or config
+        ),
+    )
+    min_count = task_option(cfg, "min_count", 2)
+    arrays, vocab, labels = labelled_text_arrays(splits, length=cfg.seq_len, min_count=min_count, data=data)
     counts = np.bincount(arrays["train"]["targets"])
-    majority = float(np.mean(arrays["validation"]["targets"] == counts.argmax()))
+    lengths = np.asarray([len(tokens) for tokens in splits["train"][0]])
+    majority = {f"{s}_majority_accuracy": float(np.mean(arrays[s]["targets"] == counts.argmax())) for s in arrays}
     return rows_task(
         arrays,
         cfg.batch,
@@ -87,18 +103,28 @@ def sentiment(cfg) -> Task:
         baseline=label_entropy(counts),
         metric="cross-entropy of the label (nats)",
         vocab=vocab.tokens,
-        info={"vocab_size": vocab.size, "validation_majority_accuracy": majority},
+        info={
+            "vocab_size": vocab.size,
+            "labels": labels,
+            **majority,
+            "train_tokens_median": float(np.median(lengths)),
+            "train_truncated_fraction": float(np.mean(lengths > cfg.seq_len)),
+        },
     )
 
 
 @register_task("tagging")
 def tagging(cfg) -> Task:
     """Part-of-speech tags of UD English-EWT (or --data: a treebank `load_treebank` reads),
-    one per word; sentences cut at --seq-len words."""
+    one per word; training sentences cut at --seq-len words, held-out ones scored on every
+    word. Words seen fewer than --min-count times in training are <unk> (the tagging
+    experiment's --min-count and --hf-config apply where it has them)."""
     data = cfg.data or "ud_english_ewt"
-    splits = corpora.read(data, lambda source: loaders.load_treebank(source.location, config=source.config))
-    arrays, words, tags = tagged_arrays(splits, length=cfg.seq_len, eval_length=cfg.seq_len)
+    config = task_option(cfg, "hf_config", None)
+    splits = corpora.read(data, lambda source: loaders.load_treebank(source.location, config=source.config or config))
+    arrays, words, tags = tagged_arrays(splits, length=cfg.seq_len, min_count=task_option(cfg, "min_count", 2))
     counts = np.bincount(arrays["train"]["targets"][arrays["train"]["mask"]], minlength=tags.size)
+    test_words = [w for sentence, _ in splits["test"] for w in sentence]
     return rows_task(
         arrays,
         cfg.batch,
@@ -108,5 +134,24 @@ def tagging(cfg) -> Task:
         baseline=label_entropy(counts),
         metric="cross-entropy per word (nats)",
         vocab=words.tokens,
-        info={"vocab_size": words.size, "tags": list(tags.tokens)},
+        info={
+            "vocab_size": words.size,
+            "tags": list(tags.tokens),
+            "test_most_frequent_tag_accuracy": most_frequent_tag_accuracy(splits["train"], splits["test"]),
+            "test_unknown_word_fraction": float(np.mean([w not in words for w in test_words])),
+        },
     )
+
+
+def most_frequent_tag_accuracy(train, test) -> float:
+    """Token accuracy of tagging each word with its most frequent training tag (the most
+    frequent tag overall for words unseen in training)."""
+    by_word = collections.defaultdict(collections.Counter)
+    overall = collections.Counter()
+    for words, tags in train:
+        for w, t in zip(words, tags):
+            by_word[w][t] += 1
+            overall[t] += 1
+    fallback = overall.most_common(1)[0][0]
+    best = {w: c.most_common(1)[0][0] for w, c in by_word.items()}
+    return float(np.mean([best.get(w, fallback) == t for words, tags in test for w, t in zip(words, tags)]))
