@@ -27,25 +27,23 @@ import dataclasses
 from typing import ClassVar
 
 import numpy as np
-from flax import nnx
 
 from experiments import cli
 from rnn_jax.config import require_at_least_one
-from rnn_jax.data import loaders
-from rnn_jax.data.batches import shuffled_batches
 from rnn_jax.data.captions import CAPTION_LEN, describe, load_digits
-from rnn_jax.data.pairs import teacher_forced
-from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
+from rnn_jax.data.vocab import Vocab
 from rnn_jax.decode import generate
-from rnn_jax.experiment import TrainingData, load_run
-from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.experiment import TrainingData, load_run, single_task_data
 from rnn_jax.metrics import edit_distance
 from rnn_jax.options import TaskOptions
 from rnn_jax.seq2seq import Captioner
+from rnn_jax.tasks import Task, make_task
+from rnn_jax.tasks.caption import caption_splits, captioner
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
+    TASK: ClassVar[str] = "caption"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(hidden=32, embed=16, batch=16, steps=60, eval_every=30, checkpoint_every=30)
 
     embed: int = 32
@@ -59,23 +57,8 @@ class Config(TaskOptions):
         require_at_least_one(self, ("embed",))
 
 
-def encode(vocab: Vocab, images: np.ndarray, captions) -> dict[str, np.ndarray]:
-    return {"inputs": images / 16.0, **teacher_forced(vocab, captions, CAPTION_LEN)}
-
-
 def build_model(cfg: Config, extra: dict) -> Captioner:
-    cell = cfg.make_cell(cfg.cell)
-    return Captioner(
-        cell,
-        feature_size=64,
-        vocab_size=len(extra["vocab"]),
-        embed_size=cfg.embed,
-        hidden_size=cfg.hidden,
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
-        **cfg.layer_options(cell),
-        rngs=nnx.Rngs(cfg.seed),
-    )
+    return captioner(cfg, cfg.cell, cfg.seed, feature_size=64, vocab_size=len(extra["vocab"]))
 
 
 def caption(model: Captioner, vocab: Vocab, images: np.ndarray) -> list[list[str]]:
@@ -101,49 +84,26 @@ def caption_metrics(predicted: list[list[str]], reference: list[list[str]]) -> d
     return metrics
 
 
-def data(cfg: Config) -> tuple[TrainingData, dict]:
-    images, labels = load_digits()
-    captions = describe(images, labels)
-    train, validation, test = loaders.stratified_split(labels, cfg.seed).values()
-    vocab = Vocab.build([captions[i] for i in train], specials=(PAD, UNK, BOS, EOS))
-    extra = {"vocab": list(vocab.tokens)}
-    arrays = {
-        name: encode(vocab, images[r], [captions[i] for i in r])
-        for name, r in (("train", train), ("validation", validation))
-    }
-    training = TrainingData(
-        sequence_cross_entropy,
-        shuffled_batches(arrays["train"], cfg.batch, cfg.seed),
-        [arrays["validation"]],
-        extra=extra,
-    )
-    return training, {
-        "images": images,
-        "captions": captions,
-        "train": train,
-        "validation": validation,
-        "test": test,
-        "vocab": vocab,
-    }
+def data(cfg: Config) -> tuple[TrainingData, Task]:
+    """The registered task `caption` (`rnn_jax.tasks.caption`), one model's batches."""
+    task = make_task(cfg.TASK, cfg)
+    return single_task_data(task, cfg.seed, extra={"vocab": list(task.vocab)}), task
 
 
-def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
-    images, captions, vocab = held["images"], held["captions"], held["vocab"]
-    train, validation, test = held["train"], held["validation"], held["test"]
-    predicted = caption(model, vocab, images[test])
+def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
+    images, captions, rows = caption_splits(cfg.seed)
+    test = rows["test"]
+    predicted = caption(model, Vocab(task.vocab), images[test])
     reference = [captions[i] for i in test]
     metrics = {f"test_{k}": v for k, v in caption_metrics(predicted, reference).items()}
-    most_common = collections.Counter(" ".join(captions[i]) for i in train).most_common(1)[0][0].split()
+    most_common = collections.Counter(" ".join(captions[i]) for i in rows["train"]).most_common(1)[0][0].split()
     baseline = caption_metrics([most_common] * len(test), reference)
     metrics.update({f"test_most_frequent_caption_{k}": v for k, v in baseline.items()})
-    info = {
-        "examples": {"train": len(train), "validation": len(validation), "test": len(test)},
-        "samples": [
-            {"index": int(i), "reference": " ".join(r), "caption": " ".join(p)}
-            for i, r, p in zip(test[:20], reference, predicted)
-        ],
-    }
-    return metrics, info
+    samples = [
+        {"index": int(i), "reference": " ".join(r), "caption": " ".join(p)}
+        for i, r, p in zip(test[:20], reference, predicted)
+    ]
+    return metrics, {"examples": {s: len(r) for s, r in rows.items()}, "samples": samples}
 
 
 def predict(run_dir: str, image: str) -> str:

@@ -151,9 +151,7 @@ def run(cfg: Config) -> dict:
         inputs = held_out_inputs(cfg, task)
         networks = {
             cell: (
-                stacked_seed_model(
-                    cfg, lambda seed: cfg.sequence_model(cell, seed, **task.model_io), run_dir / "checkpoints" / cell
-                ),
+                stacked_seed_model(cfg, lambda seed: task.build_model(cfg, cell, seed), run_dir / "checkpoints" / cell),
                 inputs,
             )
             for cell in cfg.cells

@@ -119,7 +119,7 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, 
     fitted = fit(
         cfg,
         out,
-        lambda seed: cfg.sequence_model(cell_name, seed, **task.model_io),
+        lambda seed: task.build_model(cfg, cell_name, seed),
         task_data(task, data_keys, eval_keys, chunk=cfg.batch, draws=cfg.eval_batches),
         seeds=seeds,
         name=cell_name,
@@ -136,7 +136,7 @@ def check_measurements(cfg: Config, task: Task) -> None:
         return
     batch = task.first_seed_batch(jax.random.key(0))
     for cell in cfg.cells:
-        model = cfg.sequence_model(cell, cfg.seed, **task.model_io)
+        model = task.build_model(cfg, cell, cfg.seed)
         graphdef, state = init_train_state(model, optax.identity(), jax.random.key(cfg.seed))
         jax.eval_shape(make_flow_probe(graphdef, task.loss_fn, measurements=cfg.measurements()), state.params, batch)
 

@@ -30,27 +30,25 @@ import dataclasses
 from typing import ClassVar
 
 import numpy as np
-from flax import nnx
 
 from experiments import cli
 from rnn_jax import plots
 from rnn_jax.config import require_at_least_one
 from rnn_jax.data import loaders
-from rnn_jax.data.batches import chunks, shuffled_batches
-from rnn_jax.data.pairs import encode_pairs, encode_sources, read_pairs, split_by_source
-from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
+from rnn_jax.data.pairs import encode_sources
+from rnn_jax.data.vocab import BOS, EOS, Vocab
 from rnn_jax.decode import generate
-from rnn_jax.experiment import TrainingData, load_run
-from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.experiment import TrainingData, load_run, single_task_data
 from rnn_jax.metrics import bleu
 from rnn_jax.options import TaskOptions
 from rnn_jax.seq2seq import Seq2Seq
-
-SPECIALS = (PAD, UNK, BOS, EOS)
+from rnn_jax.tasks import Task, make_task
+from rnn_jax.tasks.translate import seq2seq, translation_splits
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
+    TASK: ClassVar[str] = "translate"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=8)
 
     data: str = "tatoeba_eng_fra"
@@ -88,21 +86,14 @@ class Config(TaskOptions):
         super().__post_init__()
         require_at_least_one(self, ("max_len", "min_count", "embed", "beam"))
 
+    @property
+    def seq_len(self) -> int:  # the tasks' name for --max-len
+        return self.max_len
+
 
 def build_model(cfg: Config, extra: dict) -> Seq2Seq:
-    cell = cfg.make_cell(cfg.cell)
-    return Seq2Seq(
-        cell,
-        source_vocab=len(extra["source_vocab"]),
-        target_vocab=len(extra["target_vocab"]),
-        embed_size=cfg.embed,
-        hidden_size=cfg.hidden,
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
-        attention=cfg.attention,
-        **cfg.layer_options(cell),
-        rngs=nnx.Rngs(cfg.seed),
-    )
+    sizes = dict(source_vocab=len(extra["source_vocab"]), target_vocab=len(extra["target_vocab"]))
+    return seq2seq(cfg, cfg.cell, cfg.seed, **sizes)
 
 
 def translate(model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vocab, sources, *, beam: bool):
@@ -111,34 +102,17 @@ def translate(model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vo
     return generate(model, arrays, target_vocab, max_len=cfg.max_len + 1, **options)
 
 
-def data(cfg: Config) -> tuple[TrainingData, dict]:
-    pairs = read_pairs(
-        cfg.data,
-        source_column=cfg.source_column,
-        target_column=cfg.target_column,
-        config=cfg.hf_config,
-        reverse=cfg.reverse,
-        max_len=cfg.max_len,
-    )
-    splits = split_by_source(pairs, cfg.seed)
-    source_vocab = Vocab.build([s for s, _ in splits["train"]], min_count=cfg.min_count, specials=SPECIALS)
-    target_vocab = Vocab.build([t for _, ts in splits["train"] for t in ts], min_count=cfg.min_count, specials=SPECIALS)
-    extra = {"source_vocab": list(source_vocab.tokens), "target_vocab": list(target_vocab.tokens)}
-    train = encode_pairs(source_vocab, target_vocab, splits["train"], cfg.max_len)
-    validation = encode_pairs(source_vocab, target_vocab, splits["validation"], cfg.max_len)
-    training = TrainingData(
-        sequence_cross_entropy,
-        shuffled_batches(train, cfg.batch, cfg.seed),
-        chunks(validation, 1024),
-        extra=extra,
-        tokens_per_step=cfg.batch * (cfg.max_len + 1),
-    )
-    return training, {"splits": splits, "source_vocab": source_vocab, "target_vocab": target_vocab}
+def data(cfg: Config) -> tuple[TrainingData, Task]:
+    """The registered task `translate` (`rnn_jax.tasks.translate`), one model's batches."""
+    task = make_task(cfg.TASK, cfg)
+    extra = {"source_vocab": task.info["source_vocab"], "target_vocab": list(task.vocab)}
+    return single_task_data(
+        task, cfg.seed, chunk=1024, extra=extra, tokens_per_step=cfg.batch * (cfg.max_len + 1)
+    ), task
 
 
-def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
-    splits, source_vocab, target_vocab = held["splits"], held["source_vocab"], held["target_vocab"]
-
+def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
+    splits, source_vocab, target_vocab = translation_splits(cfg)
     test = splits["test"][: cfg.test_sentences]
     sources, references = [s for s, _ in test], [ts for _, ts in test]
     hypotheses = {
@@ -151,20 +125,14 @@ def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
         {
             "source": " ".join(s),
             "references": [" ".join(r) for r in refs],
-            **{kind: " ".join(h[i]) for kind, h in hypotheses.items()},
+            **{k: " ".join(h[i]) for k, h in hypotheses.items()},
         }
         for i, (s, refs) in enumerate(zip(sources[:20], references[:20]))
     ]
     if cfg.attention:
         plot_attention(model, test[0], source_vocab, target_vocab, hypotheses["greedy"][0], cfg, out)
-    info = {
-        "pairs": {s: sum(len(ts) for _, ts in v) for s, v in splits.items()},
-        "source_sentences": {s: len(v) for s, v in splits.items()},
-        "vocab_sizes": {"source": source_vocab.size, "target": target_vocab.size},
-        "test_sentences_decoded": len(test),
-        "samples": samples,
-    }
-    return metrics, info
+    info = {k: task.info[k] for k in ("pairs", "source_sentences", "vocab_sizes")}
+    return metrics, {**info, "test_sentences_decoded": len(test), "samples": samples}
 
 
 def plot_attention(model, example, source_vocab, target_vocab, hypothesis, cfg, out):

@@ -252,6 +252,19 @@ def _row_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf), axis=-1) for leaf in jax.tree.leaves(tree)))
 
 
+def top_state(profile_keys, layers: int) -> str:
+    """Which profile a run's summary reads: the top layer's hidden state, ``layer{L-1}/h`` (a
+    decoder's ``decoder/layer{L-1}/h``; a bidirectional layer's forward one)."""
+    name = f"layer{layers - 1}/h"
+    if name in profile_keys:
+        return name
+    top = f"layer{layers - 1}/"
+    candidates = sorted((("backward" in k), k) for k in profile_keys if top in k and k.endswith("/h"))
+    if not candidates:
+        raise ValueError(f"no profile of the top layer's hidden state ({name}) among {sorted(profile_keys)}")
+    return candidates[0][1]
+
+
 def decay_rate(norms_by_lag, *, skip: int = 1, floor: float = 1e-30) -> float:
     """Least-squares slope of ln ||dL_T/dh_{T-k}|| against the lag k, in nats per step.
 

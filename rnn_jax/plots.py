@@ -11,6 +11,8 @@ import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rnn_jax.gradflow import top_state  # noqa: E402
+
 COLORS = {
     "rnn": "tab:red",
     "lstm": "tab:blue",
@@ -329,7 +331,6 @@ def training_figures(cfg, task, histories: dict, cells: dict, out: Path) -> None
     `task`: its `rnn_jax.Task`; `histories`: {cell: {seed: History}}; `cells`:
     `rnn_jax.summaries.summarise_cells`."""
     title = f"{cfg.task}, T={task.info.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.seeds} seed(s)"
-    top = f"layer{cfg.layers - 1}/h"
     last = max(0, cfg.steps - 1)
     panels = {"at initialisation": 0, f"after training (step {last})": last} if cfg.steps else {"at initialisation": 0}
     curves, slopes = {}, {}
@@ -337,12 +338,13 @@ def training_figures(cfg, task, histories: dict, cells: dict, out: Path) -> None
         curves[panel], slopes[panel] = {}, {}
         for cell, by_seed in histories.items():
             if str(step) in cells[cell]["decay_rate"]:
+                top = top_state(next(iter(by_seed.values())).flow[step]["by_lag"], cfg.layers)
                 curves[panel][cell] = np.array([h.flow[step]["by_lag"][top] for h in by_seed.values()])
                 rate = cells[cell]["decay_rate"][str(step)]
                 interval = " [{:.3f}, {:.3f}]".format(*rate["interval"]) if rate["n"] > 1 else ""  # 95% t-interval
                 slopes[panel][cell] = f"{rate['mean']:.3f}{interval}"
     flow_vs_lag(curves, out / "flow_vs_lag.png", title=title, slopes=slopes)
-    if cfg.spectrum:
+    if cfg.spectrum and all("lyapunov" in record for record in cells.values()):  # (an encoder-decoder has none)
         by_step = {cell: {int(s): v for s, v in record["lyapunov"].items()} for cell, record in cells.items()}
         spectra(by_step, out / "lyapunov.png", title=title + ": Lyapunov spectrum of layer 0 over training")
         exponents_over_training(cells, out / "lyapunov_vs_flow.png", title=title + ": layer 0")

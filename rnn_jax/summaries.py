@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_jax.gradflow import decay_rate
+from rnn_jax.gradflow import decay_rate, top_state
 from rnn_jax.history import History
 from rnn_jax.statistics import compare, seed_summary, solved_fraction
 
@@ -24,10 +24,10 @@ def summarise_cells(cfg, histories: dict[str, dict[int, History]], *, solved_bel
     fraction of seeds whose final loss is below `solved_below` (with its exact binomial
     interval); each seed's full record under `seeds`. `cfg`: the run's options (layers,
     spectrum, seq_len)."""
-    top = f"layer{cfg.layers - 1}/h"
     cells = {}
     for cell, by_seed in histories.items():
         steps = sorted(set.intersection(*(set(h.flow) for h in by_seed.values())))
+        top = top_state(next(iter(by_seed.values())).flow[steps[0]]["by_lag"], cfg.layers) if steps else None
         by_lag = {s: np.array([h.flow[s]["by_lag"][top] for h in by_seed.values()]) for s in steps}
         by_step = {s: np.array([h.flow[s]["by_step"][top] for h in by_seed.values()]) for s in steps}
         rates = {s: [decay_rate(p) for p in by_lag[s]] for s in steps}

@@ -192,3 +192,13 @@ def test_decay_rate_ignores_underflow_and_needs_two_points():
     norms[7:] = 0.0
     assert decay_rate(norms) == pytest.approx(-0.5)
     assert np.isnan(decay_rate([1.0, 0.0, 0.0]))
+
+
+def test_the_summary_reads_the_top_layer_s_hidden_state():
+    from rnn_jax.gradflow import top_state
+
+    assert top_state({"layer0/h": 0, "layer1/h": 0, "layer1/c": 0}, 2) == "layer1/h"
+    assert top_state({"encoder/layer0/h": 0, "decoder/layer0/c": 0, "decoder/layer0/h": 0}, 1) == "decoder/layer0/h"
+    assert top_state({"layer0/backward/h": 0, "layer0/forward/h": 0}, 1) == "layer0/forward/h"
+    with pytest.raises(ValueError, match="no profile of the top layer's hidden state"):
+        top_state({"layer0/c": 0}, 1)

@@ -124,9 +124,10 @@ def test_a_run_folder_of_earlier_code_resumes_exactly(tmp_path, capsys):
     assert {k: final[k] for k in whole["final_eval_loss"]} == whole["final_eval_loss"]
 
 
-@pytest.mark.parametrize("task, steps", [("copy", 26), ("charlm", 6), ("tabular", 1)])
+@pytest.mark.parametrize("task, steps", [("copy", 26), ("charlm", 6), ("tabular", 1), ("caption", 6)])
 def test_other_tasks_run(tmp_path, task, steps):
-    """Any registered task, the single-model experiments' included (tabular: one step a row)."""
+    """Any registered task, the single-model experiments' included (tabular: one step a row;
+    caption: its own model, a decoder whose profile is decoder/layer0/h)."""
     gradient_flow.main([*TINY, "--task", task, "--cells", "lstm", "--out", str(tmp_path / task)])
     results = json.loads((tmp_path / task / "results.json").read_text())
     assert len(results["cells"]["lstm"]["grad_norm_by_lag"]["3"]) == steps

@@ -37,7 +37,7 @@ time axis: they stay experiments of their own.)
 """
 
 # each module registers its tasks, in the order --help lists them
-from rnn_jax.tasks import synthetic, text, mnist, forecast, tabular  # noqa: F401, I001
+from rnn_jax.tasks import synthetic, text, mnist, forecast, tabular, caption, translate  # noqa: F401, I001
 from rnn_jax.tasks.base import (
     BATCH_KEYS,
     TASKS,

@@ -75,7 +75,9 @@ class Task:
     `test_data`: test rows (in order), scored beside the held-out (validation) ones and never
     used to choose a model. `view`: a `Batches` applied to every batch of seed i of the run with
     the i-th rows of `view_data` (arrays with a leading axis, one row per seed: cfg.seed,
-    cfg.seed + 1, ...), e.g. each seed's own pixel order (mnist_permuted)."""
+    cfg.seed + 1, ...), e.g. each seed's own pixel order (mnist_permuted). `model`: the
+    builder ``model(cfg, cell, seed, **model_io)`` where the default `SequenceModel` does not
+    fit (an image captioner, an encoder-decoder)."""
 
     batch: Batches
     loss_fn: LossFn
@@ -91,10 +93,17 @@ class Task:
     test_data: tuple | None = None
     view: Batches | None = None
     view_data: tuple = ()
+    model: Callable | None = None
 
     @property
     def solved_threshold(self) -> float:
         return 0.1 * self.baseline if self.solved_below is None else self.solved_below
+
+    def build_model(self, cfg, cell: str, seed: int):
+        """The task's network of the cell named `cell`, initialised with `seed`."""
+        if self.model is None:
+            return cfg.sequence_model(cell, seed, **self.model_io)
+        return self.model(cfg, cell, seed, **self.model_io)
 
     def check_seeds(self, seeds: int) -> None:
         """A task with per-seed views serves exactly the seeds it was built for."""

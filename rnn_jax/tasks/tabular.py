@@ -42,7 +42,7 @@ def tabular(cfg) -> Task:
         model_io=dict(input_size=len(names), output_size=len(classes), readout="final"),
         baseline=label_entropy(counts),
         metric="cross-entropy of the class (nats)",
-        info={"num_features": len(names), "scaling": scaling, **majority},
+        info={"sequence_length": 1, "num_features": len(names), "scaling": scaling, **majority},
     )
 
 
