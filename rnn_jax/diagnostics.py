@@ -36,6 +36,7 @@ from jax.flatten_util import ravel_pytree
 from rnn_jax import backend
 from rnn_jax.cells import Cell, Params, accumulation_dtype
 from rnn_jax.layers import param_values
+from rnn_jax.measurements import Context, builtin
 
 Array = jax.Array
 SATURATION = 0.05  # a gate below this, or above 1 - this, counts as saturated
@@ -194,3 +195,13 @@ def model_dynamics(
             )
         xs = layer(xs, initial_carry=carry)[1]
     return results
+
+
+@builtin("dynamics", key="dynamics")
+def dynamics(ctx: Context) -> dict | None:
+    """Each recurrent layer's `ctx.spectrum` leading Lyapunov exponents (none with --spectrum 0)
+    and gate statistics on the step's batch, before the update (`model_dynamics`); None for a
+    model that does not expose its stack's inputs (an encoder-decoder)."""
+    if not hasattr(ctx.model, "stack_inputs"):
+        return None
+    return model_dynamics(ctx.model, ctx.batch, k=ctx.spectrum or 0, initial_carries=ctx.initial_carries)

@@ -28,6 +28,8 @@ step discards them), so a padded step contributes zero to the norms.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +39,7 @@ from rnn_jax.cells import accumulation_dtype, matmul, matmul_transposed
 from rnn_jax.choices import check_choice
 from rnn_jax.layers import param_values
 from rnn_jax.losses import LossFn, LossOutput, apply
+from rnn_jax.measurements import Context, builtin, run_measurements
 from rnn_jax.recurrence import time_major
 
 Array = jax.Array
@@ -63,66 +66,51 @@ def probe_norms(model: nnx.Module, probe_grads) -> dict[str, Array]:
     return norms
 
 
-def grads_and_flow(
-    loss_fn: LossFn,
-    graphdef: nnx.GraphDef,
-    params: nnx.State,
-    batch,
-    dropout_key,
-    *,
-    initial_carries=None,
-    long_range: bool = True,
-    measurements: tuple = (),
-) -> tuple[LossOutput, nnx.State, dict]:
-    """The loss, parameter gradient and gradient-flow norms from one forward pass.
+@builtin("flow_profile", key=None)
+def flow_profile(ctx: Context) -> dict:
+    """The gradient-flow profiles of a step (keys: see the module's docstring):
+    ``by_step``: {key: (time,)}  ||dL/dh_t||, L the training loss;
+    ``by_lag``:  {key: (time,)}  ||dL_T/dh_{T-k}|| at entry k (k = 0 is the last step), L_T the
+                 loss output's `final_step_loss` (where `ctx.final_state_grads` is given)."""
+    flow = {"by_step": probe_norms(ctx.model, ctx.state_grads)}
+    if ctx.final_state_grads is not None:
+        flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(ctx.model, ctx.final_state_grads()).items()}
+    return flow
 
-    Returns (loss output, grads, flow) where flow holds
-      ``by_step``: {key: (time,)}  ||dL/dh_t||, L the training loss;
-      ``by_lag``:  {key: (time,)}  ||dL_T/dh_{T-k}|| at entry k (k = 0 is the last step),
-                   L_T the loss output's `final_step_loss` (only with `long_range`);
-      ``measurements``: {name: fn(model, batch, state gradients)} for each (name, fn) of
-                   `measurements` (`rnn_jax.measurements`), if any.
-    """
+
+def measurement_context(
+    loss_fn: LossFn, graphdef, params, batch, dropout_key, *, initial_carries=None, opt_state=None, spectrum=None
+) -> tuple[LossOutput, nnx.State, Context]:
+    """One forward and one backward pass (`loss_and_pullback`): (the loss output, the parameter
+    gradient, the `Context` every measurement of the step reads)."""
     out, pullback, final_is_loss = loss_and_pullback(
         loss_fn, graphdef, params, batch, dropout_key, initial_carries=initial_carries
     )
     grads, state_grads = pullback(1.0, 0.0)
+
+    def loss(params):
+        model = nnx.merge(graphdef, params)
+        return apply(loss_fn, model, batch, dropout_key=dropout_key, initial_carries=initial_carries).loss
+
+    # a many-to-one loss is its own L_T: its gradients are those of L (no second pass)
+    final = (lambda: state_grads) if final_is_loss else (lambda: pullback(0.0, 1.0)[1])
     model = nnx.merge(graphdef, params)
-    flow = flow_profiles(model, batch, state_grads, pullback if long_range else None, final_is_loss, measurements)
-    return out, grads, flow
+    context = Context(model, params, batch, state_grads, loss, opt_state, initial_carries, final, spectrum)
+    return out, grads, context
 
 
-def flow_profiles(model, batch, state_grads, pullback=None, final_is_loss=False, measurements=()) -> dict:
-    """The flow of `grads_and_flow` from the pieces of `loss_and_pullback`: `state_grads` (the
-    probe gradients of pullback(1, 0)) and, for ``by_lag``, `pullback` itself (None: no long-range
-    profile), which a many-to-one loss (`final_is_loss`) does not run again."""
-    flow = {"by_step": probe_norms(model, state_grads)}
-    if measurements:
-        flow["measurements"] = {name: measured(name, fn(model, batch, state_grads)) for name, fn in measurements}
-    if pullback is not None:
-        final_state_grads = state_grads if final_is_loss else pullback(0.0, 1.0)[1]
-        flow["by_lag"] = {k: v[::-1] for k, v in probe_norms(model, final_state_grads).items()}
-    return flow
-
-
-def measured(name: str, value) -> dict:
-    """A measurement's result as {its pytree path ("[0]", "['key']", "" for a bare array): array}:
-    containers become dicts, so that a leading seed axis (stacked seeds) is always the first
-    axis of a leaf, never confused with a list the measurement returned. Anything but arrays and
-    numbers is refused, naming the measurement."""
-    leaves = jax.tree_util.tree_flatten_with_path(value)[0]
-    if not leaves:
-        raise ValueError(f"measurement {name!r} returned {value!r}: expected an array or a list, tuple or dict of them")
-    record = {}
-    for path, leaf in leaves:
-        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, int)) or isinstance(leaf, bool):
-            where = jax.tree_util.keystr(path) or "its result"
-            raise ValueError(
-                f"measurement {name!r}: {where} is a {type(leaf).__name__}, not an array; a measurement returns an "
-                "array, a number, or a list, tuple or dict of them"
-            )
-        record[jax.tree_util.keystr(path)] = jnp.asarray(leaf)
-    return record
+def grads_and_flow(
+    loss_fn: LossFn, graphdef, params, batch, dropout_key, *, initial_carries=None, long_range=True, measurements=()
+) -> tuple[LossOutput, nnx.State, dict]:
+    """The loss, parameter gradient and gradient-flow record from one forward pass: the
+    profiles (`flow_profile`; ``by_lag`` only with `long_range`) and ``measurements``: {name:
+    fn(...)} for each (name, fn) of `measurements` (`rnn_jax.measurements`), if any."""
+    out, grads, context = measurement_context(
+        loss_fn, graphdef, params, batch, dropout_key, initial_carries=initial_carries
+    )
+    if not long_range:
+        context = dataclasses.replace(context, final_state_grads=None)
+    return out, grads, run_measurements(context, (("flow_profile", flow_profile), *measurements))
 
 
 def loss_and_pullback(

@@ -18,9 +18,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_jax import backend, diagnostics, gradflow
+from rnn_jax import backend, diagnostics, gradflow  # noqa: F401  (diagnostics: registers `dynamics`)
 from rnn_jax.choices import check_choice
 from rnn_jax.losses import LossFn, LossOutput, apply, sequence_cross_entropy
+from rnn_jax.measurements import MEASUREMENTS, run_measurements
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -125,8 +126,9 @@ class StepOptions:
     regulariser) the step contains no probes at all. With `spectrum` (not None), also
     ``flow["dynamics"]``: each layer's `spectrum` leading Lyapunov exponents and its gate
     statistics on this batch, before the update (`rnn_jax.diagnostics`). `measurements`:
-    ((name, fn), ...), your own measurements on flow-measuring steps, each
-    ``fn(model, batch, state_grads)`` (`rnn_jax.measurements`), in ``flow["measurements"]``.
+    ((name, fn), ...), your own measurements on flow-measuring steps, each ``fn(ctx)`` of the
+    step's `rnn_jax.measurements.Context` (or ``fn(model, batch, state_grads)``), in
+    ``flow["measurements"]``; the built-ins run through the same door (`measured_by`).
 
     `flow_regularizer`: the weight of Pascanu et al. (2013)'s vanishing-gradient regulariser
     (`rnn_jax.gradflow.flow_regularizer`), added to the loss's gradient (its value in
@@ -176,7 +178,7 @@ def make_train_step(
         carries = None
         if options.stateful:
             carries = jax.tree.map(lambda c: jnp.where(batch["reset"], jnp.zeros_like(c), c), state.carry)
-        out, grads, flow = _gradients(graphdef, options, state.params, batch, dropout_key, carries)
+        out, grads, flow = _gradients(graphdef, options, state, batch, dropout_key, carries)
         clipped, _ = clipper.update(grads, clipper.init(state.params))
         updates, opt_state = optimizer.update(clipped, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -199,10 +201,12 @@ def make_train_step(
     return jax.jit(jax.vmap(step) if options.seeds else step, donate_argnums=0)
 
 
-def _gradients(graphdef, options: StepOptions, params, batch, dropout_key, carries):
+def _gradients(graphdef, options: StepOptions, state: TrainState, batch, dropout_key, carries):
     """(loss output, parameter gradient, flow or None) of one step. With the flow measured or the
-    regulariser on: one forward and one backward pass serve the gradient, the flow (from the
-    state gradients), the dynamics and Pascanu et al.'s Omega (its weighted gradient added)."""
+    regulariser on: one forward and one backward pass serve the gradient, every measurement
+    (`measured_by`, from the state gradients) and Pascanu et al.'s Omega (its weighted gradient
+    added)."""
+    params = state.params
     if not (options.measure_flow or options.flow_regularizer):
 
         def loss(params):
@@ -212,20 +216,27 @@ def _gradients(graphdef, options: StepOptions, params, batch, dropout_key, carri
 
         (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
         return out, grads, None
-    out, pullback, final_is_loss = gradflow.loss_and_pullback(
-        options.loss_fn, graphdef, params, batch, dropout_key, initial_carries=carries
+    out, grads, context = gradflow.measurement_context(
+        options.loss_fn,
+        graphdef,
+        state.params,
+        batch,
+        dropout_key,
+        initial_carries=carries,
+        opt_state=state.opt_state,
+        spectrum=options.spectrum,
     )
-    grads, state_grads = pullback(1.0, 0.0)
-    flow = None
-    if options.measure_flow:
-        model = nnx.merge(graphdef, params)
-        flow = gradflow.flow_profiles(model, batch, state_grads, pullback, final_is_loss, options.measurements)
-        dynamics = measure_dynamics(graphdef, params, batch, options.spectrum, carries)
-        if dynamics is not None:
-            flow["dynamics"] = dynamics
+    flow = (
+        run_measurements(context, measured_by(options.spectrum, options.measurements)) if options.measure_flow else None
+    )
     if options.flow_regularizer:
         omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
-            graphdef, params, batch, state_grads, initial_carries=carries, form=options.flow_regularizer_form
+            graphdef,
+            state.params,
+            batch,
+            context.state_grads,
+            initial_carries=carries,
+            form=options.flow_regularizer_form,
         )
         grads = jax.tree.map(lambda g, r: g + options.flow_regularizer * r, grads, omega_grads)
         out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
@@ -261,13 +272,10 @@ def make_flow_probe(
     model at initialisation or after training); `seeds`: vmapped over stacked seeds."""
 
     def probe(params, batch, carries=None):
-        out, _, flow = gradflow.grads_and_flow(
-            loss_fn, graphdef, params, batch, None, initial_carries=carries, measurements=measurements
+        out, _, context = gradflow.measurement_context(
+            loss_fn, graphdef, params, batch, None, initial_carries=carries, spectrum=spectrum
         )
-        dynamics = measure_dynamics(graphdef, params, batch, spectrum, carries)
-        if dynamics is not None:
-            flow["dynamics"] = dynamics
-        return out.loss, flow
+        return out.loss, run_measurements(context, measured_by(spectrum, measurements))
 
     probe = backend.traced_as_analysis(probe)
     return jax.jit(jax.vmap(probe) if seeds else probe)
@@ -293,10 +301,9 @@ def make_eval_step(
     return jax.jit(jax.vmap(evaluate) if seeds else evaluate)
 
 
-def measure_dynamics(graphdef: nnx.GraphDef, params: nnx.State, batch, spectrum: int | None, carries=None):
-    """`rnn_jax.diagnostics.model_dynamics` of the model, with `spectrum` Lyapunov exponents
-    (None: nothing; 0: the gate statistics only), for models that expose their stack's inputs."""
-    model = nnx.merge(graphdef, params)
-    if spectrum is None or not hasattr(model, "stack_inputs"):
-        return None
-    return diagnostics.model_dynamics(model, batch, k=spectrum, initial_carries=carries)
+def measured_by(spectrum: int | None, measurements: tuple = ()) -> tuple:
+    """The (name, fn) measurements of a measured step: the gradient-flow profiles, the dynamics
+    (Lyapunov spectrum and gate statistics) where --spectrum is given, then yours
+    (`rnn_jax.measurements`: the built-ins are registered the same way)."""
+    builtins = ("flow_profile", *(("dynamics",) if spectrum is not None else ()))
+    return (*((name, MEASUREMENTS[name]) for name in builtins), *(m for m in measurements if m[0] not in builtins))

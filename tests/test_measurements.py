@@ -83,3 +83,44 @@ def test_a_measurement_that_returns_no_array_is_one_clear_error(tmp_path):
         assert not (tmp_path / "run").exists()  # found before the run folder was made
     finally:
         MEASUREMENTS.pop("shape_text")
+
+
+def test_a_measurement_of_the_step_context_sees_the_loss_landscape_and_the_optimiser():
+    """A measurement of one `Context`: `jax.grad(ctx.loss)` is the step's own gradient (so a
+    Hessian-vector product is the curvature of the loss that trains), checked against a
+    finite difference of that gradient; `ctx.opt_state` is Adam's state before the update
+    (its step count); the built-in profiles come through the same door."""
+    import optax
+    from flax import nnx
+
+    from rnn_jax import SequenceModel, StepOptions, init_train_state, make_cell, make_train_step
+    from rnn_jax.losses import apply, final_step_mse
+
+    def curvature(ctx):
+        g = jax.grad(ctx.loss)(ctx.params)
+        hvp = jax.jvp(jax.grad(ctx.loss), (ctx.params,), (g,))[1]
+        dot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+        eps = 1e-3
+        moved = jax.tree.map(lambda p, d: p + eps * d, ctx.params, g)
+        difference = jax.tree.map(lambda a, b: (a - b) / eps, jax.grad(ctx.loss)(moved), g)
+        return {
+            "gHg": dot(g, hvp),
+            "finite_difference": dot(g, difference),
+            "gg": dot(g, g),
+            "adam_count": ctx.opt_state[0].count,
+        }
+
+    model = SequenceModel(make_cell("gru"), input_size=2, hidden_size=5, output_size=1, rngs=nnx.Rngs(0))
+    optimizer = optax.adam(1e-2)
+    graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
+    options = StepOptions(loss_fn=final_step_mse, measure_flow=True, measurements=(("curvature", curvature),))
+    step = make_train_step(graphdef, optimizer, options)
+    batch = {"inputs": jax.random.normal(jax.random.key(1), (4, 7, 2)), "targets": jnp.ones((4,))}
+    state, _ = make_train_step(graphdef, optimizer, StepOptions(loss_fn=final_step_mse))(state, batch)
+    plain_gradient = jax.grad(lambda p: apply(final_step_mse, nnx.merge(graphdef, p), batch).loss)(state.params)
+    _, out = step(state, batch)  # (donates the state)
+    record = out.flow["measurements"]["curvature"]
+    assert float(record["['adam_count']"]) == 1  # the state the update is about to use: one step taken
+    np.testing.assert_allclose(record["['gHg']"], record["['finite_difference']"], rtol=2e-2)
+    assert float(record["['gg']"]) == pytest.approx(float(optax.tree.norm(plain_gradient)) ** 2, rel=1e-5)
+    assert set(out.flow) == {"by_step", "by_lag", "measurements"}
