@@ -43,7 +43,7 @@ def task_parts(task: str, cell: str, hidden: int, batch: int, seq: int):
             sequence_cross_entropy,
             common.char_lm_batch(common.random_tokens(batch, seq)),
         )
-    adding = TASK_BUILDERS["adding"](gradient_flow.Config(task="adding", batch=batch, seq_len=seq))
+    adding = TASK_BUILDERS["adding"](gradient_flow.Config.create(task="adding", batch=batch, seq_len=seq))
     model = SequenceModel(make_cell(cell), hidden_size=hidden, rngs=nnx.Rngs(0), **adding.model_io)
     return model, adding.loss_fn, adding.batch(jax.random.key(0))
 

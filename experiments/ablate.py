@@ -23,7 +23,6 @@ import itertools
 import json
 import math
 import sys
-import typing
 from pathlib import Path
 from typing import Annotated, Callable, ClassVar
 
@@ -32,7 +31,7 @@ import tyro
 from experiments import cli, gradient_flow
 from rnn_jax import plots, summaries
 from rnn_jax.cells import LSTM_VARIANTS
-from rnn_jax.config import config_from_json, environment, from_text, write_json
+from rnn_jax.config import config_from_json, config_record, environment, from_text, write_json
 
 DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
@@ -53,7 +52,7 @@ class Config(gradient_flow.Config):
         super().__post_init__()
         for point in self.points():  # every grid point is a valid gradient_flow configuration
             try:
-                gradient_flow.Config(**{**self.base(), **point})
+                gradient_flow.Config.create(**{**self.base(), **point})
             except ValueError as error:
                 raise ValueError(f"grid point {point_name(point)}: {error}") from error
 
@@ -70,8 +69,9 @@ class Config(gradient_flow.Config):
 
     def base(self) -> dict:
         """The gradient_flow options every grid point starts from (its own out and resume aside)."""
-        fields = {f.name for f in dataclasses.fields(gradient_flow.Config)} - {"out", "resume"}
-        return {name: getattr(self, name) for name in fields}
+        return {
+            name: getattr(self, name) for name in gradient_flow.Config.flag_names() if name not in ("out", "resume")
+        }
 
 
 # gradient_flow's fields that say where and how a run goes, not what it trains: no grid axis
@@ -81,8 +81,7 @@ NOT_AXES = frozenset({"out", "resume", "quick", "imports", "devices", "coordinat
 def grid_fields() -> dict:
     """{field: type} of the gradient_flow options a grid can vary (its dataclass fields, not its
     class constants, and not `NOT_AXES`)."""
-    hints = typing.get_type_hints(gradient_flow.Config)
-    return {f.name: hints[f.name] for f in dataclasses.fields(gradient_flow.Config) if f.name not in NOT_AXES}
+    return {name: hint for name, hint in gradient_flow.Config.flag_hints().items() if name not in NOT_AXES}
 
 
 def parse_grid(specs) -> list[tuple[str, list]]:
@@ -173,14 +172,10 @@ def grid_to_run(cfg: Config) -> tuple[Path, Config]:
     out = Path(cfg.out or f"runs/ablate/{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, or a grid's) for the grid's outputs")
-    cfg = dataclasses.replace(cfg, out=str(out))
+    cfg = cfg.replace(out=str(out))
     if (out / "config.json").exists() or (out / "results.json").exists():
         saved = saved_grid(out)
-        differ = [
-            f.name
-            for f in dataclasses.fields(cfg)
-            if f.name != "grid" and getattr(saved, f.name) != getattr(cfg, f.name)
-        ]
+        differ = [name for name in cfg.flag_names() if name != "grid" and getattr(saved, name) != getattr(cfg, name)]
         if saved.axes() != cfg.axes():  # the axes, not their spelling ("none" or "None")
             differ.append("grid")
         if differ:
@@ -189,7 +184,7 @@ def grid_to_run(cfg: Config) -> tuple[Path, Config]:
                 f"--resume {out} continues it, or give another --out"
             )
     if not (out / "config.json").exists():
-        write_json(out / "config.json", dataclasses.asdict(cfg))
+        write_json(out / "config.json", config_record(cfg))
     return out, cfg
 
 
@@ -215,9 +210,9 @@ def run(cfg: Config) -> dict:
     points = []
     for point in cfg.points():
         run_dir = out / point_name(point).replace("/", "_")
-        point_cfg = gradient_flow.Config(**{**base, **point, "out": str(run_dir)})
+        point_cfg = gradient_flow.Config.create(**{**base, **point, "out": str(run_dir)})
         if (run_dir / "config.json").exists():  # run before: finished runs are reused, others resumed
-            point_cfg = dataclasses.replace(point_cfg, resume=str(run_dir), out=None)
+            point_cfg = point_cfg.replace(resume=str(run_dir), out=None)
         print(f"== {point_name(point)}", file=sys.stderr)
         points.append((point, gradient_flow.run(point_cfg)))
     rows = summaries.grid_rows(points)

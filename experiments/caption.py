@@ -45,12 +45,10 @@ from rnn_jax.tasks.caption import caption_splits, captioner
 class Config(TaskOptions):
     TASK: ClassVar[str] = "caption"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(hidden=32, embed=16, batch=16, steps=60, eval_every=30, checkpoint_every=30)
+    DEFAULTS: ClassVar[dict] = dict(hidden=128, steps=1500, eval_every=100)
 
     embed: int = 32
     """word embedding size"""
-    hidden: int = 128
-    steps: int = 1500
-    eval_every: int = 100
 
     def __post_init__(self):
         super().__post_init__()

@@ -55,6 +55,7 @@ class Config(TaskOptions):
     QUICK: ClassVar[dict] = dict(
         hidden=64, layers=1, batch=16, bptt=32, steps=200, eval_every=100, checkpoint_every=100, sample_length=200
     )
+    DEFAULTS: ClassVar[dict] = dict(layers=2, hidden=256, steps=5000, eval_every=500, checkpoint_every=500, keep=3)
 
     data: str | None = None
     """a corpus name (tinyshakespeare | stacks_latex | linux_c), a text file or a quoted glob (None: a
@@ -77,13 +78,6 @@ class Config(TaskOptions):
     """characters to sample into samples.txt at the end (and after --input)"""
     temperature: float = 0.8
     """sampling temperature"""
-    # this experiment's defaults
-    layers: int = 2
-    hidden: int = 256
-    steps: int = 5000
-    eval_every: int = 500
-    checkpoint_every: int = 500
-    keep: int = 3
 
     def __post_init__(self):
         super().__post_init__()

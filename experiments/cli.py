@@ -33,7 +33,7 @@ def parse(config_cls, argv: Sequence[str] | None = None, *, description: str | N
         import_modules(imports_in(argv))
     description = f"{description or ''}\n\nRegistered (built in, and by --imports): {registered()}"
     quick = "--quick" in argv and hasattr(config_cls, "QUICK")  # a tool without training (sample) has none
-    default = config_cls(**config_cls.QUICK, quick=True) if quick else None
+    default = config_cls.create(**config_cls.QUICK, quick=True) if quick else None
     cfg = tyro.cli(config_cls, args=argv, default=default, description=description)
     # the flags typed (not their defaults): what --resume must apply or refuse (`prepare_run_dir`)
     cfg.command_line_flags = frozenset(a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--"))

@@ -45,6 +45,7 @@ TASK_EXPERIMENTS = ("sentiment", "tagging", "tabular", "forecast", "char_lm")  #
 @dataclasses.dataclass
 class Config(gradient_flow.Config):
     QUICK: ClassVar[dict] = dict(hidden=16, seq_len=32, steps=300, eval_every=100, candidates=128, finder_steps=500)
+    DEFAULTS: ClassVar[dict] = dict(hidden=16, batch=128, steps=2000, lr=1e-2, spectrum=0)
 
     checkpoint: str | None = None
     """analyse this run instead of training: of gradient_flow or fixed_points (every cell, its first seed) or of
@@ -65,11 +66,6 @@ class Config(gradient_flow.Config):
     task: str = "flipflop"
     cells: tuple[str, ...] = ("gru",)
     seq_len: int = 64
-    hidden: int = 16
-    batch: int = 128
-    steps: int = 2000
-    lr: float = 1e-2
-    spectrum: int = 0
 
     def finder(self) -> fixed_points.FinderOptions:
         return fixed_points.FinderOptions(
@@ -130,7 +126,7 @@ def run(cfg: Config) -> dict:
     networks, eval_losses, what = {}, {}, cfg.task
     if cfg.checkpoint is None:  # train first, as gradient_flow does, into this run's folder
         out = cfg.out or f"runs/fixed_points/{datetime.datetime.now():%Y%m%d-%H%M%S}"
-        trained = gradient_flow.run(cfg if cfg.resume else dataclasses.replace(cfg, out=out))
+        trained = gradient_flow.run(cfg if cfg.resume else cfg.replace(out=out))
         run_dir = out = Path(trained["out"])
         cfg = config_from_json(Config, trained["config"])
     else:

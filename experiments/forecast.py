@@ -48,6 +48,7 @@ from rnn_jax.tasks.forecast import series_of
 class Config(TaskOptions):
     TASK: ClassVar[str] = "forecast"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(hidden=16, batch=8, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
+    DEFAULTS: ClassVar[dict] = dict(batch=16, steps=800, hidden=32, eval_every=50, checkpoint_every=100, warmup=20)
 
     series: str = "airline"
     """a built-in series: airline | co2 | sunspots | nile | unemployment (co2, sunspots, nile and unemployment
@@ -67,12 +68,6 @@ class Config(TaskOptions):
     """model log(x): True | False (None: the built-in series')"""
     window: int = 36
     """steps per training window, and of history before each one-step forecast"""
-    batch: int = 16
-    steps: int = 800
-    hidden: int = 32
-    eval_every: int = 50
-    checkpoint_every: int = 100
-    warmup: int | None = 20
 
     def __post_init__(self):
         super().__post_init__()

@@ -47,6 +47,7 @@ class Config(TaskOptions):
     QUICK: ClassVar[dict] = dict(
         hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=40
     )
+    DEFAULTS: ClassVar[dict] = dict(best_by="accuracy")  # the metric tested (by loss: an early checkpoint)
 
     data: str = "rt_sentence_polarity"
     """labelled texts: a corpus name (rt_sentence_polarity | movie_reviews_polarity), a local
@@ -65,7 +66,6 @@ class Config(TaskOptions):
     """word embedding size"""
     bidirectional: bool = False
     """a forward and a backward recurrence, final states concatenated"""
-    best_by: str = "accuracy"  # the metric tested (by loss: an early checkpoint)
 
     def __post_init__(self):
         super().__post_init__()

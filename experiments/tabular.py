@@ -42,6 +42,7 @@ from rnn_jax.tasks.tabular import as_sequences
 class Config(TaskOptions):
     TASK: ClassVar[str] = "tabular"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(hidden=16, batch=16, steps=40, eval_every=20, checkpoint_every=20, warmup=5)
+    DEFAULTS: ClassVar[dict] = dict(steps=600, warmup=20, eval_every=50, checkpoint_every=100)
 
     dataset: str = "breast_cancer"
     """a dataset shipped in scikit-learn: breast_cancer | wine | iris | digits"""
@@ -49,10 +50,6 @@ class Config(TaskOptions):
     """instead of --dataset: a local .csv/.tsv/.jsonl/.parquet table, save_to_disk folder or hub id"""
     label_column: str = "label"
     """--data: the integer class column (every other column is a feature)"""
-    steps: int = 600
-    warmup: int | None = 20
-    eval_every: int = 50
-    checkpoint_every: int = 100
 
     def __post_init__(self):
         super().__post_init__()

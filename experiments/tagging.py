@@ -43,6 +43,7 @@ class Config(TaskOptions):
     QUICK: ClassVar[dict] = dict(
         hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=32
     )
+    DEFAULTS: ClassVar[dict] = dict(best_by="accuracy")  # the metric tested (by loss: an early checkpoint)
 
     data: str = "ud_english_ewt"
     """a corpus name (ud_english_ewt), a folder holding *-train/*-dev/*-test .conllu files, a save_to_disk folder or a hub dataset id (with tokens
@@ -57,7 +58,6 @@ class Config(TaskOptions):
     """word embedding size"""
     bidirectional: bool = False
     """tag from a forward and a backward recurrence"""
-    best_by: str = "accuracy"  # the metric tested (by loss: an early checkpoint)
 
     def __post_init__(self):
         super().__post_init__()

@@ -50,6 +50,7 @@ from rnn_jax.tasks.translate import seq2seq, translation_splits
 class Config(TaskOptions):
     TASK: ClassVar[str] = "translate"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(hidden=32, embed=32, batch=16, steps=60, eval_every=30, checkpoint_every=30, max_len=8)
+    DEFAULTS: ClassVar[dict] = dict(hidden=256, batch=64, steps=3000, eval_every=500, checkpoint_every=500)
 
     data: str = "tatoeba_eng_fra"
     """sentence pairs: a corpus name (tatoeba_eng_fra), a source<TAB>target file, a table/save_to_disk folder with --source-column/--target-column,
@@ -68,11 +69,6 @@ class Config(TaskOptions):
     """words seen fewer times in training become <unk>"""
     embed: int = 128
     """word embedding size (both languages)"""
-    hidden: int = 256
-    batch: int = 64
-    steps: int = 3000
-    eval_every: int = 500
-    checkpoint_every: int = 500
     attention: bool = False
     """additive attention over the encoder's states (Bahdanau et al., 2015)"""
     beam: int = 4

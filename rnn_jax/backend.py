@@ -3,7 +3,7 @@ matmul precision a program is traced, resolved once per model or program, never 
 
   platform()       "cpu" | "gpu" | "tpu": where the run's arrays live (asked only once JAX runs,
                    after `jax.distributed.initialize`, never while the flags are parsed)
-  choose_scan      `--scan auto` resolved for a cell: the associative scan for the linear cells
+  resolve_scan     `--scan auto` resolved for a cell: the associative scan for the linear cells
                    off CPU; the cuDNN LSTM on a GPU only for a float32 model that is not vmapped
                    (JAX's cuDNN RNN primitive has no batching rule: stacked seeds, fixed points
                    and Jacobians vmap) and never inside a measurement; else the sequential scan.
@@ -101,7 +101,7 @@ def cudnn_refusal(cell: Cell, dtype: str, *, vmapped: bool) -> str | None:
     return None
 
 
-def choose_scan(cell: Cell, scan: str, dtype: str, *, vmapped: bool) -> str:
+def resolve_scan(cell: Cell, scan: str, dtype: str, *, vmapped: bool) -> str:
     """The scan of a layer of `cell` (`rnn_jax.recurrence.SCANS`) for `--scan scan` on this platform:
     "auto" resolved (see the module's docstring); "cudnn" where it cannot work raises why."""
     if scan == "auto":

@@ -101,17 +101,27 @@ def import_modules(names) -> None:
 
 def config_from_json(cls, data: dict, *, where: str | Path = "the run", **overrides):
     """An instance of the config dataclass `cls` from its JSON form (lists back to tuples; the
-    ``experiment`` that wrote it, and the ``task`` of one that has no --task, set aside), with `overrides`; a field `cls` does not have is an
-    error that names the experiment that wrote the run in `where` and the command resuming it."""
-    hints = typing.get_type_hints(cls)
-    data = {k: v for k, v in data.items() if k != "experiment" and (k != "task" or "task" in hints)}
-    unknown = sorted(set(data) - set(hints))
+    ``experiment`` that wrote it, and the ``task`` of one that has no --task, set aside), with
+    `overrides`; a field `cls` does not have is an error that names the experiment that wrote
+    the run in `where` and the command resuming it. Options in groups (`TrainingOptions`) are
+    read flat, by their flags' names, as config.json holds them."""
+    names = cls.flag_names() if hasattr(cls, "flag_names") else list(typing.get_type_hints(cls))
+    data = {k: v for k, v in data.items() if k != "experiment" and (k != "task" or "task" in names)}
+    unknown = sorted(set(data) - set(names))
     if unknown:
         raise ValueError(f"{written_by(where, data_experiment(where))}; this experiment has no {', '.join(unknown)}")
+    if hasattr(cls, "create"):
+        return cls.create(**{**data, **overrides})
+    hints = typing.get_type_hints(cls)
     values = {
         k: tuple(v) if isinstance(v, list) and typing.get_origin(hints[k]) is tuple else v for k, v in data.items()
     }
     return cls(**{**values, **overrides})
+
+
+def config_record(cfg) -> dict:
+    """A config as config.json and results.json hold it: flat, by flag name."""
+    return cfg.to_flat() if hasattr(cfg, "to_flat") else dataclasses.asdict(cfg)
 
 
 def data_experiment(where) -> str | None:
@@ -134,7 +144,7 @@ def saved_config(cfg, experiment: str, out) -> dict:
     """config.json: the options, the folder chosen (`out`), the experiment that runs them and
     the registered task it trains on (its ``--task``, or a single-model experiment's `TASK`)."""
     task = getattr(cfg, "task", None) or getattr(cfg, "TASK", None)
-    return {**dataclasses.asdict(cfg), "out": str(out), "experiment": experiment, **({"task": task} if task else {})}
+    return {**config_record(cfg), "out": str(out), "experiment": experiment, **({"task": task} if task else {})}
 
 
 def prepare_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] = ()):
@@ -245,7 +255,7 @@ def _strict(value):
 
 def _json_default(value):
     if dataclasses.is_dataclass(value):
-        return value.to_json() if hasattr(value, "to_json") else dataclasses.asdict(value)
+        return value.to_json() if hasattr(value, "to_json") else config_record(value)
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -27,6 +27,7 @@ from rnn_jax import backend, plots
 from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.config import (
     config_from_json,
+    config_record,
     environment,
     write_json,
 )
@@ -157,7 +158,7 @@ def _train(cfg, place: _Place, graphdef, state, data: TrainingData, options, par
             flow_step=flow_step,
             evaluate=_evaluation(cfg, graphdef, data, options.seeds, parallel),
             checkpoints=checkpoints,
-            checkpoint_extra=lambda h: {"config": dataclasses.asdict(cfg), **data.extra, "history": h.to_json()},
+            checkpoint_extra=lambda h: {"config": config_record(cfg), **data.extra, "history": h.to_json()},
             history=history,
             parallel=parallel,
             log_dir=place.logs,
@@ -273,7 +274,7 @@ def finish(
 def write_results(cfg: TrainingOptions, out: Path, results: dict) -> dict:
     """results.json: the config, the environment and `results`; returns them with ``out``."""
     results = {
-        "config": {**dataclasses.asdict(cfg), "out": str(out)},
+        "config": {**config_record(cfg), "out": str(out)},
         "environment": environment(),
         "matmul_precision": backend.precision_record(getattr(cfg, "matmul_precision", None)),
         **results,

@@ -165,20 +165,20 @@ def test_gradient_flow_with_seeds_never_picks_cudnn_and_refuses_it_with_the_reas
 
     platform("gpu")
     lstm = make_cell("lstm")
-    assert gradient_flow.Config(cells=("lstm",)).layer_options(lstm)["scan"] == "sequential"
-    assert sentiment.Config(cell="lstm").layer_options(lstm)["scan"] == "cudnn"
+    assert gradient_flow.Config.create(cells=("lstm",)).layer_options(lstm)["scan"] == "sequential"
+    assert sentiment.Config.create(cell="lstm").layer_options(lstm)["scan"] == "cudnn"
     with pytest.raises(ValueError, match="vmapped step.*no batching rule"):
-        gradient_flow.Config(cells=("lstm",), scan="cudnn").check_backend()
+        gradient_flow.Config.create(cells=("lstm",), scan="cudnn").check_backend()
     with pytest.raises(ValueError, match="float32 only, not --dtype bfloat16"):
-        sentiment.Config(cell="lstm", scan="cudnn", dtype="bfloat16").check_backend()
-    assert sentiment.Config(cell="lstm", dtype="bfloat16").layer_options(lstm)["scan"] == "sequential"
+        sentiment.Config.create(cell="lstm", scan="cudnn", dtype="bfloat16").check_backend()
+    assert sentiment.Config.create(cell="lstm", dtype="bfloat16").layer_options(lstm)["scan"] == "sequential"
     with pytest.raises(ValueError, match="standard LSTM only"):
-        sentiment.Config(cell="gru", scan="cudnn").check_backend()
-    assert sentiment.Config(cell="mingru").layer_options(make_cell("mingru"))["scan"] == "parallel"
+        sentiment.Config.create(cell="gru", scan="cudnn").check_backend()
+    assert sentiment.Config.create(cell="mingru").layer_options(make_cell("mingru"))["scan"] == "parallel"
     platform("cpu")
     with pytest.raises(ValueError, match="needs an NVIDIA GPU.*this run is on cpu"):
-        sentiment.Config(cell="lstm", scan="cudnn").check_backend()
-    assert sentiment.Config(cell="lstm").layer_options(lstm)["scan"] == "sequential"
+        sentiment.Config.create(cell="lstm", scan="cudnn").check_backend()
+    assert sentiment.Config.create(cell="lstm").layer_options(lstm)["scan"] == "sequential"
 
 
 def test_flags_are_parsed_without_asking_jax_for_its_devices(monkeypatch):
@@ -187,11 +187,11 @@ def test_flags_are_parsed_without_asking_jax_for_its_devices(monkeypatch):
     from experiments import sentiment
 
     monkeypatch.setattr(backend, "platform", lambda: pytest.fail("the backend was asked while parsing"))
-    sentiment.Config(cell="lstm", scan="cudnn", matmul_precision="highest")
+    sentiment.Config.create(cell="lstm", scan="cudnn", matmul_precision="highest")
     with pytest.raises(ValueError, match="--matmul-precision must be one of"):
-        sentiment.Config(matmul_precision="tf32")
+        sentiment.Config.create(matmul_precision="tf32")
     with pytest.raises(ValueError, match="POSIX file operations.*gcsfuse"):
-        sentiment.Config(out="gs://bucket/run")
+        sentiment.Config.create(out="gs://bucket/run")
 
 
 def test_a_multi_process_run_needs_one_out_folder(monkeypatch, tmp_path):
@@ -200,7 +200,7 @@ def test_a_multi_process_run_needs_one_out_folder(monkeypatch, tmp_path):
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     with pytest.raises(ValueError, match="multi-process run needs --out"):
-        prepare_run_dir(sentiment.Config(), "sentiment")
+        prepare_run_dir(sentiment.Config.create(), "sentiment")
 
 
 def test_fixed_points_of_a_cudnn_model_run_on_the_scan_at_highest_precision(platform, monkeypatch):
@@ -252,10 +252,10 @@ def test_remat_is_a_flag_that_reaches_every_layer():
     from experiments import gradient_flow
 
     with pytest.raises(ValueError, match="--remat must be 0"):
-        gradient_flow.Config(remat=-1)
+        gradient_flow.Config.create(remat=-1)
     grads = {}
     for remat in (0, 4):
-        cfg = gradient_flow.Config(cells=("lstm",), remat=remat, hidden=8, layers=2)
+        cfg = gradient_flow.Config.create(cells=("lstm",), remat=remat, hidden=8, layers=2)
         model = cfg.sequence_model("lstm", 0, input_size=2, output_size=1)
         assert all(layer.scan_options.remat == remat for layer in model.rnn.layers)
         graphdef, params = nnx.split(model)

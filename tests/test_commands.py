@@ -162,7 +162,7 @@ def test_your_own_task_from_the_readme_runs_in_the_main_job_and_a_grid(tmp_path)
         assert record["status"] == {"0": "completed", "1": "completed"}
         assert len(record["grad_norm_by_lag"]["3"]) == 12 and len(record["lyapunov"]["3"]) == state_size
         assert set(record["gates"]["3"]) and np.isfinite(record["final_eval_loss"]["mean"])
-    cfg = gradient_flow.Config(imports=(str(tmp_path / "my_task.py"),), task="parity", batch=3, seq_len=5)
+    cfg = gradient_flow.Config.create(imports=(str(tmp_path / "my_task.py"),), task="parity", batch=3, seq_len=5)
     batch = make_task("parity", cfg).batch(jax.random.key(0))
     bits = np.asarray(batch["inputs"])
     assert np.array_equal(batch["targets"], np.bitwise_xor.accumulate(bits, axis=1))
@@ -227,7 +227,7 @@ def test_bad_flag_values_exit_with_a_usage_error(capsys):
     with pytest.raises(SystemExit) as error:
         parse("experiments.sentiment", ["--warmup", "50", "--steps", "50"])
     assert error.value.code == 2 and "--warmup 50 must be below --steps 50" in " ".join(capsys.readouterr().err.split())
-    assert sentiment.Config(steps=30).warmup_steps == 3  # the default warm-up fits a short run
+    assert sentiment.Config.create(steps=30).warmup_steps == 3  # the default warm-up fits a short run
 
 
 def test_quick_keeps_explicit_flags_even_at_their_defaults():
@@ -236,7 +236,7 @@ def test_quick_keeps_explicit_flags_even_at_their_defaults():
     assert parse("experiments.sentiment", ["--quick"]).steps == sentiment.Config.QUICK["steps"]
     assert parse("experiments.sentiment", ["--quick", "--steps", "2000"]).steps == 2000  # = the plain default
     assert parse("experiments.sentiment", ["--quick", "--hidden", "128"]).hidden == 128
-    assert parse("experiments.sentiment", []).steps == sentiment.Config().steps
+    assert parse("experiments.sentiment", []).steps == sentiment.Config.create().steps
 
 
 def test_config_defaults_are_immutable():
@@ -251,7 +251,6 @@ def test_config_defaults_are_immutable():
 
 def test_the_library_raises_and_only_the_command_line_exits(tmp_path):
     """Nothing under rnn_jax/ exits or prints usage; from a notebook a mistake is an exception."""
-    import dataclasses
 
     from experiments import gradient_flow, sentiment
     from rnn_jax.config import prepare_run_dir
@@ -261,16 +260,43 @@ def test_the_library_raises_and_only_the_command_line_exits(tmp_path):
         source = path.read_text()
         assert "sys.exit" not in source and "SystemExit" not in source and ".error(" not in source, path
     with pytest.raises(ValueError, match="--warmup 20 must be below --steps 10"):
-        sentiment.Config(steps=10, warmup=20)
+        sentiment.Config.create(steps=10, warmup=20)
     with pytest.raises(FileNotFoundError, match="no file matches"):  # fit's data, in process
-        sentiment.run(sentiment.Config(data=str(tmp_path / "missing.tsv"), out=str(tmp_path / "a")))
+        sentiment.run(sentiment.Config.create(data=str(tmp_path / "missing.tsv"), out=str(tmp_path / "a")))
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         load_run(tmp_path, sentiment.Config, sentiment.build_model)
-    cfg = gradient_flow.Config(
+    cfg = gradient_flow.Config.create(
         steps=2, hidden=4, batch=4, seq_len=5, cells=("rnn",), eval_every=1, out=str(tmp_path / "run")
     )
     gradient_flow.run(cfg)
     with pytest.raises(ValueError, match="already holds a run"):
         prepare_run_dir(cfg, "gradient_flow")
     with pytest.raises(ValueError, match="this run sees 1"):  # fit itself, on a config this machine cannot run
-        gradient_flow.run(dataclasses.replace(cfg, out=str(tmp_path / "b"), devices=jax.device_count() + 1))
+        gradient_flow.run(cfg.replace(out=str(tmp_path / "b"), devices=jax.device_count() + 1))
+
+
+def test_options_come_in_groups_whose_flags_keep_their_names():
+    """`TrainingOptions` nests the model, optimisation, measurement and run groups; each checks
+    its own fields; flags and config.json keep the flat names; a cell option is set one way."""
+    import dataclasses
+
+    from experiments import gradient_flow
+    from rnn_jax.option_groups import ModelOptions, OptimOptions
+    from rnn_jax.options import TrainingOptions
+
+    cfg = parse("experiments.gradient_flow", ["--hidden", "8", "--lr", "0.1", "--spectrum", "2", "--seed", "3"])
+    assert (cfg.model.hidden, cfg.optim.lr, cfg.measurement.spectrum, cfg.run.seed) == (8, 0.1, 2, 3)
+    assert cfg.hidden == 8 and cfg.to_flat()["lr"] == 0.1 and "model" not in cfg.to_flat()
+    assert cfg.optim.steps == 1500  # gradient_flow's DEFAULTS, kept by the groups
+    assert cfg.replace(hidden=16).model == dataclasses.replace(cfg.model, hidden=16)
+    with pytest.raises(ValueError, match="--hidden must be >= 1"):
+        ModelOptions(hidden=0)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        OptimOptions(optimizer="lion")
+    with pytest.raises(ValueError, match="--cell-option forget_bias=3 and --forget-bias both set forget_bias"):
+        gradient_flow.Config.create(forget_bias=2.0, cell_option=("forget_bias=3",))
+    with pytest.raises(TypeError, match="hiden is not a shared option"):
+
+        @dataclasses.dataclass
+        class Typo(TrainingOptions):
+            DEFAULTS = dict(hiden=3)

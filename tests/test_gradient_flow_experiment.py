@@ -2,7 +2,6 @@
 the synthetic tasks and the text loader it uses."""
 
 import csv
-import dataclasses
 import json
 import math
 import shutil
@@ -177,7 +176,7 @@ def test_an_option_no_selected_cell_has_is_an_error(flags, message, tmp_path):
 
 
 def test_cell_options_are_typed_by_the_cell(capsys):
-    cfg = gradient_flow.Config(cells=("rnn", "lstm"), cell_option=("activation=relu", "forget_bias=2"))
+    cfg = gradient_flow.Config.create(cells=("rnn", "lstm"), cell_option=("activation=relu", "forget_bias=2"))
     assert cfg.make_cell("rnn").activation == "relu" and cfg.make_cell("lstm").forget_bias == 2.0
     cfg.check_against_cells()  # each option is one of some selected cell
     for bad, message in (("forget_bias=high", "lstm's forget_bias: expected a float"), ("forget_bias", "NAME=VALUE")):
@@ -302,7 +301,7 @@ def test_a_quick_grid_is_replaced_by_the_grid_given_and_resume_names_the_grid_fo
     assert out == tmp_path and resumed == started and resumed.points() == [{"seq_len": 10}, {"seq_len": 20}]
     assert ablate.grid_to_run(started)[1] == started  # the same command again continues it
     with pytest.raises(ValueError, match=r"other settings \(seeds\); --resume"):
-        ablate.grid_to_run(dataclasses.replace(started, seeds=3))
+        ablate.grid_to_run(started.replace(seeds=3))
     with pytest.raises(ValueError, match="--steps would change it"):
         ablate.grid_to_run(parse(ablate.Config, ["--resume", str(tmp_path), "--steps", "5"]))
     with pytest.raises(FileNotFoundError, match="is it the output folder of an ablate grid"):
@@ -315,15 +314,15 @@ def test_a_grid_written_before_its_config_was_kept_resumes_from_its_results(tmp_
     from experiments.cli import parse
 
     started = parse(ablate.Config, ["--cells", "rnn", "--grid", "clip_norm=none,1.0", "--grid", "cells=rnn,gru"])
-    base = {k: v for k, v in dataclasses.asdict(started).items() if k not in ("out", "resume", "grid")}
+    base = {k: v for k, v in started.to_flat().items() if k not in ("out", "resume", "grid")}
     (tmp_path / "results.json").write_text(json.dumps({"grid": started.axes(), "base_config": base, "rows": []}))
     _, resumed = ablate.grid_to_run(parse(ablate.Config, ["--resume", str(tmp_path)]))
     assert resumed.points() == started.points() and resumed.base() == started.base()
     # the same command into that folder continues the grid (its config.json now written) ...
-    assert ablate.grid_to_run(dataclasses.replace(started, out=str(tmp_path)))[1].points() == started.points()
+    assert ablate.grid_to_run(started.replace(out=str(tmp_path)))[1].points() == started.points()
     assert (tmp_path / "config.json").exists()
     with pytest.raises(ValueError, match=r"other settings \(grid\)"):  # ... another grid does not
-        ablate.grid_to_run(dataclasses.replace(started, out=str(tmp_path), grid=("clip_norm=none,2.0",)))
+        ablate.grid_to_run(started.replace(out=str(tmp_path), grid=("clip_norm=none,2.0",)))
 
 
 @pytest.mark.slow
