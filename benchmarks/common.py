@@ -34,7 +34,9 @@ from rnn_jax import (
     make_cell,
     make_train_step,
 )
+from rnn_jax.layers import StackOptions
 from rnn_jax.losses import sequence_cross_entropy
+from rnn_jax.recurrence import ScanOptions
 
 VOCAB = 65
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -55,17 +57,18 @@ def random_tokens(batch: int, seq: int, seed: int = 0) -> np.ndarray:
 # -- the implementations: each returns `call()`, one train step that returns something to wait on --
 
 
-def char_lm_model(cell: str, hidden: int, *, embed: int | None = None, **layer_options) -> SequenceModel:
+def char_lm_model(cell: str, hidden: int, *, embed: int | None = None, **scan_options) -> SequenceModel:
     """rnn_jax's char-LM: embedding of size `embed` (default: `hidden`), one layer, head to VOCAB;
-    `layer_options` of `rnn_jax.layers.Recurrent` (backprop, remat, scan, ...)."""
+    `scan_options` of `rnn_jax.recurrence.ScanOptions` (backprop, remat, scan, ...)."""
+    stack = StackOptions(scan=ScanOptions(**scan_options))
     return SequenceModel(
         make_cell(cell),
         vocab_size=VOCAB,
-        embed_size=embed,
+        input_size=embed,
         hidden_size=hidden,
         output_size=VOCAB,
+        stack=stack,
         rngs=nnx.Rngs(0),
-        **layer_options,
     )
 
 
@@ -82,10 +85,10 @@ def train_step_parts(model: nnx.Module, loss_fn, batch: dict, *, measure_flow: b
 
 
 def rnn_jax_parts(
-    cell: str, hidden: int, tokens: np.ndarray, *, measure_flow: bool = False, embed: int | None = None, **layer_options
+    cell: str, hidden: int, tokens: np.ndarray, *, measure_flow: bool = False, embed: int | None = None, **scan_options
 ):
     """(jitted step, initial TrainState, batch) of rnn_jax's char-LM train step (`char_lm_model`)."""
-    model = char_lm_model(cell, hidden, embed=embed, **layer_options)
+    model = char_lm_model(cell, hidden, embed=embed, **scan_options)
     return train_step_parts(model, sequence_cross_entropy, char_lm_batch(tokens), measure_flow=measure_flow)
 
 

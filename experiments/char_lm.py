@@ -97,7 +97,7 @@ def load_corpus(cfg: Config) -> str:
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
     """The model of `cfg` for the vocabulary ``extra["vocab"]`` (a string of characters)."""
     size = len(extra["vocab"])
-    return cfg.sequence_model(cfg.cell, cfg.seed, vocab_size=size, embed_size=cfg.embed, output_size=size)
+    return cfg.sequence_model(cfg.cell, cfg.seed, vocab_size=size, input_size=cfg.embed, output_size=size)
 
 
 def data(cfg: Config) -> tuple[TrainingData, dict]:

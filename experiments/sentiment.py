@@ -81,7 +81,7 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
         cfg.cell,
         cfg.seed,
         vocab_size=len(extra["vocab"]),
-        embed_size=cfg.embed,
+        input_size=cfg.embed,
         output_size=len(extra["labels"]),
         bidirectional=cfg.bidirectional,
         readout="final",

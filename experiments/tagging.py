@@ -73,7 +73,7 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
         cfg.cell,
         cfg.seed,
         vocab_size=len(extra["words"]),
-        embed_size=cfg.embed,
+        input_size=cfg.embed,
         output_size=len(extra["tags"]),
         bidirectional=cfg.bidirectional,
     )

@@ -6,7 +6,7 @@ from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.gradflow import decay_rate, grads_and_flow
 from rnn_jax.history import History
 from rnn_jax.host import keep_freed_memory
-from rnn_jax.layers import Recurrent, RecurrentStack, SequenceModel
+from rnn_jax.layers import Recurrent, RecurrentStack, SequenceModel, StackOptions
 from rnn_jax.loop import LoopConfig, LoopHooks, train_loop
 from rnn_jax.losses import (
     LossOutput,
@@ -54,6 +54,7 @@ __all__ = [
     "Seq2Seq",
     "ScanOptions",
     "SequenceModel",
+    "StackOptions",
     "StepOptions",
     "StepOutput",
     "TASKS",

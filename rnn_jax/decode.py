@@ -4,6 +4,7 @@ over generated tokens is a jitted `jax.lax.scan`."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -105,7 +106,16 @@ def greedy(
     return tokens.T
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "bos", "eos", "max_len", "beam", "length_penalty"))
+@dataclasses.dataclass(frozen=True)
+class Beam:
+    """Beam search's options: `width` prefixes kept; the answer ranked by log-probability /
+    length**`length_penalty` (0: the plain sum, which favours short outputs; 1: the mean)."""
+
+    width: int = 4
+    length_penalty: float = 0.6
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "bos", "eos", "max_len", "beam"))
 def beam_search(
     graphdef: nnx.GraphDef,
     params: nnx.State,
@@ -115,12 +125,11 @@ def beam_search(
     bos: int,
     eos: int,
     max_len: int,
-    beam: int = 4,
-    length_penalty: float = 0.6,
+    beam: Beam = Beam(),
 ) -> Array:
-    """Beam search: keeps the `beam` most likely prefixes of every sequence; a prefix ends at
-    <eos>. The answer is the beam with the best log-probability / length**`length_penalty`
-    (0: the plain sum, which favours short outputs; 1: the per-token mean). (batch, max_len) ids."""
+    """Beam search: keeps the `beam.width` most likely prefixes of every sequence; a prefix ends
+    at <eos>. The answer is the beam ranked best (`Beam`). (batch, max_len) ids."""
+    beam, length_penalty = beam.width, beam.length_penalty
     model = nnx.merge(graphdef, params)
     carries, memory = model.encode(inputs, mask=source_mask)
     batch = inputs.shape[0]
@@ -168,7 +177,7 @@ def generate(model: nnx.Module, arrays: dict, vocab, *, max_len: int, beam: int 
 
     graphdef, params = nnx.split(model)
     options = dict(bos=vocab.id(BOS), eos=vocab.id(EOS), max_len=max_len)
-    decode = functools.partial(beam_search, beam=beam, **beam_options) if beam else greedy
+    decode = functools.partial(beam_search, beam=Beam(beam, **beam_options)) if beam else greedy
     out = []
     for chunk in chunks(arrays, 256):
         tokens = decode(graphdef, params, chunk["inputs"], chunk.get("source_mask"), **options)

@@ -2,7 +2,7 @@
 `rnn_jax.cells` and `rnn_jax.recurrence`.
 
     Recurrent       one layer, optionally bidirectional          (batch, time, in) -> (batch, time, H or 2H)
-    RecurrentStack  num_layers of them, dropout between layers
+    RecurrentStack  num_layers of them, dropout between layers (`StackOptions`: how it is built)
     SequenceModel   embedding or dense input -> stack -> linear head W_hy: one output per step
                     (many-to-many) or one per sequence from the final state (many-to-one)
 
@@ -12,6 +12,8 @@ jitted step is a pure function of (params, batch, key).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +34,27 @@ def param_values(params: nnx.Dict) -> dict[str, Array]:
     return {name: p[...] for name, p in params.items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class StackOptions:
+    """How a recurrent stack is built: `num_layers` layers, `dropout` on the outputs of every
+    layer but the last, `bidirectional` layers, each a `ResidualBlock` with `block`, each run
+    over time as `scan` says (`rnn_jax.recurrence.ScanOptions`)."""
+
+    num_layers: int = 1
+    dropout: float = 0.0
+    bidirectional: bool = False
+    block: bool = False
+    scan: recurrence.ScanOptions = recurrence.ScanOptions()
+
+    def __post_init__(self):
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
 class Recurrent(nnx.Module):
-    """One recurrent layer: `cell` scanned over time, forward or bidirectional.
+    """One recurrent layer: `cell` scanned over time as `options` say, forward or bidirectional.
 
     Parameters are `forward` (and `backward`), dicts laid out as in `rnn_jax.cells`.
     The carry is the cell's carry, or a (forward, backward) pair when bidirectional.
@@ -46,19 +67,13 @@ class Recurrent(nnx.Module):
         hidden_size: int,
         *,
         bidirectional: bool = False,
-        unroll: int = 1,
-        remat: bool | int = False,
-        compute_dtype=None,
-        backprop: str = "fused",
-        scan: str = "sequential",
+        options: recurrence.ScanOptions = recurrence.ScanOptions(),
         rngs: nnx.Rngs,
     ):
         self.cell = cell
         self.hidden_size = hidden_size
         self.bidirectional = bidirectional
-        self.scan_options = recurrence.ScanOptions(
-            unroll=unroll, remat=remat, compute_dtype=compute_dtype, backprop=backprop, scan=scan
-        )  # static and hashable: equal layers have equal graphdefs
+        self.scan_options = options  # static and hashable: equal layers have equal graphdefs
         self.forward = _param_dict(cell.init(rngs.params(), input_size, hidden_size))
         self.backward = _param_dict(cell.init(rngs.params(), input_size, hidden_size)) if bidirectional else None
 
@@ -81,8 +96,7 @@ class Recurrent(nnx.Module):
         if self.bidirectional:
             return recurrence.run_bidirectional(
                 self.cell,
-                param_values(self.forward),
-                param_values(self.backward),
+                (param_values(self.forward), param_values(self.backward)),
                 xs,
                 initial_carry=initial_carry,
                 mask=mask,
@@ -159,36 +173,25 @@ class ResidualBlock(nnx.Module):
 
 
 class RecurrentStack(nnx.Module):
-    """`num_layers` recurrent layers; dropout on the outputs of every layer but the last. With
-    `block`, each layer is a `ResidualBlock` (the inputs first projected to the hidden size)."""
+    """Recurrent layers as `options` say (`StackOptions`); with `block`, each layer is a
+    `ResidualBlock` (the inputs first projected to the hidden size)."""
 
     def __init__(
-        self,
-        cell: Cell,
-        input_size: int,
-        hidden_size: int,
-        *,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        block: bool = False,
-        rngs: nnx.Rngs,
-        **layer_options,
+        self, cell: Cell, input_size: int, hidden_size: int, options: StackOptions = StackOptions(), *, rngs: nnx.Rngs
     ):
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        block = options.block
         self.project = nnx.Linear(input_size, hidden_size, rngs=rngs) if block and input_size != hidden_size else None
         input_size = hidden_size if block else input_size
         layers = []
-        for _ in range(num_layers):
-            layer = Recurrent(cell, input_size, hidden_size, bidirectional=bidirectional, rngs=rngs, **layer_options)
+        for _ in range(options.num_layers):
+            layer = Recurrent(
+                cell, input_size, hidden_size, bidirectional=options.bidirectional, options=options.scan, rngs=rngs
+            )
             layer = ResidualBlock(layer, rngs=rngs) if block else layer
             layers.append(layer)
             input_size = layer.output_size
         self.layers = nnx.List(layers)
-        self.dropout = nnx.Dropout(dropout)
+        self.dropout = nnx.Dropout(options.dropout)
 
     @property
     def output_size(self) -> int:
@@ -254,8 +257,9 @@ READOUTS = ("steps", "final")
 class SequenceModel(nnx.Module):
     """Input layer -> recurrent stack -> linear head.
 
-    The input layer is an embedding when `vocab_size` is given (inputs are integer tokens,
-    (batch, time)), otherwise a plain pass-through of real features (batch, time, input_size).
+    The input layer is an embedding of `input_size` (default `hidden_size`) when `vocab_size`
+    is given (inputs are integer tokens, (batch, time)), otherwise a plain pass-through of real
+    features (batch, time, input_size). `stack`: how the recurrent layers are built.
     The head is `y = W_hy h + b_y` (the note's W_hy), read out
       "steps"  from the top layer's state at every step: (batch, time, output_size);
       "final"  from its final state (many-to-one): (batch, output_size). With a mask, that is
@@ -271,35 +275,21 @@ class SequenceModel(nnx.Module):
         hidden_size: int,
         output_size: int,
         vocab_size: int | None = None,
-        embed_size: int | None = None,
         input_size: int | None = None,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
         readout: str = "steps",
+        stack: StackOptions = StackOptions(),
         rngs: nnx.Rngs,
-        **layer_options,
     ):
         check_choice("readout", readout, READOUTS)
         self.readout = readout
-        if (vocab_size is None) == (input_size is None):
-            raise ValueError("give exactly one of vocab_size (token inputs) or input_size (real-valued inputs)")
-        if vocab_size is not None:
-            embed_size = embed_size or hidden_size
-            self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
-            input_size = embed_size
+        if vocab_size is None and input_size is None:
+            raise ValueError("give vocab_size (token inputs) or input_size (real-valued inputs)")
+        if vocab_size is not None:  # input_size: the embedding's (default the hidden size)
+            input_size = input_size or hidden_size
+            self.embed = nnx.Embed(vocab_size, input_size, rngs=rngs)
         else:
             self.embed = None
-        self.rnn = RecurrentStack(
-            cell,
-            input_size,
-            hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-            bidirectional=bidirectional,
-            rngs=rngs,
-            **layer_options,
-        )
+        self.rnn = RecurrentStack(cell, input_size, hidden_size, stack, rngs=rngs)
         self.head = nnx.Linear(self.rnn.output_size, output_size, rngs=rngs)
 
     def __call__(

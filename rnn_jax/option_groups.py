@@ -19,10 +19,10 @@ from rnn_jax.checkpoints import check_best_by
 from rnn_jax.choices import check_choice
 from rnn_jax.config import compute_dtype, flag, from_text, require_at_least_one
 from rnn_jax.gradflow import REGULARIZER_FORMS
-from rnn_jax.layers import SequenceModel
+from rnn_jax.layers import SequenceModel, StackOptions
 from rnn_jax.measurements import MEASUREMENTS
 from rnn_jax.optim import cached_training, default_warmup
-from rnn_jax.recurrence import SCANS
+from rnn_jax.recurrence import SCANS, ScanOptions
 from rnn_jax.train import ON_NAN
 
 GRU_FORMS = ("reset_after", "reset_before")
@@ -155,26 +155,25 @@ class ModelOptions:
             given["reset_after"] = "--gru-form"
         return {**given, **{option: f"--cell-option {option}" for option in self.cell_options()}}
 
-    def layer_options(self, cell: Cell, *, vmapped: bool) -> dict:
-        """Options of the recurrent stack of `cell` (`rnn_jax.layers.RecurrentStack`), the scan
+    def stack_options(self, cell: Cell, *, vmapped: bool, bidirectional: bool = False) -> StackOptions:
+        """How the recurrent stack of `cell` is built (`rnn_jax.layers.StackOptions`), the scan
         resolved for this platform (`rnn_jax.backend.resolve_scan`; `vmapped`: seeds stacked)."""
         scan = backend.resolve_scan(cell, self.scan, self.dtype, vmapped=vmapped)
-        block = cell.block if self.block is None else self.block
-        return {"compute_dtype": compute_dtype(self.dtype), "scan": scan, "block": block, "remat": self.remat}
+        return StackOptions(
+            num_layers=self.layers,
+            dropout=self.dropout,
+            bidirectional=bidirectional,
+            block=cell.block if self.block is None else self.block,
+            scan=ScanOptions(compute_dtype=compute_dtype(self.dtype), scan=scan, remat=self.remat),
+        )
 
     def sequence_model(self, cell: str, seed: int, *, vmapped: bool, **sizes) -> SequenceModel:
         """A `SequenceModel` of the cell `cell`, initialised from `seed`, with the task's `sizes`
-        (vocab_size or input_size, output_size, embed_size, readout, bidirectional)."""
+        (vocab_size, input_size: the features' or the embedding's size, output_size, readout,
+        and bidirectional)."""
         made = self.make_cell(cell)
-        return SequenceModel(
-            made,
-            hidden_size=self.hidden,
-            num_layers=self.layers,
-            dropout=self.dropout,
-            rngs=nnx.Rngs(seed),
-            **self.layer_options(made, vmapped=vmapped),
-            **sizes,
-        )
+        stack = self.stack_options(made, vmapped=vmapped, bidirectional=sizes.pop("bidirectional", False))
+        return SequenceModel(made, hidden_size=self.hidden, stack=stack, rngs=nnx.Rngs(seed), **sizes)
 
 
 @dataclasses.dataclass(frozen=True)

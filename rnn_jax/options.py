@@ -12,7 +12,7 @@ from typing import ClassVar
 from rnn_jax import backend
 from rnn_jax.cells import CELLS, Cell, cell_fields
 from rnn_jax.config import import_modules
-from rnn_jax.layers import SequenceModel
+from rnn_jax.layers import SequenceModel, StackOptions
 from rnn_jax.loop import LoopConfig
 from rnn_jax.option_groups import (
     GROUP_OF,
@@ -237,9 +237,9 @@ class TrainingOptions(DeviceOptions):
         """A `SequenceModel` of the cell `cell` as the flags set it (`ModelOptions.sequence_model`)."""
         return self.model.sequence_model(cell, seed, vmapped=self.STACKS_SEEDS, **sizes)
 
-    def layer_options(self, cell: Cell) -> dict:
-        """Options of the recurrent stack of `cell` (`ModelOptions.layer_options`)."""
-        return self.model.layer_options(cell, vmapped=self.STACKS_SEEDS)
+    def stack_options(self, cell: Cell) -> StackOptions:
+        """How the recurrent stack of `cell` is built (`ModelOptions.stack_options`)."""
+        return self.model.stack_options(cell, vmapped=self.STACKS_SEEDS)
 
     def check_backend(self) -> None:
         """What the platform decides, checked before training (once JAX runs: after

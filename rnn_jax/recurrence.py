@@ -316,24 +316,23 @@ def _linear_scan(cell, params, carry, xs, mask, probes, options: ScanOptions, pa
 
 def run_bidirectional(
     cell: Cell,
-    params_forward: Params,
-    params_backward: Params,
+    params: tuple[Params, Params],
     xs: Array,
     *,
     initial_carry: tuple[Carry, Carry] | None = None,
     probes: tuple[Carry, Carry] | None = None,
     mask: Array | None = None,
     lengths: Array | None = None,
-    options: ScanOptions | None = None,
-    **fields,
+    options: ScanOptions = ScanOptions(),
 ) -> tuple[tuple[Carry, Carry], Array]:
-    """A forward and a reverse pass over `xs`, outputs concatenated on the feature axis.
+    """A forward and a reverse pass over `xs` with the (forward, backward) `params`, outputs
+    concatenated on the feature axis.
 
     Returns ((final carry forward, final carry backward), ys: (batch, time, 2 * hidden)).
     With `mask`/`lengths`, the backward pass of each sequence starts at its last real step.
     `initial_carry` and `probes` are (forward, backward) pairs; the rest as in `run`.
     """
-    options = dataclasses.replace(options or ScanOptions(), **fields)
+    params_forward, params_backward = params
     carry_fw, carry_bw = (None, None) if initial_carry is None else initial_carry
     probes_fw, probes_bw = (None, None) if probes is None else probes
     given = dict(mask=mask, lengths=lengths)

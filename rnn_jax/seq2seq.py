@@ -35,7 +35,7 @@ from flax import nnx
 
 from rnn_jax.cells import Carry, Cell, accumulation_dtype, matmul
 from rnn_jax.fused import finish_step
-from rnn_jax.layers import RecurrentStack, param_values
+from rnn_jax.layers import RecurrentStack, StackOptions, param_values
 from rnn_jax.recurrence import cast_params, time_major
 
 Array = jax.Array
@@ -70,24 +70,14 @@ class Decoder(nnx.Module):
         vocab_size: int,
         embed_size: int,
         hidden_size: int,
-        num_layers: int = 1,
-        dropout: float = 0.0,
         memory_size: int = 0,
         attention_size: int | None = None,
+        stack: StackOptions = StackOptions(),
         rngs: nnx.Rngs,
-        **layer_options,
     ):
         self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
         self.embed_size = embed_size
-        self.rnn = RecurrentStack(
-            cell,
-            embed_size + memory_size,
-            hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-            rngs=rngs,
-            **layer_options,
-        )
+        self.rnn = RecurrentStack(cell, embed_size + memory_size, hidden_size, stack, rngs=rngs)
         self.attention = (
             AdditiveAttention(hidden_size, memory_size, attention_size or hidden_size, rngs=rngs)
             if memory_size
@@ -176,26 +166,20 @@ class Seq2Seq(nnx.Module):
         target_vocab: int,
         embed_size: int,
         hidden_size: int,
-        num_layers: int = 1,
-        dropout: float = 0.0,
         attention: bool = False,
+        stack: StackOptions = StackOptions(),
         rngs: nnx.Rngs,
-        **layer_options,
     ):
         self.embed = nnx.Embed(source_vocab, embed_size, rngs=rngs)
-        self.encoder = RecurrentStack(
-            cell, embed_size, hidden_size, num_layers=num_layers, dropout=dropout, rngs=rngs, **layer_options
-        )
+        self.encoder = RecurrentStack(cell, embed_size, hidden_size, stack, rngs=rngs)
         self.decoder = Decoder(
             cell,
             vocab_size=target_vocab,
             embed_size=embed_size,
             hidden_size=hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
             memory_size=hidden_size if attention else 0,
+            stack=stack,
             rngs=rngs,
-            **layer_options,
         )
 
     def encode(
@@ -268,23 +252,14 @@ class Captioner(nnx.Module):
         vocab_size: int,
         embed_size: int,
         hidden_size: int,
-        num_layers: int = 1,
-        dropout: float = 0.0,
+        stack: StackOptions = StackOptions(),
         rngs: nnx.Rngs,
-        **layer_options,
     ):
         self.decoder = Decoder(
-            cell,
-            vocab_size=vocab_size,
-            embed_size=embed_size,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-            rngs=rngs,
-            **layer_options,
+            cell, vocab_size=vocab_size, embed_size=embed_size, hidden_size=hidden_size, stack=stack, rngs=rngs
         )
         leaves = len(cell.carry_names)
-        self.image = nnx.Linear(feature_size, num_layers * leaves * hidden_size, rngs=rngs)
+        self.image = nnx.Linear(feature_size, stack.num_layers * leaves * hidden_size, rngs=rngs)
 
     def encode(self, inputs: Array, **_) -> tuple[list[Carry], dict]:
         """features (batch, F) -> (each decoder layer's initial carry, no memory)."""

@@ -21,7 +21,7 @@ import pytest
 from flax import nnx
 from jax import export
 
-from rnn_jax import SequenceModel, backend, experiment, fixed_points, make_cell
+from rnn_jax import ScanOptions, SequenceModel, StackOptions, backend, experiment, fixed_points, make_cell
 
 from .conftest import QUICK_COMMANDS, needs_data
 
@@ -165,20 +165,20 @@ def test_gradient_flow_with_seeds_never_picks_cudnn_and_refuses_it_with_the_reas
 
     platform("gpu")
     lstm = make_cell("lstm")
-    assert gradient_flow.Config.create(cells=("lstm",)).layer_options(lstm)["scan"] == "sequential"
-    assert sentiment.Config.create(cell="lstm").layer_options(lstm)["scan"] == "cudnn"
+    assert gradient_flow.Config.create(cells=("lstm",)).stack_options(lstm).scan.scan == "sequential"
+    assert sentiment.Config.create(cell="lstm").stack_options(lstm).scan.scan == "cudnn"
     with pytest.raises(ValueError, match="vmapped step.*no batching rule"):
         gradient_flow.Config.create(cells=("lstm",), scan="cudnn").check_backend()
     with pytest.raises(ValueError, match="float32 only, not --dtype bfloat16"):
         sentiment.Config.create(cell="lstm", scan="cudnn", dtype="bfloat16").check_backend()
-    assert sentiment.Config.create(cell="lstm", dtype="bfloat16").layer_options(lstm)["scan"] == "sequential"
+    assert sentiment.Config.create(cell="lstm", dtype="bfloat16").stack_options(lstm).scan.scan == "sequential"
     with pytest.raises(ValueError, match="standard LSTM only"):
         sentiment.Config.create(cell="gru", scan="cudnn").check_backend()
-    assert sentiment.Config.create(cell="mingru").layer_options(make_cell("mingru"))["scan"] == "parallel"
+    assert sentiment.Config.create(cell="mingru").stack_options(make_cell("mingru")).scan.scan == "parallel"
     platform("cpu")
     with pytest.raises(ValueError, match="needs an NVIDIA GPU.*this run is on cpu"):
         sentiment.Config.create(cell="lstm", scan="cudnn").check_backend()
-    assert sentiment.Config.create(cell="lstm").layer_options(lstm)["scan"] == "sequential"
+    assert sentiment.Config.create(cell="lstm").stack_options(lstm).scan.scan == "sequential"
 
 
 def test_flags_are_parsed_without_asking_jax_for_its_devices(monkeypatch):
@@ -211,7 +211,14 @@ def test_fixed_points_of_a_cudnn_model_run_on_the_scan_at_highest_precision(plat
     platform("gpu")
     monkeypatch.setitem(cudnn.IMPLEMENTATION, "kernel", lambda *a: pytest.fail("cuDNN inside an analysis"))
     models = [
-        SequenceModel(make_cell("lstm"), input_size=2, hidden_size=6, output_size=1, scan=scan, rngs=nnx.Rngs(0))
+        SequenceModel(
+            make_cell("lstm"),
+            input_size=2,
+            hidden_size=6,
+            output_size=1,
+            stack=StackOptions(scan=ScanOptions(scan=scan)),
+            rngs=nnx.Rngs(0),
+        )
         for scan in ("cudnn", "sequential")
     ]
     inputs = jax.random.normal(jax.random.key(1), (4, 10, 2))

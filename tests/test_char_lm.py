@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from experiments import char_lm, sample
-from rnn_jax import SequenceModel, make_cell
+from rnn_jax import SequenceModel, StackOptions, make_cell
 from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.config import config_from_json
 from rnn_jax.data import text
@@ -199,7 +199,9 @@ def test_sample_cli(finished, capsys):
 
 @pytest.mark.slow
 def test_sampling_matches_a_step_by_step_loop():
-    model = SequenceModel(make_cell("gru"), vocab_size=7, hidden_size=6, output_size=7, num_layers=2, rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("gru"), vocab_size=7, hidden_size=6, output_size=7, stack=StackOptions(num_layers=2), rngs=nnx.Rngs(0)
+    )
     graphdef, params = nnx.split(model, nnx.Param)
     prime = jnp.array([[1, 2, 3]])
     greedy = np.asarray(sample_tokens(graphdef, params, prime, jax.random.key(0), length=8, argmax=True))[0]

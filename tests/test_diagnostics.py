@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from rnn_jax import SequenceModel, make_cell
+from rnn_jax import SequenceModel, StackOptions, make_cell
 from rnn_jax.diagnostics import layer_dynamics, model_dynamics
 
 HIDDEN, INPUT = 6, 3
@@ -113,8 +113,7 @@ def test_model_dynamics_by_layer_and_direction():
         vocab_size=5,
         hidden_size=4,
         output_size=5,
-        num_layers=2,
-        bidirectional=True,
+        stack=StackOptions(num_layers=2, bidirectional=True),
         rngs=nnx.Rngs(0),
     )
     batch = {"inputs": jax.random.randint(jax.random.key(0), (2, 12), 0, 5)}

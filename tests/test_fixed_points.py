@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_jax import SequenceModel, make_cell
+from rnn_jax import SequenceModel, StackOptions, make_cell
 from rnn_jax import fixed_points as fp
 from rnn_jax.layers import param_values
 
@@ -88,7 +88,14 @@ def test_an_lstm_agrees_with_numpy_newton_on_the_same_weights():
 def test_the_trajectories_are_the_model_s_own_states():
     """The sampled states are the carries the model passes through: the last one equals the
     model's final carries (both layers, (c, h) each)."""
-    model = SequenceModel(make_cell("lstm"), input_size=3, hidden_size=5, output_size=1, num_layers=2, rngs=nnx.Rngs(0))
+    model = SequenceModel(
+        make_cell("lstm"),
+        input_size=3,
+        hidden_size=5,
+        output_size=1,
+        stack=StackOptions(num_layers=2),
+        rngs=nnx.Rngs(0),
+    )
     inputs = jax.random.normal(jax.random.key(3), (4, 7, 3))
     states = fp.trajectories(model, inputs)
     _, carries = model(inputs)
@@ -97,7 +104,9 @@ def test_the_trajectories_are_the_model_s_own_states():
 
 
 def test_a_two_layer_gru_s_points_are_joint_fixed_points():
-    model = SequenceModel(make_cell("gru"), input_size=2, hidden_size=6, output_size=1, num_layers=2, rngs=nnx.Rngs(1))
+    model = SequenceModel(
+        make_cell("gru"), input_size=2, hidden_size=6, output_size=1, stack=StackOptions(num_layers=2), rngs=nnx.Rngs(1)
+    )
     step = fp.model_step(model, jnp.array([0.3, -0.3]))
     candidates = fp.sample_candidates(
         fp.trajectories(model, jax.random.normal(jax.random.key(4), (8, 30, 2))), fp.FinderOptions(candidates=64)

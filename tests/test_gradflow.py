@@ -12,6 +12,7 @@ from flax import nnx
 
 from rnn_jax import (
     SequenceModel,
+    StackOptions,
     StepOptions,
     decay_rate,
     init_train_state,
@@ -51,7 +52,12 @@ def test_a_many_to_one_loss_is_its_own_final_step_loss():
     """final_step_mse returns one value as L and L_T: the profile of L_T is read from the training
     loss's backward pass (one backward scan a layer), equal to a second pass's."""
     model = SequenceModel(
-        make_cell("lstm"), input_size=2, hidden_size=HIDDEN, output_size=1, num_layers=2, rngs=nnx.Rngs(0)
+        make_cell("lstm"),
+        input_size=2,
+        hidden_size=HIDDEN,
+        output_size=1,
+        stack=StackOptions(num_layers=2),
+        rngs=nnx.Rngs(0),
     )
     graphdef, params = nnx.split(model, nnx.Param)
     batch = {"inputs": jax.random.normal(jax.random.key(2), (BATCH, TIME, 2)), "targets": jnp.ones(BATCH)}
@@ -99,7 +105,7 @@ def test_probe_gradients_equal_unrolled_reference(name, options):
         vocab_size=VOCAB,
         hidden_size=HIDDEN,
         output_size=VOCAB,
-        num_layers=2,
+        stack=StackOptions(num_layers=2),
         rngs=nnx.Rngs(0),
     )
     graphdef, params = nnx.split(model, nnx.Param)
@@ -123,7 +129,12 @@ def test_probe_gradients_equal_unrolled_reference(name, options):
 
 def test_bidirectional_keys():
     model = SequenceModel(
-        make_cell("lstm"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, bidirectional=True, rngs=nnx.Rngs(0)
+        make_cell("lstm"),
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        output_size=VOCAB,
+        stack=StackOptions(bidirectional=True),
+        rngs=nnx.Rngs(0),
     )
     graphdef, params = nnx.split(model, nnx.Param)
     _, flow = make_flow_probe(graphdef)(params, _tokens())
@@ -139,8 +150,7 @@ def test_measurement_does_not_change_the_training_step(clip):
         vocab_size=VOCAB,
         hidden_size=HIDDEN,
         output_size=VOCAB,
-        num_layers=2,
-        dropout=0.2,
+        stack=StackOptions(num_layers=2, dropout=0.2),
         rngs=nnx.Rngs(0),
     )
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))

@@ -11,6 +11,7 @@ from rnn_jax import (
     Recurrent,
     RecurrentStack,
     SequenceModel,
+    StackOptions,
     init_train_state,
     make_cell,
     make_eval_step,
@@ -38,7 +39,9 @@ def test_recurrent_layer_calls_the_pure_run():
 
 def test_stack_composes_layers_and_bidirectional_doubles_features():
     cell = make_cell("lstm")
-    stack = RecurrentStack(cell, INPUT, HIDDEN, num_layers=2, bidirectional=True, rngs=nnx.Rngs(0))
+    stack = RecurrentStack(
+        cell, INPUT, HIDDEN, options=StackOptions(num_layers=2, bidirectional=True), rngs=nnx.Rngs(0)
+    )
     xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
     lengths = jnp.array([TIME, 3])
     mask = jnp.arange(TIME)[None] < lengths[:, None]
@@ -57,8 +60,7 @@ def test_dropout_between_layers_only_with_a_key():
         vocab_size=VOCAB,
         hidden_size=HIDDEN,
         output_size=VOCAB,
-        num_layers=3,
-        dropout=0.5,
+        stack=StackOptions(num_layers=3, dropout=0.5),
         rngs=nnx.Rngs(0),
     )
     tokens = jax.random.randint(jax.random.key(1), (BATCH, TIME), 0, VOCAB)
@@ -71,7 +73,12 @@ def test_dropout_between_layers_only_with_a_key():
     np.testing.assert_array_equal(train_a, train_b)
     assert not np.allclose(train_a, eval_a) and not np.allclose(train_a, train_c)
     single = SequenceModel(
-        make_cell("rnn"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, dropout=0.5, rngs=nnx.Rngs(0)
+        make_cell("rnn"),
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        output_size=VOCAB,
+        stack=StackOptions(dropout=0.5),
+        rngs=nnx.Rngs(0),
     )
     np.testing.assert_array_equal(single(tokens, dropout_key=jax.random.key(2))[0], single(tokens)[0])
 
@@ -82,7 +89,7 @@ def test_model_with_real_valued_inputs_and_carries():
         input_size=INPUT,
         hidden_size=HIDDEN,
         output_size=1,
-        num_layers=2,
+        stack=StackOptions(num_layers=2),
         rngs=nnx.Rngs(0),
     )
     xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
@@ -97,9 +104,18 @@ def test_model_with_real_valued_inputs_and_carries():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda r: SequenceModel(make_cell("rnn"), hidden_size=4, output_size=2, rngs=r), "exactly one of vocab_size"),
-        (lambda r: RecurrentStack(make_cell("rnn"), 3, 4, num_layers=0, rngs=r), "num_layers must be >= 1"),
-        (lambda r: RecurrentStack(make_cell("rnn"), 3, 4, dropout=1.0, rngs=r), r"dropout must be in \[0, 1\)"),
+        (
+            lambda r: SequenceModel(make_cell("rnn"), hidden_size=4, output_size=2, rngs=r),
+            r"give vocab_size \(token inputs\) or input_size",
+        ),
+        (
+            lambda r: RecurrentStack(make_cell("rnn"), 3, 4, options=StackOptions(num_layers=0), rngs=r),
+            "num_layers must be >= 1",
+        ),
+        (
+            lambda r: RecurrentStack(make_cell("rnn"), 3, 4, options=StackOptions(dropout=1.0), rngs=r),
+            r"dropout must be in \[0, 1\)",
+        ),
         (lambda r: Recurrent(make_cell("lstm"), 3, 0, rngs=r), "hidden_size must be a positive integer, got 0"),
     ],
 )
@@ -122,7 +138,9 @@ def _batch():
 @pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
 def test_train_step_learns_a_fixed_batch(name):
     optimizer = optax.adam(3e-2)
-    graphdef, state = init_train_state(_char_model(name, num_layers=2, dropout=0.1), optimizer, jax.random.key(0))
+    graphdef, state = init_train_state(
+        _char_model(name, stack=StackOptions(num_layers=2, dropout=0.1)), optimizer, jax.random.key(0)
+    )
     step, evaluate = make_train_step(graphdef, optimizer), make_eval_step(graphdef)
     batch = _batch()
     initial = float(evaluate(state.params, batch).loss)

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from rnn_jax import SequenceModel, make_cell, run
+from rnn_jax import ScanOptions, SequenceModel, StackOptions, make_cell, run
 from rnn_jax.data import synthetic
 from rnn_jax.diagnostics import layer_dynamics
 
@@ -127,9 +127,7 @@ def test_residual_blocks(name):
         input_size=2,
         hidden_size=8,
         output_size=1,
-        num_layers=2,
-        block=True,
-        scan="parallel",
+        stack=StackOptions(num_layers=2, block=True, scan=ScanOptions(scan="parallel")),
         rngs=nnx.Rngs(0),
     )
     batch = synthetic.adding_batch(jax.random.key(0), 4, 12)
@@ -138,7 +136,12 @@ def test_residual_blocks(name):
     assert np.isfinite(float(out.loss)) and sorted(flow["by_lag"]) == ["layer0/h", "layer1/h"]
     assert np.all(np.asarray(flow["by_lag"]["layer0/h"]) > 0)
     sequential = SequenceModel(
-        make_cell(name), input_size=2, hidden_size=8, output_size=1, num_layers=2, block=True, rngs=nnx.Rngs(0)
+        make_cell(name),
+        input_size=2,
+        hidden_size=8,
+        output_size=1,
+        stack=StackOptions(num_layers=2, block=True),
+        rngs=nnx.Rngs(0),
     )
     np.testing.assert_allclose(sequential(batch["inputs"])[0], model(batch["inputs"])[0], atol=2e-5)
 

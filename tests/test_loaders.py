@@ -16,6 +16,7 @@ from rnn_jax.data import loaders
 from rnn_jax.data.batches import chunks, pad, shuffled_batches
 from rnn_jax.data.vocab import PAD, UNK, Vocab
 from rnn_jax.gradflow import grads_and_flow
+from rnn_jax.layers import StackOptions
 from rnn_jax.losses import apply, classification_cross_entropy, sequence_cross_entropy, sequence_mse
 
 CONLLU = """# sent_id = 1
@@ -149,7 +150,7 @@ def test_hub_name_offline_error():
 def test_final_readout_is_the_head_on_the_last_real_state(bidirectional):
     """Left padding and the "final" readout give, per sequence, what the per-step model gives
     at the last step of the unpadded sequence (the backward half: at its first step)."""
-    kwargs = dict(vocab_size=7, hidden_size=5, output_size=3, bidirectional=bidirectional)
+    kwargs = dict(vocab_size=7, hidden_size=5, output_size=3, stack=StackOptions(bidirectional=bidirectional))
     final = SequenceModel(make_cell("lstm"), readout="final", rngs=nnx.Rngs(0), **kwargs)
     steps = SequenceModel(make_cell("lstm"), rngs=nnx.Rngs(0), **kwargs)
     sequences = [np.array([1, 2, 3, 4]), np.array([5, 6])]

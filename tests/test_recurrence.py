@@ -227,7 +227,7 @@ def test_bidirectional_with_lengths_matches_per_sequence(setup):
     cell, _, params_fw, xs, _ = setup
     params_bw = random_params(cell, jax.random.key(9), INPUT, HIDDEN)
     zeros = cell.zero_carry((BATCH,), HIDDEN)
-    (carry_fw, carry_bw), ys = run_bidirectional(cell, params_fw, params_bw, xs, lengths=LENGTHS)
+    (carry_fw, carry_bw), ys = run_bidirectional(cell, (params_fw, params_bw), xs, lengths=LENGTHS)
     ref_fw = _per_sequence(cell, params_fw, xs, zeros, reverse=False)
     ref_bw = _per_sequence(cell, params_bw, xs, zeros, reverse=True)
     assert ys.shape == (BATCH, TIME, 2 * HIDDEN)

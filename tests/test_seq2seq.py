@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from rnn_jax import make_cell
+from rnn_jax import ScanOptions, StackOptions, make_cell
 from rnn_jax.data.batches import pad
-from rnn_jax.decode import beam_search, greedy
+from rnn_jax.decode import Beam, beam_search, greedy
 from rnn_jax.gradflow import grads_and_flow
 from rnn_jax.losses import apply, sequence_cross_entropy
 from rnn_jax.seq2seq import Captioner, Seq2Seq
@@ -31,8 +31,8 @@ def _model(cell="lstm", attention=True, layers=2, seed=0):
         target_vocab=VOCAB,
         embed_size=EMBED,
         hidden_size=HIDDEN,
-        num_layers=layers,
         attention=attention,
+        stack=StackOptions(num_layers=layers),
         rngs=nnx.Rngs(seed),
     )
 
@@ -115,9 +115,8 @@ def test_bfloat16_matmuls_in_the_attention_decoder():
         target_vocab=VOCAB,
         embed_size=EMBED,
         hidden_size=HIDDEN,
-        num_layers=2,
         attention=True,
-        compute_dtype=jnp.bfloat16,
+        stack=StackOptions(num_layers=2, scan=ScanOptions(compute_dtype=jnp.bfloat16)),
         rngs=nnx.Rngs(0),
     )
     low, low_carries = run(bf16)
@@ -160,7 +159,7 @@ def test_captioner_initial_state_comes_from_the_image():
         vocab_size=VOCAB,
         embed_size=EMBED,
         hidden_size=HIDDEN,
-        num_layers=2,
+        stack=StackOptions(num_layers=2),
         rngs=nnx.Rngs(0),
     )
     features = jax.random.normal(jax.random.key(0), (2, 3))
@@ -200,14 +199,12 @@ def test_greedy_and_beam_search_against_exhaustive_search(attention):
         logits, _ = model(row["inputs"], jnp.asarray([[1, *generated[:-1]]]), source_mask=row["source_mask"])
         np.testing.assert_array_equal(np.argmax(logits[0], -1), generated)
     np.testing.assert_array_equal(
-        beam_search(graphdef, params, batch["inputs"], batch["source_mask"], beam=1, length_penalty=0.0, **options),
+        beam_search(graphdef, params, batch["inputs"], batch["source_mask"], beam=Beam(1, 0.0), **options),
         tokens,
     )
     # a beam as wide as all prefixes of length 2 searches exhaustively
     best = np.asarray(
-        beam_search(
-            graphdef, params, batch["inputs"], batch["source_mask"], beam=VOCAB**2, length_penalty=0.0, **options
-        )
+        beam_search(graphdef, params, batch["inputs"], batch["source_mask"], beam=Beam(VOCAB**2, 0.0), **options)
     )
     for b in range(2):
         row = {k: batch[k][b : b + 1] for k in ("inputs", "source_mask")}

@@ -15,6 +15,7 @@ from rnn_jax import (
     LoopConfig,
     LoopHooks,
     SequenceModel,
+    StackOptions,
     StepOptions,
     init_train_state,
     make_cell,
@@ -37,8 +38,7 @@ def _setup(hidden=HIDDEN, lr=1e-2, dropout=0.1, on_nan="stop"):
         vocab_size=VOCAB,
         hidden_size=hidden,
         output_size=VOCAB,
-        num_layers=2,
-        dropout=dropout,
+        stack=StackOptions(num_layers=2, dropout=dropout),
         rngs=nnx.Rngs(0),
     )
     optimizer = optax.adam(lr)
@@ -187,7 +187,12 @@ def test_stateful_windows_continue_the_sequence():
 
     def make_model():
         return SequenceModel(
-            make_cell("gru"), vocab_size=VOCAB, hidden_size=HIDDEN, output_size=VOCAB, num_layers=2, rngs=nnx.Rngs(0)
+            make_cell("gru"),
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            output_size=VOCAB,
+            stack=StackOptions(num_layers=2),
+            rngs=nnx.Rngs(0),
         )
 
     model = make_model()  # a twin of the one whose (donated) parameters the step consumes

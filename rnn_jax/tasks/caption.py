@@ -37,9 +37,7 @@ def captioner(cfg, cell: str, seed: int, *, feature_size: int, vocab_size: int) 
         vocab_size=vocab_size,
         embed_size=task_option(cfg, "embed", 32),
         hidden_size=cfg.hidden,
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
-        **cfg.layer_options(made),
+        stack=cfg.stack_options(made),
         rngs=nnx.Rngs(seed),
     )
 

@@ -60,10 +60,8 @@ def seq2seq(cfg, cell: str, seed: int, *, source_vocab: int, target_vocab: int) 
         target_vocab=target_vocab,
         embed_size=task_option(cfg, "embed", 128),
         hidden_size=cfg.hidden,
-        num_layers=cfg.layers,
-        dropout=cfg.dropout,
         attention=task_option(cfg, "attention", False),
-        **cfg.layer_options(made),
+        stack=cfg.stack_options(made),
         rngs=nnx.Rngs(seed),
     )
 
