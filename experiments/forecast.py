@@ -34,10 +34,9 @@ import numpy as np
 
 from experiments import cli
 from rnn_jax import forecasting, plots
-from rnn_jax.choices import check_choice
+from rnn_jax.config import require_at_least_one
 from rnn_jax.decode import batched_outputs
 from rnn_jax.experiment import TrainingData, load_run, single_task_data
-from rnn_jax.forecasting import SERIES
 from rnn_jax.layers import SequenceModel
 from rnn_jax.options import TaskOptions
 from rnn_jax.tasks import Task, make_task
@@ -71,30 +70,12 @@ class Config(TaskOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data is None:
-            check_choice("--series", self.series, SERIES)
-        if self.data is not None and (self.column is None or self.holdout is None):
-            raise ValueError("--data needs --column and --holdout (and --period, if the series has seasons)")
-        if self.season < 0:
-            raise ValueError(f"--period must be >= 0, got {self.period}")
-        if self.test_points < 1 or self.window < 1:
-            raise ValueError(f"--holdout and --window must be >= 1, got {self.test_points}, {self.window}")
+        require_at_least_one(self, ("window",))
+        series_of(self)  # a built-in series, or a table with its column and holdout
 
     @property
     def seq_len(self) -> int:  # the tasks' name for --window
         return self.window
-
-    @property
-    def season(self) -> int:
-        return series_of(self).period
-
-    @property
-    def test_points(self) -> int:
-        return series_of(self).holdout
-
-    @property
-    def log_values(self) -> bool:
-        return series_of(self).log
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
@@ -110,51 +91,36 @@ def data(cfg: Config) -> tuple[TrainingData, Task]:
 
 def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
     series = series_of(cfg)
-    values = series.values()
-    splits = forecasting.split(values, holdout=series.holdout, period=series.period, window=cfg.window)
-    filled, test, extra = splits.filled, splits.test, splits.extra
-    n, holdout, period = len(values), series.holdout, series.period
-    train_end = n - 2 * holdout
-
-    unlog = np.exp if cfg.log_values else (lambda v: v)
-    actual = unlog(values[n - holdout :])
-    one_step = unlog(filled[n - holdout - 1 : n - 1] + batched_outputs(model, test)[:, -1, 0] * extra["scale"])
-    origin = n - holdout
-    multi_step = unlog(forecasting.roll_out(model, filled[:origin], 0, holdout, extra))
-    metrics = forecasting.test_errors(one_step, multi_step, unlog(filled), actual, period)
-    title = f"forecast: {cfg.data or cfg.series}"
-    plots.forecast(
-        unlog(values),
-        {"one-step": one_step, "multi-step": multi_step},
-        origin,
-        out / "forecast.png",
-        title=f"{title} ({cfg.cell}), last {holdout} points held out",
-    )
-    info = {
-        "points": n,
-        "train_points": train_end,
-        "validation_points": holdout,
-        "test_points": holdout,
-        "forecasts": {"actual": actual.tolist(), "one_step": one_step.tolist(), "multi_step": multi_step.tolist()},
-    }
-    return metrics, info
+    values, n, holdout = series.values(), task.info["points"], series.holdout
+    splits = forecasting.split(values, holdout=holdout, period=series.period, window=cfg.window)
+    unlog = np.exp if series.log else (lambda v: v)
+    actual, origin = unlog(values[n - holdout :]), n - holdout
+    shift = batched_outputs(model, splits.test)[:, -1, 0] * splits.extra["scale"]
+    one_step = unlog(splits.filled[origin - 1 : n - 1] + shift)
+    multi_step = unlog(forecasting.roll_out(model, splits.filled[:origin], 0, holdout, splits.extra))
+    metrics = forecasting.test_errors(one_step, multi_step, unlog(splits.filled), actual, series.period)
+    forecasts = {"one-step": one_step, "multi-step": multi_step}
+    title = f"forecast: {cfg.data or cfg.series} ({cfg.cell}), last {holdout} points held out"
+    plots.forecast(unlog(values), forecasts, origin, out / "forecast.png", title=title)
+    points = {"points": n, "train_points": n - 2 * holdout, "validation_points": holdout, "test_points": holdout}
+    forecasts = {"actual": actual.tolist(), "one_step": one_step.tolist(), "multi_step": multi_step.tolist()}
+    return metrics, {**points, "forecasts": forecasts}
 
 
 def predict(run_dir: str, text: str) -> str:
     cfg, extra, model = load_run(run_dir, Config, build_model)
+    series = series_of(cfg)
     try:
         values = np.array([float(v) for v in text.split(",")], np.float64)
     except ValueError:
         raise ValueError(f"--input must be comma-separated numbers, got {text!r}")
-    if values.size < 2 or not np.isfinite(values).all() or (cfg.log_values and values.min() <= 0):
+    if values.size < 2 or not np.isfinite(values).all() or (series.log and values.min() <= 0):
         raise ValueError(
-            "--input needs at least 2 finite values"
-            + (" (> 0: the model works on log values)" if cfg.log_values else "")
+            "--input needs at least 2 finite values" + (" (> 0: the model works on log values)" if series.log else "")
         )
-    levels = np.log(values) if cfg.log_values else values
-    forecast = forecasting.roll_out(model, levels, extra["series_length"] - len(levels), cfg.test_points, extra)
-    forecast = np.exp(forecast) if cfg.log_values else forecast
-    return ", ".join(f"{v:.4g}" for v in forecast)
+    levels = np.log(values) if series.log else values
+    forecast = forecasting.roll_out(model, levels, extra["series_length"] - len(levels), series.holdout, extra)
+    return ", ".join(f"{v:.4g}" for v in (np.exp(forecast) if series.log else forecast))
 
 
 def summary(cfg: Config, results: dict) -> str:

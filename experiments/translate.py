@@ -6,19 +6,15 @@
     python -m experiments.translate --data Helsinki-NLP/opus_books --hf-config en-fr   # a hub dataset, online
     python -m experiments.translate --checkpoint runs/translate/RUN --input "I am very hungry."
 
---data is a corpus name (tatoeba_eng_fra, the default, read from $RNN_JAX_DATA), a
-source<TAB>target file, a table or save_to_disk folder with --source-column/--target-column,
-or a hub dataset id (a "translation" column of {source: ..., target: ...} rows works too).
-Sentences are lower-cased and split from punctuation; pairs with a side longer than
---max-len tokens are left out. The split (seeded, 90/5/5) is by source sentence, so the
-several translations of one sentence never straddle splits, and each test sentence is scored
-against all its translations (multi-reference BLEU, sacrebleu, on the tokenised text). The
-source is padded on the left (the encoder ends on the last real word; attention ignores the
-padding); training is teacher-forced (<bos> y_1 ... -> y_1 ... <eos>). Reported: test BLEU of
-greedy decoding and of beam search (--beam, --length-penalty) with the best checkpoint by
-validation loss, beside copying the source (names, numbers and cognates give it some BLEU).
-The gradient-flow profile of the loss at <eos> reaches back through the decoder into the
-encoder (keys encoder/... and decoder/...).
+--data: a corpus name (tatoeba_eng_fra, the default, from $RNN_JAX_DATA), a source<TAB>target
+file, a table or save_to_disk folder (--source-column, --target-column) or a hub id. Sentences
+are lower-cased and tokenised; pairs with a side over --max-len tokens are left out; the seeded
+90/5/5 split is by source sentence, and each test sentence is scored against all its
+translations (multi-reference BLEU, sacrebleu). Sources are left-padded, training is
+teacher-forced (the registered task `translate`, rnn_jax/tasks/translate.py). Reported: test
+BLEU of greedy and beam-search decoding (--beam, --length-penalty) with the best checkpoint by
+validation loss, beside copying the source. The gradient-flow profile of the loss at <eos>
+reaches back through the decoder into the encoder (keys encoder/... and decoder/...).
 
 Writes to --out: results.json (with sample translations), loss_curves.png, flow_vs_lag.png,
 attention.png (with --attention), logs/, checkpoints/.
@@ -29,21 +25,18 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-import numpy as np
-
 from experiments import cli
 from rnn_jax import plots
 from rnn_jax.config import require_at_least_one
 from rnn_jax.data import loaders
-from rnn_jax.data.pairs import encode_sources
-from rnn_jax.data.vocab import BOS, EOS, Vocab
-from rnn_jax.decode import generate
+from rnn_jax.data.vocab import Vocab
+from rnn_jax.decode import Beam
 from rnn_jax.experiment import TrainingData, load_run, single_task_data
 from rnn_jax.metrics import bleu
 from rnn_jax.options import TaskOptions
 from rnn_jax.seq2seq import Seq2Seq
 from rnn_jax.tasks import Task, make_task
-from rnn_jax.tasks.translate import seq2seq, translation_splits
+from rnn_jax.tasks.translate import attention_map, seq2seq, translate_sentences, translation_splits
 
 
 @dataclasses.dataclass
@@ -92,52 +85,32 @@ def build_model(cfg: Config, extra: dict) -> Seq2Seq:
     return seq2seq(cfg, cfg.cell, cfg.seed, **sizes)
 
 
-def translate(model: Seq2Seq, cfg: Config, source_vocab: Vocab, target_vocab: Vocab, sources, *, beam: bool):
-    arrays = encode_sources(source_vocab, sources, cfg.max_len)
-    options = dict(beam=cfg.beam, length_penalty=cfg.length_penalty) if beam else {}
-    return generate(model, arrays, target_vocab, max_len=cfg.max_len + 1, **options)
-
-
 def data(cfg: Config) -> tuple[TrainingData, Task]:
     """The registered task `translate` (`rnn_jax.tasks.translate`), one model's batches."""
     task = make_task(cfg.TASK, cfg)
     extra = {"source_vocab": task.info["source_vocab"], "target_vocab": list(task.vocab)}
-    return single_task_data(
-        task, cfg.seed, chunk=1024, extra=extra, tokens_per_step=cfg.batch * (cfg.max_len + 1)
-    ), task
+    tokens = cfg.batch * (cfg.max_len + 1)
+    return single_task_data(task, cfg.seed, chunk=1024, extra=extra, tokens_per_step=tokens), task
 
 
 def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
-    splits, source_vocab, target_vocab = translation_splits(cfg)
+    splits, *vocabs = translation_splits(cfg)
     test = splits["test"][: cfg.test_sentences]
     sources, references = [s for s, _ in test], [ts for _, ts in test]
-    hypotheses = {
-        kind: translate(model, cfg, source_vocab, target_vocab, sources, beam=kind == "beam")
-        for kind in ("greedy", "beam")
-    }
+    searches = {"greedy": None, "beam": Beam(cfg.beam, cfg.length_penalty)}
+    hypotheses = {kind: translate_sentences(model, vocabs, sources, cfg.max_len, b) for kind, b in searches.items()}
     metrics = {f"test_bleu_{kind}": bleu(h, references) for kind, h in hypotheses.items()}
     metrics["test_bleu_copy_source"] = bleu(sources, references)
+    text = " ".join
     samples = [
-        {
-            "source": " ".join(s),
-            "references": [" ".join(r) for r in refs],
-            **{k: " ".join(h[i]) for k, h in hypotheses.items()},
-        }
+        {"source": text(s), "references": list(map(text, refs)), **{k: text(h[i]) for k, h in hypotheses.items()}}
         for i, (s, refs) in enumerate(zip(sources[:20], references[:20]))
     ]
     if cfg.attention:
-        plot_attention(model, test[0], source_vocab, target_vocab, hypotheses["greedy"][0], cfg, out)
+        weights, rows, columns = attention_map(model, vocabs, test[0][0], hypotheses["greedy"][0], cfg.max_len)
+        plots.attention(weights, rows, columns, out / "attention.png")
     info = {k: task.info[k] for k in ("pairs", "source_sentences", "vocab_sizes")}
     return metrics, {**info, "test_sentences_decoded": len(test), "samples": samples}
-
-
-def plot_attention(model, example, source_vocab, target_vocab, hypothesis, cfg, out):
-    source, _ = example
-    batch = encode_sources(source_vocab, [source], cfg.max_len)
-    carries, memory = model.encode(batch["inputs"], mask=batch["source_mask"])
-    decoder_inputs = target_vocab.encode([BOS, *hypothesis])[None]
-    weights = np.asarray(model.decoder.attention_weights(decoder_inputs, initial_carries=carries, **memory))[0]
-    plots.attention(weights[:, -len(source) :], source, [*hypothesis, EOS], out / "attention.png")
 
 
 def predict(run_dir: str, sentence: str) -> str:
@@ -149,13 +122,12 @@ def predict(run_dir: str, sentence: str) -> str:
     if len(tokens) > cfg.max_len:
         raise ValueError(f"--input has {len(tokens)} tokens; this model was trained on at most {cfg.max_len}")
     unknown = [t for t in tokens if t not in source_vocab]
-    lines = [
-        f"greedy: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=False)[0])}",
-        f"beam {cfg.beam}: {' '.join(translate(model, cfg, source_vocab, target_vocab, [tokens], beam=True)[0])}",
-    ]
-    if unknown:
-        lines.append(f"(words unseen in training, read as <unk>: {unknown})")
-    return "\n".join(lines)
+    greedy, beam = (
+        " ".join(translate_sentences(model, (source_vocab, target_vocab), [tokens], cfg.max_len, b)[0])
+        for b in (None, Beam(cfg.beam, cfg.length_penalty))
+    )
+    unseen = f"\n(words unseen in training, read as <unk>: {unknown})" if unknown else ""
+    return f"greedy: {greedy}\nbeam {cfg.beam}: {beam}{unseen}"
 
 
 def summary(cfg: Config, results: dict) -> str:

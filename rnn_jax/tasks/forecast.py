@@ -44,7 +44,11 @@ def series_of(cfg) -> Series:
         value = task_option(cfg, option, None)
         return default if value is None else value
 
-    column, holdout = task_option(cfg, "column", None), given("holdout", holdout)
+    column, holdout, period = task_option(cfg, "column", None), given("holdout", holdout), given("period", period)
+    if period < 0:
+        raise ValueError(f"--period must be >= 0, got {period}")
+    if holdout is not None and holdout < 1:
+        raise ValueError(f"--holdout must be >= 1, got {holdout}")
     if not built_in and (column is None or holdout is None):
         raise ValueError(
             f"--data {cfg.data!r} is not a built-in series ({', '.join(forecasting.SERIES)}); a table of your own "
@@ -55,7 +59,7 @@ def series_of(cfg) -> Series:
         None if built_in else cfg.data,
         column,
         task_option(cfg, "data_dir", None),
-        given("period", period),
+        period,
         holdout,
         bool(given("log", log)),
     )

@@ -8,8 +8,9 @@ import functools
 import numpy as np
 from flax import nnx
 
-from rnn_jax.data.pairs import encode_pairs, read_pairs, split_by_source
+from rnn_jax.data.pairs import encode_pairs, encode_sources, read_pairs, split_by_source
 from rnn_jax.data.vocab import BOS, EOS, PAD, UNK, Vocab
+from rnn_jax.decode import Beam, generate
 from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.seq2seq import Seq2Seq
 from rnn_jax.tasks.base import Task, label_entropy, register_task, rows_task, task_option
@@ -92,3 +93,23 @@ def translate(cfg) -> Task:
             "vocab_sizes": {"source": source_vocab.size, "target": target_vocab.size},
         },
     )
+
+
+def translate_sentences(model: Seq2Seq, vocabs: tuple[Vocab, Vocab], sources, max_len: int, beam: Beam | None = None):
+    """Token lists translated by `model` (greedy, or by beam search with `beam`); `vocabs`: the
+    (source, target) vocabularies; sources left-padded to `max_len` as in training."""
+    source_vocab, target_vocab = vocabs
+    arrays = encode_sources(source_vocab, sources, max_len)
+    options = dict(beam=beam.width, length_penalty=beam.length_penalty) if beam else {}
+    return generate(model, arrays, target_vocab, max_len=max_len + 1, **options)
+
+
+def attention_map(model: Seq2Seq, vocabs: tuple[Vocab, Vocab], source, hypothesis, max_len: int):
+    """(attention weights (target steps, source words), the source words, the target tokens with
+    <eos>) of `model` translating `source` into `hypothesis`, for `rnn_jax.plots.attention`."""
+    source_vocab, target_vocab = vocabs
+    batch = encode_sources(source_vocab, [source], max_len)
+    carries, memory = model.encode(batch["inputs"], mask=batch["source_mask"])
+    decoder_inputs = target_vocab.encode([BOS, *hypothesis])[None]
+    weights = np.asarray(model.decoder.attention_weights(decoder_inputs, initial_carries=carries, **memory))[0]
+    return weights[:, -len(source) :], source, [*hypothesis, EOS]
