@@ -95,7 +95,7 @@ def measurement_context(
     # a many-to-one loss is its own L_T: its gradients are those of L (no second pass)
     final = (lambda: state_grads) if final_is_loss else (lambda: pullback(0.0, 1.0)[1])
     model = nnx.merge(graphdef, params)
-    context = Context(model, params, batch, state_grads, loss, opt_state, initial_carries, final, spectrum)
+    context = Context(model, params, batch, state_grads, loss, opt_state, initial_carries, final, spectrum, grads)
     return out, grads, context
 
 

@@ -64,7 +64,9 @@ class Context:
     `jax.grad(ctx.loss)` is the step's gradient and its Hessian-vector products the landscape's
     curvature. `opt_state`: the optimiser's state before the update (None outside training).
     `initial_carries`: where the recurrence started (stateful truncated BPTT; else None).
-    `spectrum`: the run's --spectrum (Lyapunov exponents asked for; None: none)."""
+    `spectrum`: the run's --spectrum (Lyapunov exponents asked for; None: none). `grads`: the
+    step's parameter gradient as its learning rule computed it (`rnn_jax.learning_rules`;
+    `jax.grad(ctx.loss)` is full BPTT's)."""
 
     model: Any
     params: Any
@@ -75,6 +77,7 @@ class Context:
     initial_carries: Any = None
     final_state_grads: Callable | None = None
     spectrum: int | None = None
+    grads: Any = None
 
 
 def builtin(name: str, *, key: str | None):

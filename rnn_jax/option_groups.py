@@ -203,6 +203,10 @@ class OptimOptions:
     on_nan: str = "stop"
     """a step whose loss or gradient is NaN/Inf: stop (the run ends there, with that step's gradient-flow
     profile saved) | skip (no update; counted and logged)"""
+    gradient: str = "bptt"
+    """the learning rule, how credit is assigned through time: bptt | truncated:K (the gradient stopped at every
+    K-th state, blocks of K steps), or one registered by --imports (rnn_jax.learning_rules); on every
+    gradient-flow step its gradient is compared with full BPTT's (measurements.alignment)"""
 
     def __post_init__(self):
         require_at_least_one(self, ("batch",))

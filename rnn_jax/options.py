@@ -13,6 +13,7 @@ from rnn_jax import backend
 from rnn_jax.cells import CELLS, Cell, cell_fields
 from rnn_jax.config import import_modules
 from rnn_jax.layers import SequenceModel, StackOptions
+from rnn_jax.learning_rules import learning_rule
 from rnn_jax.loop import LoopConfig
 from rnn_jax.option_groups import (
     GROUP_OF,
@@ -135,6 +136,7 @@ class TrainingOptions(DeviceOptions):
                 "give a folder every process can reach, e.g. a shared file system or a bucket mounted with gcsfuse"
             )
         self.measurements()  # registered by --imports, if not built in
+        learning_rule(self.gradient)  # likewise
         for name in CELLS:
             self.make_cell(name)  # validates the cell options
 
@@ -167,6 +169,7 @@ class TrainingOptions(DeviceOptions):
             stateful=stateful,
             seeds=seeds,
             matmul_precision=self.matmul_precision,
+            gradient=self.gradient,
         )
 
     def loop_config(self, tokens_per_step: int | None = None) -> LoopConfig:

@@ -16,6 +16,8 @@ padding works the same way: the initial carry passes unchanged to the first real
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 from typing import Any
@@ -189,21 +191,41 @@ def run(
     if strategy.kind == "cudnn":
         return cudnn.run_lstm(params, xs, initial_carry, mask, reverse=options.reverse)
     inputs = (time_major(xs), None if mask is None else mask.T, time_major(probes))
-    if strategy.kind in ("parallel", "linear"):
-        parallel = strategy.kind == "parallel"
-        carry, hs = _linear_scan(cell, params, initial_carry, *inputs, options, parallel)
-        return carry, jnp.swapaxes(hs, 0, 1)
 
-    def scan_steps(carry, xs, mask, probes):
-        return _scan_steps(cell, params, carry, xs, mask, probes, options, strategy)
+    def over_time(carry, xs, mask, probes):  # the strategy, on time-major inputs
+        if strategy.kind in ("parallel", "linear"):
+            return _linear_scan(cell, params, carry, xs, mask, probes, options, strategy.kind == "parallel")
+        scan_steps = functools.partial(_scan_steps, cell, params, options=options, strategy=strategy)
+        if strategy.kind == "steps":
+            return scan_steps(carry, xs, mask, probes)
+        checkpointed = lambda c, block: jax.checkpoint(scan_steps)(c, *block)  # noqa: E731
+        return _in_blocks(checkpointed, carry, xs, mask, probes, length=strategy.segment, reverse=options.reverse)
 
-    if strategy.kind == "steps":
-        carry, hs = scan_steps(initial_carry, *inputs)
+    truncate = _TRUNCATE.get()
+    if truncate and truncate < xs.shape[1]:  # truncated BPTT: no gradient into a block's first carry
+        cut = lambda c, block: over_time(jax.lax.stop_gradient(c), *block)  # noqa: E731
+        carry, hs = _in_blocks(cut, initial_carry, *inputs, length=truncate, reverse=options.reverse)
     else:
-        carry, hs = _scan_segments(
-            scan_steps, initial_carry, *inputs, segment=strategy.segment, reverse=options.reverse
-        )
+        carry, hs = over_time(initial_carry, *inputs)
     return carry, jnp.swapaxes(hs, 0, 1)
+
+
+_TRUNCATE = contextvars.ContextVar("rnn_jax_truncate", default=None)
+
+
+@contextlib.contextmanager
+def truncated(every: int | None):
+    """Inside, every `run` traced stops the gradient at every `every`-th state of its sequence
+    (truncated BPTT in blocks of `every` steps, from the first step; the forward pass is
+    unchanged; None: not truncated). A trace-time setting, as `backend.analysis`: the same
+    graphdef and parameters give the truncated and the full gradient (`rnn_jax.learning_rules`)."""
+    if every is not None and every < 1:
+        raise ValueError(f"truncation needs K >= 1 steps, got {every}")
+    token = _TRUNCATE.set(every)
+    try:
+        yield
+    finally:
+        _TRUNCATE.reset(token)
 
 
 def _checked_inputs(cell, params, xs, initial_carry, mask, lengths):
@@ -248,21 +270,20 @@ def _scan_steps(cell, params, carry, xs, mask, probes, options: ScanOptions, str
     return jax.lax.scan(step, carry, (xs, mask, probes), reverse=options.reverse, unroll=options.unroll)
 
 
-def _scan_segments(scan, carry, xs, mask, probes, *, segment, reverse):
-    """`scan` over consecutive segments of `segment` steps, each under `jax.checkpoint`: the
-    backward pass keeps only the carry between segments and recomputes one segment at a time
-    (input projection included). Time is padded to a multiple of `segment` with masked steps,
+def _in_blocks(scan, carry, xs, mask, probes, *, length, reverse):
+    """`scan(carry, (xs, mask, probes))` over consecutive blocks of `length` steps, the carry
+    passed from block to block: with `jax.checkpoint`, the backward pass keeps only the carry
+    between blocks and recomputes one block at a time (remat segments); with a stop-gradient on
+    the carry, truncated BPTT. Time is padded to a multiple of `length` with masked steps,
     which leave the carry unchanged."""
     time, batch = xs.shape[:2]
-    padding = -time % segment
+    padding = -time % length
     if padding or mask is None:
         mask = jnp.ones((time, batch), bool) if mask is None else mask
         pad = lambda a: jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
         xs, mask, probes = pad(xs), pad(mask), jax.tree.map(pad, probes)
-    split = lambda a: a.reshape(-1, segment, *a.shape[1:])  # noqa: E731
-    carry, hs = jax.lax.scan(
-        jax.checkpoint(lambda c, seg: scan(c, *seg)), carry, jax.tree.map(split, (xs, mask, probes)), reverse=reverse
-    )
+    split = lambda a: a.reshape(-1, length, *a.shape[1:])  # noqa: E731
+    carry, hs = jax.lax.scan(scan, carry, jax.tree.map(split, (xs, mask, probes)), reverse=reverse)
     return carry, hs.reshape(-1, *hs.shape[2:])[:time]
 
 

@@ -20,6 +20,7 @@ from flax import nnx
 
 from rnn_jax import backend, diagnostics, gradflow  # noqa: F401  (diagnostics: registers `dynamics`)
 from rnn_jax.choices import check_choice
+from rnn_jax.learning_rules import learning_rule
 from rnn_jax.losses import LossFn, LossOutput, apply, sequence_cross_entropy
 from rnn_jax.measurements import MEASUREMENTS, run_measurements
 
@@ -143,6 +144,10 @@ class StepOptions:
     `seeds`: independent models trained in one step, `jax.vmap` over a leading seed axis of
     the state (`rnn_jax.seeds.stack_seeds`), the batch and every output.
 
+    `gradient`: the learning rule (`rnn_jax.learning_rules`: "bptt", "truncated:K", ...) by
+    which the step assigns credit through time; on measuring steps its gradient is compared
+    with full BPTT's (the `alignment` measurement) and the profiles are those it propagates.
+
     `matmul_precision`: of the float32 matmuls of a step that only trains (None: the backend's
     default); a step that measures is traced as an analysis (`rnn_jax.backend.analysis`:
     `highest`, no cuDNN), its update included, as it comes from the same backward pass.
@@ -159,8 +164,10 @@ class StepOptions:
     stateful: bool = False
     seeds: bool = False
     matmul_precision: str | None = None
+    gradient: str = "bptt"
 
     def __post_init__(self):
+        learning_rule(self.gradient)  # a registered rule, its argument checked
         check_choice("--on-nan", self.on_nan, ON_NAN)
         check_choice("--flow-regularizer-form", self.flow_regularizer_form, gradflow.REGULARIZER_FORMS)
 
@@ -214,32 +221,34 @@ def _gradients(graphdef, options: StepOptions, state: TrainState, batch, dropout
             out = apply(options.loss_fn, model, batch, dropout_key=dropout_key, initial_carries=carries)
             return out.loss, out
 
-        (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        with learning_rule(options.gradient):
+            (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
         return out, grads, None
-    out, grads, context = gradflow.measurement_context(
-        options.loss_fn,
-        graphdef,
-        state.params,
-        batch,
-        dropout_key,
-        initial_carries=carries,
-        opt_state=state.opt_state,
-        spectrum=options.spectrum,
-    )
-    flow = (
-        run_measurements(context, measured_by(options.spectrum, options.measurements)) if options.measure_flow else None
-    )
-    if options.flow_regularizer:
-        omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
+    with learning_rule(options.gradient):  # the rule's gradient, state gradients and regulariser
+        out, grads, context = gradflow.measurement_context(
+            options.loss_fn,
             graphdef,
-            state.params,
+            params,
             batch,
-            context.state_grads,
+            dropout_key,
             initial_carries=carries,
-            form=options.flow_regularizer_form,
+            opt_state=state.opt_state,
+            spectrum=options.spectrum,
         )
-        grads = jax.tree.map(lambda g, r: g + options.flow_regularizer * r, grads, omega_grads)
-        out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
+        if options.flow_regularizer:
+            omega, omega_grads = jax.value_and_grad(gradflow.flow_regularizer, argnums=1)(
+                graphdef,
+                params,
+                batch,
+                context.state_grads,
+                initial_carries=carries,
+                form=options.flow_regularizer_form,
+            )
+            grads = jax.tree.map(lambda g, r: g + options.flow_regularizer * r, grads, omega_grads)
+            out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
+    # outside the rule: a measurement that differentiates `ctx.loss` gets full BPTT's gradient
+    measured = measured_by(options.spectrum, options.measurements, options.gradient)
+    flow = run_measurements(dataclasses.replace(context, grads=grads), measured) if options.measure_flow else None
     return out, grads, flow
 
 
@@ -301,9 +310,11 @@ def make_eval_step(
     return jax.jit(jax.vmap(evaluate) if seeds else evaluate)
 
 
-def measured_by(spectrum: int | None, measurements: tuple = ()) -> tuple:
+def measured_by(spectrum: int | None, measurements: tuple = (), gradient: str = "bptt") -> tuple:
     """The (name, fn) measurements of a measured step: the gradient-flow profiles, the dynamics
-    (Lyapunov spectrum and gate statistics) where --spectrum is given, then yours
-    (`rnn_jax.measurements`: the built-ins are registered the same way)."""
+    (Lyapunov spectrum and gate statistics) where --spectrum is given, the alignment of the
+    learning rule's gradient with full BPTT's where the rule is another (`--gradient`), then
+    yours (`rnn_jax.measurements`: the built-ins are registered the same way)."""
     builtins = ("flow_profile", *(("dynamics",) if spectrum is not None else ()))
+    builtins += ("alignment",) if gradient != "bptt" else ()
     return (*((name, MEASUREMENTS[name]) for name in builtins), *(m for m in measurements if m[0] not in builtins))

@@ -1,0 +1,103 @@
+"""Learning rules: how a training step assigns credit through time, chosen by name
+(``--gradient NAME``), registered the same way as cells, tasks and measurements.
+
+A rule is a function of its argument (the text after ``:``, e.g. ``truncated:10`` -> "10";
+None without one) returning a context manager under which the step's loss is traced and
+differentiated; every recurrence (`rnn_jax.recurrence.run`) traced inside follows it:
+
+    bptt           full backpropagation through time (the default)
+    truncated:K    the gradient stopped at every K-th state of each sequence, in blocks of K
+                   steps from the first (char-rnn's truncated BPTT); the forward pass is the
+                   same, and the gradient-flow profile the rule propagates ends at each block
+
+On the steps that measure the gradient flow, the rule's gradient is compared with full BPTT's
+on the same batch (the `alignment` measurement: cosine and norm ratio, overall and per
+parameter group), and the profiles are those the rule propagates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.measurements import Context, builtin
+from rnn_jax.recurrence import truncated
+from rnn_jax.registry import Registry
+
+LEARNING_RULES = Registry(
+    "learning rule",
+    "decorate a function (argument) -> context manager with @register_learning_rule in a file given to --imports",
+)
+# `@register_learning_rule` (its __name__) or `@register_learning_rule("name")`
+register_learning_rule = LEARNING_RULES.register
+
+
+@register_learning_rule("bptt")
+def bptt(argument: str | None):
+    """Full backpropagation through time."""
+    if argument is not None:
+        raise ValueError(f"--gradient bptt takes no argument, got bptt:{argument}")
+    return contextlib.nullcontext()
+
+
+@register_learning_rule("truncated")
+def truncated_bptt(argument: str | None):
+    """Truncated BPTT in blocks of K steps (`rnn_jax.recurrence.truncated`)."""
+    try:
+        every = int(argument)
+    except (TypeError, ValueError):
+        every = 0
+    if every < 1:
+        raise ValueError(
+            f"--gradient truncated:K needs a block length K >= 1 steps, e.g. truncated:10; got {argument!r}"
+        )
+    return truncated(every)
+
+
+def learning_rule(spec: str):
+    """The context of the rule `spec` ("name" or "name:argument"), checked: an unknown name or a
+    bad argument is a ValueError naming it."""
+    name, colon, argument = spec.partition(":")
+    LEARNING_RULES.check(name)
+    return LEARNING_RULES[name](argument if colon else None)
+
+
+# parameter groups of the alignment: a parameter's leaf name (or its module) says which
+GROUPS = {
+    "recurrent": ("W_hh", "b_hn", "nu_log", "theta_log"),
+    "input": ("W_xh", "gamma_log"),
+    "bias": ("b",),
+    "readout": ("head", "C_re", "C_im", "D"),
+}
+
+
+def group_of(path) -> str:
+    """The alignment group of a parameter by its pytree path: recurrent, input, bias, readout or
+    other (embeddings, projections, norms, attention)."""
+    names = [str(getattr(key, "key", getattr(key, "name", key))) for key in path]
+    for group, members in GROUPS.items():
+        if any(name in members for name in names):
+            return group
+    return "other"
+
+
+@builtin("alignment", key="measurements")
+def alignment(ctx: Context) -> dict:
+    """How the step's gradient (by its learning rule, `ctx.grads`) lines up with full BPTT's on
+    the same batch (`jax.grad(ctx.loss)`, traced outside the rule): cosine and norm ratio
+    |rule| / |bptt|, overall and per parameter group (`group_of`)."""
+    exact = jax.grad(ctx.loss)(ctx.params)
+    pairs = {}
+    for (path, rule), full in zip(jax.tree_util.tree_flatten_with_path(ctx.grads)[0], jax.tree.leaves(exact)):
+        pairs.setdefault(group_of(path), []).append((rule, full))
+    pairs["all"] = [pair for group in list(pairs.values()) for pair in group]
+    return {group: _cosine_and_ratio(members) for group, members in pairs.items()}
+
+
+def _cosine_and_ratio(pairs) -> dict:
+    dot = sum(jnp.vdot(a, b) for a, b in pairs)
+    rule = jnp.sqrt(sum(jnp.vdot(a, a) for a, _ in pairs))
+    full = jnp.sqrt(sum(jnp.vdot(b, b) for _, b in pairs))
+    return {"cosine": dot / jnp.maximum(rule * full, 1e-30), "norm_ratio": rule / jnp.maximum(full, 1e-30)}

@@ -1,0 +1,166 @@
+"""Learning rules (`rnn_jax.learning_rules`): truncated BPTT against a NumPy reference written
+from its definition, exact where it must be, the lags it drops on a linear RNN, the alignment
+it reports, and clear errors for bad rules."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import ablate, gradient_flow
+from rnn_jax import CELLS, make_cell
+from rnn_jax.learning_rules import alignment, learning_rule
+from rnn_jax.measurements import Context
+from rnn_jax.recurrence import run
+
+from .test_gradient_flow_experiment import TINY
+
+TIME, BATCH, INPUT, HIDDEN = 12, 3, 2, 4
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _params(cell, key=0, input_size=INPUT):
+    params = cell.init(jax.random.key(key), input_size, HIDDEN)
+    return jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+
+
+def _loss(cell, params, xs, rule):
+    with learning_rule(rule):
+        return jnp.sum(jnp.sin(run(cell, params, xs)[1]))
+
+
+def numpy_truncated_bptt(w_x, w_h, b, xs, every):
+    """dL/d(W_xh, W_hh, b) of L = sum_t sum(sin(h_t)), h_t = tanh(x_t W_xh + h_(t-1) W_hh + b),
+    h_(-1) = 0, by backpropagation through time by hand, the error stopped at the first state of
+    every block of `every` steps (block k covers steps k*every ... (k+1)*every - 1)."""
+    batch, time, _ = xs.shape
+    hs, h = [], np.zeros((batch, w_h.shape[0]))
+    for t in range(time):
+        h = np.tanh(xs[:, t] @ w_x + h @ w_h + b)
+        hs.append(h)
+    g_x, g_h, g_b = np.zeros_like(w_x), np.zeros_like(w_h), np.zeros_like(b)
+    carried = np.zeros_like(hs[0])  # dL/dh_t through h_(t+1)
+    for t in reversed(range(time)):
+        dh = np.cos(hs[t]) + carried
+        dz = dh * (1 - hs[t] ** 2)
+        previous = hs[t - 1] if t > 0 else np.zeros_like(hs[0])
+        g_x += xs[:, t].T @ dz
+        g_h += previous.T @ dz
+        g_b += dz.sum(0)
+        carried = np.zeros_like(dz) if t % every == 0 else dz @ w_h.T  # the block starts here: stop
+    return {"W_xh": g_x, "W_hh": g_h, "b": g_b}
+
+
+@pytest.mark.parametrize("every", [1, 4, 5, TIME])
+def test_truncated_bptt_equals_numpy_by_hand(every, x64):
+    cell = make_cell("rnn")
+    params = _params(cell)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
+    grads = jax.grad(lambda p: _loss(cell, p, xs, f"truncated:{every}"))(params)
+    expected = numpy_truncated_bptt(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs), every)
+    for name, value in expected.items():
+        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_truncation_at_the_sequence_length_is_bptt(name, x64):
+    """truncated:T equals bptt to 1e-12 in float64 for every built-in cell (several carry leaves
+    included: the LSTM's), and a shorter K differs."""
+    cell = make_cell(name)
+    params = _params(cell, input_size=HIDDEN)  # the LRU's D is diagonal: input size = hidden size
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, HIDDEN), jnp.float64)
+    full = jax.grad(lambda p: _loss(cell, p, xs, "bptt"))(params)
+    same = jax.grad(lambda p: _loss(cell, p, xs, f"truncated:{TIME}"))(params)
+    short = jax.grad(lambda p: _loss(cell, p, xs, "truncated:3"))(params)
+    for key in full:
+        np.testing.assert_allclose(same[key], full[key], rtol=1e-12, atol=1e-14)
+    assert any(not np.allclose(short[k], full[k]) for k in full)
+
+
+def test_on_a_linear_rnn_truncation_drops_exactly_the_lags_beyond_the_block(x64):
+    """h_t = a h_(t-1) + x_t (W_hh = a I, W_xh = I, b = 0), L = c . h_(T-1): dL/dx_(T-1-k) = c a^k.
+    Truncated in blocks of K with T a multiple of K, the gradient reaches back k = 0 .. K-1
+    steps; what it drops is exactly c a^k at every lag k >= K."""
+    a, every, c = 0.9, 4, jnp.arange(1.0, HIDDEN + 1, dtype=jnp.float64)
+    cell = make_cell("rnn", activation="linear")
+    params = {"W_xh": jnp.eye(HIDDEN), "W_hh": a * jnp.eye(HIDDEN), "b": jnp.zeros(HIDDEN)}
+    xs = jax.random.normal(jax.random.key(2), (1, TIME, HIDDEN), jnp.float64)
+
+    def input_gradient(rule):
+        def loss(xs):
+            with learning_rule(rule):
+                return jnp.dot(run(cell, params, xs)[1][0, -1], c)
+
+        return np.asarray(jax.grad(loss)(xs))[0][::-1]  # by lag k
+
+    full, short = input_gradient("bptt"), input_gradient(f"truncated:{every}")
+    lags = np.arange(TIME)[:, None]
+    np.testing.assert_allclose(full, c * a**lags, rtol=1e-12)
+    np.testing.assert_allclose(full - short, np.where(lags >= every, c * a**lags, 0.0), rtol=1e-12, atol=1e-15)
+
+
+def test_alignment_groups_and_its_exact_case(x64):
+    """The alignment of a rule's gradient with BPTT's: 1 and 1 where they are equal, and per
+    group; the readout's gradient does not depend on temporal credit."""
+    cell = make_cell("gru")
+    params = {"rnn": _params(cell), "head": {"kernel": jnp.ones((HIDDEN, 1), jnp.float64)}}
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
+
+    def loss(p):
+        return jnp.sum(jnp.sin(run(cell, p["rnn"], xs)[1] @ p["head"]["kernel"]))
+
+    def context(rule):
+        with learning_rule(rule):
+            grads = jax.grad(loss)(params)
+        return Context(None, params, {}, [], loss, grads=grads)
+
+    exact = alignment(context("bptt"))
+    assert set(exact) == {"all", "recurrent", "input", "bias", "readout"}
+    for group in exact.values():
+        assert float(group["cosine"]) == pytest.approx(1.0, abs=1e-12) and float(group["norm_ratio"]) == pytest.approx(
+            1.0
+        )
+    cut = alignment(context("truncated:2"))
+    assert float(cut["readout"]["cosine"]) == pytest.approx(1.0, abs=1e-12)
+    assert float(cut["recurrent"]["cosine"]) < 0.999
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nope", "unknown learning rule 'nope'"),
+        ("truncated", "needs a block length K >= 1"),
+        ("truncated:0", "needs a block length K >= 1"),
+        ("truncated:x", "needs a block length K >= 1"),
+        ("bptt:3", "takes no argument"),
+    ],
+)
+def test_a_bad_rule_is_a_clear_error_before_training(spec, message, capsys):
+    with pytest.raises(SystemExit):
+        gradient_flow.main([*TINY, "--gradient", spec])
+    assert message in capsys.readouterr().err
+
+
+def test_gradient_flow_takes_the_rule(tmp_path):
+    """`--gradient truncated:K`: the profile the rule propagates ends within a block, and the
+    alignment is recorded per seed and summarised."""
+    out = tmp_path / "trunc"
+    gradient_flow.main([*TINY, "--cells", "gru", "--seeds", "2", "--gradient", "truncated:2", "--out", str(out)])
+    cell = json.loads((out / "results.json").read_text())["cells"]["gru"]
+    profile = cell["grad_norm_by_lag"]["3"]
+    assert all(v > 0 for v in profile[:2]) and all(v == 0 for v in profile[2:])
+    summary = cell["measurements"]["alignment"]["['all']['cosine']"]["3"]
+    assert len(summary["per_seed"]) == 2 and -1 <= summary["mean"] <= 1
+
+
+@pytest.mark.slow
+def test_ablate_takes_the_rule_as_a_grid_axis(tmp_path):
+    ablate.main([*TINY, "--cells", "gru", "--grid", "gradient=bptt,truncated:2", "--out", str(tmp_path / "grid")])
+    assert {p.name for p in (tmp_path / "grid").iterdir() if p.is_dir()} >= {"gradient=bptt", "gradient=truncated:2"}
