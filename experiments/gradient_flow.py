@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import jax
+import numpy as np
 import optax
 
 from experiments import cli
@@ -34,7 +35,9 @@ from rnn_jax.cells import CELLS
 from rnn_jax.choices import check_choice
 from rnn_jax.config import create_run_dir, require_at_least_one, resolve_run_dir
 from rnn_jax.experiment import fit, task_data, write_results
+from rnn_jax.gradflow import decay_rate, top_state
 from rnn_jax.history import History
+from rnn_jax.learning_rules import auto_truncation
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.seeds import split_seeds
@@ -109,24 +112,31 @@ class Config(TrainingOptions):
         return self.cells
 
 
-def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> dict[int, History]:
+def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> tuple[dict[int, History], dict]:
     """Train one cell for every seed at once (or resume it): the seeds' models are stacked and
-    trained by one vmapped step, each on its own data. Returns {seed: history}."""
+    trained by one vmapped step, each on its own data. Returns ({seed: history}, what the run
+    chose for this cell: ``truncation`` with truncated:auto)."""
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     # each seed's (data, evaluation) keys, as a single-seed run of that seed has them: (seeds, 2)
     keys = jax.numpy.stack([jax.random.split(jax.random.fold_in(jax.random.key(seed), 1)) for seed in seeds])
     data_keys, eval_keys = keys[:, 0], keys[:, 1]
+    data = task_data(task, data_keys, eval_keys, chunk=cfg.batch, draws=cfg.eval_batches)
+    build = lambda seed: task.build_model(cfg, cell_name, seed)  # noqa: E731
+    chosen = {}
+    if cfg.gradient == "truncated:auto":  # K from the profile at initialisation (the same on resume)
+        initial = fit(cfg.replace(steps=0, gradient="bptt"), out, build, data, seeds=seeds, desc=cell_name).history
+        decays = [decay_rate(profile) for profile in _top_profiles(cfg, initial.flow[0]["by_lag"])]
+        every = auto_truncation(float(np.mean(decays)), task.info.get("sequence_length", cfg.seq_len))
+        chosen["truncation"] = {"K": every, "decay": float(np.mean(decays)), "decay_per_seed": decays}
+        cfg = cfg.replace(gradient=f"truncated:{every}")
+    desc = f"{cell_name} x {len(seeds)} seed(s)" + (f", {cfg.gradient}" if chosen else "")
+    fitted = fit(cfg, out, build, data, seeds=seeds, name=cell_name, desc=desc)
+    return dict(zip(seeds, split_seeds(fitted.history, len(seeds)))), chosen
 
-    fitted = fit(
-        cfg,
-        out,
-        lambda seed: task.build_model(cfg, cell_name, seed),
-        task_data(task, data_keys, eval_keys, chunk=cfg.batch, draws=cfg.eval_batches),
-        seeds=seeds,
-        name=cell_name,
-        desc=f"{cell_name} x {len(seeds)} seed(s)",
-    )
-    return dict(zip(seeds, split_seeds(fitted.history, len(seeds))))
+
+def _top_profiles(cfg: Config, by_lag: dict) -> list:
+    """Each seed's profile ||dL_T/dh_(T-k)|| of the top layer's hidden state (stacked seeds)."""
+    return np.asarray(by_lag[top_state(by_lag, cfg.layers)]).tolist()
 
 
 def check_measurements(cfg: Config, task: Task) -> None:
@@ -150,8 +160,11 @@ def run(cfg: Config) -> dict:
     if not resuming:
         create_run_dir(out, cfg, "gradient_flow")
     started = time.time()
-    histories = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
+    trained = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
+    histories = {cell: by_seed for cell, (by_seed, _) in trained.items()}
     cells = summaries.summarise_cells(cfg, histories, solved_below=task.solved_threshold)
+    for cell, (_, chosen) in trained.items():
+        cells[cell].update(chosen)
     for line in summaries.unconverged(cells):
         print(f"warning: {line}", file=sys.stderr)
     results = write_results(

@@ -9,6 +9,9 @@ differentiated; every recurrence (`rnn_jax.recurrence.run`) traced inside follow
     truncated:K    the gradient stopped at every K-th state of each sequence, in blocks of K
                    steps from the first (char-rnn's truncated BPTT); the forward pass is the
                    same, and the gradient-flow profile the rule propagates ends at each block
+    truncated:auto K from the measurement (`auto_truncation`): the lag at which the gradient
+                   from the last step, ||dL_T/dh_(T-k)||, falls to 1% at the decay rate measured
+                   at initialisation, K = ceil(ln 100 / |decay|)
 
 On the steps that measure the gradient flow, the rule's gradient is compared with full BPTT's
 on the same batch (the `alignment` measurement: cosine and norm ratio, overall and per
@@ -18,6 +21,7 @@ parameter group), and the profiles are those the rule propagates.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +66,22 @@ def learning_rule(spec: str):
     name, colon, argument = spec.partition(":")
     LEARNING_RULES.check(name)
     return LEARNING_RULES[name](argument if colon else None)
+
+
+def check_rule(spec: str) -> None:
+    """`spec` names a registered rule with a good argument (``truncated:auto`` included, which
+    a run resolves once it has measured, `auto_truncation`)."""
+    learning_rule(spec.replace("truncated:auto", "truncated:1"))
+
+
+def auto_truncation(decay: float, length: int) -> int:
+    """K of ``truncated:auto``: the lag at which a gradient decaying at `decay` nats per step (a
+    measured `rnn_jax.gradflow.decay_rate`, negative when it vanishes) falls below 1% of its
+    value at lag 0, K = ceil(ln 100 / |decay|), at most the sequence `length` (a gradient that
+    does not decay, or a decay not measured, keeps the whole sequence: full BPTT)."""
+    if not math.isfinite(decay) or decay >= 0:
+        return length
+    return max(1, min(length, math.ceil(math.log(100.0) / -decay)))
 
 
 # parameter groups of the alignment: a parameter's leaf name (or its module) says which

@@ -205,8 +205,9 @@ class OptimOptions:
     profile saved) | skip (no update; counted and logged)"""
     gradient: str = "bptt"
     """the learning rule, how credit is assigned through time: bptt | truncated:K (the gradient stopped at every
-    K-th state, blocks of K steps), or one registered by --imports (rnn_jax.learning_rules); on every
-    gradient-flow step its gradient is compared with full BPTT's (measurements.alignment)"""
+    K-th state, blocks of K steps) | truncated:auto (K where the initial gradient flow falls to 1%; gradient_flow
+    and ablate), or one registered by --imports (rnn_jax.learning_rules); on every gradient-flow step its gradient
+    is compared with full BPTT's (measurements.alignment)"""
 
     def __post_init__(self):
         require_at_least_one(self, ("batch",))

@@ -13,7 +13,7 @@ from rnn_jax import backend
 from rnn_jax.cells import CELLS, Cell, cell_fields
 from rnn_jax.config import import_modules
 from rnn_jax.layers import SequenceModel, StackOptions
-from rnn_jax.learning_rules import learning_rule
+from rnn_jax.learning_rules import check_rule
 from rnn_jax.loop import LoopConfig
 from rnn_jax.option_groups import (
     GROUP_OF,
@@ -136,7 +136,7 @@ class TrainingOptions(DeviceOptions):
                 "give a folder every process can reach, e.g. a shared file system or a bucket mounted with gcsfuse"
             )
         self.measurements()  # registered by --imports, if not built in
-        learning_rule(self.gradient)  # likewise
+        check_rule(self.gradient)  # likewise
         for name in CELLS:
             self.make_cell(name)  # validates the cell options
 
@@ -275,6 +275,10 @@ class TaskOptions(TrainingOptions):
     def __post_init__(self):
         super().__post_init__()
         self.make_cell(self.cell)
+        if self.gradient == "truncated:auto":
+            raise ValueError(
+                "--gradient truncated:auto is measured per cell by gradient_flow and ablate; give truncated:K"
+            )
         if (self.checkpoint is None) != (self.input is None):
             raise ValueError("prediction needs both --checkpoint RUN_DIR and --input ...")
 

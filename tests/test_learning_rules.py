@@ -164,3 +164,19 @@ def test_gradient_flow_takes_the_rule(tmp_path):
 def test_ablate_takes_the_rule_as_a_grid_axis(tmp_path):
     ablate.main([*TINY, "--cells", "gru", "--grid", "gradient=bptt,truncated:2", "--out", str(tmp_path / "grid")])
     assert {p.name for p in (tmp_path / "grid").iterdir() if p.is_dir()} >= {"gradient=bptt", "gradient=truncated:2"}
+
+
+def test_truncated_auto_takes_k_from_the_measured_decay(tmp_path):
+    """K = ceil(ln 100 / |decay|) of the initial profile's decay (seeds' mean), at most T; a
+    gradient that does not decay keeps the sequence whole; the run records K and its decay."""
+    from experiments import sentiment
+    from rnn_jax.learning_rules import auto_truncation
+
+    assert auto_truncation(-0.5, 100) == 10 and auto_truncation(-0.001, 100) == 100
+    assert auto_truncation(0.2, 50) == 50 and auto_truncation(float("nan"), 7) == 7
+    out = tmp_path / "auto"
+    gradient_flow.main([*TINY, "--cells", "rnn", "--seeds", "2", "--gradient", "truncated:auto", "--out", str(out)])
+    chosen = json.loads((out / "results.json").read_text())["cells"]["rnn"]["truncation"]
+    assert chosen["K"] == auto_truncation(chosen["decay"], 6) and len(chosen["decay_per_seed"]) == 2
+    with pytest.raises(ValueError, match="truncated:auto is measured per cell by gradient_flow"):
+        sentiment.Config.create(gradient="truncated:auto")
