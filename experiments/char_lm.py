@@ -32,26 +32,26 @@ import dataclasses
 import sys
 from typing import ClassVar
 
-import jax
-import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from experiments import cli
 from rnn_jax.config import require_at_least_one
 from rnn_jax.data import text
 from rnn_jax.decode import sample_text
-from rnn_jax.experiment import TrainingData, load_run
+from rnn_jax.experiment import TrainingData, load_run, single_task_data
 from rnn_jax.layers import SequenceModel
-from rnn_jax.losses import sequence_cross_entropy
 from rnn_jax.metrics import language_model_metrics
 from rnn_jax.options import TaskOptions
 from rnn_jax.parallel import is_primary
+from rnn_jax.tasks import Task, make_task
 
 TBPTT_MODES = ("stateful", "random")
 
 
 @dataclasses.dataclass
 class Config(TaskOptions):
+    TASK: ClassVar[str] = "charlm"  # the registered task (rnn_jax.tasks) it trains on
     QUICK: ClassVar[dict] = dict(
         hidden=64, layers=1, batch=16, bptt=32, steps=200, eval_every=100, checkpoint_every=100, sample_length=200
     )
@@ -87,11 +87,9 @@ class Config(TaskOptions):
         if self.data and self.hf_dataset:
             raise ValueError("give --data or --hf-dataset, not both")
 
-
-def load_corpus(cfg: Config) -> str:
-    if cfg.hf_dataset:
-        return text.load_hf_text(cfg.hf_dataset, text_column=cfg.text_column, split=cfg.hf_split)
-    return text.read_text(cfg.data, seed=cfg.seed)
+    @property
+    def seq_len(self) -> int:  # the tasks' name for --bptt
+        return self.bptt
 
 
 def build_model(cfg: Config, extra: dict) -> SequenceModel:
@@ -100,40 +98,22 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
     return cfg.sequence_model(cfg.cell, cfg.seed, vocab_size=size, input_size=cfg.embed, output_size=size)
 
 
-def data(cfg: Config) -> tuple[TrainingData, dict]:
-    train_text, val_text = text.split_text(load_corpus(cfg), cfg.val_fraction)
-    vocab = text.CharVocab.from_text(train_text)
-    unseen = sorted(set(val_text) - set(vocab.chars))
-    if unseen:  # rare characters only in the held-out tail: drop them there, and say so
+def data(cfg: Config) -> tuple[TrainingData, Task]:
+    """The registered task `charlm` (`rnn_jax.tasks.text`) read as --tbptt says, one model's batches."""
+    task = make_task(cfg.TASK, cfg)
+    if task.info["validation_dropped"]:  # rare characters only in the held-out tail: dropped there
+        dropped = task.info["validation_dropped"]
         print(
-            f"validation text: dropping {len(unseen)} character kind(s) absent from training: {unseen!r}",
+            f"validation text: dropping {len(dropped)} character kind(s) absent from training: {dropped!r}",
             file=sys.stderr,
         )
-        val_text = "".join(c for c in val_text if c in set(vocab.chars))
-    train_ids, val_ids = jnp.asarray(vocab.encode(train_text)), jnp.asarray(vocab.encode(val_text))
-    train_streams, windows = text.stream_layout(train_ids, cfg.batch, cfg.bptt)
-    data_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
-    if cfg.tbptt == "stateful":
-        get_batch = jax.jit(lambda step: text.stream_window(train_streams, step % windows, cfg.bptt))
-    else:
-        get_batch = jax.jit(
-            lambda step: text.random_windows(jax.random.fold_in(data_key, step), train_ids, cfg.batch, cfg.bptt)
-        )
-    val_streams, val_windows = text.stream_layout(val_ids, cfg.batch, cfg.bptt)
-    training = TrainingData(
-        sequence_cross_entropy,
-        get_batch,
-        [text.stream_window(val_streams, k, cfg.bptt) for k in range(val_windows)],
-        extra={"vocab": vocab.chars},
-        tokens_per_step=cfg.batch * cfg.bptt,
-        stateful=cfg.tbptt == "stateful",
-    )
-    return training, {"vocab": vocab, "train_text": train_text}
+    tokens = cfg.batch * cfg.bptt
+    return single_task_data(task, cfg.seed, chunk=cfg.batch, extra={"vocab": task.vocab}, tokens_per_step=tokens), task
 
 
-def report(cfg: Config, model, held: dict, out, fitted) -> tuple[dict, dict]:
-    vocab, train_text = held["vocab"], held["train_text"]
-    prime = "\n" if "\n" in vocab.chars else train_text[0]
+def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
+    vocab = text.CharVocab(task.vocab)
+    prime = "\n" if "\n" in vocab.chars else vocab.decode(np.asarray(task.data[0]).ravel()[:1])
     samples = sample_text(
         fitted.graphdef,
         fitted.params,

@@ -82,7 +82,7 @@ def task_data(task: Task, data_keys, eval_keys, *, chunk: int, draws: int, **fie
     if fields.pop("single", False):
         held, tests = [_first_seed(b) for b in held], [_first_seed(b) for b in tests]
         get_batch = lambda step: _first_seed(task.training_batch(data_keys, step))  # noqa: E731
-    return TrainingData(task.loss_fn, get_batch, held, test_batches=tests, **fields)
+    return TrainingData(task.loss_fn, get_batch, held, test_batches=tests, stateful=task.stateful, **fields)
 
 
 def single_task_data(task: Task, seed: int, *, chunk: int = 512, **fields) -> TrainingData:

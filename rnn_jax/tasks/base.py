@@ -77,7 +77,9 @@ class Task:
     the i-th rows of `view_data` (arrays with a leading axis, one row per seed: cfg.seed,
     cfg.seed + 1, ...), e.g. each seed's own pixel order (mnist_permuted). `model`: the
     builder ``model(cfg, cell, seed, **model_io)`` where the default `SequenceModel` does not
-    fit (an image captioner, an encoder-decoder)."""
+    fit (an image captioner, an encoder-decoder). `stateful`: the batches are consecutive
+    windows of parallel streams (truncated BPTT over a long text): the state is carried from
+    window to window (reset where ``batch["reset"]``), the held-out windows' likewise."""
 
     batch: Batches
     loss_fn: LossFn
@@ -94,6 +96,7 @@ class Task:
     view: Batches | None = None
     view_data: tuple = ()
     model: Callable | None = None
+    stateful: bool = False
 
     @property
     def solved_threshold(self) -> float:
@@ -115,10 +118,15 @@ class Task:
         return stacked_batch(self.batch, keys, step, self.data, self.view, self.view_data)
 
     def first_seed_batch(self, key) -> dict:
-        """A batch drawn from the held-out data (the training data where there is none) as the
-        run's first seed sees it."""
-        data = self.data if self.eval_data is None else self.eval_data
-        drawn = self.batch.draw(key, 0, *data) if self.batch.by_step else self.batch(key, *data)
+        """A batch of held-out data (the training data where there is none) as the run's first
+        seed sees it: drawn with `key`, or, for held-out rows read in order, the first rows (as
+        many as a training batch has)."""
+        drawn = self.batch.draw(key, 0, *self.data) if self.batch.by_step else self.batch(key, *self.data)
+        if self.eval_in_order:
+            size = max(a.shape[0] for a in jax.tree.leaves(drawn) if a.ndim)
+            drawn = jax.tree.map(lambda a: a[:size], self.eval_data[0])
+        elif self.eval_data is not None:
+            drawn = self.batch.draw(key, 0, *self.eval_data) if self.batch.by_step else self.batch(key, *self.eval_data)
         return drawn if self.view is None else self.view(drawn, *(d[0] for d in self.view_data))
 
     def decode(self, ids) -> str | list[str]:

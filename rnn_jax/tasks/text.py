@@ -17,22 +17,60 @@ from rnn_jax.tasks.base import Task, batches, label_entropy, register_task, rows
 
 @register_task("charlm")
 def charlm(cfg) -> Task:
-    """Windows of --seq-len characters: of the first 90% of the text in training, of the last
-    10% held out (no held-out window was ever seen)."""
-    train_text, val_text = text.split_text(text.read_text(cfg.data, seed=cfg.seed))
+    """The next character of a corpus (--data; the char_lm experiment's --hf-dataset) in windows
+    of --seq-len characters: the first 90% of the text trains (the char_lm experiment's
+    --val-fraction), the last part is held out (no held-out window was ever seen; characters
+    unseen in training are dropped from it and listed in `info`). Windows are drawn at random
+    (held-out ones too: --eval-batches draws); with the char_lm experiment's --tbptt the text is
+    read as --batch parallel streams (char-rnn), the held-out text window by window in order,
+    and with `stateful` the state carried from window to window."""
+    train_text, val_text = text.split_text(_corpus(cfg), task_option(cfg, "val_fraction", 0.1))
     vocab = text.CharVocab.from_text(train_text)
+    unseen = sorted(set(val_text) - set(vocab.chars))
     val_text = "".join(c for c in val_text if c in set(vocab.chars))
     train, val = (jnp.asarray(vocab.encode(t)) for t in (train_text, val_text))
-    return Task(
-        batch=batches(text.random_windows, batch=cfg.batch, length=cfg.seq_len),
-        data=(train,),
-        eval_data=(val,),
+    fields = dict(
         loss_fn=sequence_cross_entropy,
         model_io=dict(vocab_size=vocab.size, output_size=vocab.size),
         baseline=float(np.log(vocab.size)),
         metric="cross-entropy (nats/char)",
         vocab=vocab.chars,
+        info={"characters": {"train": len(train_text), "validation": len(val_text)}, "validation_dropped": unseen},
     )
+    random = batches(text.random_windows, batch=cfg.batch, length=cfg.seq_len)
+    tbptt = task_option(cfg, "tbptt", None)
+    if tbptt is None:
+        return Task(batch=random, data=(train,), eval_data=(val,), **fields)
+    held = (_stream_rows(val, cfg.batch, cfg.seq_len),)
+    if tbptt == "random":
+        return Task(batch=random, data=(train,), eval_data=held, eval_in_order=True, **fields)
+    streams, _ = text.stream_layout(train, cfg.batch, cfg.seq_len)
+    stream = batches(stream_batch, by_step=True, length=cfg.seq_len)
+    return Task(batch=stream, data=(streams,), eval_data=held, eval_in_order=True, stateful=True, **fields)
+
+
+def _corpus(cfg) -> str:
+    hub = task_option(cfg, "hf_dataset", None)
+    if hub:
+        column, split = task_option(cfg, "text_column", "text"), task_option(cfg, "hf_split", "train")
+        return text.load_hf_text(hub, text_column=column, split=split)
+    return text.read_text(cfg.data, seed=cfg.seed)
+
+
+def stream_batch(key, step, streams, *, length: int) -> dict:
+    """Window `step` (modulo a pass) of every parallel stream (`text.stream_window`); the key is
+    not used: the streams are read in order."""
+    windows = (streams.shape[1] - 1) // length
+    return text.stream_window(streams, step % windows, length)
+
+
+def _stream_rows(ids, streams: int, length: int) -> dict:
+    """Every window of `ids` laid out as `streams` parallel streams, as rows in window order
+    (window k of every stream, then window k + 1): in chunks of `streams` rows they are the
+    consecutive windows a stateful model reads with its state carried."""
+    layout, windows = text.stream_layout(ids, streams, length)
+    rows = [text.stream_window(layout, k, length) for k in range(windows)]
+    return {key: jnp.concatenate([row[key] for row in rows]) for key in ("inputs", "targets")}
 
 
 def labelled_text_arrays(splits: dict, *, length: int, min_count: int = 2, data: str = "the data"):
