@@ -8,22 +8,16 @@
     python -m experiments.char_lm --checkpoint runs/char_lm/RUN --input "ROMEO:"    # continue a text
     python -m experiments.char_lm --resume runs/char_lm/20261127-120000
 
---data is a corpus name (tinyshakespeare | stacks_latex | linux_c: read from $RNN_JAX_DATA, a
-folder laid out as <corpus>/input.txt, else from the Hugging Face hub where it is there), a text
-file or a quoted glob; without it, a built-in generated corpus (no download).
+--data: a corpus name (tinyshakespeare | stacks_latex | linux_c: from $RNN_JAX_DATA, else the hub),
+a text file or a quoted glob; without it, a built-in generated corpus. The data is the
+registered task `charlm` (rnn_jax/tasks/text.py). Truncated BPTT (--tbptt): stateful (default,
+char-rnn's) reads the training text as --batch parallel streams, each window starting from the
+previous one's final state (the gradient stops at the window's edge); random draws windows at
+random offsets, each from a zero state. Either way the validation loss is that of the whole
+validation text, read as parallel streams with the state carried: a per-character loss.
 
-Truncated BPTT, two modes (--tbptt):
-  stateful (default)  the training text is `batch` parallel streams; each window continues where
-                      the previous one ended, starting from its final state (gradients stop at
-                      the window edge), as in char-rnn. The model learns to use context longer
-                      than --bptt, and every character is seen once per pass.
-  random              windows at random offsets, each from a zero state.
-The validation loss is always that of the whole validation text read as parallel streams
-with the state carried across windows: the model's per-character loss on that text.
-
-Writes to --out: results.json (config, environment, vocabulary, train/val loss in nats and
-bits per character, tokens/s, wall time), samples.txt, loss_curves.png, logs/ (JSONL,
-TensorBoard) and checkpoints/ (orbax: last K, and the best by validation loss).
+Writes to --out: results.json (config, environment, vocabulary, losses in nats and bits per
+character, tokens/s), samples.txt, loss_curves.png, logs/ and checkpoints/ (last K and best).
 """
 
 from __future__ import annotations
@@ -36,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import cli
+from rnn_jax.choices import check_choice
 from rnn_jax.config import require_at_least_one
 from rnn_jax.data import text
 from rnn_jax.decode import sample_text
@@ -45,8 +40,6 @@ from rnn_jax.metrics import language_model_metrics
 from rnn_jax.options import TaskOptions
 from rnn_jax.parallel import is_primary
 from rnn_jax.tasks import Task, make_task
-
-TBPTT_MODES = ("stateful", "random")
 
 
 @dataclasses.dataclass
@@ -81,8 +74,7 @@ class Config(TaskOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.tbptt not in TBPTT_MODES:
-            raise ValueError(f"--tbptt must be one of {', '.join(TBPTT_MODES)}, got {self.tbptt!r}")
+        check_choice("--tbptt", self.tbptt, ("stateful", "random"))
         require_at_least_one(self, ("bptt", "sample_length"))
         if self.data and self.hf_dataset:
             raise ValueError("give --data or --hf-dataset, not both")
@@ -101,28 +93,26 @@ def build_model(cfg: Config, extra: dict) -> SequenceModel:
 def data(cfg: Config) -> tuple[TrainingData, Task]:
     """The registered task `charlm` (`rnn_jax.tasks.text`) read as --tbptt says, one model's batches."""
     task = make_task(cfg.TASK, cfg)
-    if task.info["validation_dropped"]:  # rare characters only in the held-out tail: dropped there
-        dropped = task.info["validation_dropped"]
+    if dropped := task.info["validation_dropped"]:  # rare characters only in the held-out tail
         print(
-            f"validation text: dropping {len(dropped)} character kind(s) absent from training: {dropped!r}",
+            f"validation text: dropped {len(dropped)} character kind(s) unseen in training: {dropped!r}",
             file=sys.stderr,
         )
     tokens = cfg.batch * cfg.bptt
     return single_task_data(task, cfg.seed, chunk=cfg.batch, extra={"vocab": task.vocab}, tokens_per_step=tokens), task
 
 
+def sampled(cfg: Config, model, vocab: text.CharVocab, prime: str) -> str:
+    """`prime` continued by `model`: --sample-length characters at --temperature, seeded."""
+    graphdef, params = nnx.split(model)
+    options = dict(length=cfg.sample_length, temperature=cfg.temperature, seed=cfg.seed)
+    return sample_text(graphdef, params, vocab, prime=prime, **options)
+
+
 def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
     vocab = text.CharVocab(task.vocab)
-    prime = "\n" if "\n" in vocab.chars else vocab.decode(np.asarray(task.data[0]).ravel()[:1])
-    samples = sample_text(
-        fitted.graphdef,
-        fitted.params,
-        vocab,
-        prime=prime,
-        length=cfg.sample_length,
-        temperature=cfg.temperature,
-        seed=cfg.seed,
-    )
+    first = vocab.decode(np.asarray(task.data[0]).ravel()[:1])  # the training text's first character
+    samples = sampled(cfg, model, vocab, "\n" if "\n" in vocab.chars else first)
     if is_primary():
         (out / "samples.txt").write_text(samples + "\n")
     return language_model_metrics(fitted.history), {"vocab": vocab.chars, "sample": samples}
@@ -131,16 +121,7 @@ def report(cfg: Config, model, task: Task, out, fitted) -> tuple[dict, dict]:
 def predict(run_dir: str, prime: str) -> str:
     """The text `prime` continued by the trained run in `run_dir` (see experiments/sample.py for more options)."""
     cfg, extra, model = load_run(run_dir, Config, build_model)
-    graphdef, params = nnx.split(model)
-    return sample_text(
-        graphdef,
-        params,
-        text.CharVocab(extra["vocab"]),
-        prime=prime,
-        length=cfg.sample_length,
-        temperature=cfg.temperature,
-        seed=cfg.seed,
-    )
+    return sampled(cfg, model, text.CharVocab(extra["vocab"]), prime)
 
 
 def summary(cfg: Config, results: dict) -> str:
@@ -153,16 +134,9 @@ def summary(cfg: Config, results: dict) -> str:
     )
 
 
+title = lambda cfg: f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}"  # noqa: E731
 EXPERIMENT = cli.TaskExperiment(
-    "char_lm",
-    Config,
-    data,
-    build_model,
-    report,
-    summary,
-    predict=predict,
-    title=lambda cfg: f"char LM: {cfg.data or cfg.hf_dataset or 'built-in corpus'}",
-    ylabel="cross-entropy (nats/char)",
+    "char_lm", Config, data, build_model, report, summary, predict, title, "cross-entropy (nats/char)"
 )
 run, main = EXPERIMENT.run, EXPERIMENT.main
 

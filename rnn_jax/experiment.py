@@ -69,6 +69,7 @@ class TrainingData:
     tokens_per_step: int | None = None
     stateful: bool = False
     test_batches: Iterable[dict] = ()
+    eval_carried: bool = False  # the validation batches are windows of streams read with the state carried
 
 
 def task_data(task: Task, data_keys, eval_keys, *, chunk: int, draws: int, **fields) -> TrainingData:
@@ -82,7 +83,8 @@ def task_data(task: Task, data_keys, eval_keys, *, chunk: int, draws: int, **fie
     if fields.pop("single", False):
         held, tests = [_first_seed(b) for b in held], [_first_seed(b) for b in tests]
         get_batch = lambda step: _first_seed(task.training_batch(data_keys, step))  # noqa: E731
-    return TrainingData(task.loss_fn, get_batch, held, test_batches=tests, stateful=task.stateful, **fields)
+    carried = dict(stateful=task.stateful, eval_carried=task.eval_carried)
+    return TrainingData(task.loss_fn, get_batch, held, test_batches=tests, **carried, **fields)
 
 
 def single_task_data(task: Task, seed: int, *, chunk: int = 512, **fields) -> TrainingData:
@@ -172,7 +174,8 @@ def _train(cfg, place: _Place, graphdef, state, data: TrainingData, options, par
 def _evaluation(cfg: TrainingOptions, graphdef, data: TrainingData, seeds: bool, parallel: DataParallel):
     """`evaluate(params)`: the validation metrics, and the test ones prefixed ``test_`` if any."""
     step = make_eval_step(graphdef, data.loss_fn, seeds=seeds, matmul_precision=cfg.matmul_precision)
-    on = functools.partial(evaluate_batches, step, carry_over=data.stateful, rows_axis=1 if seeds else 0)
+    carry_over = data.stateful or data.eval_carried
+    on = functools.partial(evaluate_batches, step, carry_over=carry_over, rows_axis=1 if seeds else 0)
     validation = on(map(parallel.replicate, data.eval_batches))
     test_batches = list(data.test_batches)
     if not test_batches:

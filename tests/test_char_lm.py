@@ -153,7 +153,7 @@ def test_hf_dataset_path_with_a_local_dataset(tmp_path):
         (["--bptt", "0"], "--bptt must be >= 1"),
         (["--hidden", "-3"], "--hidden must be >= 1"),
         (["--cell", "lstmm"], "unknown cell 'lstmm'"),
-        (["--tbptt", "sliding"], "--tbptt must be one of"),
+        (["--tbptt", "sliding"], "unknown --tbptt 'sliding'"),
         (["--schedule", "cosine", "--warmup", "10", "--steps", "5"], "--warmup 10 must be below --steps 5"),
         (["--devices", "0"], "--devices must be >= 1"),
         (["--dtype", "float16"], "unknown --dtype 'float16'"),
@@ -379,3 +379,23 @@ def test_resume_with_other_data(stopped, tmp_path):
     (run / "config.json").write_text(json.dumps({**config, "data": str(tmp_path / "other.txt")}))
     with pytest.raises(SystemExit, match="the data gives a different vocab than the checkpoint's"):
         char_lm.main(["--resume", str(run)])
+
+
+@pytest.mark.parametrize("mode", ["stateful", "random"])
+def test_the_validation_text_is_read_with_the_state_carried_in_both_modes(corpus, mode):
+    """The data is the registered `charlm` task: --tbptt stateful trains on parallel streams
+    with the state carried, random on windows from a zero state; both evaluate the whole
+    validation text window by window with the state carried (one per-character loss)."""
+    import jax.numpy as jnp
+
+    from rnn_jax.data import text
+
+    cfg = char_lm.Config.create(data=str(corpus), batch=4, bptt=8, tbptt=mode)
+    data, task = char_lm.data(cfg)
+    assert (data.stateful, data.eval_carried) == (mode == "stateful", True)
+    batches = list(data.eval_batches)
+    train_text, val_text = text.split_text(corpus.read_text())
+    streams, windows = text.stream_layout(jnp.asarray(text.CharVocab(task.vocab).encode(val_text)), 4, 8)
+    assert len(batches) == windows
+    for k in (0, windows - 1):  # window k of every stream, in order
+        np.testing.assert_array_equal(batches[k]["inputs"], text.stream_window(streams, k, 8)["inputs"])

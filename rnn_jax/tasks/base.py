@@ -79,7 +79,10 @@ class Task:
     builder ``model(cfg, cell, seed, **model_io)`` where the default `SequenceModel` does not
     fit (an image captioner, an encoder-decoder). `stateful`: the batches are consecutive
     windows of parallel streams (truncated BPTT over a long text): the state is carried from
-    window to window (reset where ``batch["reset"]``), the held-out windows' likewise."""
+    window to window (reset where ``batch["reset"]``), the held-out windows' likewise.
+    `eval_carried`: the held-out rows, in chunks, are consecutive windows of parallel streams,
+    read with the state carried from chunk to chunk (a text's per-character loss), whatever
+    the training does."""
 
     batch: Batches
     loss_fn: LossFn
@@ -97,6 +100,7 @@ class Task:
     view_data: tuple = ()
     model: Callable | None = None
     stateful: bool = False
+    eval_carried: bool = False
 
     @property
     def solved_threshold(self) -> float:

@@ -43,10 +43,11 @@ def charlm(cfg) -> Task:
         return Task(batch=random, data=(train,), eval_data=(val,), **fields)
     held = (_stream_rows(val, cfg.batch, cfg.seq_len),)
     if tbptt == "random":
-        return Task(batch=random, data=(train,), eval_data=held, eval_in_order=True, **fields)
+        return Task(batch=random, data=(train,), eval_data=held, eval_in_order=True, eval_carried=True, **fields)
     streams, _ = text.stream_layout(train, cfg.batch, cfg.seq_len)
     stream = batches(stream_batch, by_step=True, length=cfg.seq_len)
-    return Task(batch=stream, data=(streams,), eval_data=held, eval_in_order=True, stateful=True, **fields)
+    streamed = dict(eval_in_order=True, stateful=True, eval_carried=True)
+    return Task(batch=stream, data=(streams,), eval_data=held, **streamed, **fields)
 
 
 def _corpus(cfg) -> str:
