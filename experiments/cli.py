@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 import tyro
 from flax import nnx
 
+from experiments import help_cache
 from rnn_jax import backend, compilation, keep_freed_memory
 from rnn_jax.config import config_from_json, create_run_dir, import_modules, resolve_run_dir
 from rnn_jax.experiment import finish, fit
@@ -34,10 +36,26 @@ def parse(config_cls, argv: Sequence[str] | None = None, *, description: str | N
     description = f"{description or ''}\n\nRegistered (built in, and by --imports): {registered()}"
     quick = "--quick" in argv and hasattr(config_cls, "QUICK")  # a tool without training (sample) has none
     default = config_cls.create(**config_cls.QUICK, quick=True) if quick else None
-    cfg = tyro.cli(config_cls, args=argv, default=default, description=description)
+    cfg = _parsed(config_cls, argv, default, description)
     # the flags typed (not their defaults): what --resume must apply or refuse (`prepare_run_dir`)
     cfg.command_line_flags = frozenset(a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--"))
     return cfg
+
+
+def _parsed(config_cls, argv: list[str], default, description: str):
+    """tyro's parse; a help text it prints is also kept for the next call (`help_cache`)."""
+    if not any(flag in argv for flag in help_cache.HELP_FLAGS):
+        return tyro.cli(config_cls, args=argv, default=default, description=description)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            return tyro.cli(config_cls, args=argv, default=default, description=description)
+    except SystemExit as done:
+        if done.code in (0, None):
+            help_cache.keep(printed.getvalue())
+        raise
+    finally:
+        sys.stdout.write(printed.getvalue())
 
 
 def imports_in(argv: Sequence[str]) -> list[str]:

@@ -4,8 +4,11 @@ sampling commands of README.md and docs/ on those runs, and every `python -m` li
 README, the docs and each experiment's and benchmark's --help names a module whose flags parse."""
 
 import importlib
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -300,3 +303,24 @@ def test_options_come_in_groups_whose_flags_keep_their_names():
         @dataclasses.dataclass
         class Typo(TrainingOptions):
             DEFAULTS = dict(hiden=3)
+
+
+def test_help_is_kept_and_shown_again_without_importing_jax(tmp_path):
+    """`python -m experiments.X --help` keeps its text (`experiments.help_cache`); the next call
+    prints the same text before anything heavy is imported (here a `jax` that cannot be
+    imported proves it), and a changed --imports file (a source of the text) builds it anew."""
+    env = {**os.environ, "RNN_JAX_CACHE": str(tmp_path / "cache"), "COLUMNS": "100"}
+    user = tmp_path / "my_cell.py"
+    user.write_text("X = 1\n")
+    command = [sys.executable, "-m", "experiments.tabular", "--imports", str(user), "--help"]
+    first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert first.returncode == 0 and "--hidden" in first.stdout
+    broken = tmp_path / "broken"
+    (broken / "jax").mkdir(parents=True)
+    (broken / "jax" / "__init__.py").write_text("raise ImportError('jax imported')\n")
+    offline = {**env, "PYTHONPATH": f"{broken}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+    again = subprocess.run(command, cwd=ROOT, env=offline, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    user.write_text("X = 2  # changed\n")
+    changed = subprocess.run(command, cwd=ROOT, env=offline, capture_output=True, text=True)
+    assert changed.returncode != 0 and "jax imported" in changed.stderr  # not served: built anew
