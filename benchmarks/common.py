@@ -77,11 +77,13 @@ def char_lm_batch(tokens: np.ndarray) -> dict:
     return {"inputs": jnp.asarray(tokens[..., :-1]), "targets": jnp.asarray(tokens[..., 1:])}
 
 
-def train_step_parts(model: nnx.Module, loss_fn, batch: dict, *, measure_flow: bool = False):
-    """(jitted step, initial TrainState, batch): `make_train_step` of `model` with Adam."""
+def train_step_parts(model: nnx.Module, loss_fn, batch: dict, *, measure_flow: bool = False, gradient: str = "bptt"):
+    """(jitted step, initial TrainState, batch): `make_train_step` of `model` with Adam (and the
+    learning rule `gradient`)."""
     optimizer = optax.adam(1e-3)
     graphdef, state = init_train_state(model, optimizer, jax.random.key(0))
-    return make_train_step(graphdef, optimizer, StepOptions(loss_fn, measure_flow=measure_flow)), state, batch
+    options = StepOptions(loss_fn, measure_flow=measure_flow, gradient=gradient)
+    return make_train_step(graphdef, optimizer, options), state, batch
 
 
 def rnn_jax_parts(

@@ -64,8 +64,9 @@ class Config(TrainingOptions):
     STACKS_SEEDS: ClassVar[bool] = True  # one vmapped step for every seed, also --seeds 1
 
     task: str = "adding"
-    """the task (rnn_jax.tasks): adding | copy | selective_copy | flipflop | mqar | charlm | sentiment | tagging |
-    mnist_pixels | mnist_permuted | mnist_rows | forecast, or one registered by --imports"""
+    """the task (rnn_jax.tasks): adding | add | copy | selective_copy | flipflop | mqar | charlm | sentiment | tagging
+    | mnist_pixels | mnist_permuted | mnist_rows | forecast | tabular | caption | translate, or one registered by
+    --imports"""
     cells: tuple[str, ...] = ("rnn", "lstm", "gru")
     """the cells to compare (space- or comma-separated): rnn | lstm | gru | mingru | minlstm | lru, or ones
     registered by --imports"""
@@ -75,6 +76,8 @@ class Config(TrainingOptions):
     right-padded (tagging), steps (flipflop, mqar), window (forecast); MNIST's is fixed (784 pixels, 28 rows)"""
     tokens: int = 16
     """selective_copy: data tokens to find among the T steps and copy"""
+    add_lags: tuple[int, int] = (6, 10)
+    """add: the lags t1 < t2 of the two input bits the label depends on (Marschall et al.'s test setting)"""
     mqar_pairs: int = 4
     """mqar: key-value pairs, each asked once (Zoology's default: 8)"""
     mqar_vocab: int = 64

@@ -124,3 +124,21 @@ def test_time_to_result_benchmark(tmp_path):
     assert row["command"] == "python -m experiments.gradient_flow --quick"
     # warm: every program read back from the cache the cold run filled
     assert 0 < row["warm_s"] < row["cold_s"]
+
+
+@pytest.mark.slow
+def test_learning_rules_cost_beside_bptt(tmp_path):
+    from benchmarks import learning_rules
+
+    out = tmp_path / "rules.json"
+    learning_rules.main(
+        ["--hidden", "8", "--seq", "8", "--batch", "2", "--repeats", "1", "--min-seconds", "0", "--out", str(out)]
+    )
+    rows = _rows(out)
+    assert [(r["step"], r["rule"]) for r in rows] == [
+        ("plain", "bptt"),
+        ("plain", "truncated:10"),
+        ("flow-measuring", "bptt"),
+        ("flow-measuring", "truncated:10"),
+    ]
+    assert all(r["ms_per_step"] > 0 for r in rows) and rows[0]["vs_first"] == 1.0

@@ -185,3 +185,33 @@ def selective_copy_batch(key: jax.Array, batch: int, length: int, tokens: int = 
         "targets": jnp.concatenate([jnp.zeros((batch, length + 1), data.dtype), data], axis=1),
         "weights": jnp.broadcast_to(scored, (batch, length + 1 + tokens)).astype(jnp.float32),
     }
+
+
+def add_task_batch(key: jax.Array, batch: int, length: int, lags: tuple[int, int] = (6, 10)) -> dict[str, jax.Array]:
+    """Marschall, Cho & Savin (2020)'s "Add" task (their gen_data/Add_Task.py, after Pitis
+    2016): bits x_t ~ Bernoulli(1/2), fed as (x_t, 1 - x_t); the label at t is a coin with
+    P(1) = 1/2 + x_(t - t1) / 2 - x_(t - t2) / 4, (t1, t2) = `lags`. Their generator rolls one
+    long stream; here each sequence stands alone, so the steps before t2, whose dependencies
+    precede it, are not scored (``weights``)."""
+    first, second = lags
+    k_bits, k_labels = jax.random.split(key)
+    bits = jax.random.bernoulli(k_bits, 0.5, (batch, length)).astype(jnp.float32)
+    shifted = lambda lag: jnp.pad(bits, ((0, 0), (lag, 0)))[:, :length]  # noqa: E731  x_(t - lag), 0 before the start
+    labels = jax.random.bernoulli(k_labels, 0.5 + 0.5 * shifted(first) - 0.25 * shifted(second))
+    weights = jnp.broadcast_to(jnp.arange(length) >= second, (batch, length)).astype(jnp.float32)
+    return {"inputs": jnp.stack([bits, 1 - bits], -1), "targets": labels.astype(jnp.int32), "weights": weights}
+
+
+def add_task_floors() -> dict[str, float]:
+    """The expected cross-entropy (nats per scored step) of the best predictor that knows
+    nothing (P(1) = 5/8), only x_(t - t1) (3/8 or 7/8), or both lags (1/2, 1/4, 1, 3/4): the
+    entropy of the label given what it knows."""
+
+    def entropy(p):
+        return float(-sum(q * math.log(q) for q in (p, 1 - p) if q > 0))
+
+    return {
+        "no_memory": entropy(5 / 8),
+        "first_lag": (entropy(3 / 8) + entropy(7 / 8)) / 2,
+        "both_lags": (entropy(1 / 2) + entropy(1 / 4) + entropy(1.0) + entropy(3 / 4)) / 4,
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rnn_jax.data import synthetic
 from rnn_jax.losses import final_step_mse, sequence_cross_entropy, sequence_mse
-from rnn_jax.tasks.base import Task, batches, register_task
+from rnn_jax.tasks.base import Task, batches, register_task, task_option
 
 
 @register_task("adding")
@@ -67,4 +67,25 @@ def mqar(cfg) -> Task:
         baseline=baselines["no_memory"]["nats"],
         metric="cross-entropy of the recalled values (nats)",
         info={**options, "baselines": baselines},
+    )
+
+
+@register_task("add")
+def add(cfg) -> Task:
+    """Marschall, Cho & Savin (2020)'s Add task: the label at t depends on the input bits
+    --add-lags t1 and t2 steps back (`synthetic.add_task_batch`); T = --seq-len. Its floors,
+    in nats per scored step: 0.662 knowing nothing, 0.519 knowing x_(t-t1), 0.454 knowing
+    both; solved below the midpoint of the last two (both lags learned)."""
+    first, second = lags = tuple(task_option(cfg, "add_lags", (6, 10)))
+    if not 1 <= first < second < cfg.seq_len:
+        raise ValueError(f"--add-lags {first} {second}: need 1 <= t1 < t2 < --seq-len {cfg.seq_len}")
+    floors = synthetic.add_task_floors()
+    return Task(
+        batch=batches(synthetic.add_task_batch, batch=cfg.batch, length=cfg.seq_len, lags=lags),
+        loss_fn=sequence_cross_entropy,
+        model_io=dict(input_size=2, output_size=2),
+        baseline=floors["no_memory"],
+        solved_below=(floors["first_lag"] + floors["both_lags"]) / 2,
+        metric="cross-entropy of the label (nats per step)",
+        info={"lags": list(lags), "floors": floors},
     )
