@@ -12,6 +12,9 @@ differentiated; every recurrence (`rnn_jax.recurrence.run`) traced inside follow
     truncated:auto K from the measurement (`auto_truncation`): the lag at which the gradient
                    from the last step, ||dL_T/dh_(T-k)||, falls to 1% at the decay rate measured
                    at initialisation, K = ceil(ln 100 / |decay|)
+    rtrl           real-time recurrent learning (`rnn_jax.rtrl`): each recurrence's parameters
+                   get their gradient forward in time (exact), what is upstream of it spatial
+                   credit only; memory batch x state x parameters a layer, refused over 2 GiB
 
 On the steps that measure the gradient flow, the rule's gradient is compared with full BPTT's
 on the same batch (the `alignment` measurement: cosine and norm ratio, overall and per
@@ -27,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.measurements import Context, builtin
-from rnn_jax.recurrence import truncated
+from rnn_jax.recurrence import real_time_recurrent_learning, truncated
 from rnn_jax.registry import Registry
 
 LEARNING_RULES = Registry(
@@ -58,6 +61,14 @@ def truncated_bptt(argument: str | None):
             f"--gradient truncated:K needs a block length K >= 1 steps, e.g. truncated:10; got {argument!r}"
         )
     return truncated(every)
+
+
+@register_learning_rule("rtrl")
+def rtrl(argument: str | None):
+    """Exact forward-mode real-time recurrent learning (`rnn_jax.rtrl`)."""
+    if argument is not None:
+        raise ValueError(f"--gradient rtrl takes no argument, got rtrl:{argument}")
+    return real_time_recurrent_learning()
 
 
 def learning_rule(spec: str):

@@ -180,3 +180,74 @@ def test_truncated_auto_takes_k_from_the_measured_decay(tmp_path):
     assert chosen["K"] == auto_truncation(chosen["decay"], 6) and len(chosen["decay_per_seed"]) == 2
     with pytest.raises(ValueError, match="truncated:auto is measured per cell by gradient_flow"):
         sentiment.Config.create(gradient="truncated:auto")
+
+
+def numpy_rtrl(w_x, w_h, b, xs):
+    """dL/d(W_xh, W_hh, b) of L = sum_t sum(sin(h_t)) for h_t = tanh(x_t W_xh + h_(t-1) W_hh + b),
+    by real-time recurrent learning written from Williams & Zipser (1989): the influence
+    M_t = dh_t/dtheta = D_t (W_hh^T M_(t-1) + dz_t/dtheta), D_t = diag(1 - h_t^2), carried forward,
+    and the gradient summed online, sum_t cos(h_t) M_t. One sequence at a time."""
+    inputs, hidden = w_x.shape
+    grads = {"W_xh": np.zeros_like(w_x), "W_hh": np.zeros_like(w_h), "b": np.zeros_like(b)}
+    for x in xs:  # each sequence
+        h = np.zeros(hidden)
+        influence = {name: np.zeros((hidden, *value.shape)) for name, value in grads.items()}  # dh_i / dtheta
+        for x_t in x:
+            h_new = np.tanh(x_t @ w_x + h @ w_h + b)
+            slope = 1 - h_new**2
+            direct = {
+                "W_xh": np.einsum("a,ij->iaj", x_t, np.eye(hidden)),
+                "W_hh": np.einsum("a,ij->iaj", h, np.eye(hidden)),
+                "b": np.eye(hidden),
+            }
+            for name in influence:  # through h_(t-1): dz_i/dh_(t-1),k = W_hh[k, i]
+                through = np.tensordot(w_h.T, influence[name], axes=1)
+                influence[name] = slope.reshape(-1, *([1] * (influence[name].ndim - 1))) * (through + direct[name])
+            h = h_new
+            for name in grads:
+                grads[name] += np.tensordot(np.cos(h), influence[name], axes=1)
+    return grads
+
+
+def test_rtrl_equals_numpy_rtrl_from_the_paper(x64):
+    cell = make_cell("rnn")
+    params = _params(cell)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
+    grads = jax.grad(lambda p: _loss(cell, p, xs, "rtrl"))(params)
+    expected = numpy_rtrl(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs))
+    for name, value in expected.items():
+        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_rtrl_equals_bptt_for_every_cell(name, x64):
+    """Forward-mode RTRL gives BPTT's gradient to 1e-12 in float64 for the six cells (a loss on
+    the outputs and on the final carry; the LSTM's two-leaf carry), padded and reversed too."""
+    cell = make_cell(name)
+    params = _params(cell, input_size=HIDDEN)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, HIDDEN), jnp.float64)
+    mask = jnp.arange(TIME)[None] < jnp.array([TIME, 7, 3])[:, None]
+    for options in ({}, {"mask": mask, "reverse": True}):
+
+        def loss(p, rule):
+            with learning_rule(rule):
+                carry, ys = run(cell, p, xs, **options)
+            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(carry))
+
+        full, online = jax.grad(loss)(params, "bptt"), jax.grad(loss)(params, "rtrl")
+        for key in full:
+            np.testing.assert_allclose(online[key], full[key], rtol=1e-12, atol=1e-13)
+
+
+def test_rtrl_states_its_memory_and_refuses_what_would_not_fit(tmp_path):
+    from rnn_jax import rtrl
+
+    cell = make_cell("lstm")
+    params = cell.init(jax.random.key(0), 64, 512)
+    assert rtrl.influence_bytes(cell, params, 32, 512) == 32 * 1024 * (4 * 512 * (64 + 512 + 1)) * 4
+    with pytest.raises(ValueError, match=r"GiB \(batch x state x parameters\), over the 2 GiB limit"):
+        rtrl.check_memory(cell, params, 32, 512)
+    out = tmp_path / "rtrl"
+    gradient_flow.main([*TINY, "--cells", "gru", "--gradient", "rtrl", "--out", str(out)])
+    alignment = json.loads((out / "results.json").read_text())["cells"]["gru"]["measurements"]["alignment"]
+    assert alignment["['all']['cosine']"]["3"]["mean"] == pytest.approx(1.0, abs=1e-5)  # exact: one layer
