@@ -15,6 +15,9 @@ differentiated; every recurrence (`rnn_jax.recurrence.run`) traced inside follow
     rtrl           real-time recurrent learning (`rnn_jax.rtrl`): each recurrence's parameters
                    get their gradient forward in time (exact), what is upstream of it spatial
                    credit only; memory batch x state x parameters a layer, refused over 2 GiB
+    snap1          SnAp-1 (Menick et al. 2021): RTRL with the influence kept where one step of
+                   the cell's equations lets a parameter reach a state unit; exact for the
+                   element-wise recurrences (minGRU, minLSTM, LRU; Zucchet et al. 2023)
 
 On the steps that measure the gradient flow, the rule's gradient is compared with full BPTT's
 on the same batch (the `alignment` measurement: cosine and norm ratio, overall and per
@@ -69,6 +72,15 @@ def rtrl(argument: str | None):
     if argument is not None:
         raise ValueError(f"--gradient rtrl takes no argument, got rtrl:{argument}")
     return real_time_recurrent_learning()
+
+
+@register_learning_rule("snap1")
+def snap1(argument: str | None):
+    """SnAp-1 (Menick et al. 2021): RTRL with the influence kept on the pattern of one step
+    (`rnn_jax.rtrl.snap1_pattern`); exact for element-wise recurrences."""
+    if argument is not None:
+        raise ValueError(f"--gradient snap1 takes no argument, got snap1:{argument}")
+    return real_time_recurrent_learning(snap=True)
 
 
 def learning_rule(spec: str):

@@ -201,7 +201,7 @@ def run(
         checkpointed = lambda c, block: jax.checkpoint(scan_steps)(c, *block)  # noqa: E731
         return _in_blocks(checkpointed, carry, xs, mask, probes, length=strategy.segment, reverse=options.reverse)
 
-    if _RTRL.get():  # the parameters' gradient by forward-mode RTRL (`rnn_jax.rtrl`)
+    if _RTRL.get():  # the parameters' gradient forward in time (`rnn_jax.rtrl`)
         return _rtrl(cell, params, initial_carry, *inputs[:2], options.reverse)
     truncate = _TRUNCATE.get()
     if truncate and truncate < xs.shape[1]:  # truncated BPTT: no gradient into a block's first carry
@@ -213,15 +213,15 @@ def run(
 
 
 _TRUNCATE = contextvars.ContextVar("rnn_jax_truncate", default=None)
-_RTRL = contextvars.ContextVar("rnn_jax_rtrl", default=False)
+_RTRL = contextvars.ContextVar("rnn_jax_rtrl", default=None)
 
 
 @contextlib.contextmanager
-def real_time_recurrent_learning():
-    """Inside, every `run` traced is differentiated by RTRL (`rnn_jax.rtrl`): its parameters'
-    gradient forward in time, its inputs' spatially (no credit through time to what is
-    upstream). A trace-time setting, as `truncated`."""
-    token = _RTRL.set(True)
+def real_time_recurrent_learning(snap: bool = False):
+    """Inside, every `run` traced is differentiated by RTRL (`rnn_jax.rtrl`; `snap`: SnAp-1):
+    its parameters' gradient forward in time, its inputs' spatially (no credit through time to
+    what is upstream). A trace-time setting, as `truncated`."""
+    token = _RTRL.set("snap1" if snap else "rtrl")
     try:
         yield
     finally:
@@ -234,7 +234,7 @@ def _rtrl(cell, params, carry, xs, mask, reverse: bool):
     keep = jnp.ones(xs.shape[:2], xs.dtype) if mask is None else mask.astype(xs.dtype)
     flip = (lambda a: a[::-1]) if reverse else (lambda a: a)  # noqa: E731
     rtrl.check_memory(cell, params, xs.shape[1], cell.sizes(params)[1])
-    carry, hs = rtrl.rtrl_run(cell, params, flip(xs), carry, flip(keep))
+    carry, hs = rtrl.rtrl_run(cell, params, flip(xs), carry, flip(keep), snap=_RTRL.get() == "snap1")
     return carry, jnp.swapaxes(flip(hs), 0, 1)
 
 

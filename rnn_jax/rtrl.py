@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from rnn_jax.cells import Cell
@@ -43,10 +44,11 @@ def check_memory(cell: Cell, params, batch: int, hidden: int) -> None:
         )
 
 
-def rtrl_run(cell: Cell, params, xs, initial_carry, keep):
+def rtrl_run(cell: Cell, params, xs, initial_carry, keep, snap: bool = False):
     """(final carry, ys) of `cell` over time-major `xs` (time, batch, input) from `initial_carry`,
     `keep` (time, batch) 1.0 at real steps, 0.0 at padding, differentiated by RTRL (see the
-    module's docstring)."""
+    module's docstring); `snap`: SnAp-1 (Menick et al. 2021), the influence kept only where one
+    step of the cell's equations lets a parameter touch a state unit (`snap1_pattern`)."""
 
     @jax.custom_vjp
     def run(params, xs, initial_carry, keep):
@@ -58,7 +60,7 @@ def rtrl_run(cell: Cell, params, xs, initial_carry, keep):
     def backward(residuals, cotangents):
         params, xs, initial_carry, keep = residuals
         g_carry, g_ys = cotangents
-        grads = _rtrl_gradients(cell, params, xs, initial_carry, keep, g_ys, g_carry)
+        grads = _rtrl_gradients(cell, params, xs, initial_carry, keep, (g_ys, g_carry), snap)
         return (*grads, jnp.zeros_like(keep))
 
     run.defvjp(forward, backward)
@@ -80,12 +82,39 @@ def _forward(cell, params, xs, carry, keep):
     return jax.lax.scan(step, carry, (xs, keep))
 
 
-def _rtrl_gradients(cell, params, xs, initial_carry, keep, g_ys, g_carry):
-    """(d params, d xs, d initial carry) by RTRL, the sequence replayed forward with M."""
+def snap1_pattern(cell: Cell, params, carry, x_t) -> jax.Array:
+    """(state, parameters) True where parameter p reaches state unit i in one step: the
+    nonzero pattern of d carry_t / d theta at a random point (random parameters, state and
+    input: no accidental zero, as an input that is exactly 0 would make in the data), i.e. the
+    pattern the cell's equations fix, taken per unit (`Cell.state_units`: a complex unit's
+    real and imaginary parts together). Computed once, at trace time."""
+    with jax.ensure_compile_time_eval():
+        theta, unravel_params = ravel_pytree(params)
+        c, unravel_carry = ravel_pytree(jax.tree.map(lambda a: a[0], carry))
+        keys = jax.random.split(jax.random.key(0), 3)
+        point = [jax.random.normal(k, v.shape, v.dtype) for k, v in zip(keys, (theta, c, x_t[0]))]
+
+        def new_carry(theta, c, x):
+            one = jax.tree.map(lambda a: a[None], unravel_carry(c))
+            new, _ = cell.step(unravel_params(theta), one, x[None])
+            return ravel_pytree(jax.tree.map(lambda a: a[0], new))[0]
+
+        reaches = np.asarray(jax.jacfwd(new_carry)(*point) != 0)
+    units = cell.state_units(cell.sizes(params)[1])  # a unit's numbers share what reaches any of them
+    by_unit = np.zeros((units.max() + 1, reaches.shape[1]), bool)
+    np.logical_or.at(by_unit, units, reaches)
+    return jnp.asarray(by_unit[units])
+
+
+def _rtrl_gradients(cell, params, xs, initial_carry, keep, cotangents, snap: bool):
+    """(d params, d xs, d initial carry) by RTRL (or SnAp-1), the sequence replayed forward
+    with M."""
+    g_ys, g_carry = cotangents
     theta, unravel_params = ravel_pytree(params)
     one_carry = jax.tree.map(lambda c: c[0], initial_carry)
     _, unravel_carry = ravel_pytree(one_carry)
     flat_carry = jax.vmap(lambda c: ravel_pytree(c)[0])
+    pattern = snap1_pattern(cell, params, initial_carry, xs[0]) if snap else None
 
     def step_flat(theta, c, x_t, keep):  # one sequence: (state,) -> ((state,), y)
         carry = jax.tree.map(lambda a: a[None], unravel_carry(c))
@@ -98,6 +127,7 @@ def _rtrl_gradients(cell, params, xs, initial_carry, keep, g_ys, g_carry):
 
         new = step_flat(theta, c, x_t, keep)[0]
         dnew = jax.vmap(along, in_axes=(0, 1), out_axes=1)(jnp.eye(theta.size, dtype=theta.dtype), m)
+        dnew = dnew if pattern is None else jnp.where(pattern, dnew, 0)  # SnAp-1: the immediate pattern
         _, pull = jax.vjp(lambda t, s, x: step_flat(t, s, x, keep)[1], theta, c, x_t)
         g_theta, g_c, g_x = pull(g_y)
         return new, dnew, g_theta + g_c @ m, g_x

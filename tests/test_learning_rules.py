@@ -251,3 +251,45 @@ def test_rtrl_states_its_memory_and_refuses_what_would_not_fit(tmp_path):
     gradient_flow.main([*TINY, "--cells", "gru", "--gradient", "rtrl", "--out", str(out)])
     alignment = json.loads((out / "results.json").read_text())["cells"]["gru"]["measurements"]["alignment"]
     assert alignment["['all']['cosine']"]["3"]["mean"] == pytest.approx(1.0, abs=1e-5)  # exact: one layer
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_snap1_is_exact_for_element_wise_recurrences_only(name, x64):
+    """SnAp-1 keeps the influence where one step of the equations lets a parameter reach a unit
+    (a pattern of the equations, found at a random point, not of the data: the binary inputs
+    here are exactly 0 half the time). For the element-wise recurrences (minGRU, minLSTM and the
+    LRU, its complex units' two parts together) it equals RTRL to 1e-12; for the dense cells it
+    drops the influence that spreads across units."""
+    cell = make_cell(name)
+    params = _params(cell, input_size=HIDDEN)
+    xs = jax.random.bernoulli(jax.random.key(1), 0.5, (BATCH, TIME, HIDDEN)).astype(jnp.float64)
+    online = jax.grad(lambda p: _loss(cell, p, xs, "rtrl"))(params)
+    snap = jax.grad(lambda p: _loss(cell, p, xs, "snap1"))(params)
+    if name in ("mingru", "minlstm", "lru"):
+        for key in online:
+            np.testing.assert_allclose(snap[key], online[key], rtol=1e-12, atol=1e-14)
+    else:
+        assert not np.allclose(snap["W_hh"], online["W_hh"], rtol=1e-3)
+
+
+def test_snap1_is_bptt_for_one_element_wise_layer_with_nothing_trainable_upstream(x64):
+    """A minGRU layer on real inputs (no block, no embedding) and a readout: every parameter's
+    SnAp-1 gradient is BPTT's (Zucchet et al. 2023)."""
+    from flax import nnx
+
+    from rnn_jax import SequenceModel
+    from rnn_jax.losses import apply, sequence_mse
+
+    model = SequenceModel(make_cell("mingru"), input_size=INPUT, hidden_size=HIDDEN, output_size=1, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
+    batch = {"inputs": xs, "targets": jnp.sin(jnp.cumsum(xs[..., :1], axis=1))}
+
+    def loss(p, rule):
+        with learning_rule(rule):
+            return apply(sequence_mse, nnx.merge(graphdef, p), batch).loss
+
+    full, snap = jax.grad(loss)(params, "bptt"), jax.grad(loss)(params, "snap1")
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(snap)):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)

@@ -204,6 +204,12 @@ class Cell:
         Lyapunov exponents (an LSTM's (c, h): 2 * hidden_size)."""
         return sum(leaf.size for leaf in jax.tree.leaves(jax.eval_shape(lambda: self.zero_carry((), hidden_size))))
 
+    def state_units(self, hidden_size: int) -> np.ndarray:
+        """The unit each number of one sequence's flattened carry belongs to: the granularity at
+        which SnAp-1 keeps influence (`rnn_jax.rtrl.snap1_pattern`); each number its own by
+        default, a complex unit's real and imaginary parts one (the LRU)."""
+        return np.arange(self.state_size(hidden_size))
+
     @staticmethod
     def hidden(carry: Carry) -> Array:
         """The hidden state h_t inside a carry."""

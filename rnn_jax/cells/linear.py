@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax.cells.base import INPUT_INITS, Array, Carry, Cell, Params, matmul, register_cell
 
@@ -235,3 +236,6 @@ class LRU(LinearCell):
 
     def zero_carry(self, batch_shape, hidden_size, dtype=jnp.float32):
         return jnp.zeros((*batch_shape, 2 * hidden_size), dtype)
+
+    def state_units(self, hidden_size):
+        return np.tile(np.arange(hidden_size), 2)  # [re, im]: unit i is numbers i and hidden + i
