@@ -324,10 +324,33 @@ def exponents_over_training(cells: dict[str, dict], path: Path, *, title: str) -
     _save(fig, path)
 
 
+def alignment_over_training(cells: dict[str, dict], path: Path, *, title: str) -> None:
+    """Per cell, the cosine (solid) and norm ratio (dashed) of the learning rule's gradient with
+    full BPTT's over training, mean over seeds with its 95% interval (results.json's
+    ``measurements.alignment``, overall: `rnn_jax.learning_rules.alignment`)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (cell, record) in enumerate(cells.items()):
+        for key, style in (("['all']['cosine']", "-"), ("['all']['norm_ratio']", "--")):
+            by_step = record["measurements"]["alignment"][key]
+            steps = sorted(by_step, key=int)
+            mean = np.array([by_step[s]["mean"] for s in steps])
+            low, high = (np.array([by_step[s]["interval"][j] for s in steps], float) for j in (0, 1))
+            x = [int(s) for s in steps]
+            label = f"{cell} {'cosine' if 'cosine' in key else '|rule| / |bptt|'}"
+            ax.plot(x, mean, style, color=_color(cell, i), label=label)
+            ax.fill_between(
+                x, np.nan_to_num(low, nan=mean), np.nan_to_num(high, nan=mean), color=_color(cell, i), alpha=0.15
+            )
+    ax.set_xlabel("training step")
+    ax.set_ylabel("against full BPTT")
+    _save_with_grid_and_legend(fig, ax, path, title)
+
+
 def training_figures(cfg, task, histories: dict, cells: dict, out: Path) -> None:
     """The figures of a run of cells over seeds (`experiments.gradient_flow`): flow_vs_lag.png
     (at initialisation and after training), lyapunov.png and lyapunov_vs_flow.png (with
-    --spectrum), gates.png, flow_heatmap.png and loss_curves.png. `cfg`: the run's options;
+    --spectrum), gates.png, flow_heatmap.png, loss_curves.png and, under a learning rule other
+    than bptt, alignment.png. `cfg`: the run's options;
     `task`: its `rnn_jax.Task`; `histories`: {cell: {seed: History}}; `cells`:
     `rnn_jax.summaries.summarise_cells`."""
     title = f"{cfg.task}, T={task.info.get('sequence_length', cfg.seq_len)}, hidden {cfg.hidden}, {cfg.seeds} seed(s)"
@@ -351,6 +374,8 @@ def training_figures(cfg, task, histories: dict, cells: dict, out: Path) -> None
     gate_dynamics(cells, out / "gates.png", title=title + ": gates of layer 0 over training")
     if not cfg.steps:
         return
+    if all("alignment" in record.get("measurements", {}) for record in cells.values()):
+        alignment_over_training(cells, out / "alignment.png", title=f"{title}: --gradient {cfg.gradient}")
     heatmaps = {}
     for cell, record in cells.items():
         steps = sorted(record["grad_norm_by_lag"], key=int)

@@ -158,6 +158,7 @@ def test_gradient_flow_takes_the_rule(tmp_path):
     assert all(v > 0 for v in profile[:2]) and all(v == 0 for v in profile[2:])
     summary = cell["measurements"]["alignment"]["['all']['cosine']"]["3"]
     assert len(summary["per_seed"]) == 2 and -1 <= summary["mean"] <= 1
+    assert (out / "alignment.png").exists()  # over training, per cell
 
 
 @pytest.mark.slow
