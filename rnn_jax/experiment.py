@@ -76,22 +76,25 @@ def task_data(task: Task, data_keys, eval_keys, *, chunk: int, draws: int, **fie
     """What `fit` trains on for a registered `task`: every stream's training batches (`data_keys`:
     one key per seed, stacked seeds), the held-out batches (every row in chunks of `chunk`
     rows, or `draws` draws with `eval_keys`) and the test rows beside them; `fields`: the rest
-    of `TrainingData` (extra, tokens_per_step). One key of each: a single model (no seed axis)."""
+    of `TrainingData` (extra, tokens_per_step)."""
     held = held_out_batches(task, eval_keys, batch=chunk, draws=draws)
     tests = test_batches(task, seeds=len(data_keys), batch=chunk)
     get_batch = functools.partial(task.training_batch, data_keys)
-    if fields.pop("single", False):
-        held, tests = [_first_seed(b) for b in held], [_first_seed(b) for b in tests]
-        get_batch = lambda step: _first_seed(task.training_batch(data_keys, step))  # noqa: E731
     carried = dict(stateful=task.stateful, eval_carried=task.eval_carried)
     return TrainingData(task.loss_fn, get_batch, held, test_batches=tests, **carried, **fields)
 
 
 def single_task_data(task: Task, seed: int, *, chunk: int = 512, **fields) -> TrainingData:
-    """`task_data` of one model (no seed axis), its batches drawn with the key of `seed`
-    (``jax.random.key(seed)``, the single-model experiments' key since their first runs)."""
+    """`task_data` of one model: the stream of `seed`'s key (``jax.random.key(seed)``, the
+    single-model experiments' key since their first runs), without the seed axis."""
     key = jax.random.key(seed)[None]
-    return task_data(task, key, key, chunk=chunk, draws=1, single=True, **fields)
+    stacked = task_data(task, key, key, chunk=chunk, draws=1, **fields)
+    return dataclasses.replace(
+        stacked,
+        get_batch=lambda step: _first_seed(stacked.get_batch(step)),
+        eval_batches=[_first_seed(b) for b in stacked.eval_batches],
+        test_batches=[_first_seed(b) for b in stacked.test_batches],
+    )
 
 
 @jax.jit
