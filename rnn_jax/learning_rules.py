@@ -18,6 +18,9 @@ differentiated; every recurrence (`rnn_jax.recurrence.run`) traced inside follow
     snap1          SnAp-1 (Menick et al. 2021): RTRL with the influence kept where one step of
                    the cell's equations lets a parameter reach a state unit; exact for the
                    element-wise recurrences (minGRU, minLSTM, LRU; Zucchet et al. 2023)
+    uoro           UORO (Tallec & Ollivier 2017): the influence as an unbiased rank-one estimate
+                   from random signs, memory batch x (state + parameters); stochastic: the
+                   step's key draws the signs, and measured steps report its variance
 
 On the steps that measure the gradient flow, the rule's gradient is compared with full BPTT's
 on the same batch (the `alignment` measurement: cosine and norm ratio, overall and per
@@ -33,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.measurements import Context, builtin
-from rnn_jax.recurrence import real_time_recurrent_learning, truncated
+from rnn_jax.recurrence import drawing_from, real_time_recurrent_learning, truncated
 from rnn_jax.registry import Registry
 
 LEARNING_RULES = Registry(
@@ -80,15 +83,40 @@ def snap1(argument: str | None):
     (`rnn_jax.rtrl.snap1_pattern`); exact for element-wise recurrences."""
     if argument is not None:
         raise ValueError(f"--gradient snap1 takes no argument, got snap1:{argument}")
-    return real_time_recurrent_learning(snap=True)
+    return real_time_recurrent_learning("snap1")
 
 
-def learning_rule(spec: str):
-    """The context of the rule `spec` ("name" or "name:argument"), checked: an unknown name or a
-    bad argument is a ValueError naming it."""
+@register_learning_rule("uoro")
+def uoro(argument: str | None):
+    """UORO (Tallec & Ollivier 2017): RTRL's influence as a rank-one unbiased estimate, random
+    signs drawn each step (`rnn_jax.rtrl`); its variance is measured beside the alignment."""
+    if argument is not None:
+        raise ValueError(f"--gradient uoro takes no argument, got uoro:{argument}")
+    return real_time_recurrent_learning("uoro")
+
+
+uoro.stochastic = True  # the alignment also measures its spread over draws (`alignment`)
+
+
+def learning_rule(spec: str, key=None):
+    """The context of the rule `spec` ("name" or "name:argument"), checked now: an unknown name
+    or a bad argument is a ValueError naming it. `key`: where a rule that draws random numbers
+    (`stochastic`, as UORO) draws them (`recurrence.drawing_from`)."""
     name, colon, argument = spec.partition(":")
     LEARNING_RULES.check(name)
-    return LEARNING_RULES[name](argument if colon else None)
+    rule = LEARNING_RULES[name](argument if colon else None)
+    return rule if key is None else _both(rule, drawing_from(key))
+
+
+@contextlib.contextmanager
+def _both(first, second):
+    with first, second:
+        yield
+
+
+def stochastic(spec: str) -> bool:
+    """Whether the rule `spec` draws random numbers (its function's ``stochastic`` attribute)."""
+    return getattr(LEARNING_RULES.get(spec.partition(":")[0]), "stochastic", False)
 
 
 def check_rule(spec: str) -> None:
@@ -130,17 +158,31 @@ def group_of(path) -> str:
 def alignment(ctx: Context) -> dict:
     """How the step's gradient (by its learning rule, `ctx.grads`) lines up with full BPTT's on
     the same batch (`jax.grad(ctx.loss)`, traced outside the rule): cosine and norm ratio
-    |rule| / |bptt|, overall and per parameter group (`group_of`)."""
+    |rule| / |bptt|, overall and per parameter group (`group_of`). For a stochastic rule
+    (`ctx.redraw`) also its relative variance over `VARIANCE_DRAWS` draws on the batch,
+    E|g_i - mean g|^2 / |bptt|^2 (the sample variance, summed over the group's entries)."""
     exact = jax.grad(ctx.loss)(ctx.params)
-    pairs = {}
-    for (path, rule), full in zip(jax.tree_util.tree_flatten_with_path(ctx.grads)[0], jax.tree.leaves(exact)):
-        pairs.setdefault(group_of(path), []).append((rule, full))
-    pairs["all"] = [pair for group in list(pairs.values()) for pair in group]
-    return {group: _cosine_and_ratio(members) for group, members in pairs.items()}
+    draws = None if ctx.redraw is None else [ctx.redraw(i) for i in range(VARIANCE_DRAWS)]
+    columns = [ctx.grads, exact, *(draws or [])]
+    members = {}
+    for (path, *_), leaves in zip(
+        jax.tree_util.tree_flatten_with_path(ctx.grads)[0], zip(*map(jax.tree.leaves, columns))
+    ):
+        members.setdefault(group_of(path), []).append(leaves)
+    members["all"] = [leaves for group in list(members.values()) for leaves in group]
+    return {group: _compare(leaves, draws is not None) for group, leaves in members.items()}
 
 
-def _cosine_and_ratio(pairs) -> dict:
-    dot = sum(jnp.vdot(a, b) for a, b in pairs)
-    rule = jnp.sqrt(sum(jnp.vdot(a, a) for a, _ in pairs))
-    full = jnp.sqrt(sum(jnp.vdot(b, b) for _, b in pairs))
-    return {"cosine": dot / jnp.maximum(rule * full, 1e-30), "norm_ratio": rule / jnp.maximum(full, 1e-30)}
+VARIANCE_DRAWS = 8  # draws of a stochastic rule's gradient for its variance (each one more pass)
+
+
+def _compare(leaves, with_variance: bool) -> dict:
+    """Cosine and norm ratio of (rule, bptt, *draws) leaf tuples; the draws' relative variance."""
+    dot = sum(jnp.vdot(rule, full) for rule, full, *_ in leaves)
+    rule = jnp.sqrt(sum(jnp.vdot(g, g) for g, *_ in leaves))
+    full = jnp.sqrt(sum(jnp.vdot(b, b) for _, b, *_ in leaves))
+    result = {"cosine": dot / jnp.maximum(rule * full, 1e-30), "norm_ratio": rule / jnp.maximum(full, 1e-30)}
+    if with_variance:
+        spread = sum(jnp.sum(jnp.var(jnp.stack(draws), axis=0, ddof=1)) for _, _, *draws in leaves)
+        result["variance"] = spread / jnp.maximum(full**2, 1e-30)
+    return result

@@ -66,7 +66,8 @@ class Context:
     `initial_carries`: where the recurrence started (stateful truncated BPTT; else None).
     `spectrum`: the run's --spectrum (Lyapunov exponents asked for; None: none). `grads`: the
     step's parameter gradient as its learning rule computed it (`rnn_jax.learning_rules`;
-    `jax.grad(ctx.loss)` is full BPTT's)."""
+    `jax.grad(ctx.loss)` is full BPTT's). `redraw(i)`: for a rule that draws random numbers
+    (UORO), its gradient on this batch from its i-th other draw (None for the others)."""
 
     model: Any
     params: Any
@@ -78,6 +79,7 @@ class Context:
     final_state_grads: Callable | None = None
     spectrum: int | None = None
     grads: Any = None
+    redraw: Callable | None = None
 
 
 def builtin(name: str, *, key: str | None):

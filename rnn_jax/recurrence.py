@@ -214,27 +214,54 @@ def run(
 
 _TRUNCATE = contextvars.ContextVar("rnn_jax_truncate", default=None)
 _RTRL = contextvars.ContextVar("rnn_jax_rtrl", default=None)
+_DRAWS = contextvars.ContextVar("rnn_jax_draws", default=None)
 
 
 @contextlib.contextmanager
-def real_time_recurrent_learning(snap: bool = False):
-    """Inside, every `run` traced is differentiated by RTRL (`rnn_jax.rtrl`; `snap`: SnAp-1):
-    its parameters' gradient forward in time, its inputs' spatially (no credit through time to
-    what is upstream). A trace-time setting, as `truncated`."""
-    token = _RTRL.set("snap1" if snap else "rtrl")
+def real_time_recurrent_learning(influence: str = "rtrl"):
+    """Inside, every `run` traced is differentiated forward in time (`rnn_jax.rtrl`; `influence`:
+    "rtrl" exact, "snap1" SnAp-1, "uoro" UORO, which draws from `drawing_from`'s key): its
+    parameters' gradient forward in time, its inputs' spatially (no credit through time to what
+    is upstream). A trace-time setting, as `truncated`."""
+    token = _RTRL.set(influence)
     try:
         yield
     finally:
         _RTRL.reset(token)
 
 
+@contextlib.contextmanager
+def drawing_from(key):
+    """Inside, a learning rule that draws random numbers (UORO's signs) draws them from `key`,
+    each recurrence traced its own `fold_in(key, i)` (i = 0, 1, ... in tracing order)."""
+    token = _DRAWS.set([key, 0])
+    try:
+        yield
+    finally:
+        _DRAWS.reset(token)
+
+
+def _next_draw():
+    draws = _DRAWS.get()
+    if draws is None:
+        raise ValueError(
+            "--gradient uoro draws random signs, and none were given: trace it inside "
+            "recurrence.drawing_from(key) (learning_rule(spec, key=...); training steps do)"
+        )
+    draws[1] += 1
+    return jax.random.fold_in(draws[0], draws[1] - 1)
+
+
 def _rtrl(cell, params, carry, xs, mask, reverse: bool):
     from rnn_jax import rtrl  # noqa: PLC0415  (rtrl imports this module's cells)
 
+    influence = _RTRL.get()
     keep = jnp.ones(xs.shape[:2], xs.dtype) if mask is None else mask.astype(xs.dtype)
     flip = (lambda a: a[::-1]) if reverse else (lambda a: a)  # noqa: E731
-    rtrl.check_memory(cell, params, xs.shape[1], cell.sizes(params)[1])
-    carry, hs = rtrl.rtrl_run(cell, params, flip(xs), carry, flip(keep), snap=_RTRL.get() == "snap1")
+    if influence != "uoro":  # UORO's memory is batch x (state + parameters)
+        rtrl.check_memory(cell, params, xs.shape[1], cell.sizes(params)[1])
+    key = _next_draw() if influence == "uoro" else None
+    carry, hs = rtrl.rtrl_run(cell, params, flip(xs), carry, flip(keep), influence, key)
     return carry, jnp.swapaxes(flip(hs), 0, 1)
 
 

@@ -5,8 +5,23 @@ parameters on the state, M_t = d carry_t / d theta, carried forward through the 
 
 and the gradient summed online, dL/d theta = sum_t g_t . (d y_t / d theta + (d y_t / d carry_(t-1)) M_(t-1))
 + g_carry_T . M_T, with g_t the cotangent of the step's output y_t and g_carry_T that of the final
-carry. Forward mode with the cell's own step (`cell.step`): one Jacobian-vector product per
-parameter (vmapped), memory O(batch x state x parameters), no storage over time.
+carry. Both Jacobians of a step come from the cell's own step (`cell.step`), one pullback per
+state unit (vmapped), and M is updated by one matrix product: memory O(batch x state x
+parameters), no storage over time. (One pushforward per parameter instead, the forward-mode
+textbook form, costs parameters/state times more pullbacks: 4-13x slower here; benchmarks/
+learning_rules.py.)
+
+Two approximations share the replay (`influence`):
+
+    snap1  SnAp-1 (Menick et al. 2021): M kept only where one step of the cell's equations lets a
+           parameter reach a state unit (`snap1_pattern`); exact for element-wise recurrences
+    uoro   UORO (Tallec & Ollivier 2017, Algorithm 1): M ~ s theta~^T, one rank-one estimate per
+           sequence, updated with random signs nu each step,
+               s <- rho0 (d f / d carry) s + rho1 nu,   theta~ <- theta~ / rho0 + nu^T (d f / d theta) / rho1,
+               rho0 = sqrt((|theta~| + eps) / (|(d f / d carry) s| + eps)),
+               rho1 = sqrt((|nu^T d f / d theta| + eps) / (|nu| + eps)),
+           unbiased (E[nu nu^T] = I, and the cross terms are odd in nu) at the cost of two passes
+           through the step: memory O(batch x (state + parameters))
 
 Used by `recurrence.run` under the `rtrl` learning rule (`rnn_jax.learning_rules`): the layer's
 own parameters get this gradient (exact: equal to BPTT's); its inputs get the immediate, spatial
@@ -44,27 +59,44 @@ def check_memory(cell: Cell, params, batch: int, hidden: int) -> None:
         )
 
 
-def rtrl_run(cell: Cell, params, xs, initial_carry, keep, snap: bool = False):
+def rtrl_run(cell: Cell, params, xs, initial_carry, keep, influence: str = "rtrl", key=None):
     """(final carry, ys) of `cell` over time-major `xs` (time, batch, input) from `initial_carry`,
-    `keep` (time, batch) 1.0 at real steps, 0.0 at padding, differentiated by RTRL (see the
-    module's docstring); `snap`: SnAp-1 (Menick et al. 2021), the influence kept only where one
-    step of the cell's equations lets a parameter touch a state unit (`snap1_pattern`)."""
+    `keep` (time, batch) 1.0 at real steps, 0.0 at padding, differentiated by RTRL or one of its
+    approximations (`influence`: "rtrl", "snap1" or "uoro", which draws its signs from `key`;
+    see the module's docstring)."""
+    if influence not in INFLUENCES:
+        raise ValueError(f"influence {influence!r}: expected one of {', '.join(INFLUENCES)}")
+    if influence == "uoro" and key is None:
+        raise ValueError("uoro draws random signs: give rtrl_run a key")
 
     @jax.custom_vjp
-    def run(params, xs, initial_carry, keep):
+    def run(params, xs, initial_carry, keep, key):
         return _forward(cell, params, xs, initial_carry, keep)
 
-    def forward(params, xs, initial_carry, keep):
-        return run(params, xs, initial_carry, keep), (params, xs, initial_carry, keep)
+    def forward(params, xs, initial_carry, keep, key):
+        return run(params, xs, initial_carry, keep, key), (params, xs, initial_carry, keep, key)
 
     def backward(residuals, cotangents):
-        params, xs, initial_carry, keep = residuals
-        g_carry, g_ys = cotangents
-        grads = _rtrl_gradients(cell, params, xs, initial_carry, keep, (g_ys, g_carry), snap)
-        return (*grads, jnp.zeros_like(keep))
+        params, xs, initial_carry, keep, key = residuals  # (not the closure's: those are outer tracers)
+        replay = _Replay(cell, params, xs, initial_carry, keep)
+        if influence == "uoro":
+            grads = replay.uoro(cotangents, uoro_signs(key, replay.c0.shape, xs.shape[0], replay.theta.dtype))
+        else:
+            pattern = snap1_pattern(cell, params, initial_carry, xs[0]) if influence == "snap1" else None
+            grads = replay.dense(cotangents, pattern)
+        return (*grads, jnp.zeros_like(keep), None)
 
     run.defvjp(forward, backward)
-    return run(params, xs, initial_carry, keep)
+    return run(params, xs, initial_carry, keep, jax.random.key(0) if key is None else key)
+
+
+INFLUENCES = ("rtrl", "snap1", "uoro")
+UORO_EPSILON = 1e-7  # Tallec & Ollivier's epsilon in rho0 and rho1 (keeps them finite at s = 0)
+
+
+def uoro_signs(key, carry_shape, time: int, dtype) -> jax.Array:
+    """UORO's random vectors nu, (time, batch, state): independent signs +-1 (E[nu nu^T] = I)."""
+    return jax.random.rademacher(key, (time, *carry_shape), dtype)
 
 
 def _step(cell, params, carry, x_t, keep):
@@ -106,39 +138,77 @@ def snap1_pattern(cell: Cell, params, carry, x_t) -> jax.Array:
     return jnp.asarray(by_unit[units])
 
 
-def _rtrl_gradients(cell, params, xs, initial_carry, keep, cotangents, snap: bool):
-    """(d params, d xs, d initial carry) by RTRL (or SnAp-1), the sequence replayed forward
-    with M."""
-    g_ys, g_carry = cotangents
-    theta, unravel_params = ravel_pytree(params)
-    one_carry = jax.tree.map(lambda c: c[0], initial_carry)
-    _, unravel_carry = ravel_pytree(one_carry)
-    flat_carry = jax.vmap(lambda c: ravel_pytree(c)[0])
-    pattern = snap1_pattern(cell, params, initial_carry, xs[0]) if snap else None
+class _Replay:
+    """The forward pass replayed one sequence at a time on flat vectors (the parameters theta,
+    the carry c), yielding (d params, d xs, d initial carry) by the influence carried forward."""
 
-    def step_flat(theta, c, x_t, keep):  # one sequence: (state,) -> ((state,), y)
-        carry = jax.tree.map(lambda a: a[None], unravel_carry(c))
-        new, y = _step(cell, unravel_params(theta), carry, x_t[None], keep[None])
+    def __init__(self, cell, params, xs, initial_carry, keep):
+        self.theta, self.unravel_params = ravel_pytree(params)
+        _, self.unravel_carry = ravel_pytree(jax.tree.map(lambda c: c[0], initial_carry))
+        self.flat_carry = jax.vmap(lambda c: ravel_pytree(c)[0])
+        self.cell, self.xs, self.keep, self.initial_carry = cell, xs, keep, initial_carry
+        self.c0 = self.flat_carry(initial_carry)
+
+    def step(self, theta, c, x_t, keep):  # one sequence: (state,) -> ((state,), y)
+        carry = jax.tree.map(lambda a: a[None], self.unravel_carry(c))
+        new, y = _step(self.cell, self.unravel_params(theta), carry, x_t[None], keep[None])
         return ravel_pytree(jax.tree.map(lambda a: a[0], new))[0], y[0]
 
-    def one(c, m, x_t, keep, g_y):  # one sequence's step: the new carry and influence, gradient parts
-        def along(dtheta, dc):  # the new carry's tangent along (dtheta, dc)
-            return jax.jvp(lambda t, s: step_flat(t, s, x_t, keep)[0], (theta, c), (dtheta, dc))[1]
+    def pullback(self, c, x_t, keep):  # (new carry, pull): pull(g_new, g_y) -> (g_theta, g_c, g_x)
+        (new, _), pull = jax.vjp(lambda t, s, x: self.step(t, s, x, keep), self.theta, c, x_t)
+        return new, lambda g_new, g_y: pull((g_new, g_y))
 
-        new = step_flat(theta, c, x_t, keep)[0]
-        dnew = jax.vmap(along, in_axes=(0, 1), out_axes=1)(jnp.eye(theta.size, dtype=theta.dtype), m)
-        dnew = dnew if pattern is None else jnp.where(pattern, dnew, 0)  # SnAp-1: the immediate pattern
-        _, pull = jax.vjp(lambda t, s, x: step_flat(t, s, x, keep)[1], theta, c, x_t)
-        g_theta, g_c, g_x = pull(g_y)
-        return new, dnew, g_theta + g_c @ m, g_x
+    def replay(self, one, influence0, cotangents, extra):
+        """Scan `one(c, influence, x_t, keep, g_y, extra_t) -> (new c, new influence, d theta,
+        d x_t)` over the sequence (vmapped over the batch), `cotangents` (of the final carry, of
+        the outputs): (d theta summed, d xs, final influence)."""
+        _, g_ys = cotangents
 
-    def scan_step(state, inputs):
-        c, m, grad = state
-        new, dnew, g_theta, g_x = jax.vmap(one)(c, m, *inputs)
-        return (new, dnew, grad + g_theta.sum(0)), g_x
+        def scan_step(state, inputs):
+            c, influence, grad = state
+            new, updated, g_theta, g_x = jax.vmap(one)(c, influence, *inputs)
+            return (new, updated, grad + g_theta.sum(0)), g_x
 
-    c0 = flat_carry(initial_carry)
-    m0 = jnp.zeros((*c0.shape, theta.size), theta.dtype)
-    (_, m_T, grad), g_xs = jax.lax.scan(scan_step, (c0, m0, jnp.zeros_like(theta)), (xs, keep, g_ys))
-    grad = grad + jnp.einsum("bs,bsp->p", flat_carry(g_carry), m_T)
-    return unravel_params(grad), g_xs, jax.tree.map(jnp.zeros_like, initial_carry)
+        state0 = (self.c0, influence0, jnp.zeros_like(self.theta))
+        (_, final, grad), g_xs = jax.lax.scan(scan_step, state0, (self.xs, self.keep, g_ys, extra))
+        return grad, g_xs, final
+
+    def finish(self, grad, g_xs):
+        return self.unravel_params(grad), g_xs, jax.tree.map(jnp.zeros_like, self.initial_carry)
+
+    def dense(self, cotangents, pattern):
+        """RTRL: M_t = J_t M_(t-1) + I_t, J and I from one pullback per state unit (masked by
+        `pattern`, SnAp-1's, if given)."""
+        eye = jnp.eye(self.c0.shape[-1], dtype=self.c0.dtype)
+
+        def one(c, m, x_t, keep, g_y, _):
+            new, pull = self.pullback(c, x_t, keep)
+            g_theta, g_c, g_x = pull(jnp.zeros_like(new), g_y)
+            immediate, jacobian, _ = jax.vmap(lambda e: pull(e, jnp.zeros_like(g_y)))(eye)
+            m_new = jacobian @ m + immediate
+            return new, m_new if pattern is None else jnp.where(pattern, m_new, 0), g_theta + g_c @ m, g_x
+
+        m0 = jnp.zeros((*self.c0.shape, self.theta.size), self.theta.dtype)
+        grad, g_xs, m_T = self.replay(one, m0, cotangents, self.keep)  # (nothing drawn)
+        grad = grad + jnp.einsum("bs,bsp->p", self.flat_carry(cotangents[0]), m_T)
+        return self.finish(grad, g_xs)
+
+    def uoro(self, cotangents, signs):
+        """UORO: M_t ~ s_t theta~_t^T per sequence (module docstring), `signs` nu (time, batch, state)."""
+
+        def one(c, estimate, x_t, keep, g_y, nu):
+            s, theta_t = estimate
+            new, pull = self.pullback(c, x_t, keep)
+            g_theta, g_c, g_x = pull(jnp.zeros_like(new), g_y)
+            nu_immediate = pull(nu, jnp.zeros_like(g_y))[0]
+            js = jax.jvp(lambda s_: self.step(self.theta, s_, x_t, keep)[0], (c,), (s,))[1]
+            rho0 = jnp.sqrt((jnp.linalg.norm(theta_t) + UORO_EPSILON) / (jnp.linalg.norm(js) + UORO_EPSILON))
+            rho1 = jnp.sqrt((jnp.linalg.norm(nu_immediate) + UORO_EPSILON) / (jnp.linalg.norm(nu) + UORO_EPSILON))
+            updated = (rho0 * js + rho1 * nu, theta_t / rho0 + nu_immediate / rho1)
+            updated = jax.tree.map(lambda u, o: jnp.where(keep > 0, u, o), updated, estimate)  # padding: as it was
+            return new, updated, g_theta + jnp.vdot(g_c, s) * theta_t, g_x
+
+        estimate0 = (jnp.zeros_like(self.c0), jnp.zeros((self.c0.shape[0], self.theta.size), self.theta.dtype))
+        grad, g_xs, (s_T, theta_T) = self.replay(one, estimate0, cotangents, signs)
+        grad = grad + jnp.einsum("bs,bs,bp->p", self.flat_carry(cotangents[0]), s_T, theta_T)
+        return self.finish(grad, g_xs)

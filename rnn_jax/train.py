@@ -20,7 +20,7 @@ from flax import nnx
 
 from rnn_jax import backend, diagnostics, gradflow  # noqa: F401  (diagnostics: registers `dynamics`)
 from rnn_jax.choices import check_choice
-from rnn_jax.learning_rules import learning_rule
+from rnn_jax.learning_rules import learning_rule, stochastic
 from rnn_jax.losses import LossFn, LossOutput, apply, sequence_cross_entropy
 from rnn_jax.measurements import MEASUREMENTS, run_measurements
 
@@ -213,7 +213,7 @@ def _gradients(graphdef, options: StepOptions, state: TrainState, batch, dropout
     regulariser on: one forward and one backward pass serve the gradient, every measurement
     (`measured_by`, from the state gradients) and Pascanu et al.'s Omega (its weighted gradient
     added)."""
-    params = state.params
+    params, rule_key = state.params, jax.random.fold_in(dropout_key, RULE_DRAWS)
     if not (options.measure_flow or options.flow_regularizer):
 
         def loss(params):
@@ -221,10 +221,10 @@ def _gradients(graphdef, options: StepOptions, state: TrainState, batch, dropout
             out = apply(options.loss_fn, model, batch, dropout_key=dropout_key, initial_carries=carries)
             return out.loss, out
 
-        with learning_rule(options.gradient):
+        with learning_rule(options.gradient, key=rule_key):
             (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
         return out, grads, None
-    with learning_rule(options.gradient):  # the rule's gradient, state gradients and regulariser
+    with learning_rule(options.gradient, key=rule_key):  # the rule's gradient, state gradients and regulariser
         out, grads, context = gradflow.measurement_context(
             options.loss_fn,
             graphdef,
@@ -248,8 +248,21 @@ def _gradients(graphdef, options: StepOptions, state: TrainState, batch, dropout
             out = out._replace(metrics={**out.metrics, "flow_regularizer": omega})
     # outside the rule: a measurement that differentiates `ctx.loss` gets full BPTT's gradient
     measured = measured_by(options.spectrum, options.measurements, options.gradient)
-    flow = run_measurements(dataclasses.replace(context, grads=grads), measured) if options.measure_flow else None
+    redraw = functools.partial(_redraw, options.gradient, context.loss, params, rule_key)
+    context = dataclasses.replace(context, grads=grads, redraw=redraw if stochastic(options.gradient) else None)
+    flow = run_measurements(context, measured) if options.measure_flow else None
     return out, grads, flow
+
+
+# the fold of a step's key whose draws a stochastic learning rule uses: far from the folds that
+# give each layer's dropout mask (its depth)
+RULE_DRAWS = 2**31 - 1
+
+
+def _redraw(spec: str, loss, params, key, i: int):
+    """The gradient of `loss` by the stochastic rule `spec` from its i-th other draw."""
+    with learning_rule(spec, key=jax.random.fold_in(key, i + 1)):
+        return jax.grad(loss)(params)
 
 
 def _nan_policy(on_nan: str, finite, state: TrainState):

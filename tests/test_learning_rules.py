@@ -294,3 +294,60 @@ def test_snap1_is_bptt_for_one_element_wise_layer_with_nothing_trainable_upstrea
     full, snap = jax.grad(loss)(params, "bptt"), jax.grad(loss)(params, "snap1")
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(snap)):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_uoro_equals_numpy_uoro_from_the_paper(x64):
+    """The same signs nu given to both: rnn_jax's UORO (one pullback and one pushforward per
+    step) equals a NumPy UORO written from Tallec & Ollivier's Algorithm 1 with Jacobians by hand."""
+    from rnn_jax.rtrl import uoro_signs
+
+    from .uoro_reference import numpy_uoro
+
+    cell, key = make_cell("rnn"), jax.random.key(7)
+    params = _params(cell)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
+    with learning_rule("uoro", key=key):
+        grads = jax.grad(lambda p: jnp.sum(jnp.sin(run(cell, p, xs)[1])))(params)
+    signs = uoro_signs(jax.random.fold_in(key, 0), (BATCH, HIDDEN), TIME, jnp.float64)  # the first recurrence's
+    expected = numpy_uoro(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs), np.asarray(signs))
+    for name, value in expected.items():
+        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_uoro_is_unbiased(name, x64):
+    """The mean of 4,000 UORO estimates (independent signs) is BPTT's gradient within its
+    standard error: every entry's |mean - bptt| / SE below 4.5 (the largest of ~100 standard
+    normals is about 3); truncated:1, biased, is many standard errors away."""
+    cell = make_cell(name)
+    params = _params(cell, input_size=HIDDEN)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, 6, HIDDEN), jnp.float64)
+
+    def grad(rule, key=None):
+        with learning_rule(rule, key=key):
+            flat = jax.flatten_util.ravel_pytree(jax.grad(lambda p: _loss(cell, p, xs, "bptt"))(params))
+        return flat[0]
+
+    def uoro(key):
+        with learning_rule("uoro", key=key):
+            return jax.flatten_util.ravel_pytree(jax.grad(lambda p: jnp.sum(jnp.sin(run(cell, p, xs)[1])))(params))[0]
+
+    draws = jax.jit(jax.vmap(uoro))(jax.random.split(jax.random.key(3), 4000))
+    exact, error = grad("bptt"), draws.std(0, ddof=1) / np.sqrt(len(draws))
+    z = np.abs(draws.mean(0) - exact) / np.maximum(error, 1e-12)
+    assert z.max() < 4.5, f"UORO's mean is {z.max():.1f} standard errors from BPTT"
+    truncated = jax.flatten_util.ravel_pytree(jax.grad(lambda p: _loss(cell, p, xs, "truncated:1"))(params))[0]
+    assert np.max(np.abs(truncated - exact) / np.maximum(error, 1e-12)) > 20
+
+
+def test_uoro_needs_a_key_and_reports_its_variance(tmp_path):
+    cell = make_cell("gru")
+    params = cell.init(jax.random.key(0), INPUT, HIDDEN)
+    xs = jnp.ones((BATCH, TIME, INPUT))
+    with pytest.raises(ValueError, match="draws random signs"), learning_rule("uoro"):
+        jax.grad(lambda p: jnp.sum(run(cell, p, xs)[1]))(params)
+    out = tmp_path / "uoro"
+    gradient_flow.main([*TINY, "--cells", "gru", "--gradient", "uoro", "--out", str(out)])
+    alignment = json.loads((out / "results.json").read_text())["cells"]["gru"]["measurements"]["alignment"]
+    assert alignment["['all']['variance']"]["3"]["mean"] > 0
+    assert 0 < alignment["['all']['norm_ratio']"]["3"]["mean"]
