@@ -12,6 +12,8 @@ differentiated; every recurrence (`rnn_jax.recurrence.run`) traced inside follow
     truncated:auto K from the measurement (`auto_truncation`): the lag at which the gradient
                    from the last step, ||dL_T/dh_(T-k)||, falls to 1% at the decay rate measured
                    at initialisation, K = ceil(ln 100 / |decay|)
+    spatial        no credit through time (Zucchet et al. 2023's online_spatial): truncated:1, and
+                   the weights that act only on the carry (W_hh, the LRU's nu and theta) get none
     rtrl           real-time recurrent learning (`rnn_jax.rtrl`): each recurrence's parameters
                    get their gradient forward in time (exact), what is upstream of it spatial
                    credit only; memory batch x state x parameters a layer, refused over 2 GiB
@@ -36,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.measurements import Context, builtin
-from rnn_jax.recurrence import drawing_from, real_time_recurrent_learning, truncated
+from rnn_jax.recurrence import drawing_from, frozen, real_time_recurrent_learning, truncated
 from rnn_jax.registry import Registry
 
 LEARNING_RULES = Registry(
@@ -67,6 +69,16 @@ def truncated_bptt(argument: str | None):
             f"--gradient truncated:K needs a block length K >= 1 steps, e.g. truncated:10; got {argument!r}"
         )
     return truncated(every)
+
+
+@register_learning_rule("spatial")
+def spatial(argument: str | None):
+    """No credit through time (Zucchet et al. 2023's `online_spatial`): the gradient through each
+    step's output only (truncated:1), and none for the weights that act only on the carry (the
+    `recurrent` group: W_hh, the GRU's b_hn, the LRU's nu and theta)."""
+    if argument is not None:
+        raise ValueError(f"--gradient spatial takes no argument, got spatial:{argument}")
+    return _both(truncated(1), frozen(lambda path: group_of(path) == "recurrent"))
 
 
 @register_learning_rule("rtrl")

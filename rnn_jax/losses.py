@@ -84,6 +84,18 @@ def sequence_cross_entropy(logits, batch) -> LossOutput:
     return LossOutput(_weighted_mean(losses, weights), final, {"accuracy": _weighted_mean(correct, weights)})
 
 
+def sequence_bits_cross_entropy(logits, batch) -> LossOutput:
+    """Binary cross-entropy of every bit at every (unmasked, weighted) step, averaged over the
+    bits and the steps; targets (batch, time, bits) in {0, 1}, one logit per bit (the same
+    predictions as a two-way softmax per bit). metrics: ``accuracy`` per bit."""
+    logits = logits.astype(accumulation_dtype(logits.dtype))
+    losses = optax.sigmoid_binary_cross_entropy(logits, batch["targets"]).mean(-1)
+    correct = ((logits > 0) == (batch["targets"] > 0.5)).astype(logits.dtype).mean(-1)
+    weights = _step_weights(batch, losses.shape)
+    final = jnp.mean(_at_last_real_step(losses, batch.get("mask")))
+    return LossOutput(_weighted_mean(losses, weights), final, {"accuracy": _weighted_mean(correct, weights)})
+
+
 def classification_cross_entropy(logits, batch) -> LossOutput:
     """Many-to-one: softmax cross-entropy of one prediction per sequence (a model with the
     "final" readout); targets (batch,) class ids. The loss is a function of the final state

@@ -201,6 +201,10 @@ def run(
         checkpointed = lambda c, block: jax.checkpoint(scan_steps)(c, *block)  # noqa: E731
         return _in_blocks(checkpointed, carry, xs, mask, probes, length=strategy.segment, reverse=options.reverse)
 
+    if _FROZEN.get() is not None:  # parameters that get no gradient from this recurrence (`frozen`)
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, p: jax.lax.stop_gradient(p) if _FROZEN.get()(path) else p, params
+        )
     if _RTRL.get():  # the parameters' gradient forward in time (`rnn_jax.rtrl`)
         return _rtrl(cell, params, initial_carry, *inputs[:2], options.reverse)
     truncate = _TRUNCATE.get()
@@ -215,6 +219,19 @@ def run(
 _TRUNCATE = contextvars.ContextVar("rnn_jax_truncate", default=None)
 _RTRL = contextvars.ContextVar("rnn_jax_rtrl", default=None)
 _DRAWS = contextvars.ContextVar("rnn_jax_draws", default=None)
+_FROZEN = contextvars.ContextVar("rnn_jax_frozen", default=None)
+
+
+@contextlib.contextmanager
+def frozen(which):
+    """Inside, every `run` traced passes each of the cell's parameters for which `which(path)`
+    (its pytree path in the cell's parameters) is true through a stop-gradient: they get no
+    gradient (the `spatial` learning rule's recurrent weights). A trace-time setting."""
+    token = _FROZEN.set(which)
+    try:
+        yield
+    finally:
+        _FROZEN.reset(token)
 
 
 @contextlib.contextmanager

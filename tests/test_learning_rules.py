@@ -351,3 +351,34 @@ def test_uoro_needs_a_key_and_reports_its_variance(tmp_path):
     alignment = json.loads((out / "results.json").read_text())["cells"]["gru"]["measurements"]["alignment"]
     assert alignment["['all']['variance']"]["3"]["mean"] > 0
     assert 0 < alignment["['all']['norm_ratio']"]["3"]["mean"]
+
+
+@pytest.mark.parametrize("name", ["gru", "lru"])
+def test_spatial_gives_the_recurrent_weights_nothing_and_the_rest_one_step(name, x64):
+    """Zucchet et al.'s online_spatial: no credit through time; the weights that act only on the
+    carry (the GRU's W_hh and b_hn, the LRU's nu and theta) get zero, the others the one-step
+    gradient of truncated:1."""
+    cell = make_cell(name)
+    params = _params(cell, input_size=HIDDEN)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, HIDDEN), jnp.float64)
+    spatial = jax.grad(lambda p: _loss(cell, p, xs, "spatial"))(params)
+    one_step = jax.grad(lambda p: _loss(cell, p, xs, "truncated:1"))(params)
+    recurrent = {"gru": ("W_hh", "b_hn"), "lru": ("nu_log", "theta_log")}[name]
+    for key in params:
+        if key in recurrent:
+            assert not np.any(spatial[key]) and np.any(one_step[key])
+        else:
+            np.testing.assert_allclose(spatial[key], one_step[key], rtol=1e-12, atol=1e-14)
+
+
+def test_bit_copy_trains_under_every_online_rule(tmp_path):
+    """Zucchet et al.'s copy task with the rules of their Table 1 (quick form)."""
+    out = tmp_path / "table1"
+    ablate.main(
+        ["--task", "bit_copy", "--seq-len", "3", "--hidden", "4", "--batch", "4", "--steps", "4", "--cells", "lru",
+         "--flow-every", "2", "--eval-every", "2", "--spectrum", "0", "--grid", "gradient=bptt,rtrl,truncated:1,spatial",
+         "--out", str(out)]
+    )  # fmt: skip
+    for rule in ("bptt", "rtrl", "truncated:1", "spatial"):
+        cell = json.loads((out / f"gradient={rule}" / "results.json").read_text())["cells"]["lru"]
+        assert 0 <= cell["final_eval_accuracy"]["mean"] <= 1

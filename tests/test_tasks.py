@@ -23,7 +23,7 @@ def options(**values):
     )
 
 
-@pytest.mark.parametrize("name", ["adding", "copy", "selective_copy", "charlm"])
+@pytest.mark.parametrize("name", ["adding", "copy", "bit_copy", "selective_copy", "charlm"])
 def test_a_built_in_task_gives_batches_its_model_reads(name):
     task = make_task(name, options())
     batch = task.batch(jax.random.key(0), *task.data)
@@ -323,3 +323,28 @@ def test_the_add_task_labels_follow_its_definition_and_its_floors():
     assert task.baseline == floors["no_memory"] and floors["both_lags"] < task.solved_threshold < floors["first_lag"]
     with pytest.raises(ValueError, match="need 1 <= t1 < t2 < --seq-len"):
         make_task("add", options(seq_len=8))
+
+
+def test_bit_copy_is_zucchets_copy_task_as_their_setup_runs_it():
+    """Zucchet et al. 2023's dataloaders/copy.py with the padding its setup() reads (7): the
+    pattern at steps 0 ... P-1 on channels 0-6, the marker on channel 7 at step P + 7, and the
+    pattern again as the target of the last P steps, the only ones scored; T = 2P + 8 (48 at P = 20)."""
+    from rnn_jax.losses import sequence_bits_cross_entropy
+
+    task = make_task("bit_copy", options(seq_len=20, batch=6))
+    batch = {k: np.asarray(v) for k, v in task.batch(jax.random.key(0), *task.data).items()}
+    pattern = batch["inputs"][:, :20, :7]
+    expected = np.zeros((6, 48, 8))
+    expected[:, :20, :7], expected[:, 27, 7] = pattern, 1.0
+    np.testing.assert_array_equal(batch["inputs"], expected)
+    np.testing.assert_array_equal(batch["targets"][:, 28:], pattern)
+    assert not batch["targets"][:, :28].any() and set(np.unique(pattern)) == {0.0, 1.0}
+    np.testing.assert_array_equal(batch["weights"], np.broadcast_to(np.arange(48) >= 28, (6, 48)))
+    assert task.info["length"] == 48 and task.baseline == pytest.approx(np.log(2))
+    logits = np.random.default_rng(0).normal(size=(6, 48, 7))
+    out = sequence_bits_cross_entropy(logits, batch)
+    p = 1 / (1 + np.exp(-logits[:, 28:]))
+    t = batch["targets"][:, 28:]
+    by_hand = -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
+    assert float(out.loss) == pytest.approx(by_hand, rel=1e-5)
+    assert float(out.metrics["accuracy"]) == pytest.approx(((p > 0.5) == (t > 0.5)).mean(), rel=1e-6)
