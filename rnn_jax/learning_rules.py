@@ -92,7 +92,7 @@ def rtrl(argument: str | None):
 @register_learning_rule("snap1")
 def snap1(argument: str | None):
     """SnAp-1 (Menick et al. 2021): RTRL with the influence kept on the pattern of one step
-    (`rnn_jax.rtrl.snap1_pattern`); exact for element-wise recurrences."""
+    (`rnn_jax.rtrl.snap1_layout`); exact for element-wise recurrences."""
     if argument is not None:
         raise ValueError(f"--gradient snap1 takes no argument, got snap1:{argument}")
     return real_time_recurrent_learning("snap1")

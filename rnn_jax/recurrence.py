@@ -275,8 +275,6 @@ def _rtrl(cell, params, carry, xs, mask, reverse: bool):
     influence = _RTRL.get()
     keep = jnp.ones(xs.shape[:2], xs.dtype) if mask is None else mask.astype(xs.dtype)
     flip = (lambda a: a[::-1]) if reverse else (lambda a: a)  # noqa: E731
-    if influence != "uoro":  # UORO's memory is batch x (state + parameters)
-        rtrl.check_memory(cell, params, xs.shape[1], cell.sizes(params)[1])
     key = _next_draw() if influence == "uoro" else None
     carry, hs = rtrl.rtrl_run(cell, params, flip(xs), carry, flip(keep), influence, key)
     return carry, jnp.swapaxes(flip(hs), 0, 1)

@@ -8,13 +8,16 @@ and the gradient summed online, dL/d theta = sum_t g_t . (d y_t / d theta + (d y
 carry. Both Jacobians of a step come from the cell's own step (`cell.step`), one pullback per
 state unit (vmapped), and M is updated by one matrix product: memory O(batch x state x
 parameters), no storage over time. (One pushforward per parameter instead, the forward-mode
-textbook form, costs parameters/state times more pullbacks: 4-13x slower here; benchmarks/
-learning_rules.py.)
+textbook form, cost 5-20x more here: benchmarks/learning_rules.py.) For an element-wise
+recurrence (the minGRU, minLSTM and LRU: d carry_t / d carry_(t-1) within units, each parameter
+reaching one unit) M has one entry per parameter and unit number, and RTRL keeps only those
+(`snap1_layout`, exact): memory O(batch x parameters x 2 at most), a few passes a step.
 
 Two approximations share the replay (`influence`):
 
     snap1  SnAp-1 (Menick et al. 2021): M kept only where one step of the cell's equations lets a
-           parameter reach a state unit (`snap1_pattern`); exact for element-wise recurrences
+           parameter reach a state unit (`snap1_layout`), stored compressed, (k, parameters) a
+           sequence for k numbers a parameter reaches at most; exact for element-wise recurrences
     uoro   UORO (Tallec & Ollivier 2017, Algorithm 1): M ~ s theta~^T, one rank-one estimate per
            sequence, updated with random signs nu each step,
                s <- rho0 (d f / d carry) s + rho1 nu,   theta~ <- theta~ / rho0 + nu^T (d f / d theta) / rho1,
@@ -31,6 +34,8 @@ time, so the probes of the gradient-flow profile get none.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -76,14 +81,19 @@ def rtrl_run(cell: Cell, params, xs, initial_carry, keep, influence: str = "rtrl
     def forward(params, xs, initial_carry, keep, key):
         return run(params, xs, initial_carry, keep, key), (params, xs, initial_carry, keep, key)
 
+    layout = (
+        None if influence == "uoro" else snap1_layout(cell, params, initial_carry, xs[0], exact=influence == "rtrl")
+    )
+    if layout is None and influence == "rtrl":  # dense: the influence of every parameter on every number
+        check_memory(cell, params, xs.shape[1], cell.sizes(params)[1])
+
     def backward(residuals, cotangents):
         params, xs, initial_carry, keep, key = residuals  # (not the closure's: those are outer tracers)
         replay = _Replay(cell, params, xs, initial_carry, keep)
         if influence == "uoro":
             grads = replay.uoro(cotangents, uoro_signs(key, replay.c0.shape, xs.shape[0], replay.theta.dtype))
         else:
-            pattern = snap1_pattern(cell, params, initial_carry, xs[0]) if influence == "snap1" else None
-            grads = replay.dense(cotangents, pattern)
+            grads = replay.dense(cotangents) if layout is None else replay.sparse(cotangents, layout)
         return (*grads, jnp.zeros_like(keep), None)
 
     run.defvjp(forward, backward)
@@ -114,28 +124,71 @@ def _forward(cell, params, xs, carry, keep):
     return jax.lax.scan(step, carry, (xs, keep))
 
 
-def snap1_pattern(cell: Cell, params, carry, x_t) -> jax.Array:
-    """(state, parameters) True where parameter p reaches state unit i in one step: the
-    nonzero pattern of d carry_t / d theta at a random point (random parameters, state and
+@dataclasses.dataclass(frozen=True)
+class SparseLayout:
+    """Where SnAp-1 keeps influence, stored compressed: parameter p's influence sits on the
+    state numbers ``rows[:, p]`` (k of them at most; ``valid`` says which are real), M as
+    (k, parameters) a sequence instead of (state, parameters). `colours` (or None): a colour
+    per state number such that each parameter's rows have distinct colours, so that one
+    pullback per colour gives the kept entries of d f / d theta; `element_wise`: d f / d carry
+    couples only numbers of one unit, so that one pushforward per colour gives its kept
+    entries too (else all of it, one pullback per number, and the step's output is its hidden
+    state, whose gradient meets the masked influence as in Menick et al.)."""
+
+    rows: np.ndarray
+    valid: np.ndarray
+    colours: np.ndarray | None
+    element_wise: bool
+
+
+def snap1_layout(cell: Cell, params, carry, x_t, exact: bool = False) -> SparseLayout | None:
+    """SnAp-1's pattern: parameter p keeps influence on the state numbers it reaches in one step,
+    the nonzero pattern of d carry_t / d theta at a random point (random parameters, state and
     input: no accidental zero, as an input that is exactly 0 would make in the data), i.e. the
     pattern the cell's equations fix, taken per unit (`Cell.state_units`: a complex unit's
-    real and imaginary parts together). Computed once, at trace time."""
+    real and imaginary parts together). Computed once, at trace time. `exact`: only where the
+    pattern loses nothing, the element-wise recurrences (d carry_t / d carry_(t-1) within units,
+    each parameter on one unit), else None."""
+    theta, unravel_params = ravel_pytree(params)
+    c, unravel_carry = ravel_pytree(jax.tree.map(lambda a: a[0], carry))
+    units = cell.state_units(cell.sizes(params)[1])
+
+    def new_carry(theta, c, x):
+        one = jax.tree.map(lambda a: a[None], unravel_carry(c))
+        new, _ = cell.step(unravel_params(theta), one, x[None])
+        return ravel_pytree(jax.tree.map(lambda a: a[0], new))[0]
+
     with jax.ensure_compile_time_eval():
-        theta, unravel_params = ravel_pytree(params)
-        c, unravel_carry = ravel_pytree(jax.tree.map(lambda a: a[0], carry))
         keys = jax.random.split(jax.random.key(0), 3)
         point = [jax.random.normal(k, v.shape, v.dtype) for k, v in zip(keys, (theta, c, x_t[0]))]
-
-        def new_carry(theta, c, x):
-            one = jax.tree.map(lambda a: a[None], unravel_carry(c))
-            new, _ = cell.step(unravel_params(theta), one, x[None])
-            return ravel_pytree(jax.tree.map(lambda a: a[0], new))[0]
-
-        reaches = np.asarray(jax.jacfwd(new_carry)(*point) != 0)
-    units = cell.state_units(cell.sizes(params)[1])  # a unit's numbers share what reaches any of them
+        couples = np.asarray(jax.jacfwd(new_carry, argnums=1)(*point) != 0)
+        element_wise = not np.any(couples & (units[:, None] != units[None, :]))
+        if exact and not element_wise:
+            return None
+        reaches = np.asarray(jax.jacrev(new_carry)(*point) != 0)
+        new, y = cell.step(
+            unravel_params(point[0]), jax.tree.map(lambda a: a[None], unravel_carry(point[1])), point[2][None]
+        )
+    if not element_wise and not np.array_equal(np.asarray(y), np.asarray(cell.hidden(new))):
+        raise ValueError(
+            f"snap1 for the {cell.name} cell, whose units are coupled, needs its step's output to be its hidden "
+            "state (SnAp-1 meets the loss's gradient with the masked influence of the state); use rtrl or uoro"
+        )
     by_unit = np.zeros((units.max() + 1, reaches.shape[1]), bool)
-    np.logical_or.at(by_unit, units, reaches)
-    return jnp.asarray(by_unit[units])
+    np.logical_or.at(by_unit, units, reaches)  # a unit's numbers share what reaches any of them
+    pattern = by_unit[units]
+    element_wise = element_wise and bool(np.all(by_unit.sum(0) <= 1))
+    if exact and not element_wise:
+        return None
+    k = max(1, int(pattern.sum(0).max()))
+    order = np.argsort(~pattern, axis=0, kind="stable")[:k]  # each column's rows first, in order
+    valid = np.take_along_axis(pattern, order, axis=0)
+    rows = np.where(valid, order, 0)
+    colours = np.full(len(units), -1)
+    for position in range(k):  # a number's colour: its position among its parameters' rows
+        colours[rows[position][valid[position]]] = position
+    consistent = all(np.all(colours[rows[a][valid[a]]] == a) for a in range(k))
+    return SparseLayout(rows, valid, colours if consistent else None, element_wise and consistent)
 
 
 class _Replay:
@@ -153,6 +206,9 @@ class _Replay:
         carry = jax.tree.map(lambda a: a[None], self.unravel_carry(c))
         new, y = _step(self.cell, self.unravel_params(theta), carry, x_t[None], keep[None])
         return ravel_pytree(jax.tree.map(lambda a: a[0], new))[0], y[0]
+
+    def hidden(self, c):  # one sequence's flat carry -> its hidden state
+        return self.cell.hidden(jax.tree.map(lambda a: a[None], self.unravel_carry(c)))[0]
 
     def pullback(self, c, x_t, keep):  # (new carry, pull): pull(g_new, g_y) -> (g_theta, g_c, g_x)
         (new, _), pull = jax.vjp(lambda t, s, x: self.step(t, s, x, keep), self.theta, c, x_t)
@@ -176,21 +232,50 @@ class _Replay:
     def finish(self, grad, g_xs):
         return self.unravel_params(grad), g_xs, jax.tree.map(jnp.zeros_like, self.initial_carry)
 
-    def dense(self, cotangents, pattern):
-        """RTRL: M_t = J_t M_(t-1) + I_t, J and I from one pullback per state unit (masked by
-        `pattern`, SnAp-1's, if given)."""
+    def dense(self, cotangents):
+        """RTRL: M_t = J_t M_(t-1) + I_t, J and I from one pullback per state number."""
         eye = jnp.eye(self.c0.shape[-1], dtype=self.c0.dtype)
 
         def one(c, m, x_t, keep, g_y, _):
             new, pull = self.pullback(c, x_t, keep)
             g_theta, g_c, g_x = pull(jnp.zeros_like(new), g_y)
             immediate, jacobian, _ = jax.vmap(lambda e: pull(e, jnp.zeros_like(g_y)))(eye)
-            m_new = jacobian @ m + immediate
-            return new, m_new if pattern is None else jnp.where(pattern, m_new, 0), g_theta + g_c @ m, g_x
+            return new, jacobian @ m + immediate, g_theta + g_c @ m, g_x
 
         m0 = jnp.zeros((*self.c0.shape, self.theta.size), self.theta.dtype)
         grad, g_xs, m_T = self.replay(one, m0, cotangents, self.keep)  # (nothing drawn)
         grad = grad + jnp.einsum("bs,bsp->p", self.flat_carry(cotangents[0]), m_T)
+        return self.finish(grad, g_xs)
+
+    def sparse(self, cotangents, layout: SparseLayout):
+        """SnAp-1 (exact RTRL for element-wise recurrences): M_t = pattern * (J_t M_(t-1) + I_t)
+        on the pattern's entries only, (k, parameters) a sequence (`SparseLayout`)."""
+        rows, valid = jnp.asarray(layout.rows), jnp.asarray(layout.valid)
+        k, dtype = rows.shape[0], self.theta.dtype
+
+        def kept(c, x_t, keep, pull, zero_y):  # J[rows[a], rows[b]] (k, k, P) and I[rows[a], p] (k, P)
+            if layout.element_wise:
+                colour = jnp.asarray(layout.colours[None] == np.arange(k)[:, None], dtype)
+                immediate = jax.vmap(lambda u: pull(u, zero_y)[0])(colour)
+                push = lambda v: jax.jvp(lambda s: self.step(self.theta, s, x_t, keep)[0], (c,), (v,))[1]  # noqa: E731
+                return jnp.swapaxes(jax.vmap(push)(colour)[:, rows], 0, 1), immediate
+            eye = jnp.eye(c.shape[-1], dtype=dtype)
+            full_immediate, jacobian, _ = jax.vmap(lambda e: pull(e, zero_y))(eye)
+            return jacobian[rows[:, None], rows[None]], jnp.take_along_axis(full_immediate, rows, axis=0)
+
+        def one(c, m, x_t, keep, g_y, _):
+            new, pull = self.pullback(c, x_t, keep)
+            g_theta, g_c, g_x = pull(jnp.zeros_like(new), g_y)
+            jacobian, immediate = kept(c, x_t, keep, pull, jnp.zeros_like(g_y))
+            m_new = jnp.where(valid, jnp.einsum("abp,bp->ap", jacobian, m) + immediate, 0)
+            if layout.element_wise:  # (exact: the same as meeting the new influence)
+                return new, m_new, g_theta + jnp.sum(g_c[rows] * m, 0), g_x
+            g_new = jax.vjp(self.hidden, new)[1](g_y * keep)[0]  # Menick et al.: dl_t/d carry_t . M~_t
+            return new, m_new, jnp.sum(g_new[rows] * m_new, 0), g_x
+
+        m0 = jnp.zeros((self.c0.shape[0], k, self.theta.size), dtype)
+        grad, g_xs, m_T = self.replay(one, m0, cotangents, self.keep)  # (nothing drawn)
+        grad = grad + jnp.einsum("bap,bap->p", self.flat_carry(cotangents[0])[:, rows], m_T)
         return self.finish(grad, g_xs)
 
     def uoro(self, cotangents, signs):

@@ -382,3 +382,46 @@ def test_bit_copy_trains_under_every_online_rule(tmp_path):
     for rule in ("bptt", "rtrl", "truncated:1", "spatial"):
         cell = json.loads((out / f"gradient={rule}" / "results.json").read_text())["cells"]["lru"]
         assert 0 <= cell["final_eval_accuracy"]["mean"] <= 1
+
+
+def numpy_snap1(w_x, w_h, b, xs):
+    """SnAp-1 (Menick et al. 2021, their eq. for J~_t) of the tanh RNN, L = sum_t sum(sin(h_t)):
+    the influence J~_t = (I_t + D_t J~_(t-1)) * mask, mask: where one step lets a parameter reach a
+    unit (W_xh[:, i], W_hh[:, i] and b[i] reach unit i only), so J~ is one number per parameter,
+    e_t[., i] = (1 - h_t,i^2) (W_hh[i, i] e_(t-1)[., i] + direct); the gradient sum_t dl_t/dh_t . J~_t."""
+    batch, time, _ = xs.shape
+    h = np.zeros((batch, w_h.shape[0]))
+    e = {"W_xh": np.zeros((batch, *w_x.shape)), "W_hh": np.zeros((batch, *w_h.shape)), "b": np.zeros((batch, *b.shape))}
+    grads = {name: np.zeros(value.shape[1:]) for name, value in e.items()}
+    for t in range(time):
+        h_new = np.tanh(xs[:, t] @ w_x + h @ w_h + b)
+        slope, keep = 1 - h_new**2, np.diag(w_h)
+        e["W_xh"] = slope[:, None] * (keep * e["W_xh"] + xs[:, t][:, :, None])
+        e["W_hh"] = slope[:, None] * (keep * e["W_hh"] + h[:, :, None])
+        e["b"] = slope * (keep * e["b"] + 1)
+        h = h_new
+        for name in grads:
+            grads[name] += np.sum((np.cos(h)[:, None] if name != "b" else np.cos(h)) * e[name], axis=0)
+    return grads
+
+
+def test_snap1_of_a_dense_cell_equals_numpy_snap1_from_the_paper(x64):
+    """For the tanh RNN, whose units are coupled, SnAp-1 keeps one number per parameter
+    (compressed); it equals Menick et al.'s SnAp-1 written by hand, with padding held."""
+    cell = make_cell("rnn")
+    params = _params(cell)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
+    grads = jax.grad(lambda p: _loss(cell, p, xs, "snap1"))(params)
+    expected = numpy_snap1(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs))
+    for name, value in expected.items():
+        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
+    lengths = (TIME, 7, 3)
+    mask = jnp.arange(TIME)[None] < jnp.array(lengths)[:, None]
+    with learning_rule("snap1"):
+        padded = jax.grad(lambda p: jnp.sum(jnp.sin(run(cell, p, xs, mask=mask)[1])))(params)
+    each = [
+        numpy_snap1(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs[i : i + 1, :n]))
+        for i, n in enumerate(lengths)
+    ]
+    for name in expected:
+        np.testing.assert_allclose(padded[name], sum(g[name] for g in each), rtol=1e-12, atol=1e-13)
