@@ -132,8 +132,9 @@ class SparseLayout:
     per state number such that each parameter's rows have distinct colours, so that one
     pullback per colour gives the kept entries of d f / d theta; `element_wise`: d f / d carry
     couples only numbers of one unit, so that one pushforward per colour gives its kept
-    entries too (else all of it, one pullback per number, and the step's output is its hidden
-    state, whose gradient meets the masked influence as in Menick et al.)."""
+    entries too (else d f / d carry whole, one pushforward per number, and without colours d f /
+    d theta whole too; a coupled cell's output must be its hidden state, whose gradient meets
+    the masked influence as in Menick et al.)."""
 
     rows: np.ndarray
     valid: np.ndarray
@@ -254,14 +255,17 @@ class _Replay:
         k, dtype = rows.shape[0], self.theta.dtype
 
         def kept(c, x_t, keep, pull, zero_y):  # J[rows[a], rows[b]] (k, k, P) and I[rows[a], p] (k, P)
-            if layout.element_wise:
-                colour = jnp.asarray(layout.colours[None] == np.arange(k)[:, None], dtype)
-                immediate = jax.vmap(lambda u: pull(u, zero_y)[0])(colour)
-                push = lambda v: jax.jvp(lambda s: self.step(self.theta, s, x_t, keep)[0], (c,), (v,))[1]  # noqa: E731
+            if layout.colours is None:  # all of both, one pullback per number
+                eye = jnp.eye(c.shape[-1], dtype=dtype)
+                full_immediate, jacobian, _ = jax.vmap(lambda e: pull(e, zero_y))(eye)
+                return jacobian[rows[:, None], rows[None]], jnp.take_along_axis(full_immediate, rows, axis=0)
+            colour = jnp.asarray(layout.colours[None] == np.arange(k)[:, None], dtype)
+            immediate = jax.vmap(lambda u: pull(u, zero_y)[0])(colour)  # one pullback per colour
+            push = lambda v: jax.jvp(lambda s: self.step(self.theta, s, x_t, keep)[0], (c,), (v,))[1]  # noqa: E731
+            if layout.element_wise:  # J within units: one pushforward per colour
                 return jnp.swapaxes(jax.vmap(push)(colour)[:, rows], 0, 1), immediate
-            eye = jnp.eye(c.shape[-1], dtype=dtype)
-            full_immediate, jacobian, _ = jax.vmap(lambda e: pull(e, zero_y))(eye)
-            return jacobian[rows[:, None], rows[None]], jnp.take_along_axis(full_immediate, rows, axis=0)
+            jacobian = jax.vmap(push, out_axes=1)(jnp.eye(c.shape[-1], dtype=dtype))  # (state x state, cheap)
+            return jacobian[rows[:, None], rows[None]], immediate
 
         def one(c, m, x_t, keep, g_y, _):
             new, pull = self.pullback(c, x_t, keep)

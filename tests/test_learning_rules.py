@@ -425,3 +425,21 @@ def test_snap1_of_a_dense_cell_equals_numpy_snap1_from_the_paper(x64):
     ]
     for name in expected:
         np.testing.assert_allclose(padded[name], sum(g[name] for g in each), rtol=1e-12, atol=1e-13)
+
+
+def test_snap1_without_colours_takes_both_jacobians_whole(monkeypatch, x64):
+    """A cell whose pattern admits no colouring gets the kept entries from the whole Jacobians
+    (one pullback per number): the same SnAp-1 as the coloured path."""
+    import dataclasses
+
+    from rnn_jax import rtrl
+
+    cell = make_cell("lstm")
+    params = _params(cell, input_size=HIDDEN)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, HIDDEN), jnp.float64)
+    coloured = jax.grad(lambda p: _loss(cell, p, xs, "snap1"))(params)
+    layout = rtrl.snap1_layout
+    monkeypatch.setattr(rtrl, "snap1_layout", lambda *a, **k: dataclasses.replace(layout(*a, **k), colours=None))
+    whole = jax.grad(lambda p: _loss(cell, p, xs, "snap1"))(params)
+    for key in coloured:
+        np.testing.assert_allclose(whole[key], coloured[key], rtol=1e-12, atol=1e-14)
