@@ -10,7 +10,8 @@ grid is the LSTM variants of Greff et al. 2017 ("LSTM: A Search Space Odyssey").
 
 Writes to --out: one gradient_flow run per grid point (in its own folder, resumable: rerun
 the same command, or --resume the folder, to continue: its config.json records the grid),
-summary.csv, summary.md, ablation.png and results.json.
+summary.csv, summary.md, ablation.png (and with a grid over truncated:K, alignment_vs_k.png) and
+results.json.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ COLUMNS = (
 )
 ACCURACY = ("final eval accuracy [95% CI]", _with_interval("final_eval_accuracy", ".3f"))  # classification tasks
 TEST = ("test accuracy at best validation [95% CI]", _with_interval("test_accuracy", ".3f"))  # tasks with test rows
+ALIGNMENT = ("cosine with BPTT, last measured step [95% CI]", _with_interval("alignment_cosine", ".3f"))  # --gradient
 
 
 def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str) -> None:
@@ -144,7 +146,7 @@ def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str)
         writer.writerows(rows)
     columns = COLUMNS + tuple(
         column
-        for column, key in ((ACCURACY, "final_eval_accuracy"), (TEST, "test_accuracy"))
+        for column, key in ((ACCURACY, "final_eval_accuracy"), (TEST, "test_accuracy"), (ALIGNMENT, "alignment_cosine"))
         if any(key in r for r in rows)
     )
     headers = [*grid_keys, *(header.format(metric=metric) for header, _ in columns)]
@@ -224,6 +226,11 @@ def run(cfg: Config) -> dict:
         for c in r["cells"]
     ]
     plots.ablation_bars(labels, rows, out / "ablation.png", metric=metric, baseline=rows[0]["baseline"])
+    truncations = [
+        r for r in rows if str(r.get("gradient", "")).partition(":")[2].isdigit() and "alignment_cosine" in r
+    ]
+    if truncations:
+        plots.alignment_against_truncation(truncations, out / "alignment_vs_k.png", title=out.name)
     write_json(out / "results.json", {"grid": axes, "base_config": base, "environment": environment(), "rows": rows})
     return {"out": str(out), "rows": rows}
 

@@ -270,11 +270,25 @@ def _stat_columns(name: str, summary: dict | None) -> dict:
     }
 
 
+def _alignment_columns(record: dict) -> dict:
+    """A learning rule's cosine, norm ratio (and, stochastic, variance) against full BPTT at the
+    last measured step (`rnn_jax.learning_rules.alignment`, overall); nothing under bptt."""
+    alignment = record.get("measurements", {}).get("alignment", {})
+    columns = {}
+    for name in ("cosine", "norm_ratio", "variance"):
+        by_step = alignment.get(f"['all']['{name}']")
+        if by_step:
+            columns.update(_stat_columns(f"alignment_{name}", by_step[max(by_step, key=int)]))
+    return columns
+
+
 def grid_rows(points: list[tuple[dict, dict]]) -> list[dict]:
     """The rows of an ablation grid (`experiments.ablate`), `points` its (grid point, results)
     pairs: one row per (grid point, cell): final loss, decay rates and, for a classification task,
     the final evaluation's accuracy (mean, std, 95% t-interval over seeds), and where the task has
-    test rows, the test metrics at each seed's best validation (``test_loss``, ``test_accuracy``), the seeds that solved the task (with the exact binomial interval), and the final
+    test rows, the test metrics at each seed's best validation (``test_loss``, ``test_accuracy``),
+    under a learning rule other than bptt its alignment with BPTT at the last measured step
+    (``alignment_cosine``, ...), the seeds that solved the task (with the exact binomial interval), and the final
     loss against the first grid point's for the same cell (Welch's t-test and a permutation test:
     `rnn_jax.statistics.compare`)."""
     rows = []
@@ -299,6 +313,7 @@ def grid_rows(points: list[tuple[dict, dict]]) -> list[dict]:
                     },
                     **_stat_columns("decay_rate_init", record["decay_rate"].get("0")),
                     **_stat_columns("decay_rate_trained", record["decay_rate"].get(last)),
+                    **_alignment_columns(record),
                     **(
                         _stat_columns("final_eval_accuracy", record["final_eval_accuracy"])
                         if "final_eval_accuracy" in record

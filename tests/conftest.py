@@ -84,6 +84,7 @@ FAST_TIER_CASES = {
     "test_seq2seq_gradients": ("False",),
     "test_greedy_and_beam_search_against_exhaustive_search": ("True",),
     "test_bfloat16_compute_stays_close_to_float32": ("lstm",),
+    "test_uoro_is_unbiased": ("gru", "lru"),
 }
 
 

@@ -163,8 +163,14 @@ def test_gradient_flow_takes_the_rule(tmp_path):
 
 @pytest.mark.slow
 def test_ablate_takes_the_rule_as_a_grid_axis(tmp_path):
-    ablate.main([*TINY, "--cells", "gru", "--grid", "gradient=bptt,truncated:2", "--out", str(tmp_path / "grid")])
-    assert {p.name for p in (tmp_path / "grid").iterdir() if p.is_dir()} >= {"gradient=bptt", "gradient=truncated:2"}
+    """A grid over K: each rule's cosine with BPTT in the table, and against K in alignment_vs_k.png."""
+    grid = tmp_path / "grid"
+    ablate.main([*TINY, "--cells", "gru", "--grid", "gradient=bptt,truncated:2,truncated:4", "--out", str(grid)])
+    assert {p.name for p in grid.iterdir() if p.is_dir()} >= {"gradient=bptt", "gradient=truncated:2"}
+    lines = (grid / "summary.md").read_text().splitlines()
+    assert "cosine with BPTT, last measured step" in lines[0]
+    assert lines[2].endswith("| - |") and not lines[3].endswith("| - |")  # bptt: none; truncated:2: measured
+    assert (grid / "alignment_vs_k.png").stat().st_size > 10_000
 
 
 def test_truncated_auto_takes_k_from_the_measured_decay(tmp_path):
@@ -371,6 +377,7 @@ def test_spatial_gives_the_recurrent_weights_nothing_and_the_rest_one_step(name,
             np.testing.assert_allclose(spatial[key], one_step[key], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_bit_copy_trains_under_every_online_rule(tmp_path):
     """Zucchet et al.'s copy task with the rules of their Table 1 (quick form)."""
     out = tmp_path / "table1"
