@@ -450,3 +450,35 @@ def test_snap1_without_colours_takes_both_jacobians_whole(monkeypatch, x64):
     whole = jax.grad(lambda p: _loss(cell, p, xs, "snap1"))(params)
     for key in coloured:
         np.testing.assert_allclose(whole[key], coloured[key], rtol=1e-12, atol=1e-14)
+
+
+def test_char_lms_windows_are_truncation_applied_as_the_text_streams(x64):
+    """char_lm's stateful training (each window of W characters starts from the previous one's
+    final state, the gradient stopped there) assigns credit exactly as truncated:W does over the
+    whole stream: the mean of the windows' gradients (one update each in char_lm) equals the
+    gradient of the whole stream's loss under truncated:W (one update), to 1e-12. What differs
+    is only when the parameters move."""
+    from flax import nnx
+
+    from rnn_jax import SequenceModel
+    from rnn_jax.losses import apply, sequence_mse
+
+    model = SequenceModel(make_cell("gru"), input_size=INPUT, hidden_size=HIDDEN, output_size=INPUT, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    stream = jax.random.normal(jax.random.key(1), (BATCH, 3 * 5 + 1, INPUT), jnp.float64)
+    inputs, targets = stream[:, :-1], stream[:, 1:]  # predict the next value of the stream
+
+    def loss(p, batch, rule="bptt", carries=None):
+        with learning_rule(rule):
+            out = apply(sequence_mse, nnx.merge(graphdef, p), batch, initial_carries=carries)
+        return out.loss, jax.lax.stop_gradient(out.carries)
+
+    whole = jax.grad(lambda p: loss(p, {"inputs": inputs, "targets": targets}, "truncated:5")[0])(params)
+    carries, windows = None, []
+    for start in range(0, 15, 5):
+        window = {"inputs": inputs[:, start : start + 5], "targets": targets[:, start : start + 5]}
+        grads, carries = jax.grad(loss, has_aux=True)(params, window, carries=carries)
+        windows.append(grads)
+    for a, *b in zip(jax.tree.leaves(whole), *map(jax.tree.leaves, windows)):
+        np.testing.assert_allclose(a, sum(b) / 3, rtol=1e-12, atol=1e-14)
