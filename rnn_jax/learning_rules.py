@@ -20,6 +20,7 @@ differentiated; every recurrence (`rnn_jax.recurrence.run`) traced inside follow
     snap1          SnAp-1 (Menick et al. 2021): RTRL with the influence kept where one step of
                    the cell's equations lets a parameter reach a state unit; exact for the
                    element-wise recurrences (minGRU, minLSTM, LRU; Zucchet et al. 2023)
+    snap2          SnAp-2: kept where two steps reach (every unit of a fully connected cell: RTRL)
     uoro           UORO (Tallec & Ollivier 2017): the influence as an unbiased rank-one estimate
                    from random signs, memory batch x (state + parameters); stochastic: the
                    step's key draws the signs, and measured steps report its variance
@@ -92,10 +93,19 @@ def rtrl(argument: str | None):
 @register_learning_rule("snap1")
 def snap1(argument: str | None):
     """SnAp-1 (Menick et al. 2021): RTRL with the influence kept on the pattern of one step
-    (`rnn_jax.rtrl.snap1_layout`); exact for element-wise recurrences."""
+    (`rnn_jax.rtrl.snap_layout`); exact for element-wise recurrences."""
     if argument is not None:
         raise ValueError(f"--gradient snap1 takes no argument, got snap1:{argument}")
     return real_time_recurrent_learning("snap1")
+
+
+@register_learning_rule("snap2")
+def snap2(argument: str | None):
+    """SnAp-2 (Menick et al. 2021): the influence kept where two steps of the cell's equations
+    let a parameter reach a state unit; RTRL itself for a fully connected recurrence."""
+    if argument is not None:
+        raise ValueError(f"--gradient snap2 takes no argument, got snap2:{argument}")
+    return real_time_recurrent_learning("snap2")
 
 
 @register_learning_rule("uoro")

@@ -237,7 +237,7 @@ def frozen(which):
 @contextlib.contextmanager
 def real_time_recurrent_learning(influence: str = "rtrl"):
     """Inside, every `run` traced is differentiated forward in time (`rnn_jax.rtrl`; `influence`:
-    "rtrl" exact, "snap1" SnAp-1, "uoro" UORO, which draws from `drawing_from`'s key): its
+    "rtrl" exact, "snap1" / "snap2" SnAp-1 / -2, "uoro" UORO, which draws from `drawing_from`'s key): its
     parameters' gradient forward in time, its inputs' spatially (no credit through time to what
     is upstream). A trace-time setting, as `truncated`."""
     token = _RTRL.set(influence)

@@ -11,13 +11,15 @@ parameters), no storage over time. (One pushforward per parameter instead, the f
 textbook form, cost 5-20x more here: benchmarks/learning_rules.py.) For an element-wise
 recurrence (the minGRU, minLSTM and LRU: d carry_t / d carry_(t-1) within units, each parameter
 reaching one unit) M has one entry per parameter and unit number, and RTRL keeps only those
-(`snap1_layout`, exact): memory O(batch x parameters x 2 at most), a few passes a step.
+(`snap_layout`, exact): memory O(batch x parameters x 2 at most), a few passes a step.
 
 Two approximations share the replay (`influence`):
 
     snap1  SnAp-1 (Menick et al. 2021): M kept only where one step of the cell's equations lets a
-           parameter reach a state unit (`snap1_layout`), stored compressed, (k, parameters) a
+           parameter reach a state unit (`snap_layout`), stored compressed, (k, parameters) a
            sequence for k numbers a parameter reaches at most; exact for element-wise recurrences
+    snap2  SnAp-2: where two steps let it (for a fully connected recurrence, every unit: RTRL;
+           the rule is for sparse ones)
     uoro   UORO (Tallec & Ollivier 2017, Algorithm 1): M ~ s theta~^T, one rank-one estimate per
            sequence, updated with random signs nu each step,
                s <- rho0 (d f / d carry) s + rho1 nu,   theta~ <- theta~ / rho0 + nu^T (d f / d theta) / rho1,
@@ -67,7 +69,7 @@ def check_memory(cell: Cell, params, batch: int, hidden: int) -> None:
 def rtrl_run(cell: Cell, params, xs, initial_carry, keep, influence: str = "rtrl", key=None):
     """(final carry, ys) of `cell` over time-major `xs` (time, batch, input) from `initial_carry`,
     `keep` (time, batch) 1.0 at real steps, 0.0 at padding, differentiated by RTRL or one of its
-    approximations (`influence`: "rtrl", "snap1" or "uoro", which draws its signs from `key`;
+    approximations (`influence`: "rtrl", "snap1", "snap2" or "uoro", which draws its signs from `key`;
     see the module's docstring)."""
     if influence not in INFLUENCES:
         raise ValueError(f"influence {influence!r}: expected one of {', '.join(INFLUENCES)}")
@@ -81,9 +83,7 @@ def rtrl_run(cell: Cell, params, xs, initial_carry, keep, influence: str = "rtrl
     def forward(params, xs, initial_carry, keep, key):
         return run(params, xs, initial_carry, keep, key), (params, xs, initial_carry, keep, key)
 
-    layout = (
-        None if influence == "uoro" else snap1_layout(cell, params, initial_carry, xs[0], exact=influence == "rtrl")
-    )
+    layout = None if influence == "uoro" else snap_layout(cell, params, initial_carry, xs[0], *_snap_steps(influence))
     if layout is None and influence == "rtrl":  # dense: the influence of every parameter on every number
         check_memory(cell, params, xs.shape[1], cell.sizes(params)[1])
 
@@ -100,7 +100,14 @@ def rtrl_run(cell: Cell, params, xs, initial_carry, keep, influence: str = "rtrl
     return run(params, xs, initial_carry, keep, jax.random.key(0) if key is None else key)
 
 
-INFLUENCES = ("rtrl", "snap1", "uoro")
+INFLUENCES = ("rtrl", "snap1", "snap2", "uoro")
+
+
+def _snap_steps(influence: str) -> tuple[int, bool]:
+    """(steps, exact) of the influence's layout: SnAp-n's n; RTRL's, exact only (else dense)."""
+    return (1, True) if influence == "rtrl" else (int(influence.removeprefix("snap")), False)
+
+
 UORO_EPSILON = 1e-7  # Tallec & Ollivier's epsilon in rho0 and rho1 (keeps them finite at s = 0)
 
 
@@ -142,14 +149,14 @@ class SparseLayout:
     element_wise: bool
 
 
-def snap1_layout(cell: Cell, params, carry, x_t, exact: bool = False) -> SparseLayout | None:
-    """SnAp-1's pattern: parameter p keeps influence on the state numbers it reaches in one step,
-    the nonzero pattern of d carry_t / d theta at a random point (random parameters, state and
-    input: no accidental zero, as an input that is exactly 0 would make in the data), i.e. the
-    pattern the cell's equations fix, taken per unit (`Cell.state_units`: a complex unit's
-    real and imaginary parts together). Computed once, at trace time. `exact`: only where the
-    pattern loses nothing, the element-wise recurrences (d carry_t / d carry_(t-1) within units,
-    each parameter on one unit), else None."""
+def snap_layout(cell: Cell, params, carry, x_t, steps: int = 1, exact: bool = False) -> SparseLayout | None:
+    """SnAp-n's pattern (n = `steps`): parameter p keeps influence on the state numbers it reaches
+    within n steps, from the nonzero patterns of d carry_t / d theta and d carry_t / d carry_(t-1)
+    at a random point (random parameters, state and input: no accidental zero, as an input that
+    is exactly 0 would make in the data), i.e. the pattern the cell's equations fix, taken per
+    unit (`Cell.state_units`: a complex unit's real and imaginary parts together). Computed once,
+    at trace time. `exact`: only where the pattern loses nothing, the element-wise recurrences
+    (d carry_t / d carry_(t-1) within units, each parameter on one unit), else None."""
     theta, unravel_params = ravel_pytree(params)
     c, unravel_carry = ravel_pytree(jax.tree.map(lambda a: a[0], carry))
     units = cell.state_units(cell.sizes(params)[1])
@@ -167,13 +174,15 @@ def snap1_layout(cell: Cell, params, carry, x_t, exact: bool = False) -> SparseL
         if exact and not element_wise:
             return None
         reaches = np.asarray(jax.jacrev(new_carry)(*point) != 0)
+        for _ in range(steps - 1):  # one step further through the coupling
+            reaches = reaches | (couples.astype(np.int64) @ reaches.astype(np.int64) > 0)
         new, y = cell.step(
             unravel_params(point[0]), jax.tree.map(lambda a: a[None], unravel_carry(point[1])), point[2][None]
         )
     if not element_wise and not np.array_equal(np.asarray(y), np.asarray(cell.hidden(new))):
         raise ValueError(
-            f"snap1 for the {cell.name} cell, whose units are coupled, needs its step's output to be its hidden "
-            "state (SnAp-1 meets the loss's gradient with the masked influence of the state); use rtrl or uoro"
+            f"snap{steps} for the {cell.name} cell, whose units are coupled, needs its step's output to be its "
+            "hidden state (SnAp meets the loss's gradient with the masked influence of the state); use rtrl or uoro"
         )
     by_unit = np.zeros((units.max() + 1, reaches.shape[1]), bool)
     np.logical_or.at(by_unit, units, reaches)  # a unit's numbers share what reaches any of them

@@ -445,8 +445,8 @@ def test_snap1_without_colours_takes_both_jacobians_whole(monkeypatch, x64):
     params = _params(cell, input_size=HIDDEN)
     xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, HIDDEN), jnp.float64)
     coloured = jax.grad(lambda p: _loss(cell, p, xs, "snap1"))(params)
-    layout = rtrl.snap1_layout
-    monkeypatch.setattr(rtrl, "snap1_layout", lambda *a, **k: dataclasses.replace(layout(*a, **k), colours=None))
+    layout = rtrl.snap_layout
+    monkeypatch.setattr(rtrl, "snap_layout", lambda *a, **k: dataclasses.replace(layout(*a, **k), colours=None))
     whole = jax.grad(lambda p: _loss(cell, p, xs, "snap1"))(params)
     for key in coloured:
         np.testing.assert_allclose(whole[key], coloured[key], rtol=1e-12, atol=1e-14)
@@ -482,3 +482,16 @@ def test_char_lms_windows_are_truncation_applied_as_the_text_streams(x64):
         windows.append(grads)
     for a, *b in zip(jax.tree.leaves(whole), *map(jax.tree.leaves, windows)):
         np.testing.assert_allclose(a, sum(b) / 3, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "lru"])
+def test_snap2_is_rtrl_for_a_fully_connected_recurrence(name, x64):
+    """Two steps of a dense W_hh reach every unit, so SnAp-2 keeps the whole influence: RTRL
+    (1e-12); for an element-wise recurrence two steps reach no further than one (SnAp-1 = RTRL)."""
+    cell = make_cell(name)
+    params = _params(cell, input_size=HIDDEN)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, HIDDEN), jnp.float64)
+    online = jax.grad(lambda p: _loss(cell, p, xs, "rtrl"))(params)
+    snap2 = jax.grad(lambda p: _loss(cell, p, xs, "snap2"))(params)
+    for key in online:
+        np.testing.assert_allclose(snap2[key], online[key], rtol=1e-12, atol=1e-14)

@@ -206,7 +206,7 @@ class Cell:
 
     def state_units(self, hidden_size: int) -> np.ndarray:
         """The unit each number of one sequence's flattened carry belongs to: the granularity at
-        which SnAp-1 keeps influence (`rnn_jax.rtrl.snap1_layout`); each number its own by
+        which SnAp-1 keeps influence (`rnn_jax.rtrl.snap_layout`); each number its own by
         default, a complex unit's real and imaginary parts one (the LRU)."""
         return np.arange(self.state_size(hidden_size))
 
