@@ -208,7 +208,8 @@ class OptimOptions:
     K-th state, blocks of K steps) | truncated:auto (K where the initial gradient flow falls to 1%; gradient_flow
     and ablate) | rtrl (real-time recurrent learning, forward in time) | snap1 | snap2 (SnAp-1, SnAp-2) | uoro
     (unbiased rank-one RTRL, random; its variance measured) | spatial (no credit through time), or one
-    registered by --imports (rnn_jax.learning_rules); on every gradient-flow step its gradient is compared with full BPTT's (measurements.alignment)"""
+    registered by --imports (rnn_jax.learning_rules); on every gradient-flow step its gradient is compared
+    with full BPTT's (measurements.alignment)"""
 
     def __post_init__(self):
         require_at_least_one(self, ("batch",))
