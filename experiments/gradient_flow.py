@@ -64,15 +64,15 @@ class Config(TrainingOptions):
     STACKS_SEEDS: ClassVar[bool] = True  # one vmapped step for every seed, also --seeds 1
 
     task: str = "adding"
-    """the task (rnn_jax.tasks): adding | add | copy | selective_copy | flipflop | mqar | charlm | sentiment | tagging
-    | mnist_pixels | mnist_permuted | mnist_rows | forecast | tabular | caption | translate, or one registered by
-    --imports"""
+    """the task (rnn_jax.tasks): adding | add | copy | bit_copy | selective_copy | flipflop | mqar | charlm |
+    sentiment | tagging | mnist_pixels | mnist_permuted | mnist_rows | forecast | tabular | caption | translate, or
+    one registered by --imports"""
     cells: tuple[str, ...] = ("rnn", "lstm", "gru")
     """the cells to compare (space- or comma-separated): rnn | lstm | gru | mingru | minlstm | lru, or ones
     registered by --imports"""
     seq_len: int = 100
-    """T: sequence length (adding), delay (copy: sequences are T + 20), noise length (selective_copy: sequences
-    are T + 1 + --tokens), window (charlm), tokens per text, left-padded (sentiment) or words per sentence,
+    """T: sequence length (adding), delay (copy: sequences are T + 20), pattern length P (bit_copy: sequences are
+    2P + 8), noise length (selective_copy: sequences are T + 1 + --tokens), window (charlm), tokens per text, left-padded (sentiment) or words per sentence,
     right-padded (tagging), steps (flipflop, mqar), window (forecast); MNIST's is fixed (784 pixels, 28 rows)"""
     tokens: int = 16
     """selective_copy: data tokens to find among the T steps and copy"""
