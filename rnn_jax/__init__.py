@@ -1,6 +1,7 @@
 """rnn_jax: vanilla RNN, LSTM and GRU as pure JAX functions, scanned with `jax.lax.scan`,
 wrapped in Flax NNX modules, built for measuring gradient flow through time."""
 
+from rnn_jax import curvature  # noqa: F401  (registers the built-in measurement `hessian`)
 from rnn_jax.cells import CELLS, GRU, LSTM, RNN, Cell, LSTMState, make_cell, recurrent_block
 from rnn_jax.checkpoints import Checkpoints
 from rnn_jax.gradflow import decay_rate, grads_and_flow

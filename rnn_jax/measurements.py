@@ -20,7 +20,8 @@ earlier versions; README: Your own measurement):
     def last_step_norm(model, batch, state_grads):  # ||dL/dh_T|| of each layer, averaged over the batch
         return [jnp.linalg.norm(jax.tree.leaves(g)[-1][:, -1], axis=-1).mean() for g in state_grads]
 
-Every experiment then takes it by name: ``--imports my_measure.py --measure last_step_norm``;
+Every experiment then takes it by name: ``--imports my_measure.py --measure last_step_norm``
+(``--measure name:argument`` passes ``argument=`` to one that takes it, as ``hessian:3``);
 its result is recorded beside the flow profiles (``flow["measurements"][name]`` of each
 measured step in the History and in results.json, summarised over seeds with intervals).
 """
@@ -28,6 +29,7 @@ measured step in the History and in results.json, summarised over seeds with int
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +82,23 @@ class Context:
     spectrum: int | None = None
     grads: Any = None
     redraw: Callable | None = None
+
+
+def named(spec: str) -> tuple[str, Measurement]:
+    """(spec, fn) of a --measure entry, "name" or "name:argument" (e.g. ``hessian:3``): the
+    registered function, given ``argument=`` where it takes one (an error where it does not)."""
+    name, colon, argument = spec.partition(":")
+    fn = MEASUREMENTS[MEASUREMENTS.check(name)]
+    if not colon:
+        return spec, fn
+    if "argument" not in inspect.signature(fn).parameters:
+        raise ValueError(f"--measure {spec}: the measurement {name!r} takes no argument; give --measure {name}")
+    return spec, _with_argument(fn, argument)
+
+
+@functools.lru_cache(maxsize=None)
+def _with_argument(fn, argument: str):  # one object per (fn, argument): a jitted step built with it is reused
+    return functools.partial(fn, argument=argument)
 
 
 def builtin(name: str, *, key: str | None):

@@ -20,7 +20,7 @@ from rnn_jax.choices import check_choice
 from rnn_jax.config import compute_dtype, flag, from_text, require_at_least_one
 from rnn_jax.gradflow import REGULARIZER_FORMS
 from rnn_jax.layers import SequenceModel, StackOptions
-from rnn_jax.measurements import MEASUREMENTS
+from rnn_jax.measurements import named
 from rnn_jax.optim import cached_training, default_warmup
 from rnn_jax.recurrence import SCANS, ScanOptions
 from rnn_jax.train import ON_NAN
@@ -248,9 +248,11 @@ class MeasureOptions:
     Jacobians (0: none; each layer's gate statistics are recorded either way); at most the state's size (an
     experiment's default takes all of a smaller state's)"""
     measure: tuple[str, ...] = ()
-    """your own measurements (registered with rnn_jax.measurements.register_measurement, e.g. in a file given
-    to --imports), computed inside the training step with every gradient-flow measurement and recorded beside
-    it (flow.measurements in the history and results.json)"""
+    """measurements computed inside the training step with every gradient-flow measurement and recorded beside
+    it (flow.measurements in the history and results.json): built in, hessian[:K] (the loss's K top Hessian
+    eigenvalues, overall and per parameter group, and through Adam: rnn_jax.curvature), or your own (registered
+    with rnn_jax.measurements.register_measurement, e.g. in a file given to --imports); NAME:ARG gives one its
+    argument"""
     flow_regularizer: float = 0.0
     """weight of Pascanu et al. (2013)'s vanishing-gradient regulariser Omega, differentiated in the same step
     (0: off; its value is logged as flow_regularizer)"""
@@ -270,7 +272,7 @@ class MeasureOptions:
 
     def measurements(self) -> tuple:
         """((name, fn), ...) of --measure (registered by then: checked after --imports)."""
-        return tuple((name, MEASUREMENTS[MEASUREMENTS.check(name)]) for name in self.measure)
+        return tuple(named(spec) for spec in self.measure)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,140 @@
+"""The curvature of the loss, measured inside the jitted step: the `hessian` measurement.
+
+Zucchet & Orvieto (2024) show that gradients vanishing or exploding over time are half of the
+story: as a recurrence's memory grows, the loss grows sharp along its recurrent parameters, and
+whether an optimiser can follow depends on where the sharp directions lie. `hessian` gives, on
+a measured step's batch (``--measure hessian`` or ``hessian:K``):
+
+- the K largest eigenvalues of the Hessian of the loss, over all parameters and over each
+  parameter group's own block (`rnn_jax.learning_rules.group_of`: recurrent, input, bias,
+  readout, other), by Lanczos with full reorthogonalisation on Hessian-vector products
+  (forward-over-reverse, `jax.jvp` of `jax.grad`), each with its residual |H v - lambda v|;
+- each top eigenvector's effective number of coordinates, 1 / sum v_i^4 (1: one coordinate; n:
+  spread evenly over n), and the share of the overall top eigenvector on each group;
+- under Adam, the same top eigenvalue seen through its preconditioner, of D^(1/2) H D^(1/2) with
+  D = 1 / (sqrt(v_hat) + eps) (times the step's learning rate: the update's own curvature, 2 at
+  the edge of stability), and D's median, 10th and 90th percentiles per group: Adam's effective
+  learning rate per unit of learning rate.
+
+The eigenvalues are the largest (algebraic): the sharpness. A group's block interlaces with the
+whole: the overall top eigenvalue is never below a group's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from rnn_jax.learning_rules import group_of
+from rnn_jax.measurements import Context, builtin
+
+LANCZOS_STEPS = 40  # Krylov dimension (at most the block's size: then the block's spectrum is exact)
+MEMORY_LIMIT = 2**30  # bytes of Lanczos vectors a measurement may hold (the refusal's limit)
+ADAM_B2, ADAM_EPS = 0.999, 1e-8  # optax.adam's defaults, which rnn_jax.optim.make_optimizer uses
+
+
+def lanczos_top(matvec, start: jax.Array, steps: int, top: int):
+    """(eigenvalues (top,), eigenvectors (top, n), residuals (top,)) of the symmetric operator
+    `matvec` on the Krylov space of `start` (`steps` dimensions, full reorthogonalisation), the
+    largest first."""
+    n = start.shape[0]
+    basis = jnp.zeros((steps + 1, n), start.dtype).at[0].set(start / jnp.linalg.norm(start))
+
+    def step(j, state):
+        basis, alphas, betas = state
+        w = matvec(basis[j])
+        alpha = jnp.vdot(w, basis[j])
+        w = w - basis.T @ (basis @ w)  # against every earlier vector (the later rows are zero), twice:
+        w = w - basis.T @ (basis @ w)  # Lanczos loses orthogonality in floating point otherwise
+        beta = jnp.linalg.norm(w)
+        nonzero = beta > 1e-12 * jnp.maximum(jnp.abs(alpha), 1.0)  # an invariant subspace: stop growing it
+        basis = basis.at[j + 1].set(jnp.where(nonzero, w / jnp.where(nonzero, beta, 1.0), 0.0))
+        return basis, alphas.at[j].set(alpha), betas.at[j].set(jnp.where(nonzero, beta, 0.0))
+
+    zeros = jnp.zeros(steps, start.dtype)
+    basis, alphas, betas = jax.lax.fori_loop(0, steps, step, (basis, zeros, zeros))
+    tridiagonal = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
+    values, vectors = jnp.linalg.eigh(tridiagonal)
+    values, vectors = values[::-1][:top], vectors[:, ::-1][:, :top]
+    ritz = (basis[:steps].T @ vectors).T
+    residuals = jax.vmap(lambda v, lam: jnp.linalg.norm(matvec(v) - lam * v))(ritz, values)
+    return values, ritz, residuals
+
+
+def parameter_groups(params) -> dict[str, np.ndarray]:
+    """{group: boolean mask over the flattened parameters} (`group_of`), groups present only."""
+    names = [group_of(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    sizes = [int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params)]
+    owner = np.repeat(np.array(names), sizes)
+    return {name: owner == name for name in dict.fromkeys(names)}
+
+
+def _top_k(argument: str | None, groups: dict[str, np.ndarray]) -> int:
+    try:
+        top = int(argument) if argument is not None else 1
+    except ValueError:
+        top = 0
+    smallest = min(int(mask.sum()) for mask in groups.values())
+    if not 1 <= top <= smallest:
+        raise ValueError(
+            f"--measure hessian:{argument}: K must be an integer from 1 to the smallest group's parameter count "
+            f"({smallest}; groups {', '.join(f'{g} {int(m.sum())}' for g, m in groups.items())})"
+        )
+    return top
+
+
+@builtin("hessian", key="measurements")
+def hessian(ctx: Context, argument: str | None = None) -> dict:
+    """The loss's sharpness on this batch, overall and per parameter group (module docstring);
+    `argument`: K, the eigenvalues kept (default 1)."""
+    theta, unravel = ravel_pytree(ctx.params)
+    groups = parameter_groups(ctx.params)
+    top = _top_k(argument, groups)
+    steps_all = min(theta.size, LANCZOS_STEPS)
+    if (steps_all + 1) * theta.size * theta.dtype.itemsize > MEMORY_LIMIT:
+        raise ValueError(
+            f"--measure hessian: Lanczos on {theta.size} parameters holds {steps_all + 1} vectors of them, over the "
+            f"{MEMORY_LIMIT / 2**30:.0f} GiB limit; measure a smaller model"
+        )
+    gradient = jax.grad(lambda flat: ctx.loss(unravel(flat)))
+    hvp = lambda v: jax.jvp(gradient, (theta,), (v,))[1]  # noqa: E731
+    start = jax.random.normal(jax.random.key(0), theta.shape, theta.dtype)  # fixed: the same probe every step
+    result, vectors = {}, {}
+    for name, mask in {"all": np.ones(theta.size, bool), **groups}.items():
+        m = jnp.asarray(mask, theta.dtype)
+        steps = min(int(mask.sum()), LANCZOS_STEPS)
+        values, vectors[name], residuals = lanczos_top(lambda v, m=m: m * hvp(m * v), m * start, steps, top)
+        result[name] = {
+            "eigenvalues": values,
+            "residuals": residuals,
+            "effective_coordinates": 1.0 / jnp.sum(vectors[name] ** 4, axis=1),
+        }
+    result["all"]["top_vector_share"] = {g: jnp.sum(vectors["all"][0][mask] ** 2) for g, mask in groups.items()}
+    adam = _adam_state(ctx.opt_state)
+    if adam is not None:
+        result["adam"] = _through_adam(adam, hvp, start, steps_all, groups)
+    return result
+
+
+def _adam_state(opt_state):
+    """Adam's moment state inside an optax state (None: another optimiser, or none)."""
+    is_adam = lambda s: isinstance(s, optax.ScaleByAdamState)  # noqa: E731
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(s)]
+    return found[0] if found else None
+
+
+def _through_adam(adam, hvp, start, steps: int, groups) -> dict:
+    """The top eigenvalue of D^(1/2) H D^(1/2), D = 1 / (sqrt(v_hat) + eps), and D per group."""
+    nu, _ = ravel_pytree(adam.nu)
+    v_hat = nu / (1.0 - ADAM_B2 ** jnp.maximum(adam.count, 1))
+    scale = 1.0 / (jnp.sqrt(v_hat) + ADAM_EPS)
+    root = jnp.sqrt(scale)
+    values, _, residuals = lanczos_top(lambda v: root * hvp(root * v), start, steps, 1)
+    quantiles = {
+        g: dict(zip(("p10", "median", "p90"), jnp.quantile(scale[mask], jnp.array([0.1, 0.5, 0.9]))))
+        for g, mask in groups.items()
+    }
+    return {"preconditioned_top": values[0], "preconditioned_residual": residuals[0], "scale": quantiles}

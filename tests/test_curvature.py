@@ -1,0 +1,111 @@
+"""The `hessian` measurement (`rnn_jax.curvature`) against the dense Hessian of `jax.hessian`
+and NumPy's eigendecomposition, float64: top eigenvalues overall and per group, interlacing,
+eigenvector concentration, the view through Adam's preconditioner; and its errors."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from experiments import gradient_flow
+from rnn_jax import SequenceModel, make_cell
+from rnn_jax.curvature import hessian, lanczos_top, parameter_groups
+from rnn_jax.losses import apply, sequence_mse
+from rnn_jax.measurements import Context, named
+
+from .test_gradient_flow_experiment import TINY
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _context(opt_state=None):
+    model = SequenceModel(make_cell("rnn"), input_size=2, hidden_size=3, output_size=1, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    xs = jax.random.normal(jax.random.key(1), (4, 7, 2), jnp.float64)
+    batch = {"inputs": xs, "targets": jnp.cumsum(xs[..., :1], axis=1)}
+    loss = lambda p: apply(sequence_mse, nnx.merge(graphdef, p), batch).loss  # noqa: E731
+    return Context(model, params, batch, [], loss, opt_state=opt_state)
+
+
+def _dense(ctx):
+    theta, unravel = ravel_pytree(ctx.params)
+    return np.asarray(jax.hessian(lambda t: ctx.loss(unravel(t)))(theta))
+
+
+def test_top_eigenvalues_equal_the_dense_hessians_overall_and_per_group(x64):
+    ctx = _context()
+    result = hessian(ctx, argument="2")
+    dense = _dense(ctx)
+    values, vectors = np.linalg.eigh(dense)
+    np.testing.assert_allclose(result["all"]["eigenvalues"], values[::-1][:2], rtol=1e-8)
+    np.testing.assert_allclose(
+        result["all"]["effective_coordinates"], 1 / np.sum(vectors[:, ::-1][:, :2] ** 4, 0), rtol=1e-6
+    )
+    assert np.max(result["all"]["residuals"]) < 1e-8 * abs(values).max()
+    groups = parameter_groups(ctx.params)
+    assert set(groups) == {"recurrent", "input", "bias", "readout"}
+    for name, mask in groups.items():
+        block = np.linalg.eigvalsh(dense[np.ix_(mask, mask)])
+        np.testing.assert_allclose(result[name]["eigenvalues"], block[::-1][:2], rtol=1e-8, atol=1e-12)
+        assert result["all"]["eigenvalues"][0] >= result[name]["eigenvalues"][0]  # interlacing
+    shares = result["all"]["top_vector_share"]
+    top = vectors[:, -1]
+    for name, mask in groups.items():
+        assert float(shares[name]) == pytest.approx(np.sum(top[mask] ** 2), rel=1e-6, abs=1e-12)
+
+
+def test_lanczos_on_a_large_operator_finds_the_top_of_a_known_spectrum(x64):
+    """40 Krylov steps on a 500-dimensional diagonal operator with a gap find its top two."""
+    spectrum = jnp.concatenate([jnp.array([10.0, 7.0]), jnp.linspace(-1.0, 3.0, 498)])
+    start = jax.random.normal(jax.random.key(0), (500,), jnp.float64)
+    values, vectors, residuals = lanczos_top(lambda v: spectrum * v, start, 40, 2)
+    np.testing.assert_allclose(values, [10.0, 7.0], rtol=1e-8)
+    assert float(jnp.abs(vectors[0, 0])) == pytest.approx(1.0, abs=1e-6) and np.all(residuals < 1e-6)
+
+
+def test_through_adams_preconditioner(x64):
+    """D = 1 / (sqrt(v_hat) + eps) from Adam's second moment after a few steps; the top eigenvalue
+    of D^(1/2) H D^(1/2) and D's quantiles per group, against NumPy."""
+    ctx = _context()
+    optimizer = optax.adam(1e-2)
+    params, state = ctx.params, optimizer.init(ctx.params)
+    for _ in range(3):
+        updates, state = optimizer.update(jax.grad(ctx.loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    ctx = _context(opt_state=state)
+    result = hessian(ctx)["adam"]
+    nu = np.asarray(ravel_pytree(state[0].nu)[0])
+    scale = 1 / (np.sqrt(nu / (1 - 0.999**3)) + 1e-8)
+    dense = _dense(ctx)
+    expected = np.linalg.eigvalsh(np.sqrt(scale)[:, None] * dense * np.sqrt(scale)[None])[-1]
+    assert float(result["preconditioned_top"]) == pytest.approx(expected, rel=1e-8)
+    for name, mask in parameter_groups(ctx.params).items():
+        assert float(result["scale"][name]["median"]) == pytest.approx(np.median(scale[mask]), rel=1e-10)
+
+
+def test_bad_arguments_are_clear_errors():
+    ctx = _context()
+    for argument in ("0", "x", "1000"):
+        with pytest.raises(ValueError, match=r"hessian:.* K must be an integer from 1 to the smallest group"):
+            hessian(ctx, argument=argument)
+    with pytest.raises(ValueError, match="takes no argument"):
+        named("flow_profile:3")
+
+
+def test_a_run_records_the_hessian(tmp_path):
+    out = tmp_path / "hessian"
+    gradient_flow.main([*TINY, "--cells", "gru", "--measure", "hessian:2", "--out", str(out)])
+    record = json.loads((out / "results.json").read_text())["cells"]["gru"]["measurements"]["hessian:2"]
+    top = record["['all']['eigenvalues']"]["3"]["mean"]  # the top two, largest first
+    assert top[0] >= top[1] and top[0] >= record["['recurrent']['eigenvalues']"]["3"]["mean"][0]
+    assert "['adam']['preconditioned_top']" in record
