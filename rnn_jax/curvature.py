@@ -18,6 +18,14 @@ a measured step's batch (``--measure hessian`` or ``hessian:K``):
 
 The eigenvalues are the largest (algebraic): the sharpness. A group's block interlaces with the
 whole: the overall top eigenvalue is never below a group's.
+
+`sensitivity` (``--measure sensitivity``) is the curse of memory itself: E |d h_t / d theta_rec|^2,
+the squared sensitivity of each layer's state (its whole carry) to every recurrent parameter of the model
+(the `recurrent` group), by step t, averaged over the batch; forward mode through the scan,
+Hutchinson's estimate |J v|^2 over `SENSITIVITY_PROBES` random sign vectors v (E[v v^T] = I:
+unbiased for |J|_F^2; exact with one recurrent parameter). For h_t = lambda h_(t-1) + x_t and white
+noise it tends to (1 + lambda^2) / (1 - lambda^2)^3 while the gradient flow over lags stays
+bounded: the two stories side by side.
 """
 
 from __future__ import annotations
@@ -26,13 +34,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from rnn_jax.layers import param_values
 from rnn_jax.learning_rules import group_of
 from rnn_jax.measurements import Context, builtin
+from rnn_jax.recurrence import forward_mode
 
 LANCZOS_STEPS = 40  # Krylov dimension (at most the block's size: then the block's spectrum is exact)
 MEMORY_LIMIT = 2**30  # bytes of Lanczos vectors a measurement may hold (the refusal's limit)
+SENSITIVITY_PROBES = 8  # random sign vectors of Hutchinson's estimate
 ADAM_B2, ADAM_EPS = 0.999, 1e-8  # optax.adam's defaults, which rnn_jax.optim.make_optimizer uses
 
 
@@ -138,3 +150,50 @@ def _through_adam(adam, hvp, start, steps: int, groups) -> dict:
         for g, mask in groups.items()
     }
     return {"preconditioned_top": values[0], "preconditioned_residual": residuals[0], "scale": quantiles}
+
+
+@builtin("sensitivity", key="measurements")
+def sensitivity(ctx: Context) -> dict | None:
+    """E |d h_t / d theta_rec|^2 of each layer by step (``by_step``) and over the steps (``mean``)
+    (module docstring); None for a model that does not expose its stack's inputs."""
+    if not hasattr(ctx.model, "stack_inputs"):
+        return None
+    graphdef = nnx.graphdef(ctx.model)
+    leaves = jax.tree_util.tree_flatten_with_path(ctx.params)[0]
+    recurrent = [group_of(path) == "recurrent" for path, _ in leaves]
+    if not any(recurrent):
+        raise ValueError("--measure sensitivity: the model has no recurrent parameters (W_hh, the LRU's nu, theta)")
+
+    def probe(key):
+        signs = [
+            jax.random.rademacher(jax.random.fold_in(key, i), leaf.shape, leaf.dtype)
+            if chosen
+            else jnp.zeros_like(leaf)
+            for i, ((_, leaf), chosen) in enumerate(zip(leaves, recurrent))
+        ]
+        tangent = jax.tree.unflatten(jax.tree.structure(ctx.params), signs)
+        with forward_mode():
+            _, moved = jax.jvp(lambda p: layer_states(nnx.merge(graphdef, p), ctx.batch), (ctx.params,), (tangent,))
+        return [jnp.mean(jnp.sum(d**2, axis=-1), axis=0) for d in moved]
+
+    by_layer = jax.vmap(probe)(jax.random.split(jax.random.key(0), SENSITIVITY_PROBES))
+    return {f"layer{i}": {"by_step": s.mean(0), "mean": s.mean()} for i, s in enumerate(by_layer)}
+
+
+def layer_states(model, batch: dict) -> list:
+    """Each recurrent layer's state after every step, flattened (the whole carry: the LSTM's c and
+    h, the LRU's real and imaginary parts), (batch, time, state), on `batch` (forward directions,
+    from zero carries), each layer reading the outputs of the one below."""
+    xs, states = model.rnn.prepare(model.stack_inputs(batch)), []
+    for layer in model.rnn.layers:
+        params, cell = param_values(layer.forward), layer.cell
+
+        def step(carry, x_t, params=params, cell=cell):
+            carry = cell.step(params, carry, x_t)[0]
+            return carry, jnp.concatenate([leaf for leaf in jax.tree.leaves(carry)], axis=-1)
+
+        inputs = jnp.swapaxes(layer.recurrence_inputs(xs), 0, 1)
+        start = cell.zero_carry((inputs.shape[1],), layer.hidden_size, inputs.dtype)
+        states.append(jnp.swapaxes(jax.lax.scan(step, start, inputs)[1], 0, 1))
+        xs = layer(xs)[1]
+    return states

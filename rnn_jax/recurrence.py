@@ -184,6 +184,8 @@ def run(
     hidden states h_t, (batch, time, hidden), zero at padded steps.
     """
     options = dataclasses.replace(options or ScanOptions(), **fields)
+    if _FORWARD_MODE.get():
+        options = dataclasses.replace(options, backprop="autodiff")
     xs, mask, initial_carry, hidden = _checked_inputs(cell, params, xs, initial_carry, mask, lengths)
     strategy = resolve_scan(cell, options, hidden, probed=probes is not None)
     if options.compute_dtype is not None:
@@ -220,6 +222,19 @@ _TRUNCATE = contextvars.ContextVar("rnn_jax_truncate", default=None)
 _RTRL = contextvars.ContextVar("rnn_jax_rtrl", default=None)
 _DRAWS = contextvars.ContextVar("rnn_jax_draws", default=None)
 _FROZEN = contextvars.ContextVar("rnn_jax_frozen", default=None)
+_FORWARD_MODE = contextvars.ContextVar("rnn_jax_forward_mode", default=False)
+
+
+@contextlib.contextmanager
+def forward_mode():
+    """Inside, every `run` traced can be differentiated in forward mode (`jax.jvp`): JAX's own
+    backward pass instead of the hand-written one, a custom VJP that forward mode cannot enter
+    (`rnn_jax.curvature.sensitivity`). A trace-time setting."""
+    token = _FORWARD_MODE.set(True)
+    try:
+        yield
+    finally:
+        _FORWARD_MODE.reset(token)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 
 from experiments import gradient_flow
 from rnn_jax import SequenceModel, make_cell
-from rnn_jax.curvature import hessian, lanczos_top, parameter_groups
+from rnn_jax.curvature import hessian, lanczos_top, parameter_groups, sensitivity
 from rnn_jax.losses import apply, sequence_mse
 from rnn_jax.measurements import Context, named
 
@@ -109,3 +109,44 @@ def test_a_run_records_the_hessian(tmp_path):
     top = record["['all']['eigenvalues']"]["3"]["mean"]  # the top two, largest first
     assert top[0] >= top[1] and top[0] >= record["['recurrent']['eigenvalues']"]["3"]["mean"][0]
     assert "['adam']['preconditioned_top']" in record
+
+
+def _scalar_linear_model(lam):
+    """h_t = lam h_(t-1) + x_t: the linear `rnn`, one unit, W_xh = 1, b = 0, W_hh = lam."""
+    model = SequenceModel(
+        make_cell("rnn", activation="linear"), input_size=1, hidden_size=1, output_size=1, rngs=nnx.Rngs(0)
+    )
+    layer = model.rnn.layers[0].forward
+    layer["W_xh"].value, layer["W_hh"].value = jnp.ones((1, 1), jnp.float64), jnp.full((1, 1), lam, jnp.float64)
+    layer["b"].value = jnp.zeros((1,), jnp.float64)
+    return model
+
+
+@pytest.mark.parametrize(("lam", "rho"), [(0.5, 0.0), (0.9, 0.0), (0.9, 0.9), (0.97, 0.5)])
+def test_sensitivity_of_a_scalar_linear_recurrence_is_the_closed_form(lam, rho, x64):
+    """E (dh_t/dlam)^2 on 10,000 sequences of stationary AR(1) input (rho = 0: white noise): within
+    4 standard errors of the exact finite-t value at the last step, itself the limit
+    (1 + lam^2) / (1 - lam^2)^3 (white noise) or the AR(1) closed form to 1e-6 by then."""
+    from .sensitivity_reference import ar1_limit, finite_t, white_noise_limit
+
+    time, n = 400, 10_000
+    model = _scalar_linear_model(lam)
+    eps = np.random.default_rng(0).normal(size=(n, time))
+    xs = np.empty_like(eps)
+    xs[:, 0] = eps[:, 0]
+    for t in range(1, time):
+        xs[:, t] = rho * xs[:, t - 1] + np.sqrt(1 - rho**2) * eps[:, t]
+    graphdef, params = nnx.split(model)
+    ctx = Context(model, params, {"inputs": jnp.asarray(xs[..., None])}, [], lambda p: 0.0)
+    measured = float(sensitivity(ctx)["layer0"]["by_step"][-1])
+    exact = finite_t(lam, time, rho)  # step index time - 1 has read inputs x_1 ... x_time
+    limit = white_noise_limit(lam) if rho == 0 else ar1_limit(lam, rho)
+    assert exact == pytest.approx(limit, rel=1e-6)
+    assert abs(measured - exact) < 4 * exact * np.sqrt(2 / n), (measured, exact)
+
+
+def test_sensitivity_is_recorded_beside_the_flow(tmp_path):
+    out = tmp_path / "sensitivity"
+    gradient_flow.main([*TINY, "--cells", "lru", "--measure", "sensitivity", "--out", str(out)])
+    record = json.loads((out / "results.json").read_text())["cells"]["lru"]["measurements"]["sensitivity"]
+    assert record["['layer0']['mean']"]["3"]["mean"] > 0 and len(record["['layer0']['by_step']"]["3"]["mean"]) == 6
