@@ -64,7 +64,7 @@ class Config(TrainingOptions):
     STACKS_SEEDS: ClassVar[bool] = True  # one vmapped step for every seed, also --seeds 1
 
     task: str = "adding"
-    """the task (rnn_jax.tasks): adding | add | copy | bit_copy | selective_copy | flipflop | mqar | charlm |
+    """the task (rnn_jax.tasks): adding | add | copy | bit_copy | selective_copy | flipflop | teacher | mqar | charlm |
     sentiment | tagging | mnist_pixels | mnist_permuted | mnist_rows | forecast | tabular | caption | translate, or
     one registered by --imports"""
     cells: tuple[str, ...] = ("rnn", "lstm", "gru")
@@ -73,11 +73,17 @@ class Config(TrainingOptions):
     seq_len: int = 100
     """T: sequence length (adding), delay (copy: sequences are T + 20), pattern length P (bit_copy: sequences are
     2P + 8), noise length (selective_copy: sequences are T + 1 + --tokens), window (charlm), tokens per text, left-padded (sentiment) or words per sentence,
-    right-padded (tagging), steps (flipflop, mqar), window (forecast); MNIST's is fixed (784 pixels, 28 rows)"""
+    right-padded (tagging), steps (flipflop, mqar, teacher), window (forecast); MNIST's is fixed (784 pixels, 28 rows)"""
     tokens: int = 16
     """selective_copy: data tokens to find among the T steps and copy"""
     add_lags: tuple[int, int] = (6, 10)
     """add: the lags t1 < t2 of the two input bits the label depends on (Marschall et al.'s test setting)"""
+    teacher_nu: float = 0.9
+    """teacher: the inner radius nu_0 of the ring [nu_0, 1) of the teacher's eigenvalues (its memory)"""
+    teacher_hidden: int = 10
+    """teacher: the teacher's state size (Zucchet & Orvieto's: 10)"""
+    teacher_seed: int = 42
+    """teacher: the seed of the teacher's draw, apart from --seed (the student's); theirs is 42 in every run"""
     mqar_pairs: int = 4
     """mqar: key-value pairs, each asked once (Zoology's default: 8)"""
     mqar_vocab: int = 64

@@ -145,8 +145,24 @@ def test_sensitivity_of_a_scalar_linear_recurrence_is_the_closed_form(lam, rho, 
     assert abs(measured - exact) < 4 * exact * np.sqrt(2 / n), (measured, exact)
 
 
+@pytest.mark.slow
 def test_sensitivity_is_recorded_beside_the_flow(tmp_path):
     out = tmp_path / "sensitivity"
     gradient_flow.main([*TINY, "--cells", "lru", "--measure", "sensitivity", "--out", str(out)])
     record = json.loads((out / "results.json").read_text())["cells"]["lru"]["measurements"]["sensitivity"]
     assert record["['layer0']['mean']"]["3"]["mean"] > 0 and len(record["['layer0']['by_step']"]["3"]["mean"]) == 6
+
+
+@pytest.mark.slow
+def test_a_teacher_run_records_both_stories(tmp_path):
+    """The teacher task with the curvature measurements beside the gradient flow; results.json
+    states the teacher's eigenvalues and memory."""
+    out = tmp_path / "teacher"
+    args = [*TINY, "--task", "teacher", "--teacher-nu", "0.95", "--cells", "rnn", "lru"]
+    gradient_flow.main([*args, "--measure", "sensitivity", "hessian", "--out", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    info = results["task"]
+    assert info["nu"] == 0.95 and min(np.hypot(info["eigenvalues"]["real"], info["eigenvalues"]["imag"])) >= 0.95
+    for cell in ("rnn", "lru"):
+        measured = results["cells"][cell]["measurements"]
+        assert {"sensitivity", "hessian"} <= set(measured) and cell in results["cells"]

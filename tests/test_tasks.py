@@ -348,3 +348,34 @@ def test_bit_copy_is_zucchets_copy_task_as_their_setup_runs_it():
     by_hand = -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
     assert float(out.loss) == pytest.approx(by_hand, rel=1e-5)
     assert float(out.metrics["accuracy"]) == pytest.approx(((p > 0.5) == (t > 0.5)).mean(), rel=1e-6)
+
+
+def test_the_teacher_is_a_linear_system_on_its_ring():
+    """Zucchet & Orvieto's teacher: real A whose eigenvalues keep the phases of a Gaussian
+    matrix's and have moduli in [nu_0, 1); targets equal a step-by-step NumPy simulation; the
+    impulse response equals its eigen form C V diag(lambda^(k-1)) V^-1 B; the baseline (predicting
+    zero) equals a Monte Carlo E[y^2] over the steps within 4 standard errors."""
+    from rnn_jax.tasks.teacher import impulse_response, make_teacher
+
+    a, b, c, d = make_teacher(42, 10, 0.9)
+    values, vectors = np.linalg.eig(a)
+    assert np.all(np.abs(values) >= 0.9) and np.all(np.abs(values) < 1.0) and np.isrealobj(a)
+    raw = np.linalg.eigvals(np.random.default_rng(42).normal(size=(10, 10)) / np.sqrt(10))
+    np.testing.assert_allclose(np.sort(np.angle(values)), np.sort(np.angle(raw)), atol=1e-9)
+    response = impulse_response(a, b, c, d, 50)
+    eigen_form = [d.item()] + [
+        (c @ vectors @ np.diag(values ** (k - 1)) @ np.linalg.inv(vectors) @ b).real.item() for k in range(1, 50)
+    ]
+    np.testing.assert_allclose(response, eigen_form, rtol=1e-9, atol=1e-12)
+    task = make_task("teacher", options(seq_len=30, batch=4000, teacher_nu=0.9))
+    batch = {k: np.asarray(v, np.float64) for k, v in task.batch(jax.random.key(0), *task.data).items()}
+    h, ys = np.zeros((4000, 10)), []
+    for t in range(30):
+        h = h @ a.T + batch["inputs"][:, t] @ b.T
+        ys.append(h @ c.T + batch["inputs"][:, t] @ d.T)
+    np.testing.assert_allclose(batch["targets"], np.stack(ys, 1), rtol=1e-4, atol=1e-4)
+    squared = (batch["targets"][..., 0] ** 2).mean(1)
+    assert abs(squared.mean() - task.baseline) < 4 * squared.std() / np.sqrt(4000)
+    assert task.info["memory_lag"] > 10 and len(task.info["eigenvalues"]["real"]) == 10
+    with pytest.raises(ValueError, match=r"--teacher-nu 1.0: the ring's inner radius nu_0 must be in \[0, 1\)"):
+        make_task("teacher", options(teacher_nu=1.0))

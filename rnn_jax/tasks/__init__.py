@@ -13,6 +13,8 @@ on it, with its flow profiles, spectra, gates, seeds, checkpoints and ablation g
 Built in:
     adding, copy, selective_copy   synthetic long-lag tasks (`rnn_jax.data.synthetic`)
     flipflop                       the 3-bit flip-flop (Sussillo & Barak 2013): 8 memories to hold
+    teacher                        Zucchet & Orvieto (2024)'s teacher-student regression: a random
+                                   linear system with eigenvalues on the ring [--teacher-nu, 1)
     charlm                         next character of a corpus (--data; default a generated one)
     sentiment                      many-to-one: the polarity of a sentence (--data; default the
                                    sentence-polarity corpus), left-padded to --seq-len tokens
@@ -37,7 +39,7 @@ time axis: they stay experiments of their own.)
 """
 
 # each module registers its tasks, in the order --help lists them
-from rnn_jax.tasks import synthetic, text, mnist, forecast, tabular, caption, translate  # noqa: F401, I001
+from rnn_jax.tasks import synthetic, teacher, text, mnist, forecast, tabular, caption, translate  # noqa: F401, I001
 from rnn_jax.tasks.base import (
     BATCH_KEYS,
     TASKS,
