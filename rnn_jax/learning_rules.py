@@ -159,7 +159,7 @@ def auto_truncation(decay: float, length: int) -> int:
 
 # parameter groups of the alignment: a parameter's leaf name (or its module) says which
 GROUPS = {
-    "recurrent": ("W_hh", "b_hn", "nu_log", "theta_log"),
+    "recurrent": ("W_hh", "b_hn", "nu_log", "theta_log", "lam_re", "lam_im"),
     "input": ("W_xh", "gamma_log"),
     "bias": ("b",),
     "readout": ("head", "C_re", "C_im", "D"),

@@ -128,12 +128,17 @@ def minlstm_step(params, h, x):
 
 
 def lru_step(params, h, x):
-    """h = [Re; Im] of the complex state; complex arithmetic with NumPy's complex numbers."""
+    """h = [Re; Im] of the complex state; complex arithmetic with NumPy's complex numbers. lambda
+    from (nu_log, theta_log), or (lam_re, lam_im) directly; gamma = exp(gamma_log), or 1 without it."""
     hidden = h.shape[-1] // 2
     state = h[..., :hidden] + 1j * h[..., hidden:]
-    lam = np.exp(-np.exp(params["nu_log"]) + 1j * np.exp(params["theta_log"]))
+    if "lam_re" in params:
+        lam = params["lam_re"] + 1j * params["lam_im"]
+    else:
+        lam = np.exp(-np.exp(params["nu_log"]) + 1j * np.exp(params["theta_log"]))
+    gamma = np.exp(params["gamma_log"]) if "gamma_log" in params else 1.0
     bx = x @ params["W_xh"]
-    state = lam * state + np.exp(params["gamma_log"]) * (bx[..., :hidden] + 1j * bx[..., hidden:])
+    state = lam * state + gamma * (bx[..., :hidden] + 1j * bx[..., hidden:])
     c = params["C_re"] + 1j * params["C_im"]
     y = (state @ c.T).real + params["D"] * x
     return np.concatenate([state.real, state.imag], axis=-1), y

@@ -51,6 +51,30 @@ def test_lru_matches_numpy():
     )
 
 
+@pytest.mark.parametrize(("parametrisation", "normalise"), [("direct", False), ("direct", True), ("exp", False)])
+def test_lru_students_of_zucchet_and_orvieto_match_numpy(parametrisation, normalise):
+    """The LRU's ablation options: lambda learned as (Re, Im) directly, gamma dropped; the same
+    recurrence (NumPy, complex numbers) on the parallel and the sequential scan; the initial
+    lambdas on the same ring, gamma sqrt(1 - |lambda|^2) where kept."""
+    cell = make_cell("lru", r_min=0.5, r_max=0.95, parametrisation=parametrisation, normalise=normalise)
+    params = cell.init(jax.random.key(0), HIDDEN, HIDDEN)
+    assert ("lam_re" in params) == (parametrisation == "direct") and ("gamma_log" in params) == normalise
+    magnitude = np.hypot(*map(np.asarray, cell.lam(params)))
+    assert magnitude.min() >= 0.5 - 1e-6 and magnitude.max() <= 0.95 + 1e-6
+    if normalise:
+        np.testing.assert_allclose(np.exp(np.asarray(params["gamma_log"])), np.sqrt(1 - magnitude**2), rtol=1e-4)
+    keys = jax.random.split(jax.random.key(1), len(params))
+    params = {n: p + 0.2 * jax.random.normal(k, p.shape) for k, (n, p) in zip(keys, sorted(params.items()))}
+    xs = jax.random.normal(jax.random.key(2), (BATCH, TIME, HIDDEN))
+    ref_carry, ref_ys = reference.run(reference.lru_step, as_numpy(params), xs, np.zeros((BATCH, 2 * HIDDEN)))
+    for scan in ("parallel", "sequential"):
+        carry, ys = run(cell, params, xs, scan=scan)
+        np.testing.assert_allclose(ys, ref_ys, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(carry, ref_carry, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="parametrisation 'polar': expected exp or direct"):
+        make_cell("lru", parametrisation="polar")
+
+
 def test_lru_initialisation_on_the_ring():
     cell = make_cell("lru", r_min=0.9, r_max=0.999)
     params = cell.init(jax.random.key(0), 64, 64)

@@ -151,7 +151,10 @@ class LRU(LinearCell):
         y_t    = Re(C h_t) + D * x_t
 
     initialised with |lambda| uniform on the ring [r_min, r_max] and arg lambda uniform in
-    [0, max_phase] (the paper's defaults for long-range tasks: 0.9, 0.999, 2 pi). The state has
+    [0, max_phase] (the paper's defaults for long-range tasks: 0.9, 0.999, 2 pi). The students of
+    Zucchet & Orvieto (2024)'s ablation are options: `parametrisation` "direct" learns
+    (Re lambda, Im lambda) themselves (`lam_re`, `lam_im`; nothing keeps |lambda| < 1), and
+    `normalise=False` drops gamma (gamma = 1). The state has
     `hidden` complex units and the output `hidden` real ones; D is diagonal, so the input size
     is the hidden size (the residual block of `rnn_jax.layers` projects the inputs first).
     Carry: [Re h; Im h], (..., 2 hidden): one real array, so that ||dL/dh_t|| is the complex
@@ -161,6 +164,8 @@ class LRU(LinearCell):
     r_min: float = 0.9
     r_max: float = 0.999
     max_phase: float = 2 * math.pi
+    parametrisation: str = "exp"  # "exp": lambda = exp(-exp(nu_log) + i exp(theta_log)); "direct": lam_re + i lam_im
+    normalise: bool = True  # gamma = exp(gamma_log) on the input, sqrt(1 - |lambda|^2) at init; False: gamma = 1
 
     name: ClassVar[str] = "lru"
     num_gates: ClassVar[int] = 2  # [Re B x, Im B x]
@@ -169,6 +174,8 @@ class LRU(LinearCell):
         super().__post_init__()
         if not 0 <= self.r_min < self.r_max <= 1:
             raise ValueError(f"LRU: need 0 <= r_min < r_max <= 1, got {self.r_min}, {self.r_max}")
+        if self.parametrisation not in ("exp", "direct"):
+            raise ValueError(f"LRU: parametrisation {self.parametrisation!r}: expected exp or direct")
 
     def init(self, key, input_size, hidden_size, dtype=jnp.float32):
         if input_size != hidden_size:
@@ -183,18 +190,23 @@ class LRU(LinearCell):
         theta_log = jnp.log(self.max_phase * u2)
         magnitude = jnp.exp(-jnp.exp(nu_log))
         normal = lambda k, shape, fan: jax.random.normal(k, shape, dtype) / jnp.sqrt(fan)  # noqa: E731
+        if self.parametrisation == "exp":
+            recurrence = {"nu_log": nu_log, "theta_log": theta_log}
+        else:
+            phase = jnp.exp(theta_log)
+            recurrence = {"lam_re": magnitude * jnp.cos(phase), "lam_im": magnitude * jnp.sin(phase)}
+        gamma = {"gamma_log": jnp.log(jnp.sqrt(1 - magnitude**2))} if self.normalise else {}
         return {
             "W_xh": normal(keys[2], (input_size, 2 * hidden_size), 2 * input_size),  # [B_re^T, B_im^T]
-            "nu_log": nu_log,
-            "theta_log": theta_log,
-            "gamma_log": jnp.log(jnp.sqrt(1 - magnitude**2)),
+            **recurrence,
+            **gamma,
             "C_re": normal(keys[3], (hidden_size, hidden_size), hidden_size),
             "C_im": normal(keys[4], (hidden_size, hidden_size), hidden_size),
             "D": jax.random.normal(keys[5], (hidden_size,), dtype),
         }
 
     def sizes(self, params):
-        return params["W_xh"].shape[0], params["nu_log"].shape[0]
+        return params["W_xh"].shape[0], params["D"].shape[0]
 
     def project_inputs(self, params, xs):
         """[Re B x, Im B x, x]: the input itself rides along for the skip D * x of the readout."""
@@ -203,14 +215,18 @@ class LRU(LinearCell):
 
     def lam(self, params) -> tuple[Array, Array]:
         """(Re lambda, Im lambda)."""
+        if self.parametrisation == "direct":
+            return params["lam_re"], params["lam_im"]
         magnitude, phase = jnp.exp(-jnp.exp(params["nu_log"])), jnp.exp(params["theta_log"])
         return magnitude * jnp.cos(phase), magnitude * jnp.sin(phase)
 
     def coefficients(self, params, xw_t):
-        hidden = params["nu_log"].shape[0]
+        hidden = params["D"].shape[0]
         lam = jnp.concatenate(self.lam(params))
-        gamma = jnp.tile(jnp.exp(params["gamma_log"]), 2)
-        return jnp.broadcast_to(lam, xw_t.shape[:-1] + (2 * hidden,)), gamma * xw_t[..., : 2 * hidden]
+        inputs = xw_t[..., : 2 * hidden]
+        if self.normalise:
+            inputs = jnp.tile(jnp.exp(params["gamma_log"]), 2) * inputs
+        return jnp.broadcast_to(lam, xw_t.shape[:-1] + (2 * hidden,)), inputs
 
     def multiply(self, a, x):
         """The complex product a * x, each [re; im] on the last axis."""
@@ -223,12 +239,12 @@ class LRU(LinearCell):
         return jnp.concatenate([ones, zeros], axis=-1)
 
     def output(self, params, carry, xw_t):
-        hidden = params["nu_log"].shape[0]
+        hidden = params["D"].shape[0]
         h_re, h_im = jnp.split(carry, 2, axis=-1)
         return matmul(h_re, params["C_re"].T) - matmul(h_im, params["C_im"].T) + params["D"] * xw_t[..., 2 * hidden :]
 
     def gate_values(self, params, carry, xw_t):
-        magnitude = jnp.exp(-jnp.exp(params["nu_log"]))
+        magnitude = jnp.hypot(*self.lam(params))
         return {"|lambda|": jnp.broadcast_to(magnitude, carry.shape[:-1] + magnitude.shape)}
 
     def keep_gate(self, gates):
