@@ -30,7 +30,7 @@ from typing import Annotated, Callable, ClassVar
 import tyro
 
 from experiments import cli, gradient_flow
-from rnn_jax import plots, summaries
+from rnn_jax import plots, plots_learning_rules, summaries
 from rnn_jax.cells import LSTM_VARIANTS
 from rnn_jax.config import config_from_json, config_record, environment, from_text, write_json
 
@@ -230,7 +230,7 @@ def run(cfg: Config) -> dict:
         r for r in rows if str(r.get("gradient", "")).partition(":")[2].isdigit() and "alignment_cosine" in r
     ]
     if truncations:
-        plots.alignment_against_truncation(truncations, out / "alignment_vs_k.png", title=out.name)
+        plots_learning_rules.alignment_against_truncation(truncations, out / "alignment_vs_k.png", title=out.name)
     write_json(out / "results.json", {"grid": axes, "base_config": base, "environment": environment(), "rows": rows})
     return {"out": str(out), "rows": rows}
 

@@ -37,10 +37,10 @@ import optax
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from rnn_jax.credit import forward_mode
 from rnn_jax.layers import param_values
 from rnn_jax.learning_rules import group_of
 from rnn_jax.measurements import Context, builtin
-from rnn_jax.recurrence import forward_mode
 
 LANCZOS_STEPS = 40  # Krylov dimension (at most the block's size: then the block's spectrum is exact)
 MEMORY_LIMIT = 2**30  # bytes of Lanczos vectors a measurement may hold (the refusal's limit)

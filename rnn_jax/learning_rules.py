@@ -38,8 +38,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.credit import drawing_from, frozen, real_time_recurrent_learning, truncated
 from rnn_jax.measurements import Context, builtin
-from rnn_jax.recurrence import drawing_from, frozen, real_time_recurrent_learning, truncated
 from rnn_jax.registry import Registry
 
 LEARNING_RULES = Registry(
@@ -60,7 +60,7 @@ def bptt(argument: str | None):
 
 @register_learning_rule("truncated")
 def truncated_bptt(argument: str | None):
-    """Truncated BPTT in blocks of K steps (`rnn_jax.recurrence.truncated`)."""
+    """Truncated BPTT in blocks of K steps (`rnn_jax.credit.truncated`)."""
     try:
         every = int(argument)
     except (TypeError, ValueError):
@@ -123,7 +123,7 @@ uoro.stochastic = True  # the alignment also measures its spread over draws (`al
 def learning_rule(spec: str, key=None):
     """The context of the rule `spec` ("name" or "name:argument"), checked now: an unknown name
     or a bad argument is a ValueError naming it. `key`: where a rule that draws random numbers
-    (`stochastic`, as UORO) draws them (`recurrence.drawing_from`)."""
+    (`stochastic`, as UORO) draws them (`credit.drawing_from`)."""
     name, colon, argument = spec.partition(":")
     LEARNING_RULES.check(name)
     rule = LEARNING_RULES[name](argument if colon else None)

@@ -16,8 +16,6 @@ padding works the same way: the initial carry passes unchanged to the first real
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import functools
 from typing import Any
@@ -25,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import backend, cudnn
+from rnn_jax import backend, credit, cudnn
 from rnn_jax.cells import Carry, Cell, Params, accumulation_dtype
 from rnn_jax.choices import check_choice
 from rnn_jax.fused import FusedPlan, finish_step, fused_scan, gate_params_of
@@ -184,7 +182,7 @@ def run(
     hidden states h_t, (batch, time, hidden), zero at padded steps.
     """
     options = dataclasses.replace(options or ScanOptions(), **fields)
-    if _FORWARD_MODE.get():
+    if credit.forward_mode_on():
         options = dataclasses.replace(options, backprop="autodiff")
     xs, mask, initial_carry, hidden = _checked_inputs(cell, params, xs, initial_carry, mask, lengths)
     strategy = resolve_scan(cell, options, hidden, probed=probes is not None)
@@ -203,111 +201,16 @@ def run(
         checkpointed = lambda c, block: jax.checkpoint(scan_steps)(c, *block)  # noqa: E731
         return _in_blocks(checkpointed, carry, xs, mask, probes, length=strategy.segment, reverse=options.reverse)
 
-    if _FROZEN.get() is not None:  # parameters that get no gradient from this recurrence (`frozen`)
-        params = jax.tree_util.tree_map_with_path(
-            lambda path, p: jax.lax.stop_gradient(p) if _FROZEN.get()(path) else p, params
-        )
-    if _RTRL.get():  # the parameters' gradient forward in time (`rnn_jax.rtrl`)
-        return _rtrl(cell, params, initial_carry, *inputs[:2], options.reverse)
-    truncate = _TRUNCATE.get()
+    params = credit.frozen_where_asked(params)
+    if credit.influence():  # the parameters' gradient forward in time (`rnn_jax.rtrl`)
+        return credit.forward_in_time(cell, params, initial_carry, *inputs[:2], options.reverse)
+    truncate = credit.truncation()
     if truncate and truncate < xs.shape[1]:  # truncated BPTT: no gradient into a block's first carry
         cut = lambda c, block: over_time(jax.lax.stop_gradient(c), *block)  # noqa: E731
         carry, hs = _in_blocks(cut, initial_carry, *inputs, length=truncate, reverse=options.reverse)
     else:
         carry, hs = over_time(initial_carry, *inputs)
     return carry, jnp.swapaxes(hs, 0, 1)
-
-
-_TRUNCATE = contextvars.ContextVar("rnn_jax_truncate", default=None)
-_RTRL = contextvars.ContextVar("rnn_jax_rtrl", default=None)
-_DRAWS = contextvars.ContextVar("rnn_jax_draws", default=None)
-_FROZEN = contextvars.ContextVar("rnn_jax_frozen", default=None)
-_FORWARD_MODE = contextvars.ContextVar("rnn_jax_forward_mode", default=False)
-
-
-@contextlib.contextmanager
-def forward_mode():
-    """Inside, every `run` traced can be differentiated in forward mode (`jax.jvp`): JAX's own
-    backward pass instead of the hand-written one, a custom VJP that forward mode cannot enter
-    (`rnn_jax.curvature.sensitivity`). A trace-time setting."""
-    token = _FORWARD_MODE.set(True)
-    try:
-        yield
-    finally:
-        _FORWARD_MODE.reset(token)
-
-
-@contextlib.contextmanager
-def frozen(which):
-    """Inside, every `run` traced passes each of the cell's parameters for which `which(path)`
-    (its pytree path in the cell's parameters) is true through a stop-gradient: they get no
-    gradient (the `spatial` learning rule's recurrent weights). A trace-time setting."""
-    token = _FROZEN.set(which)
-    try:
-        yield
-    finally:
-        _FROZEN.reset(token)
-
-
-@contextlib.contextmanager
-def real_time_recurrent_learning(influence: str = "rtrl"):
-    """Inside, every `run` traced is differentiated forward in time (`rnn_jax.rtrl`; `influence`:
-    "rtrl" exact, "snap1" / "snap2" SnAp-1 / -2, "uoro" UORO, which draws from `drawing_from`'s key): its
-    parameters' gradient forward in time, its inputs' spatially (no credit through time to what
-    is upstream). A trace-time setting, as `truncated`."""
-    token = _RTRL.set(influence)
-    try:
-        yield
-    finally:
-        _RTRL.reset(token)
-
-
-@contextlib.contextmanager
-def drawing_from(key):
-    """Inside, a learning rule that draws random numbers (UORO's signs) draws them from `key`,
-    each recurrence traced its own `fold_in(key, i)` (i = 0, 1, ... in tracing order)."""
-    token = _DRAWS.set([key, 0])
-    try:
-        yield
-    finally:
-        _DRAWS.reset(token)
-
-
-def _next_draw():
-    draws = _DRAWS.get()
-    if draws is None:
-        raise ValueError(
-            "--gradient uoro draws random signs, and none were given: trace it inside "
-            "recurrence.drawing_from(key) (learning_rule(spec, key=...); training steps do)"
-        )
-    draws[1] += 1
-    return jax.random.fold_in(draws[0], draws[1] - 1)
-
-
-def _rtrl(cell, params, carry, xs, mask, reverse: bool):
-    from rnn_jax import rtrl  # noqa: PLC0415  (rtrl imports this module's cells)
-
-    influence = _RTRL.get()
-    keep = jnp.ones(xs.shape[:2], xs.dtype) if mask is None else mask.astype(xs.dtype)
-    flip = (lambda a: a[::-1]) if reverse else (lambda a: a)  # noqa: E731
-    key = _next_draw() if influence == "uoro" else None
-    carry, hs = rtrl.rtrl_run(cell, params, flip(xs), carry, flip(keep), influence, key)
-    return carry, jnp.swapaxes(flip(hs), 0, 1)
-
-
-@contextlib.contextmanager
-def truncated(every: int | None):
-    """Inside, every `run` traced stops the gradient at every `every`-th state of its sequence
-    (truncated BPTT in blocks of `every` steps, from the first step; the forward pass is
-    unchanged; None: not truncated). A trace-time setting, as `backend.analysis`: the same
-    graphdef and parameters give the truncated and the full gradient (`rnn_jax.learning_rules`)."""
-    if every is not None and every < 1:
-        raise ValueError(f"truncation needs K >= 1 steps, got {every}")
-    token = _TRUNCATE.set(every)
-    try:
-        yield
-    finally:
-        _TRUNCATE.reset(token)
 
 
 def _checked_inputs(cell, params, xs, initial_carry, mask, lengths):

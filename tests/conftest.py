@@ -88,6 +88,13 @@ FAST_TIER_CASES = {
 }
 
 
+@pytest.fixture
+def x64():
+    """The test traced and run in float64 (jax's x64 mode, for this test only)."""
+    with jax.enable_x64(True):
+        yield
+
+
 def in_fast_tier(item) -> bool:
     if item.get_closest_marker("slow"):
         return False

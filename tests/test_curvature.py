@@ -21,12 +21,6 @@ from rnn_jax.measurements import Context, named
 from .test_gradient_flow_experiment import TINY
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def _context(opt_state=None):
     model = SequenceModel(make_cell("rnn"), input_size=2, hidden_size=3, output_size=1, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
