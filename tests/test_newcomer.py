@@ -47,7 +47,6 @@ def test_an_unknown_measurement_with_none_registered_says_how_to_add_one(monkeyp
     from rnn_jax.registry import Registry
 
     monkeypatch.setattr(measurements, "MEASUREMENTS", Registry("measurement", measurements.MEASUREMENTS.how_to_add))
-    monkeypatch.setattr("rnn_jax.option_groups.MEASUREMENTS", measurements.MEASUREMENTS)
     with pytest.raises(SystemExit):
         gradient_flow.main(["--measure", "nope"])
     message = usage_error(capsys)
