@@ -111,7 +111,7 @@ def hessian(ctx: Context, argument: str | None = None) -> dict:
             f"--measure hessian: Lanczos on {theta.size} parameters holds {steps_all + 1} vectors of them, over the "
             f"{MEMORY_LIMIT / 2**30:.0f} GiB limit; measure a smaller model"
         )
-    gradient = jax.grad(lambda flat: ctx.loss(unravel(flat)))
+    gradient = jax.grad(lambda flat: _autodiff_loss(ctx.loss, unravel(flat)))
     hvp = lambda v: jax.jvp(gradient, (theta,), (v,))[1]  # noqa: E731
     start = jax.random.normal(jax.random.key(0), theta.shape, theta.dtype)  # fixed: the same probe every step
     result, vectors = {}, {}
@@ -129,6 +129,11 @@ def hessian(ctx: Context, argument: str | None = None) -> dict:
     if adam is not None:
         result["adam"] = _through_adam(adam, hvp, start, steps_all, groups)
     return result
+
+
+def _autodiff_loss(loss, params):
+    with forward_mode():  # JAX's own backward pass, which forward mode (the HVP's jvp) differentiates
+        return loss(params)
 
 
 def _adam_state(opt_state):

@@ -94,6 +94,8 @@ def test_bad_arguments_are_clear_errors():
             hessian(ctx, argument=argument)
     with pytest.raises(ValueError, match="takes no argument"):
         named("flow_profile:3")
+    with pytest.raises(ValueError, match="--measure hessian takes one seed a run"):
+        gradient_flow.Config.create(measure=("hessian",), seeds=2)
 
 
 def test_a_run_records_the_hessian(tmp_path):
