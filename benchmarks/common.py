@@ -201,6 +201,14 @@ def wait(result) -> None:
         jax.block_until_ready(result)
 
 
+def add_timing_flags(parser, *, repeats: int = 3) -> None:
+    """--repeats and --min-seconds of `interleaved`, the same in every benchmark that times steps."""
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help="interleaved timing rounds; the median is reported"
+    )
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
+
+
 def interleaved(calls: dict[str, Callable], *, repeats: int = 3, min_seconds: float = 1.0) -> dict[str, dict]:
     """Seconds per call of each implementation: the first call (compile + run) apart, then
     `repeats` rounds in which each runs back to back for about `min_seconds` (at least one

@@ -38,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch", type=int, default=32, help="sequences per batch (default: 32)")
     parser.add_argument("--seq", type=int, default=128, help="time steps per sequence (default: 128)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds; the median is reported")
-    parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
+    common.add_timing_flags(parser)
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
     return parser
 

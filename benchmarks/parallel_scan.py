@@ -65,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", type=int, default=256, help="their hidden size, = the embedding size (256)")
     parser.add_argument("--seq", default="128,512,4096", help="comma-separated sequence lengths (128,512,4096)")
     parser.add_argument("--batch", type=int, default=8, help="sequences per batch (8)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds; the median is reported")
-    parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
+    common.add_timing_flags(parser)
     parser.add_argument("--no-baselines", action="store_true", help="leave out the LSTM and GRU")
     parser.add_argument("--out", help="also write the rows and the environment as JSON to this path")
     return parser

@@ -74,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, of {', '.join(IMPLEMENTATIONS)} (torch is skipped when absent) and "
         f"the levers {', '.join(LEVERS)} (default: {','.join(IMPLEMENTATIONS)})",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds; the median is reported")
-    parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
+    common.add_timing_flags(parser)
     parser.add_argument(
         "--default-malloc",
         action="store_true",

@@ -76,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", default="256", help="comma-separated hidden sizes (default: 256)")
     parser.add_argument("--batch", type=int, default=32, help="sequences per batch (default: 32)")
     parser.add_argument("--seq", type=int, default=128, help="time steps per sequence (default: 128)")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds; the median is reported")
-    parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of back-to-back steps per round")
+    common.add_timing_flags(parser, repeats=5)
     parser.add_argument(
         "--no-tiny",
         action="store_true",

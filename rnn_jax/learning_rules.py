@@ -53,8 +53,7 @@ register_learning_rule = LEARNING_RULES.register
 @register_learning_rule("bptt")
 def bptt(argument: str | None):
     """Full backpropagation through time."""
-    if argument is not None:
-        raise ValueError(f"--gradient bptt takes no argument, got bptt:{argument}")
+    _no_argument("bptt", argument)
     return contextlib.nullcontext()
 
 
@@ -77,16 +76,14 @@ def spatial(argument: str | None):
     """No credit through time (Zucchet et al. 2023's `online_spatial`): the gradient through each
     step's output only (truncated:1), and none for the weights that act only on the carry (the
     `recurrent` group: W_hh, the GRU's b_hn, the LRU's nu and theta)."""
-    if argument is not None:
-        raise ValueError(f"--gradient spatial takes no argument, got spatial:{argument}")
+    _no_argument("spatial", argument)
     return _both(truncated(1), frozen(lambda path: group_of(path) == "recurrent"))
 
 
 @register_learning_rule("rtrl")
 def rtrl(argument: str | None):
     """Exact forward-mode real-time recurrent learning (`rnn_jax.rtrl`)."""
-    if argument is not None:
-        raise ValueError(f"--gradient rtrl takes no argument, got rtrl:{argument}")
+    _no_argument("rtrl", argument)
     return real_time_recurrent_learning()
 
 
@@ -94,8 +91,7 @@ def rtrl(argument: str | None):
 def snap1(argument: str | None):
     """SnAp-1 (Menick et al. 2021): RTRL with the influence kept on the pattern of one step
     (`rnn_jax.rtrl.snap_layout`); exact for element-wise recurrences."""
-    if argument is not None:
-        raise ValueError(f"--gradient snap1 takes no argument, got snap1:{argument}")
+    _no_argument("snap1", argument)
     return real_time_recurrent_learning("snap1")
 
 
@@ -103,8 +99,7 @@ def snap1(argument: str | None):
 def snap2(argument: str | None):
     """SnAp-2 (Menick et al. 2021): the influence kept where two steps of the cell's equations
     let a parameter reach a state unit; RTRL itself for a fully connected recurrence."""
-    if argument is not None:
-        raise ValueError(f"--gradient snap2 takes no argument, got snap2:{argument}")
+    _no_argument("snap2", argument)
     return real_time_recurrent_learning("snap2")
 
 
@@ -112,12 +107,16 @@ def snap2(argument: str | None):
 def uoro(argument: str | None):
     """UORO (Tallec & Ollivier 2017): RTRL's influence as a rank-one unbiased estimate, random
     signs drawn each step (`rnn_jax.rtrl`); its variance is measured beside the alignment."""
-    if argument is not None:
-        raise ValueError(f"--gradient uoro takes no argument, got uoro:{argument}")
+    _no_argument("uoro", argument)
     return real_time_recurrent_learning("uoro")
 
 
 uoro.stochastic = True  # the alignment also measures its spread over draws (`alignment`)
+
+
+def _no_argument(name: str, argument: str | None) -> None:
+    if argument is not None:
+        raise ValueError(f"--gradient {name} takes no argument, got {name}:{argument}")
 
 
 def learning_rule(spec: str, key=None):

@@ -224,10 +224,11 @@ class _Replay:
         (new, _), pull = jax.vjp(lambda t, s, x: self.step(t, s, x, keep), self.theta, c, x_t)
         return new, lambda g_new, g_y: pull((g_new, g_y))
 
-    def replay(self, one, influence0, cotangents, extra):
-        """Scan `one(c, influence, x_t, keep, g_y, extra_t) -> (new c, new influence, d theta,
+    def replay(self, one, influence0, cotangents, drawn=None):
+        """Scan `one(c, influence, x_t, keep, g_y, drawn_t) -> (new c, new influence, d theta,
         d x_t)` over the sequence (vmapped over the batch), `cotangents` (of the final carry, of
-        the outputs): (d theta summed, d xs, final influence)."""
+        the outputs), `drawn` (time, batch, ...) a rule's random numbers (None: none): (d theta
+        summed, d xs, final influence)."""
         _, g_ys = cotangents
 
         def scan_step(state, inputs):
@@ -236,7 +237,7 @@ class _Replay:
             return (new, updated, grad + g_theta.sum(0)), g_x
 
         state0 = (self.c0, influence0, jnp.zeros_like(self.theta))
-        (_, final, grad), g_xs = jax.lax.scan(scan_step, state0, (self.xs, self.keep, g_ys, extra))
+        (_, final, grad), g_xs = jax.lax.scan(scan_step, state0, (self.xs, self.keep, g_ys, drawn))
         return grad, g_xs, final
 
     def finish(self, grad, g_xs):
@@ -253,7 +254,7 @@ class _Replay:
             return new, jacobian @ m + immediate, g_theta + g_c @ m, g_x
 
         m0 = jnp.zeros((*self.c0.shape, self.theta.size), self.theta.dtype)
-        grad, g_xs, m_T = self.replay(one, m0, cotangents, self.keep)  # (nothing drawn)
+        grad, g_xs, m_T = self.replay(one, m0, cotangents)
         grad = grad + jnp.einsum("bs,bsp->p", self.flat_carry(cotangents[0]), m_T)
         return self.finish(grad, g_xs)
 
@@ -287,7 +288,7 @@ class _Replay:
             return new, m_new, jnp.sum(g_new[rows] * m_new, 0), g_x
 
         m0 = jnp.zeros((self.c0.shape[0], k, self.theta.size), dtype)
-        grad, g_xs, m_T = self.replay(one, m0, cotangents, self.keep)  # (nothing drawn)
+        grad, g_xs, m_T = self.replay(one, m0, cotangents)
         grad = grad + jnp.einsum("bap,bap->p", self.flat_carry(cotangents[0])[:, rows], m_T)
         return self.finish(grad, g_xs)
 

@@ -30,6 +30,23 @@ def _loss(cell, params, xs, rule):
         return jnp.sum(jnp.sin(run(cell, params, xs)[1]))
 
 
+def rnn_weights(params) -> tuple:
+    """(W_xh, W_hh, b) of the tanh RNN as NumPy arrays: the arguments of the NumPy references."""
+    return tuple(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b"))
+
+
+def assert_rule_is_numpy(rule: str, reference) -> tuple:
+    """The tanh RNN's gradient of sum(sin(h_t)) under `rule` equals `reference(W_xh, W_hh, b, xs)`
+    (a dict by parameter) to 1e-12; returns (cell, params, xs) for further checks."""
+    cell = make_cell("rnn")
+    params = _params(cell)
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
+    grads = jax.grad(lambda p: _loss(cell, p, xs, rule))(params)
+    for name, value in reference(*rnn_weights(params), np.asarray(xs)).items():
+        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
+    return cell, params, xs
+
+
 def numpy_truncated_bptt(w_x, w_h, b, xs, every):
     """dL/d(W_xh, W_hh, b) of L = sum_t sum(sin(h_t)), h_t = tanh(x_t W_xh + h_(t-1) W_hh + b),
     h_(-1) = 0, by backpropagation through time by hand, the error stopped at the first state of
@@ -54,13 +71,7 @@ def numpy_truncated_bptt(w_x, w_h, b, xs, every):
 
 @pytest.mark.parametrize("every", [1, 4, 5, TIME])
 def test_truncated_bptt_equals_numpy_by_hand(every, x64):
-    cell = make_cell("rnn")
-    params = _params(cell)
-    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
-    grads = jax.grad(lambda p: _loss(cell, p, xs, f"truncated:{every}"))(params)
-    expected = numpy_truncated_bptt(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs), every)
-    for name, value in expected.items():
-        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
+    assert_rule_is_numpy(f"truncated:{every}", lambda *args: numpy_truncated_bptt(*args, every))
 
 
 @pytest.mark.parametrize("name", list(CELLS))

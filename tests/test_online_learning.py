@@ -16,7 +16,7 @@ from rnn_jax.learning_rules import learning_rule
 from rnn_jax.recurrence import run
 
 from .test_gradient_flow_experiment import TINY
-from .test_learning_rules import BATCH, HIDDEN, INPUT, TIME, _loss, _params
+from .test_learning_rules import BATCH, HIDDEN, INPUT, TIME, _loss, _params, assert_rule_is_numpy, rnn_weights
 
 
 def numpy_rtrl(w_x, w_h, b, xs):
@@ -47,13 +47,7 @@ def numpy_rtrl(w_x, w_h, b, xs):
 
 
 def test_rtrl_equals_numpy_rtrl_from_the_paper(x64):
-    cell = make_cell("rnn")
-    params = _params(cell)
-    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
-    grads = jax.grad(lambda p: _loss(cell, p, xs, "rtrl"))(params)
-    expected = numpy_rtrl(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs))
-    for name, value in expected.items():
-        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
+    assert_rule_is_numpy("rtrl", numpy_rtrl)
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -145,7 +139,7 @@ def test_uoro_equals_numpy_uoro_from_the_paper(x64):
     with learning_rule("uoro", key=key):
         grads = jax.grad(lambda p: jnp.sum(jnp.sin(run(cell, p, xs)[1])))(params)
     signs = uoro_signs(jax.random.fold_in(key, 0), (BATCH, HIDDEN), TIME, jnp.float64)  # the first recurrence's
-    expected = numpy_uoro(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs), np.asarray(signs))
+    expected = numpy_uoro(*rnn_weights(params), np.asarray(xs), np.asarray(signs))
     for name, value in expected.items():
         np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
 
@@ -213,22 +207,13 @@ def numpy_snap1(w_x, w_h, b, xs):
 def test_snap1_of_a_dense_cell_equals_numpy_snap1_from_the_paper(x64):
     """For the tanh RNN, whose units are coupled, SnAp-1 keeps one number per parameter
     (compressed); it equals Menick et al.'s SnAp-1 written by hand, with padding held."""
-    cell = make_cell("rnn")
-    params = _params(cell)
-    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float64)
-    grads = jax.grad(lambda p: _loss(cell, p, xs, "snap1"))(params)
-    expected = numpy_snap1(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs))
-    for name, value in expected.items():
-        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-13)
+    cell, params, xs = assert_rule_is_numpy("snap1", numpy_snap1)
     lengths = (TIME, 7, 3)
     mask = jnp.arange(TIME)[None] < jnp.array(lengths)[:, None]
     with learning_rule("snap1"):
         padded = jax.grad(lambda p: jnp.sum(jnp.sin(run(cell, p, xs, mask=mask)[1])))(params)
-    each = [
-        numpy_snap1(*(np.asarray(params[k]) for k in ("W_xh", "W_hh", "b")), np.asarray(xs[i : i + 1, :n]))
-        for i, n in enumerate(lengths)
-    ]
-    for name in expected:
+    each = [numpy_snap1(*rnn_weights(params), np.asarray(xs[i : i + 1, :n])) for i, n in enumerate(lengths)]
+    for name in ("W_xh", "W_hh", "b"):
         np.testing.assert_allclose(padded[name], sum(g[name] for g in each), rtol=1e-12, atol=1e-13)
 
 
