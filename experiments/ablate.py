@@ -44,7 +44,7 @@ class Config(gradient_flow.Config):
 
     grid: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """axes of the grid, each FIELD=V1,V2 with FIELD a gradient_flow option, e.g. lstm_variant=NIG,NFG
-    recurrent_scale=0.5,1.5 (none given: lstm_variant over all Greff et al. variants, with --quick standard,NFG;
+    recurrent_scale=0.5,1.5, or FIELD1+FIELD2=V1,V2 tied, e.g. teacher_nu+lru_r_min=0.5,0.9 (none given: lstm_variant over all Greff et al. variants, with --quick standard,NFG;
     "none" is None)"""
 
     def __post_init__(self):
@@ -66,7 +66,10 @@ class Config(gradient_flow.Config):
 
     def points(self) -> list[dict]:
         axes = self.axes()
-        return [dict(zip((name for name, _ in axes), values)) for values in itertools.product(*(v for _, v in axes))]
+        return [
+            {field: value for (name, _), value in zip(axes, values) for field in name.split("+")}
+            for values in itertools.product(*(v for _, v in axes))
+        ]
 
     def base(self) -> dict:
         """The gradient_flow options every grid point starts from (its own out and resume aside)."""
@@ -86,23 +89,29 @@ def grid_fields() -> dict:
 
 
 def parse_grid(specs) -> list[tuple[str, list]]:
-    """["field=a,b", ...] -> [(field, [typed a, typed b]), ...]; "none" is None."""
+    """["field=a,b", ...] -> [(field, [typed a, typed b]), ...]; "none" is None. A tied axis
+    "field1+field2=a,b" sets both fields to each value together (a teacher's ring and the
+    student's: teacher_nu+lru_r_min=0.5,0.9)."""
     hints = grid_fields()
     axes = []
     for spec in specs:
-        field, _, values = spec.partition("=")
-        field = field.strip().replace("-", "_")
-        if field not in hints or not values:
-            close = difflib.get_close_matches(field, list(hints), n=1)
-            raise ValueError(
-                f"--grid {spec!r}: expected FIELD=v1,v2 with FIELD a gradient_flow option"
-                + (f"; did you mean {close[0]}?" if close and field not in hints else "")
-                + f" (one of: {', '.join(sorted(hints))})"
-            )
+        name, _, values = spec.partition("=")
+        fields = [f.strip().replace("-", "_") for f in name.split("+")]
+        for field in fields:
+            if field not in hints or not values:
+                close = difflib.get_close_matches(field, list(hints), n=1)
+                raise ValueError(
+                    f"--grid {spec!r}: expected FIELD=v1,v2 (or FIELD1+FIELD2=v1,v2) with FIELD a gradient_flow option"
+                    + (f"; did you mean {close[0]}?" if close and field not in hints else "")
+                    + f" (one of: {', '.join(sorted(hints))})"
+                )
+        if len({hints[field] for field in fields}) > 1:
+            raise ValueError(f"--grid {spec!r}: tied fields take one value, so they need one type")
         try:  # a tuple field (cells=rnn,lstm) gets one grid point per value
-            axes.append((field, [from_text(hints[field], v) for v in values.split(",")]))
+            typed = [from_text(hints[fields[0]], v) for v in values.split(",")]
         except ValueError as error:
             raise ValueError(f"--grid {spec!r}: {error}") from error
+        axes.append(("+".join(fields), typed))
     return axes
 
 
@@ -219,7 +228,7 @@ def run(cfg: Config) -> dict:
         points.append((point, gradient_flow.run(point_cfg)))
     rows = summaries.grid_rows(points)
     metric = points[0][1]["task"]["metric"]
-    write_tables(rows, [name for name, _ in axes], out, metric)
+    write_tables(rows, [field for name, _ in axes for field in name.split("+")], out, metric)
     labels = [
         f"{point_name(p)} {c}" if len(points[0][1]["cells"]) > 1 else point_name(p)
         for p, r in points

@@ -14,7 +14,7 @@ a measured step's batch (``--measure hessian`` or ``hessian:K``):
 - under Adam, the same top eigenvalue seen through its preconditioner, of D^(1/2) H D^(1/2) with
   D = 1 / (sqrt(v_hat) + eps) (times the step's learning rate: the update's own curvature, 2 at
   the edge of stability), and D's median, 10th and 90th percentiles per group: Adam's effective
-  learning rate per unit of learning rate.
+  learning rate per unit of learning rate (alone, without the Hessian: ``--measure adam_lr``).
 
 The eigenvalues are the largest (algebraic): the sharpness. A group's block interlaces with the
 whole: the overall top eigenvalue is never below a group's.
@@ -145,16 +145,39 @@ def _adam_state(opt_state):
 
 def _through_adam(adam, hvp, start, steps: int, groups) -> dict:
     """The top eigenvalue of D^(1/2) H D^(1/2), D = 1 / (sqrt(v_hat) + eps), and D per group."""
-    nu, _ = ravel_pytree(adam.nu)
-    v_hat = nu / (1.0 - ADAM_B2 ** jnp.maximum(adam.count, 1))
-    scale = 1.0 / (jnp.sqrt(v_hat) + ADAM_EPS)
+    scale = _adam_scale(adam)
     root = jnp.sqrt(scale)
     values, _, residuals = lanczos_top(lambda v: root * hvp(root * v), start, steps, 1)
-    quantiles = {
-        g: dict(zip(("p10", "median", "p90"), jnp.quantile(scale[mask], jnp.array([0.1, 0.5, 0.9]))))
+    return {
+        "preconditioned_top": values[0],
+        "preconditioned_residual": residuals[0],
+        "scale": _quantiles_by_group(scale, groups),
+    }
+
+
+def _adam_scale(adam) -> jax.Array:
+    """D = 1 / (sqrt(v_hat) + eps) over the flattened parameters: Adam's step per unit of learning
+    rate and of (bias-corrected) first moment."""
+    nu, _ = ravel_pytree(adam.nu)
+    v_hat = nu / (1.0 - ADAM_B2 ** jnp.maximum(adam.count, 1))
+    return 1.0 / (jnp.sqrt(v_hat) + ADAM_EPS)
+
+
+def _quantiles_by_group(values, groups) -> dict:
+    return {
+        g: dict(zip(("p10", "median", "p90"), jnp.quantile(values[mask], jnp.array([0.1, 0.5, 0.9]))))
         for g, mask in groups.items()
     }
-    return {"preconditioned_top": values[0], "preconditioned_residual": residuals[0], "scale": quantiles}
+
+
+@builtin("adam_lr", key="measurements")
+def adam_lr(ctx: Context) -> dict | None:
+    """Adam's effective learning rate per parameter group, per unit of --lr: the 10th, 50th and
+    90th percentiles of 1 / (sqrt(v_hat) + eps) over each group's parameters (Zucchet & Orvieto's
+    Figure 4: a dense recurrence's are tiny, a diagonal one's large); None without Adam. Cheap
+    (no Hessian-vector products): the part of `hessian` that needs only the optimiser's state."""
+    adam = _adam_state(ctx.opt_state)
+    return None if adam is None else _quantiles_by_group(_adam_scale(adam), parameter_groups(ctx.params))
 
 
 @builtin("sensitivity", key="measurements")

@@ -120,11 +120,13 @@ def run_measurements(ctx: Context, named) -> dict:
     for name, fn in named:
         value = fn(ctx) if _takes_context(fn) else fn(ctx.model, ctx.batch, ctx.state_grads)
         key = getattr(fn, "record_key", "measurements")
+        if value is None and hasattr(fn, "record_key"):  # a built-in that does not apply here
+            continue
         if key == "measurements":
             flow.setdefault("measurements", {})[name] = measured(name, value)
-        elif key is None and value is not None:
+        elif key is None:
             flow.update(value)
-        elif value is not None:
+        else:
             flow[key] = value
     return flow
 

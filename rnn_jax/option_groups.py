@@ -61,9 +61,11 @@ class ModelOptions:
     activation: str = "tanh"
     """vanilla RNN activation: tanh | relu | linear (shorthand of --cell-option activation=...)"""
     recurrent_init: str = "orthogonal"
-    """recurrent weights: orthogonal | identity | normal (shorthand of --cell-option recurrent_init=...)"""
+    """recurrent weights: orthogonal | identity | normal | ring (a Gaussian's eigenvalues moved onto the ring
+    [--recurrent-scale, 1), Zucchet & Orvieto's) (shorthand of --cell-option recurrent_init=...)"""
     recurrent_scale: float = 1.0
-    """spectral radius of each recurrent block at initialisation (shorthand of --cell-option recurrent_scale=...)"""
+    """spectral radius of each recurrent block at initialisation; with --recurrent-init ring, the ring's inner
+    radius nu_0 (shorthand of --cell-option recurrent_scale=...)"""
     forget_bias: float = 1.0
     """LSTM forget-gate bias at initialisation (shorthand of --cell-option forget_bias=...)"""
     chrono_init: float | None = None

@@ -140,7 +140,8 @@ def lru_step(params, h, x):
     bx = x @ params["W_xh"]
     state = lam * state + gamma * (bx[..., :hidden] + 1j * bx[..., hidden:])
     c = params["C_re"] + 1j * params["C_im"]
-    y = (state @ c.T).real + params["D"] * x
+    d = params["D"]
+    y = (state @ c.T).real + (d * x if d.ndim == 1 else x @ d)  # D diagonal, or dense for a narrower input
     return np.concatenate([state.real, state.imag], axis=-1), y
 
 

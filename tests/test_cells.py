@@ -204,6 +204,20 @@ def test_recurrent_init_applies_per_gate_block():
     assert not np.allclose(blocks[0], blocks[1])
 
 
+@pytest.mark.parametrize("inner", [0.0, 0.9, 0.99])
+def test_ring_init_moves_a_gaussians_eigenvalues_onto_the_ring(inner):
+    # Zucchet & Orvieto's map, written from their equation: |l| -> nu_0 + (1 - nu_0) tanh|l|, phase kept
+    w = np.asarray(jax.jit(lambda k: recurrent_block(k, 12, "ring", inner))(jax.random.key(3)), np.float64)
+    gaussian = np.asarray(jax.random.normal(jax.random.key(3), (12, 12)), np.float64) / np.sqrt(12)
+    raw = np.linalg.eigvals(gaussian)
+    expected = (inner + (1 - inner) * np.tanh(np.abs(raw))) * np.exp(1j * np.angle(raw))
+    found = np.linalg.eigvals(w)
+    np.testing.assert_allclose(np.sort_complex(found), np.sort_complex(expected), atol=1e-5)
+    assert np.all((np.abs(found) >= inner - 1e-6) & (np.abs(found) < 1))
+    with pytest.raises(ValueError, match="ring's inner radius nu_0, which must be in \\[0, 1\\); got 1.0"):
+        make_cell("rnn", recurrent_init="ring")
+
+
 def test_normal_init_under_jit():
     init = jax.jit(lambda k: recurrent_block(k, 8, "normal", 0.9))
     np.testing.assert_allclose(np.abs(np.linalg.eigvals(np.asarray(init(jax.random.key(0))))).max(), 0.9, rtol=1e-4)

@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 
 from experiments import gradient_flow
 from rnn_jax import SequenceModel, make_cell
-from rnn_jax.curvature import hessian, lanczos_top, parameter_groups, sensitivity
+from rnn_jax.curvature import adam_lr, hessian, lanczos_top, parameter_groups, sensitivity
 from rnn_jax.losses import apply, sequence_mse
 from rnn_jax.measurements import Context, named
 
@@ -83,8 +83,12 @@ def test_through_adams_preconditioner(x64):
     dense = _dense(ctx)
     expected = np.linalg.eigvalsh(np.sqrt(scale)[:, None] * dense * np.sqrt(scale)[None])[-1]
     assert float(result["preconditioned_top"]) == pytest.approx(expected, rel=1e-8)
+    alone = adam_lr(ctx)  # the same quantiles without the Hessian
     for name, mask in parameter_groups(ctx.params).items():
-        assert float(result["scale"][name]["median"]) == pytest.approx(np.median(scale[mask]), rel=1e-10)
+        for q, key in ((10, "p10"), (50, "median"), (90, "p90")):
+            assert float(result["scale"][name][key]) == pytest.approx(np.percentile(scale[mask], q), rel=1e-10)
+            assert float(alone[name][key]) == float(result["scale"][name][key])
+    assert adam_lr(_context()) is None  # no optimiser state: nothing to measure
 
 
 def test_bad_arguments_are_clear_errors():

@@ -81,8 +81,19 @@ def test_lru_initialisation_on_the_ring():
     magnitude = np.exp(-np.exp(np.asarray(params["nu_log"])))
     assert magnitude.min() >= 0.9 - 1e-6 and magnitude.max() <= 0.999 + 1e-6
     np.testing.assert_allclose(np.exp(np.asarray(params["gamma_log"])), np.sqrt(1 - magnitude**2), rtol=1e-4)
-    with pytest.raises(ValueError, match="the input size must be the hidden size"):
-        cell.init(jax.random.key(0), 3, 64)
+
+
+@pytest.mark.parametrize("parametrisation", ["exp", "direct"])
+def test_plain_lru_reads_a_narrow_input_through_a_dense_skip(parametrisation, x64):
+    # Zucchet & Orvieto's students: one input read through B and a dense D, no residual block
+    cell = make_cell("lru", parametrisation=parametrisation, normalise=parametrisation == "exp")
+    params = cell.init(jax.random.key(0), 1, 8, jnp.float64)
+    assert params["D"].shape == (1, 8) and cell.sizes(params) == (1, 8)
+    xs = jax.random.normal(jax.random.key(1), (3, 20, 1), jnp.float64)
+    carry, ys = run(cell, params, xs)
+    ref_carry, ref_ys = reference.run(reference.lru_step, as_numpy(params), np.asarray(xs), np.zeros((3, 16)))
+    np.testing.assert_allclose(ys, ref_ys, atol=1e-12, rtol=1e-12)
+    np.testing.assert_allclose(carry, ref_carry, atol=1e-12, rtol=1e-12)
 
 
 def _cell(name):

@@ -42,6 +42,19 @@ def test_a_misspelt_grid_field_gets_a_suggestion_and_only_real_fields():
         ablate.parse_grid(["QUICK=1,2"])
 
 
+def test_a_tied_grid_axis_sets_its_fields_together():
+    cfg = ablate.Config.create(task="teacher", cells=("lru",), grid=("teacher_nu+lru_r_min=0.5,0.9", "lr=0.1,0.01"))
+    assert cfg.points()[:2] == [
+        {"teacher_nu": 0.5, "lru_r_min": 0.5, "lr": 0.1},
+        {"teacher_nu": 0.5, "lru_r_min": 0.5, "lr": 0.01},
+    ]
+    assert len(cfg.points()) == 4
+    with pytest.raises(ValueError, match="did you mean teacher_nu"):
+        ablate.parse_grid(["teachernu+lru_r_min=0.5"])
+    with pytest.raises(ValueError, match="tied fields take one value, so they need one type"):
+        ablate.parse_grid(["seq_len+lr=1.5"])
+
+
 def test_an_unknown_measurement_with_none_registered_says_how_to_add_one(monkeypatch, capsys):
     from rnn_jax import measurements
     from rnn_jax.registry import Registry

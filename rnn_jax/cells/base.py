@@ -31,7 +31,7 @@ INPUT_INITS: dict[str, Callable[..., Array]] = {
     "glorot": jax.nn.initializers.glorot_uniform(),
 }
 
-RECURRENT_INITS = ("orthogonal", "identity", "normal")
+RECURRENT_INITS = ("orthogonal", "identity", "normal", "ring")
 
 
 def _spectral_radius(w: Array) -> Array:
@@ -47,12 +47,28 @@ def _spectral_radius(w: Array) -> Array:
     return jax.pure_callback(host_radius, jax.ShapeDtypeStruct((), w.dtype), w)
 
 
+def _on_ring(w: Array, inner: float) -> Array:
+    """`w` with each eigenvalue l moved to modulus inner + (1 - inner) tanh |l|, its phase kept
+    (Zucchet & Orvieto 2024's map: conjugate pairs stay pairs, so the matrix stays real); on the
+    host, as `_spectral_radius`."""
+
+    def host_ring(m):
+        raw, vectors = np.linalg.eig(np.asarray(m, np.float64))
+        moved = (inner + (1.0 - inner) * np.tanh(np.abs(raw))) * np.exp(1j * np.angle(raw))
+        return (vectors @ np.diag(moved) @ np.linalg.inv(vectors)).real.astype(m.dtype)
+
+    return jax.pure_callback(host_ring, jax.ShapeDtypeStruct(w.shape, w.dtype), w)
+
+
 def recurrent_block(key: Array, hidden_size: int, init: str, scale: float, dtype=jnp.float32) -> Array:
     """One (hidden, hidden) recurrent block whose spectral radius is `scale`.
 
     - ``orthogonal``: a random orthogonal matrix times `scale` (Saxe et al. 2014);
     - ``identity``: `scale * I` (IRNN, Le et al. 2015);
-    - ``normal``: i.i.d. Gaussian entries, rescaled so that max |eigenvalue| == `scale`.
+    - ``normal``: i.i.d. Gaussian entries, rescaled so that max |eigenvalue| == `scale`;
+    - ``ring``: i.i.d. Gaussian entries N(0, 1/n) whose eigenvalues are moved onto the ring
+      [`scale`, 1), |l| -> scale + (1 - scale) tanh |l| with the phase kept (Zucchet & Orvieto
+      2024's dense teachers and students: `scale` is their nu_0, the ring's inner radius).
     """
     check_choice("recurrent init", init, RECURRENT_INITS)
     shape = (hidden_size, hidden_size)
@@ -61,6 +77,8 @@ def recurrent_block(key: Array, hidden_size: int, init: str, scale: float, dtype
     if init == "identity":
         return scale * jnp.eye(hidden_size, dtype=dtype)
     w = jax.random.normal(key, shape, dtype) / np.sqrt(hidden_size)
+    if init == "ring":
+        return _on_ring(w, scale)
     return w * (scale / _spectral_radius(w))
 
 
@@ -103,7 +121,8 @@ class Cell:
       input_init: initialiser of W_xh, ``"lecun"`` (normal, fan-in) or ``"glorot"`` (uniform).
       recurrent_init: initialiser of each gate's (hidden, hidden) block of W_hh:
         ``"orthogonal"``, ``"identity"`` or ``"normal"`` (see `recurrent_block`).
-      recurrent_scale: spectral radius of each recurrent block at initialisation.
+      recurrent_scale: spectral radius of each recurrent block at initialisation (``ring``: the
+        inner radius of the ring of its eigenvalues).
     """
 
     input_init: str = "lecun"
@@ -121,6 +140,11 @@ class Cell:
     def __post_init__(self):
         check_choice("input init", self.input_init, INPUT_INITS)
         check_choice("recurrent init", self.recurrent_init, RECURRENT_INITS)
+        if self.recurrent_init == "ring" and not 0 <= self.recurrent_scale < 1:
+            raise ValueError(
+                f"recurrent init ring: the recurrent scale is the ring's inner radius nu_0, which must be in [0, 1); "
+                f"got {self.recurrent_scale} (e.g. --recurrent-scale 0.9)"
+            )
 
     # -- parameters ---------------------------------------------------------------------
 

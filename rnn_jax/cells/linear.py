@@ -155,8 +155,10 @@ class LRU(LinearCell):
     Zucchet & Orvieto (2024)'s ablation are options: `parametrisation` "direct" learns
     (Re lambda, Im lambda) themselves (`lam_re`, `lam_im`; nothing keeps |lambda| < 1), and
     `normalise=False` drops gamma (gamma = 1). The state has
-    `hidden` complex units and the output `hidden` real ones; D is diagonal, so the input size
-    is the hidden size (the residual block of `rnn_jax.layers` projects the inputs first).
+    `hidden` complex units and the output `hidden` real ones. D is diagonal, as the paper's, when
+    the input size is the hidden size (inside the residual block of `rnn_jax.layers`, which
+    projects the inputs first); otherwise a dense (input, hidden) matrix, y_t = Re(C h_t) + x_t D,
+    so that a plain LRU reads a narrow input through B and D (Zucchet & Orvieto's students).
     Carry: [Re h; Im h], (..., 2 hidden): one real array, so that ||dL/dh_t|| is the complex
     state's gradient norm.
     """
@@ -178,11 +180,6 @@ class LRU(LinearCell):
             raise ValueError(f"LRU: parametrisation {self.parametrisation!r}: expected exp or direct")
 
     def init(self, key, input_size, hidden_size, dtype=jnp.float32):
-        if input_size != hidden_size:
-            raise ValueError(
-                f"lru: D is diagonal, so the input size must be the hidden size; got {input_size} "
-                f"and {hidden_size} (use it inside a residual block, --block True)"
-            )
         self._check_sizes(input_size, hidden_size)
         keys = jax.random.split(key, 7)
         u1, u2 = (jax.random.uniform(k, (hidden_size,), dtype) for k in keys[:2])
@@ -190,6 +187,7 @@ class LRU(LinearCell):
         theta_log = jnp.log(self.max_phase * u2)
         magnitude = jnp.exp(-jnp.exp(nu_log))
         normal = lambda k, shape, fan: jax.random.normal(k, shape, dtype) / jnp.sqrt(fan)  # noqa: E731
+        diagonal = input_size == hidden_size
         if self.parametrisation == "exp":
             recurrence = {"nu_log": nu_log, "theta_log": theta_log}
         else:
@@ -202,11 +200,13 @@ class LRU(LinearCell):
             **gamma,
             "C_re": normal(keys[3], (hidden_size, hidden_size), hidden_size),
             "C_im": normal(keys[4], (hidden_size, hidden_size), hidden_size),
-            "D": jax.random.normal(keys[5], (hidden_size,), dtype),
+            "D": normal(keys[5], (hidden_size,), 1)
+            if diagonal
+            else normal(keys[5], (input_size, hidden_size), input_size),
         }
 
     def sizes(self, params):
-        return params["W_xh"].shape[0], params["D"].shape[0]
+        return params["W_xh"].shape[0], params["C_re"].shape[0]
 
     def project_inputs(self, params, xs):
         """[Re B x, Im B x, x]: the input itself rides along for the skip D * x of the readout."""
@@ -221,7 +221,7 @@ class LRU(LinearCell):
         return magnitude * jnp.cos(phase), magnitude * jnp.sin(phase)
 
     def coefficients(self, params, xw_t):
-        hidden = params["D"].shape[0]
+        hidden = params["C_re"].shape[0]
         lam = jnp.concatenate(self.lam(params))
         inputs = xw_t[..., : 2 * hidden]
         if self.normalise:
@@ -239,9 +239,11 @@ class LRU(LinearCell):
         return jnp.concatenate([ones, zeros], axis=-1)
 
     def output(self, params, carry, xw_t):
-        hidden = params["D"].shape[0]
+        hidden = params["C_re"].shape[0]
         h_re, h_im = jnp.split(carry, 2, axis=-1)
-        return matmul(h_re, params["C_re"].T) - matmul(h_im, params["C_im"].T) + params["D"] * xw_t[..., 2 * hidden :]
+        xs, d = xw_t[..., 2 * hidden :], params["D"]
+        skip = d * xs if d.ndim == 1 else matmul(xs, d)
+        return matmul(h_re, params["C_re"].T) - matmul(h_im, params["C_im"].T) + skip
 
     def gate_values(self, params, carry, xw_t):
         magnitude = jnp.hypot(*self.lam(params))
