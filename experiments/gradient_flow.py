@@ -116,13 +116,6 @@ class Config(TrainingOptions):
         for cell in self.cells:
             check_choice("cell", cell, CELLS)
         require_at_least_one(self, ("seq_len", "seeds", "eval_batches"))
-        if self.seeds > 1 and any(spec.partition(":")[0] == "hessian" for spec in self.measure):
-            # measured 2026-12-05, jax 0.10.2 on CPU: the vmapped Lanczos of a GRU or LRU of 16 units
-            # never returns (no CPU used); one seed a process runs
-            raise ValueError(
-                "--measure hessian takes one seed a run for now (with several stacked seeds XLA hangs on CPU); "
-                "give --seeds 1 and run each seed with its own --seed"
-            )
 
     def selected_cells(self) -> tuple[str, ...]:
         return self.cells
