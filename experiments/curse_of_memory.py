@@ -14,8 +14,10 @@ parameter group (`adam_lr`), the curse-of-memory sensitivity E|dh_t/dtheta_rec|^
     python -m experiments.curse_of_memory --students lru rnn --nus 0.9 0.99
 
 --cells and --lr are each student's (STUDENTS); every other gradient_flow flag applies to every
-run. Writes to --out: one ablate grid per student (resumable: rerun the same command), and
-curse_of_memory.md (the table), curse_of_memory.png and results.json.
+run. Then their Figure 4: the Hessian at the optimum of a 4-unit teacher for the dense, the
+diagonal and the LRU student (`rnn_jax.optimum`, seeded by --seed). Writes to --out: one
+ablate grid per student (resumable: rerun the same command), curse_of_memory.md (the tables),
+curse_of_memory.png, hessian_at_optimum.png and results.json.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import ClassVar
 
 from experiments import ablate, cli, gradient_flow
 from rnn_jax.config import environment, write_json
-from rnn_jax.plots_curvature import loss_against_memory
+from rnn_jax.optimum import hessians_at_optimum
+from rnn_jax.plots_curvature import hessian_at_optimum, loss_against_memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,12 +168,13 @@ def run(cfg: Config) -> dict:
             row = chosen(rows, nu)
             row.update(measured_at_end(out / name / ablate.point_name(row["point"]), STUDENTS[name].cell))
             table[name].append(row)
-    write_json(
-        out / "results.json", {"config": dataclasses.asdict(cfg), "environment": environment(), "students": table}
-    )
-    (out / "curse_of_memory.md").write_text(markdown(table, cfg))
+    optimum = hessians_at_optimum(cfg.seed)
+    results = {"students": table, "hessian_at_optimum": optimum}
+    write_json(out / "results.json", {"config": dataclasses.asdict(cfg), "environment": environment(), **results})
+    (out / "curse_of_memory.md").write_text(markdown(table, cfg) + optimum_markdown(optimum))
     loss_against_memory({LABELS[n]: rows for n, rows in table.items()}, out / "curse_of_memory.png")
-    return {"out": str(out), "students": table}
+    hessian_at_optimum({LABELS[n]: optimum[n] for n in ("rnn", "diagonal", "lru")}, out / "hessian_at_optimum.png")
+    return {"out": str(out), **results}
 
 
 def markdown(table: dict, cfg: Config) -> str:
@@ -194,6 +198,27 @@ def markdown(table: dict, cfg: Config) -> str:
         groups = [f"{adam[g]:.3g}" if g in adam else "-" for g in ("recurrent", "input", "readout")]
         lines.append(
             f"| {LABELS[name]} | {r['decay_rate_trained']:+.4f} | {r['sensitivity']:.3g} | " + " | ".join(groups) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def optimum_markdown(optimum: dict) -> str:
+    """The Hessian at the optimum: top eigenvalues, their eigenvectors' spread and place."""
+    lines = [
+        "",
+        f"The Hessian at the optimum (student = teacher: 4 units, |lambda| "
+        f"{min(optimum['teacher']['eigenvalues_abs']):.4f}..{max(optimum['teacher']['eigenvalues_abs']):.4f}, "
+        f"E[y^2] {optimum['teacher']['mean_square_output']:.3g}; float64):",
+        "",
+        "| student | parameters | top 4 eigenvalues | their effective coordinates | their share on the recurrent group |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("rnn", "diagonal", "lru"):
+        found = optimum[name]
+        lines.append(
+            f"| {LABELS[name]} | {found['parameters']} | {', '.join(f'{v:.3g}' for v in found['eigenvalues'][:4])} | "
+            f"{', '.join(f'{v:.2f}' for v in found['effective_coordinates'][:4])} | "
+            f"{', '.join(f'{v:.3f}' for v in found['group_share']['recurrent'][:4])} |"
         )
     return "\n".join(lines) + "\n"
 

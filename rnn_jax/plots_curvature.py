@@ -35,3 +35,28 @@ def loss_against_memory(students: dict[str, list[dict]], path: Path) -> None:
     ax.set_xlabel("teacher's nu_0 (its eigenvalues on [nu_0, 1))")
     ax.set_ylabel("final loss / loss of predicting zero")
     _save_with_grid_and_legend(fig, ax, path, "The curse of memory: each student at its best learning rate")
+
+
+def hessian_at_optimum(students: dict[str, dict], path: Path) -> None:
+    """Per student set to the teacher (`rnn_jax.optimum`): the Hessian's eigenvalues, largest
+    first (log scale), and how many coordinates each top eigenvector spreads over."""
+    fig, (spectrum, spread) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, found) in enumerate(students.items()):
+        values = np.asarray(found["eigenvalues"])
+        spectrum.semilogy(
+            np.arange(1, values.size + 1),
+            np.clip(values, 1e-12, None),
+            "-o",
+            ms=3,
+            color=_color(label, i),
+            label=f"{label} ({found['parameters']} parameters)",
+        )
+        coordinates = found["effective_coordinates"]
+        spread.plot(np.arange(1, len(coordinates) + 1), coordinates, "-o", color=_color(label, i), label=label)
+    spectrum.set_xlabel("eigenvalue rank")
+    spectrum.set_ylabel("Hessian eigenvalue (clipped at 1e-12)")
+    spectrum.grid(alpha=0.3)
+    spectrum.legend(fontsize=8)
+    spread.set_xlabel("eigenvector rank")
+    spread.set_ylabel("effective coordinates, 1 / sum v_i^4")
+    _save_with_grid_and_legend(fig, spread, path, "The Hessian at the optimum (student = teacher, float64)")
