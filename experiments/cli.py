@@ -161,6 +161,7 @@ EXPERIMENTS = (
     "caption",
     "tabular",
     "forecast",
+    "curse_of_memory",
 )
 
 

@@ -48,7 +48,9 @@ class Student:
 
 PLAIN_LRU = dict(block=False, lru_r_max=1.0, lru_max_phase=3.14)  # theirs: ring [nu_0, 1), phases in [0, 3.14]
 STUDENTS = {
-    "rnn": Student("rnn", dict(activation="linear", recurrent_init="ring"), "recurrent_scale", (1e-3, 3.2e-4, 1e-4)),
+    "rnn": Student(
+        "rnn", dict(activation="linear", recurrent_init="ring"), "recurrent_scale", (1e-3, 3.2e-4, 1e-4, 3.2e-5)
+    ),
     "diagonal": Student(
         "lru",
         {**PLAIN_LRU, "cell_option": ("parametrisation=direct", "normalise=False")},

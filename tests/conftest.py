@@ -37,6 +37,7 @@ QUICK_COMMAND_LINES = [
     "python -m experiments.tabular --quick",
     "python -m experiments.forecast --quick",
     "python -m experiments.fixed_points --quick",
+    "python -m experiments.curse_of_memory --quick",
 ]
 # {experiment: its arguments}
 QUICK_COMMANDS = {
@@ -59,7 +60,7 @@ def quick_runs(tmp_path_factory):
 # Tests run in parallel processes (pytest-xdist, `-n auto` in pyproject.toml), a test file to a
 # process, so that each module's fixtures are built once; the files that share the session's
 # --quick runs go to one process so that those run once.
-SHARES_QUICK_RUNS = {"tests.test_commands", "tests.test_task_experiments"}
+SHARES_QUICK_RUNS = {"tests.test_commands", "tests.test_task_experiments", "tests.test_curse_of_memory"}
 
 
 # Two tiers (README): `pytest -q` is the fast one (numerics, cells, the API, every documented
