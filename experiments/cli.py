@@ -18,7 +18,7 @@ import tyro
 from flax import nnx
 
 from experiments import help_cache
-from rnn_jax import backend, compilation, keep_freed_memory
+from rnn_jax import backend, compilation, keep_freed_memory, run_lock
 from rnn_jax.config import config_from_json, create_run_dir, import_modules, resolve_run_dir
 from rnn_jax.experiment import finish, fit
 from rnn_jax.options import RUNTIME_FLAGS
@@ -109,7 +109,10 @@ def main(
         if predict is not None and cfg.checkpoint:
             print(predict(cfg.checkpoint, cfg.input))
             return
-        results = run(cfg)
+        try:
+            results = run(cfg)
+        finally:
+            run_lock.release_all()  # the run's folders are free for the next command
         if cfg.resume and "config" in results:  # the run's own config (--resume takes it from its folder)
             cfg = config_from_json(type(cfg), results["config"])
         print(summary(cfg, results))

@@ -26,7 +26,7 @@ import jaxlib
 import numpy as np
 import optax
 
-from rnn_jax import compilation, host
+from rnn_jax import compilation, host, run_lock
 from rnn_jax.choices import check_choice
 
 # --dtype: the dtype of the recurrent matmuls. Parameters, optimizer state, carried states and
@@ -160,7 +160,7 @@ def create_run_dir(out: Path, cfg, experiment: str) -> None:
     """Make the new run folder `out` and write its config.json (process 0 of a multi-process run)."""
     if jax.process_index() > 0:
         return
-    out.mkdir(parents=True, exist_ok=True)
+    run_lock.hold(out)  # one writer: a second process creating the same folder is refused here
     write_json(out / "config.json", saved_config(cfg, experiment, out))
 
 
@@ -178,6 +178,8 @@ def resolve_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
             raise FileNotFoundError(
                 f"--resume {cfg.resume}: no config.json there; is it the output directory of a {experiment} run?"
             )
+        if jax.process_index() == 0:
+            run_lock.hold(path.parent)  # before anything is read or rewritten: one writer per run folder
         if not (path.parent / "checkpoints").is_dir():
             raise FileNotFoundError(
                 f"no checkpoint in {path.parent / 'checkpoints'}: nothing to restore or resume from"

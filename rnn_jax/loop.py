@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -225,7 +226,9 @@ class _Book:
             desc=self.hooks.desc,
             dynamic_ncols=True,
             leave=False,
+            disable=not sys.stderr.isatty(),  # a job's log (SLURM, a file): one line per evaluation instead
         )
+        self.started = time.monotonic()
         return self.bar
 
     def batch(self, step: int) -> Batch:
@@ -310,6 +313,14 @@ class _Book:
         metrics = {k: host_value(v) for k, v in self.hooks.evaluate(state.params).items()}
         self.history.eval.append({"step": step, **metrics})
         self.log.write("eval", step, metrics)
+        if getattr(self, "bar", None) is not None and self.bar.disable:
+            shown = ", ".join(f"{k} {np.mean(v):.4g}" for k, v in metrics.items() if np.size(v))
+            train = f"train loss {np.mean(self.history.train[-1]['loss']):.4g}, " if self.history.train else ""
+            elapsed = time.monotonic() - self.started
+            print(
+                f"{self.hooks.desc}: step {step}/{self.loop.steps}, {train}eval {shown} ({elapsed:.0f} s)",
+                file=sys.stderr,
+            )
         return metrics
 
     def save(self, state: TrainState, eval_metrics=None) -> None:
