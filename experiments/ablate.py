@@ -23,13 +23,12 @@ import difflib
 import itertools
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Callable, ClassVar
 
 import tyro
 
-from experiments import cli, gradient_flow
+from experiments import cli, gradient_flow, launch
 from rnn_jax import plots, plots_learning_rules, summaries
 from rnn_jax.cells import LSTM_VARIANTS
 from rnn_jax.config import config_from_json, config_record, environment, from_text, write_json
@@ -42,6 +41,29 @@ class Config(gradient_flow.Config):
     QUICK: ClassVar[dict] = {**gradient_flow.Config.QUICK, "steps": 100}
     QUICK_GRID: ClassVar[tuple[str, ...]] = ("lstm_variant=standard,NFG",)  # --quick without --grid
 
+    launcher: str = "inline"
+    """where the grid's points run: inline (one after another in this process) | local (processes on this machine,
+    --jobs at a time) | slurm (a job array through submitit, --jobs its parallelism; requeued on timeout or
+    preemption, each resuming its point's folder)"""
+    jobs: int = 2
+    """points at a time with --launcher local or slurm"""
+    slurm_partition: str | None = None
+    """--launcher slurm: the partition (None: the cluster's default)"""
+    slurm_time: int = 60
+    """--launcher slurm or local: minutes a job may run before it is stopped (slurm: requeued, and resumes)"""
+    slurm_gpus_per_node: int = 0
+    """--launcher slurm: GPUs per job"""
+    slurm_cpus_per_task: int = 2
+    """--launcher slurm: CPU cores per job"""
+    slurm_mem: str | None = None
+    """--launcher slurm: memory per job, as sbatch --mem takes it (e.g. 16G; None: the partition's default)"""
+    slurm_option: tuple[str, ...] = ()
+    """--launcher slurm: other parameters of submitit's SLURM executor, KEY=VALUE ... (e.g. account=lab qos=high)"""
+    dry_run: bool = False
+    """print the grid's points (to run, finished) and, for slurm, the job script, and run or submit nothing"""
+    summarise: str | None = None
+    """write the summary of the sweep in this folder from its points' folders alone (e.g. after its jobs finished
+    elsewhere), training nothing; points not finished are named and left out"""
     grid: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """axes of the grid, each FIELD=V1,V2 with FIELD a gradient_flow option, e.g. lstm_variant=NIG,NFG
     recurrent_scale=0.5,1.5, or FIELD1+FIELD2=V1,V2 tied, e.g. teacher_nu+lru_r_min=0.5,0.9 (none given: lstm_variant over all Greff et al. variants, with --quick standard,NFG;
@@ -80,6 +102,16 @@ class Config(gradient_flow.Config):
 
 # gradient_flow's fields that say where and how a run goes, not what it trains: no grid axis
 NOT_AXES = frozenset({"out", "resume", "quick", "imports", "devices", "coordinator", "num_processes", "process_id"})
+# ablate's own fields that say where its points run: a sweep may continue with others
+LAUNCH_FIELDS = frozenset(
+    {
+        "launcher",
+        "jobs",
+        "dry_run",
+        "summarise",
+        *(f.name for f in dataclasses.fields(Config) if f.name.startswith("slurm_")),
+    }
+)
 
 
 def grid_fields() -> dict:
@@ -147,8 +179,9 @@ TEST = ("test accuracy at best validation [95% CI]", _with_interval("test_accura
 ALIGNMENT = ("cosine with BPTT, last measured step [95% CI]", _with_interval("alignment_cosine", ".3f"))  # --gradient
 
 
-def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str) -> None:
-    """summary.csv (every column of the rows) and summary.md (the grid's keys, then `COLUMNS`)."""
+def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str, incomplete: dict) -> None:
+    """summary.csv (every column of the rows) and summary.md (the grid's keys, then `COLUMNS`;
+    then the points `incomplete` names, each with why)."""
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
@@ -165,6 +198,9 @@ def write_tables(rows: list[dict], grid_keys: list[str], out: Path, metric: str)
     lines.append(f"\nbaseline {metric}: {rows[0]['baseline']:.4g}. Intervals: 95% t over seeds; solved: exact")
     lines.append("binomial 95% interval; p: the final loss against the first grid point's for the same cell")
     lines.append("(nan with fewer than 2 seeds).")
+    if incomplete:
+        lines.append(f"\nINCOMPLETE: {len(incomplete)} point(s) not finished, left out of the table:")
+        lines += [f"\n- {name}: {why}" for name, why in incomplete.items()]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -186,7 +222,11 @@ def grid_to_run(cfg: Config) -> tuple[Path, Config]:
     cfg = cfg.replace(out=str(out))
     if (out / "config.json").exists() or (out / "results.json").exists():
         saved = saved_grid(out)
-        differ = [name for name in cfg.flag_names() if name != "grid" and getattr(saved, name) != getattr(cfg, name)]
+        differ = [
+            name
+            for name in cfg.flag_names()
+            if name != "grid" and name not in LAUNCH_FIELDS and getattr(saved, name) != getattr(cfg, name)
+        ]
         if saved.axes() != cfg.axes():  # the axes, not their spelling ("none" or "None")
             differ.append("grid")
         if differ:
@@ -194,7 +234,7 @@ def grid_to_run(cfg: Config) -> tuple[Path, Config]:
                 f"{out} holds a grid with other settings ({', '.join(differ)}); "
                 f"--resume {out} continues it, or give another --out"
             )
-    if not (out / "config.json").exists():
+    if not (out / "config.json").exists() and not cfg.dry_run:
         write_json(out / "config.json", config_record(cfg))
     return out, cfg
 
@@ -213,22 +253,47 @@ def saved_grid(folder: Path) -> Config:
 
 
 def run(cfg: Config) -> dict:
+    if cfg.summarise:
+        return summarise(Path(cfg.summarise), saved_grid(Path(cfg.summarise)))
+    launch.check(cfg)
     out, cfg = grid_to_run(cfg)
-    axes = cfg.axes()
+    todo = [(name, point, run_dir) for name, point, run_dir in grid_points(cfg, out) if not launch.finished(run_dir)]
+    if cfg.dry_run:
+        done = [name for name, _, run_dir in grid_points(cfg, out) if launch.finished(run_dir)]
+        return {"out": str(out), "rows": [], "dry_run": launch.dry_run(cfg, todo, done)}
+    launch.run_points(cfg, out, todo)
+    return summarise(out, cfg)
+
+
+def grid_points(cfg: Config, out: Path) -> list[tuple[str, dict, Path]]:
+    """(name, point, run folder) of every grid point, in grid order."""
     base = cfg.base()
-    if "lstm_variant" in dict(axes) and base["cells"] == gradient_flow.Config.cells:
-        base["cells"] = ("lstm",)  # the variant grid compares LSTMs
+    lstm_grid = "lstm_variant" in dict(cfg.axes()) and base["cells"] == gradient_flow.Config.cells
     points = []
     for point in cfg.points():
-        run_dir = out / point_name(point).replace("/", "_")
-        point_cfg = gradient_flow.Config.create(**{**base, **point, "out": str(run_dir)})
-        if (run_dir / "config.json").exists():  # run before: finished runs are reused, others resumed
-            point_cfg = point_cfg.replace(resume=str(run_dir), out=None)
-        print(f"== {point_name(point)}", file=sys.stderr)
-        points.append((point, gradient_flow.run(point_cfg)))
+        point = {"cells": ("lstm",), **point} if lstm_grid else point  # the variant grid compares LSTMs
+        name = point_name({k: v for k, v in point.items() if not (lstm_grid and k == "cells")})
+        points.append((name, point, out / name.replace("/", "_")))
+    return points
+
+
+def summarise(out: Path, cfg: Config) -> dict:
+    """summary.csv, summary.md, ablation.png (alignment_vs_k.png) and results.json of the sweep
+    in `out`, from its points' own results.json (the same wherever they ran); a point not
+    finished is named in summary.md and results.json (``incomplete``) and left out."""
+    points, incomplete = [], {}
+    for name, point, run_dir in grid_points(cfg, out):
+        if launch.finished(run_dir):
+            shown = {k: v for k, v in point.items() if k in {f for axis, _ in cfg.axes() for f in axis.split("+")}}
+            points.append((shown, _nan_for_null(json.loads((run_dir / "results.json").read_text()))))
+        else:
+            incomplete[name] = launch.why_unfinished(out, name, run_dir)
+    if not points:
+        raise ValueError(f"{out}: no grid point has finished yet ({len(incomplete)} to run); nothing to summarise")
+    axes = cfg.axes()
     rows = summaries.grid_rows(points)
     metric = points[0][1]["task"]["metric"]
-    write_tables(rows, [field for name, _ in axes for field in name.split("+")], out, metric)
+    write_tables(rows, [field for name, _ in axes for field in name.split("+")], out, metric, incomplete)
     labels = [
         f"{point_name(p)} {c}" if len(points[0][1]["cells"]) > 1 else point_name(p)
         for p, r in points
@@ -240,11 +305,23 @@ def run(cfg: Config) -> dict:
     ]
     if truncations:
         plots_learning_rules.alignment_against_truncation(truncations, out / "alignment_vs_k.png", title=out.name)
-    write_json(out / "results.json", {"grid": axes, "base_config": base, "environment": environment(), "rows": rows})
-    return {"out": str(out), "rows": rows}
+    record = {"grid": axes, "base_config": cfg.base(), "environment": environment(), "rows": rows}
+    write_json(out / "results.json", {**record, "incomplete": incomplete})
+    return {"out": str(out), "rows": rows, "incomplete": incomplete}
+
+
+def _nan_for_null(tree):
+    """A results.json as written: NaN and infinities became null (`write_json`); back to NaN."""
+    if isinstance(tree, dict):
+        return {k: _nan_for_null(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_nan_for_null(v) for v in tree]
+    return math.nan if tree is None else tree
 
 
 def summary(cfg: Config, results: dict) -> str:
+    if "dry_run" in results:
+        return results["dry_run"]
     return (Path(results["out"]) / "summary.md").read_text() + f"-> {results['out']}"
 
 

@@ -1,0 +1,186 @@
+"""Where a grid's points run (`experiments.ablate --launcher`): ``inline``, one after another in
+this process (the default); ``local``, each point a process on this machine, --jobs at a time;
+``slurm``, each point a job of a SLURM job array (--jobs its parallelism). Both job launchers go
+through submitit (its local executor has the SLURM one's interface): each job trains its point's
+run folder, the folder the inline run writes, checkpointing as always; on timeout or preemption
+submitit requeues it (`PointJob.checkpoint`) and it resumes from the newest intact checkpoint.
+Logs and the submitted job ids go to the sweep's jobs/ folder. A point already finished is not
+run again; a point whose job fails is named, with its log's last lines, and the others are
+still summarised."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import submitit
+
+from experiments import gradient_flow
+from rnn_jax import compilation, run_lock
+from rnn_jax.config import import_modules, write_json
+
+LAUNCHERS = ("inline", "local", "slurm")
+SLURM_OPTIONS = frozenset(submitit.SlurmExecutor._valid_parameters())  # what --slurm-option may set
+POLL_SECONDS = 2.0
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the point's run ended (results.json written, no seed still to train)."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return False
+    cells = json.loads(path.read_text()).get("cells", {})
+    return all(status != "interrupted" for record in cells.values() for status in record["status"].values())
+
+
+def point_config(base: dict, point: dict, run_dir: Path) -> gradient_flow.Config:
+    """The gradient_flow config of one grid point: a new run in `run_dir`, or its resumption
+    where it began before (its config.json written)."""
+    cfg = gradient_flow.Config.create(**{**base, **point, "out": str(run_dir)})
+    return cfg.replace(resume=str(run_dir), out=None) if (run_dir / "config.json").exists() else cfg
+
+
+class PointJob(submitit.helpers.Checkpointable):
+    """One grid point's run, as a job. On timeout or preemption submitit calls `checkpoint`
+    (Checkpointable's: the same call, resubmitted), and the new job resumes the folder."""
+
+    def __call__(self, base: dict, point: dict, run_dir: str) -> str:
+        import_modules(base.get("imports", ()))  # the user's cells and tasks, registered in this process too
+        compilation.enable_cache()  # the shared persistent cache ($RNN_JAX_CACHE)
+        try:
+            gradient_flow.run(point_config(base, point, Path(run_dir)))
+        finally:
+            run_lock.release_all()
+        return run_dir
+
+
+def executor(cfg, jobs_dir: Path) -> submitit.Executor:
+    """submitit's executor for --launcher local or slurm, with the --slurm-* options."""
+    if cfg.launcher == "local":
+        made = submitit.LocalExecutor(folder=jobs_dir)
+        made.update_parameters(timeout_min=cfg.slurm_time)
+        return made
+    made = submitit.AutoExecutor(folder=jobs_dir, cluster="slurm")
+    made.update_parameters(**slurm_parameters(cfg))
+    return made
+
+
+def slurm_parameters(cfg) -> dict:
+    """The SlurmExecutor's parameters (with AutoExecutor's slurm_ prefix) from the flags."""
+    given = {
+        "partition": cfg.slurm_partition,
+        "time": cfg.slurm_time,
+        "gpus_per_node": cfg.slurm_gpus_per_node or None,
+        "cpus_per_task": cfg.slurm_cpus_per_task,
+        "mem": cfg.slurm_mem,
+        "array_parallelism": cfg.jobs,
+        **parse_slurm_options(cfg.slurm_option),
+    }
+    return {f"slurm_{k}": v for k, v in given.items() if v is not None}
+
+
+def parse_slurm_options(options) -> dict:
+    """--slurm-option KEY=VALUE ... -> {key: value} (values as text; digits as ints)."""
+    parsed = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in SLURM_OPTIONS or not value:
+            raise ValueError(
+                f"--slurm-option {option!r}: expected KEY=VALUE with KEY one of submitit's SLURM parameters "
+                f"({', '.join(sorted(SLURM_OPTIONS))})"
+            )
+        parsed[key] = int(value) if value.isdigit() else value
+    return parsed
+
+
+def check(cfg) -> None:
+    """The launch flags, checked before anything is written or submitted."""
+    if cfg.launcher not in LAUNCHERS:
+        raise ValueError(f"--launcher {cfg.launcher}: expected one of {', '.join(LAUNCHERS)}")
+    if cfg.jobs < 1:
+        raise ValueError(f"--jobs {cfg.jobs}: at least one point must run at a time")
+    parse_slurm_options(cfg.slurm_option)
+    if cfg.launcher == "slurm" and not cfg.dry_run and shutil.which("sbatch") is None:
+        raise ValueError("--launcher slurm: no sbatch on this machine's PATH; run on a SLURM login node, or --dry-run")
+
+
+def run_points(cfg, out: Path, todo: list[tuple[str, dict, Path]]) -> dict[str, str]:
+    """Run each (name, point, run folder) of `todo` as --launcher says; returns {name: why it
+    failed} for the points whose job failed (inline: an error stops the grid, as it always has)."""
+    base = cfg.base()
+    if cfg.launcher == "inline":
+        for name, point, run_dir in todo:
+            print(f"== {name}", file=sys.stderr)
+            gradient_flow.run(point_config(base, point, run_dir))
+        return {}
+    jobs_dir, failed = out / "jobs", {}
+    made = executor(cfg, jobs_dir)
+    if cfg.launcher == "slurm":  # one job array; --jobs is its parallelism
+        with made.batch():
+            jobs = [made.submit(PointJob(), base, point, str(run_dir)) for _, point, run_dir in todo]
+        running = {name: job for (name, _, _), job in zip(todo, jobs)}
+        for name, job in running.items():
+            _record_submission(jobs_dir, name, job)
+        waiting = []
+    else:  # processes on this machine, --jobs at a time
+        running, waiting = {}, list(todo)
+    while waiting or running:
+        while waiting and len(running) < cfg.jobs:
+            name, point, run_dir = waiting.pop(0)
+            running[name] = made.submit(PointJob(), base, point, str(run_dir))
+            _record_submission(jobs_dir, name, running[name])
+        for name, job in list(running.items()):
+            if job.done():
+                del running[name]
+                if job.exception() is not None:
+                    failed[name] = _log_tail(job)
+                    print(f"== {name}: failed\n{failed[name]}", file=sys.stderr)
+                else:
+                    print(f"== {name}: done (job {job.job_id})", file=sys.stderr)
+        if running:
+            time.sleep(POLL_SECONDS)
+    return failed
+
+
+def _record_submission(jobs_dir: Path, name: str, job) -> None:
+    path = jobs_dir / "submitted.json"
+    submitted = json.loads(path.read_text()) if path.exists() else {}
+    submitted[name] = {"job_id": job.job_id, "stderr": str(job.paths.stderr)}
+    write_json(path, submitted)
+
+
+def _log_tail(job, lines: int = 12) -> str:
+    text = job.stderr() or str(job.exception())
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def why_unfinished(out: Path, name: str, run_dir: Path) -> str:
+    """Why a point has no finished run: its job's log's last lines where a job ran it."""
+    path = out / "jobs" / "submitted.json"
+    job = json.loads(path.read_text()).get(name) if path.exists() else None
+    if job is None:
+        return (
+            "not run yet" if not run_dir.exists() else "its run stopped before the end (rerun the sweep to resume it)"
+        )
+    log = Path(job["stderr"])
+    tail = log.read_text(errors="replace").strip().splitlines()[-12:] if log.exists() else ["(no log yet)"]
+    return f"job {job['job_id']}, its log {log} ends:\n\n" + "\n".join(f"      {line}" for line in tail)
+
+
+def dry_run(cfg, todo: list[tuple[str, dict, Path]], done: list[str]) -> str:
+    """What --launcher would run, and for slurm the job script submitit would submit."""
+    lines = [f"{len(todo)} point(s) to run with --launcher {cfg.launcher}, {len(done)} finished:"]
+    lines += [f"  run  {name}" for name, _, _ in todo] + [f"  done {name}" for name in done]
+    if cfg.launcher == "slurm":
+        parameters = {k.removeprefix("slurm_"): v for k, v in slurm_parameters(cfg).items()}
+        folder = Path(cfg.out) / "jobs"
+        command = f"{sys.executable} -u -m submitit.core._submit {folder}"
+        # submitit's own sbatch text (what SlurmExecutor writes for each job; private, so pinned)
+        script = submitit.slurm.slurm._make_sbatch_string(
+            command=command, folder=folder, map_count=len(todo), **parameters
+        )
+        lines += ["", "the job script (one per point, in a job array):", script]
+    return "\n".join(lines)

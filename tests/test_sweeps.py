@@ -1,0 +1,94 @@
+"""Sweeps beyond one process (`experiments.ablate --launcher`, `experiments.launch`), on
+submitit's local executor: the merged summary equals the inline run's number for number, a
+point killed mid-run is resumed by the rerun, a failed point is named with its log and the rest
+summarised, `--summarise` merges finished folders alone, the SLURM dry run shows its script, and
+bad input is refused before anything is written or submitted."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments import ablate
+from rnn_jax import run_lock
+
+from .conftest import ROOT
+from .test_gradient_flow_experiment import TINY
+
+GRID = [*TINY, "--cells", "gru", "--grid", "recurrent_scale=0.5,1.0"]
+
+
+def _rows(folder):
+    with open(folder / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_slurm_dry_run_shows_the_job_array_and_submits_nothing(tmp_path, capsys):
+    args = [*GRID, "--launcher", "slurm", "--slurm-partition", "gpu-long", "--slurm-time", "240", "--jobs", "1"]
+    ablate.main([*args, "--slurm-option", "account=lab", "--dry-run", "--out", str(tmp_path / "sweep")])
+    shown = capsys.readouterr().out
+    for line in ("#SBATCH --partition=gpu-long", "#SBATCH --time=240", "#SBATCH --array=0-1%1", "--account=lab"):
+        assert line in shown
+    assert "run  recurrent_scale=0.5" in shown and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--jobs", "0"], "--jobs 0: at least one point"),
+        (["--launcher", "slurm", "--slurm-option", "acount=lab"], "--slurm-option 'acount=lab': expected KEY=VALUE"),
+        (["--launcher", "slurm"], "no sbatch on this machine's PATH"),
+        (["--launcher", "cloud"], "--launcher cloud: expected one of inline, local, slurm"),
+    ],
+)
+def test_bad_launch_flags_are_refused_before_anything_is_written(flags, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(SystemExit, match=message):
+        ablate.main([*GRID, *flags, "--out", str(tmp_path / "sweep")])
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_local_jobs_merge_to_the_inline_numbers_and_a_failed_point_is_named(tmp_path):
+    ablate.main([*GRID, "--out", str(tmp_path / "inline")])
+    sweep = tmp_path / "local"
+    ablate.main([*GRID, "--launcher", "local", "--jobs", "2", "--out", str(sweep)])
+    assert _rows(sweep) == _rows(tmp_path / "inline")
+    assert (sweep / "jobs" / "submitted.json").exists()
+    # a point whose job fails (another process writes its folder): named with its log, the rest summarised
+    taken = tmp_path / "taken"
+    run_lock.hold(taken / "recurrent_scale=1.0")
+    try:
+        ablate.main([*GRID, "--launcher", "local", "--out", str(taken)])
+    finally:
+        run_lock.release_all()
+    text = (taken / "summary.md").read_text()
+    assert "INCOMPLETE: 1 point(s)" in text and "recurrent_scale=1.0: job" in text
+    assert "being written by another process" in text and len(_rows(taken)) == 1
+    ablate.main([*GRID, "--summarise", str(sweep)])  # merging the finished folders alone gives the same
+    assert _rows(sweep) == _rows(tmp_path / "inline")
+
+
+@pytest.mark.slow
+def test_a_point_killed_mid_run_is_resumed_by_the_rerun(tmp_path):
+    """The inline sweep killed (SIGKILL) inside its first point after a checkpoint; the rerun
+    with local jobs resumes that point and runs the other; the merged numbers equal an
+    uninterrupted inline sweep's."""
+    grid = [*GRID, "--steps", "3000", "--checkpoint-every", "100", "--eval-every", "500", "--flow-every", "500"]
+    ablate.main([*grid, "--out", str(tmp_path / "whole")])
+    sweep = tmp_path / "killed"
+    command = [sys.executable, "-m", "experiments.ablate", *grid, "--out", str(sweep)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = sweep / "recurrent_scale=0.5" / "checkpoints" / "gru" / "last"
+    deadline = time.monotonic() + 120
+    while not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= 200 for p in last.iterdir())):
+        assert time.monotonic() < deadline and process.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (sweep / "recurrent_scale=0.5" / "results.json").exists()
+    ablate.main([*grid, "--launcher", "local", "--out", str(sweep)])
+    assert _rows(sweep) == _rows(tmp_path / "whole")
