@@ -133,12 +133,14 @@ def chosen(rows: list[dict], nu: float) -> dict:
     """The grid row at `nu` with the lowest mean final loss among those where no seed diverged
     (none: the row with the fewest diverged seeds), normalised by the loss of predicting zero."""
     mine = [r for r in rows if math.isclose(r["teacher_nu"], nu)]
+    lrs = sorted(r["lr"] for r in mine)
     finite = [r for r in mine if r["diverged"] == 0 and math.isfinite(r["final_eval_loss"])]
     best = min(finite, key=lambda r: r["final_eval_loss"]) if finite else min(mine, key=lambda r: r["diverged"])
     scale = 1.0 / best["baseline"]
     return {
         "nu": nu,
         "lr": best["lr"],
+        "lr_at_grid_edge": len(lrs) > 1 and best["lr"] in (lrs[0], lrs[-1]),
         "diverged": best["diverged"],
         "seeds": best["seeds"],
         **{f"normalised_loss{end}": best[f"final_eval_loss{end}"] * scale for end in ("", "_low", "_high")},
@@ -185,11 +187,14 @@ def markdown(table: dict, cfg: Config) -> str:
     lines = ["| student | " + " | ".join(f"nu_0 = {nu}" for nu in cfg.nus) + " |", "|---" * (len(cfg.nus) + 1) + "|"]
     for name, rows in table.items():
         cells = [
-            f"{r['normalised_loss']:.3g} [{r['normalised_loss_low']:.3g}, {r['normalised_loss_high']:.3g}] (lr {r['lr']:g})"
+            f"{r['normalised_loss']:.3g} [{r['normalised_loss_low']:.3g}, {r['normalised_loss_high']:.3g}] "
+            f"(lr {r['lr']:g}{'*' if r['lr_at_grid_edge'] else ''})"
             + (f", {r['diverged']}/{r['seeds']} diverged" if r["diverged"] else "")
             for r in rows
         ]
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    lines += ["", "Final eval loss / loss of predicting zero [95% t-interval over seeds] at the chosen learning rate;"]
+    lines += ["* the chosen rate is at an end of the student's grid (the best may lie beyond it)."]
     lines += ["", f"At nu_0 = {cfg.nus[-1]} (the chosen runs, last measured step, mean over seeds):", ""]
     lines += [
         "| student | flow decay/step | sensitivity | Adam lr / --lr: recurrent | input | readout |",
