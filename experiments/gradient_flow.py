@@ -13,7 +13,7 @@ training step itself, the long-range profile ||dL_T/dh_{T-k}|| and the full-loss
 
 Writes to --out: results.json (config, environment, per-cell profiles, decay rates, losses),
 grad_norms.csv (long form), flow_vs_lag.png, flow_heatmap.png, loss_curves.png, lyapunov.png and lyapunov_vs_flow.png
-(with --spectrum), gates.png, logs/
+(with --spectrum), gates.png, hessian.png, adam_lr.png and sensitivity.png (with those --measure), logs/
 (metrics.jsonl + TensorBoard per run) and checkpoints/ (orbax, resumable).
 """
 
@@ -40,6 +40,7 @@ from rnn_jax.history import History
 from rnn_jax.learning_rules import auto_truncation
 from rnn_jax.options import RUNTIME_FLAGS, TrainingOptions
 from rnn_jax.parallel import is_primary
+from rnn_jax.plots_curvature import curvature_figures
 from rnn_jax.seeds import split_seeds
 from rnn_jax.tasks import TASKS, Task, make_task
 from rnn_jax.train import init_train_state, make_flow_probe
@@ -195,6 +196,8 @@ def run(cfg: Config) -> dict:
     if is_primary():
         summaries.write_flow_csv(out / "grad_norms.csv", histories)
     plots.training_figures(cfg, task, histories, cells, out)
+    if is_primary():
+        curvature_figures(cells, out, title=f"{cfg.task}, hidden {cfg.hidden}, {cfg.seeds} seed(s)")
     if is_primary():  # the printed table, kept beside the results (as ablate's summary.md)
         (out / "summary.md").write_text(summary(cfg, results) + "\n")
     return results

@@ -173,10 +173,11 @@ def test_a_teacher_run_records_both_stories(tmp_path):
     states the teacher's eigenvalues and memory."""
     out = tmp_path / "teacher"
     args = [*TINY, "--task", "teacher", "--teacher-nu", "0.95", "--cells", "rnn", "lru"]
-    gradient_flow.main([*args, "--measure", "sensitivity", "hessian", "--out", str(out)])
+    gradient_flow.main([*args, "--measure", "sensitivity", "hessian", "adam_lr", "--out", str(out)])
     results = json.loads((out / "results.json").read_text())
     info = results["task"]
     assert info["nu"] == 0.95 and min(np.hypot(info["eigenvalues"]["real"], info["eigenvalues"]["imag"])) >= 0.95
     for cell in ("rnn", "lru"):
         measured = results["cells"][cell]["measurements"]
-        assert {"sensitivity", "hessian"} <= set(measured) and cell in results["cells"]
+        assert {"sensitivity", "hessian", "adam_lr"} <= set(measured) and cell in results["cells"]
+    assert all((out / name).exists() for name in ("hessian.png", "adam_lr.png", "sensitivity.png"))
