@@ -70,6 +70,7 @@ def test_the_readme_code_runs():
             assert namespace["out"].flow["by_lag"]["layer0/h"].shape == (32,)
 
 
+@pytest.mark.slow
 def test_your_own_cell_from_the_readme_trains_in_the_main_job(tmp_path):
     """The README's cell, written outside the package, registered by --imports, trained by
     gradient_flow with its flow profile measured, and its gradient equal to autodiff's."""
@@ -117,6 +118,7 @@ def test_your_own_cell_from_the_readme_trains_in_the_main_job(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
 
 
+@pytest.mark.slow
 def test_your_own_measurement_from_the_readme_is_recorded(tmp_path):
     """The README's measurement, registered by --imports and named by --measure: computed in the
     flow steps from the training loss's state gradients (||dL/dh_T|| averaged over the batch is
@@ -141,6 +143,7 @@ def test_your_own_measurement_from_the_readme_is_recorded(tmp_path):
             np.testing.assert_allclose(measured, flow["by_step"]["layer0/h"][-1] / 4, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_your_own_task_from_the_readme_runs_in_the_main_job_and_a_grid(tmp_path):
     """The README's task, written outside the package and registered by --imports: its batches
     are running parity (checked against NumPy); gradient_flow trains two cells on it, two seeds

@@ -76,6 +76,7 @@ def fresh_process(script: str, cache) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_step_gives_the_same_bits_cold_and_warm(tmp_path):
     cold = fresh_process(STEPS, tmp_path / "cache")
     warm = fresh_process(STEPS, tmp_path / "cache")
@@ -111,6 +112,7 @@ def test_warm_run_reads_every_program_from_the_cache_and_gives_the_same_numbers(
     assert healed["cells"] == cold["cells"] and not cache_warnings(stderr)
 
 
+@pytest.mark.slow
 def test_a_two_point_grid_compiles_each_program_once(tmp_path):
     """Grid points of equal shapes (here two seeds) share the jitted step, evaluation and batch:
     the second point compiles nothing (`rnn_jax.train.reused`)."""

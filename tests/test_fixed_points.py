@@ -172,6 +172,7 @@ def test_a_gradient_flow_run_is_analysed_from_its_checkpoints(quick_runs, tmp_pa
         experiment.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "fp2")])
 
 
+@pytest.mark.slow
 @needs_data
 def test_fixed_points_train_any_registered_task_first(tmp_path):
     """`fixed_points --task sentiment`: trained as gradient_flow would (a token model, analysed

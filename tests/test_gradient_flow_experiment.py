@@ -123,7 +123,14 @@ def test_a_run_folder_of_earlier_code_resumes_exactly(tmp_path, capsys):
     assert {k: final[k] for k in whole["final_eval_loss"]} == whole["final_eval_loss"]
 
 
-@pytest.mark.parametrize("task, steps", [("copy", 26), ("charlm", 6), ("tabular", 1), ("caption", 6)])
+@pytest.mark.parametrize(
+    "task, steps",
+    [
+        ("copy", 26),
+        ("tabular", 1),
+        *(pytest.param(t, s, marks=pytest.mark.slow) for t, s in (("charlm", 6), ("caption", 6))),
+    ],
+)
 def test_other_tasks_run(tmp_path, task, steps):
     """Any registered task, the single-model experiments' included (tabular: one step a row;
     caption: its own model, a decoder whose profile is decoder/layer0/h)."""
@@ -258,6 +265,7 @@ def test_ablation_grid_errors(tmp_path, grid, message, capsys):
     assert message in usage_error(capsys)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_applies_or_refuses_each_flag(tmp_path):
     """--resume with more --steps under a constant schedule trains on to them, bit-exact with a run
     that had them from the start, and says so in config.json and config_history.json; how often it
