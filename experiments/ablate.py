@@ -209,13 +209,15 @@ def grid_to_run(cfg: Config) -> tuple[Path, Config]:
     its config.json records it (no other flag may be typed: a grid continues as it began);
     otherwise --out, new (its config.json written) or holding this same grid."""
     if cfg.resume:
-        typed = sorted(set(getattr(cfg, "command_line_flags", ())) - {"resume"})
-        if typed:
+        typed = set(getattr(cfg, "command_line_flags", ())) - {"resume"}
+        if typed - LAUNCH_FIELDS:
             raise ValueError(
                 f"--resume {cfg.resume} continues the grid as it was started (its config.json); "
-                f"--{', --'.join(f.replace('_', '-') for f in typed)} would change it: start a new grid with --out"
+                f"--{', --'.join(sorted(f.replace('_', '-') for f in typed - LAUNCH_FIELDS))} would change it: "
+                "start a new grid with --out"
             )
-        return Path(cfg.resume), saved_grid(Path(cfg.resume))
+        launch_flags = {name: getattr(cfg, name) for name in typed}  # where the rest runs may change
+        return Path(cfg.resume), saved_grid(Path(cfg.resume)).replace(**launch_flags)
     out = Path(cfg.out or f"runs/ablate/{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, or a grid's) for the grid's outputs")

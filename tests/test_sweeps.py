@@ -52,12 +52,14 @@ def test_bad_launch_flags_are_refused_before_anything_is_written(flags, message,
 
 
 @pytest.mark.slow
-def test_local_jobs_merge_to_the_inline_numbers_and_a_failed_point_is_named(tmp_path):
+def test_local_jobs_merge_to_the_inline_numbers_and_a_failed_point_is_named(tmp_path, capsys):
     ablate.main([*GRID, "--out", str(tmp_path / "inline")])
     sweep = tmp_path / "local"
     ablate.main([*GRID, "--launcher", "local", "--jobs", "2", "--out", str(sweep)])
     assert _rows(sweep) == _rows(tmp_path / "inline")
     assert (sweep / "jobs" / "submitted.json").exists()
+    ablate.main(["--resume", str(sweep), "--launcher", "slurm", "--dry-run"])  # a sweep may go on elsewhere
+    assert "0 point(s) to run with --launcher slurm, 2 finished" in capsys.readouterr().out
     # a point whose job fails (another process writes its folder): named with its log, the rest summarised
     taken = tmp_path / "taken"
     run_lock.hold(taken / "recurrent_scale=1.0")
