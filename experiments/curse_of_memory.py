@@ -150,12 +150,21 @@ def chosen(rows: list[dict], nu: float) -> dict:
 
 
 def measured_at_end(folder: Path, cell: str) -> dict:
-    """The run's `adam_lr` medians per group and `sensitivity` mean at its last measured step,
-    mean over seeds."""
-    record = json.loads((folder / "results.json").read_text())["cells"][cell]["measurements"]
+    """The run's normalised final loss of each seed, and its `adam_lr` medians per group and
+    `sensitivity` mean at its last measured step, mean over seeds."""
+    results = json.loads((folder / "results.json").read_text())
+    record = results["cells"][cell]
     last = lambda series: series[max(series, key=int)]["mean"]  # noqa: E731
-    adam = {key.split("'")[1]: last(v) for key, v in record.get("adam_lr", {}).items() if key.endswith("['median']")}
-    return {"adam_lr_median": adam, "sensitivity": last(record["sensitivity"]["['layer0']['mean']"])}
+    measured = record["measurements"]
+    adam = {key.split("'")[1]: last(v) for key, v in measured.get("adam_lr", {}).items() if key.endswith("['median']")}
+    per_seed = [
+        math.nan if v is None else v / results["task"]["baseline"] for v in record["final_eval_loss"]["per_seed"]
+    ]
+    return {
+        "normalised_loss_per_seed": per_seed,
+        "adam_lr_median": adam,
+        "sensitivity": last(measured["sensitivity"]["['layer0']['mean']"]),
+    }
 
 
 def run(cfg: Config) -> dict:
@@ -194,7 +203,8 @@ def markdown(table: dict, cfg: Config) -> str:
         ]
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     lines += ["", "Final eval loss / loss of predicting zero [95% t-interval over seeds] at the chosen learning rate;"]
-    lines += ["* the chosen rate is at an end of the student's grid (the best may lie beyond it)."]
+    lines += ["* the chosen rate is at an end of the student's grid (the best may lie beyond it). The figure"]
+    lines += ["shows geometric means (the 95% t-interval of the mean of log10), which never reach below zero."]
     lines += ["", f"At nu_0 = {cfg.nus[-1]} (the chosen runs, last measured step, mean over seeds):", ""]
     lines += [
         "| student | flow decay/step | sensitivity | Adam lr / --lr: recurrent | input | readout |",

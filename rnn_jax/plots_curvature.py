@@ -9,31 +9,27 @@ from pathlib import Path
 import numpy as np
 
 from rnn_jax.plots import _color, _save_with_grid_and_legend, plt
+from rnn_jax.statistics import t_interval
 
 
 def loss_against_memory(students: dict[str, list[dict]], path: Path) -> None:
-    """Per student, its normalised final loss (mean over seeds, 95% interval) against nu_0, on
-    the axis -log10(1 - nu_0) (nu_0 = 0.9, 0.99: one decade apart)."""
+    """Per student, its normalised final loss against nu_0 on the axis -log10(1 - nu_0): the
+    geometric mean over seeds with the 95% t-interval of the mean of log10 (losses span decades,
+    and an arithmetic interval would reach below zero)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (label, rows) in enumerate(students.items()):
         x = -np.log10(1.0 - np.array([r["nu"] for r in rows]))
-        mean = np.array([r["normalised_loss"] for r in rows], float)
-        low, high = (np.array([r[f"normalised_loss_{end}"] for r in rows], float) for end in ("low", "high"))
-        low, high = np.where(np.isnan(low), mean, low), np.where(np.isnan(high), mean, high)
-        ax.errorbar(
-            x,
-            mean,
-            yerr=[mean - np.minimum(low, mean), np.maximum(high, mean) - mean],
-            fmt="-o",
-            color=_color(label, i),
-            label=label,
-            capsize=3,
-        )
+        logs = [np.log10(np.asarray(r["normalised_loss_per_seed"], float)) for r in rows]
+        logs = [v[np.isfinite(v)] for v in logs]
+        centre = np.array([v.mean() if v.size else np.nan for v in logs])
+        low, high = np.array([t_interval(v) if v.size > 1 else [c, c] for v, c in zip(logs, centre)]).T
+        ax.errorbar(x, 10**centre, yerr=[10**centre - 10**low, 10**high - 10**centre], fmt="-o", capsize=3,
+                    color=_color(label, i), label=label)  # fmt: skip
     nus = [r["nu"] for r in next(iter(students.values()))]
     ax.set_xticks(-np.log10(1.0 - np.array(nus)), [str(nu) for nu in nus])
     ax.set_yscale("log")
     ax.set_xlabel("teacher's nu_0 (its eigenvalues on [nu_0, 1))")
-    ax.set_ylabel("final loss / loss of predicting zero")
+    ax.set_ylabel("final loss / loss of predicting zero (geometric mean, 95% CI)")
     _save_with_grid_and_legend(fig, ax, path, "The curse of memory: each student at its best learning rate")
 
 
