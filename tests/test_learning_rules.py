@@ -153,6 +153,7 @@ def test_a_bad_rule_is_a_clear_error_before_training(spec, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_gradient_flow_takes_the_rule(tmp_path):
     """`--gradient truncated:K`: the profile the rule propagates ends within a block, and the
     alignment is recorded per seed and summarised."""

@@ -47,6 +47,7 @@ def run(tmp_path, seeds: int) -> dict:
     return json.loads((out / "results.json").read_text())["cells"]["gru"]
 
 
+@pytest.mark.slow
 def test_every_shape_of_measurement_is_recorded_per_seed_and_summarised(tmp_path):
     one, three = run(tmp_path, 1), run(tmp_path, 3)
     for name, (_, paths) in SHAPES.items():

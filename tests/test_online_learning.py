@@ -70,7 +70,7 @@ def test_rtrl_equals_bptt_for_every_cell(name, x64):
             np.testing.assert_allclose(online[key], full[key], rtol=1e-12, atol=1e-13)
 
 
-def test_rtrl_states_its_memory_and_refuses_what_would_not_fit(tmp_path):
+def test_rtrl_states_its_memory_and_refuses_what_would_not_fit():
     from rnn_jax import rtrl
 
     cell = make_cell("lstm")
@@ -78,6 +78,10 @@ def test_rtrl_states_its_memory_and_refuses_what_would_not_fit(tmp_path):
     assert rtrl.influence_bytes(cell, params, 32, 512) == 32 * 1024 * (4 * 512 * (64 + 512 + 1)) * 4
     with pytest.raises(ValueError, match=r"GiB \(batch x state x parameters\), over the 2 GiB limit"):
         rtrl.check_memory(cell, params, 32, 512)
+
+
+@pytest.mark.slow
+def test_an_rtrl_run_is_exact_for_one_layer(tmp_path):
     out = tmp_path / "rtrl"
     gradient_flow.main([*TINY, "--cells", "gru", "--gradient", "rtrl", "--out", str(out)])
     alignment = json.loads((out / "results.json").read_text())["cells"]["gru"]["measurements"]["alignment"]
@@ -170,12 +174,16 @@ def test_uoro_is_unbiased(name, x64):
     assert np.max(np.abs(truncated - exact) / np.maximum(error, 1e-12)) > 20
 
 
-def test_uoro_needs_a_key_and_reports_its_variance(tmp_path):
+def test_uoro_needs_a_key():
     cell = make_cell("gru")
     params = cell.init(jax.random.key(0), INPUT, HIDDEN)
     xs = jnp.ones((BATCH, TIME, INPUT))
     with pytest.raises(ValueError, match="draws random signs"), learning_rule("uoro"):
         jax.grad(lambda p: jnp.sum(run(cell, p, xs)[1]))(params)
+
+
+@pytest.mark.slow
+def test_a_uoro_run_reports_its_variance(tmp_path):
     out = tmp_path / "uoro"
     gradient_flow.main([*TINY, "--cells", "gru", "--gradient", "uoro", "--out", str(out)])
     alignment = json.loads((out / "results.json").read_text())["cells"]["gru"]["measurements"]["alignment"]
