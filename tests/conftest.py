@@ -106,6 +106,19 @@ def in_fast_tier(item) -> bool:
     return True
 
 
+def pytest_configure(config):
+    """The fast tier compiles with LLVM's optimisation off (XLA:CPU's backend level 0): its tests
+    compile hundreds of small programs and run each a few times, so compiling is most of their
+    time (a cold run of tests/test_diagnostics.py and test_curvature.py: 91 s at the default level,
+    75 s at 0). IEEE arithmetic is the same at every level; tolerances are unchanged; the slow
+    tier (what users run: whole runs, benchmarks) compiles at the default level. Before JAX
+    starts its backend, so in the xdist workers too (each configures itself)."""
+    if "not slow" in (config.option.markexpr or ""):
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_backend_optimization_level" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         module = item.module.__name__

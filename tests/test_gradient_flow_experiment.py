@@ -126,9 +126,8 @@ def test_a_run_folder_of_earlier_code_resumes_exactly(tmp_path, capsys):
 @pytest.mark.parametrize(
     "task, steps",
     [
-        ("copy", 26),
         ("tabular", 1),
-        *(pytest.param(t, s, marks=pytest.mark.slow) for t, s in (("charlm", 6), ("caption", 6))),
+        *(pytest.param(t, s, marks=pytest.mark.slow) for t, s in (("copy", 26), ("charlm", 6), ("caption", 6))),
     ],
 )
 def test_other_tasks_run(tmp_path, task, steps):
