@@ -5,14 +5,17 @@ summarised, `--summarise` merges finished folders alone, the SLURM dry run shows
 bad input is refused before anything is written or submitted."""
 
 import csv
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import submitit
 
-from experiments import ablate
+from experiments import ablate, cli, launch
 from rnn_jax import run_lock
 
 from .conftest import ROOT
@@ -94,3 +97,31 @@ def test_a_point_killed_mid_run_is_resumed_by_the_rerun(tmp_path):
     assert not (sweep / "recurrent_scale=0.5" / "results.json").exists()
     ablate.main([*grid, "--launcher", "local", "--out", str(sweep)])
     assert _rows(sweep) == _rows(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes_exactly(tmp_path):
+    """SIGUSR2 to a local job's task, as its controller (and SLURM) sends it before the time
+    limit: submitit checkpoints and requeues the call, the new task resumes the point's folder,
+    and the run ends as an uninterrupted one."""
+    flags = [*TINY, "--cells", "gru", "--steps", "3000", "--checkpoint-every", "100", "--eval-every", "500"]
+    flags += ["--flow-every", "500", "--grid", "recurrent_scale=0.5"]
+    ablate.main([*flags, "--out", str(tmp_path / "whole")])
+    cfg = cli.parse(ablate.Config, [*flags, "--out", str(tmp_path / "requeued")])
+    ((name, point, run_dir),) = ablate.grid_points(cfg, tmp_path / "requeued")
+    job = submitit.LocalExecutor(folder=tmp_path / "jobs").submit(launch.PointJob(), cfg.base(), point, str(run_dir))
+    last = run_dir / "checkpoints" / "gru" / "last"
+    deadline = time.monotonic() + 120
+    while not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= 200 for p in last.iterdir())):
+        assert time.monotonic() < deadline and not job.done(), "the job ended before it could be signalled"
+        time.sleep(0.2)
+    controller = job._process.pid  # submitit's local controller; its task is the training process
+    (task,) = open(f"/proc/{controller}/task/{controller}/children").read().split()
+    os.kill(int(task), signal.SIGUSR2)
+    job.result()
+    log = job.stderr()
+    assert "Requeued job" in log and "resuming at step" in log
+    read = lambda folder: json.loads((folder / name / "results.json").read_text())["cells"]["gru"]  # noqa: E731
+    whole, requeued = read(tmp_path / "whole"), read(tmp_path / "requeued")
+    assert requeued["final_eval_loss"]["per_seed"] == whole["final_eval_loss"]["per_seed"]
+    assert requeued["grad_norm_by_lag"] == whole["grad_norm_by_lag"]
