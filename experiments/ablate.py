@@ -37,30 +37,10 @@ DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
 
 @dataclasses.dataclass
-class Config(gradient_flow.Config):
+class Config(gradient_flow.Config, launch.LaunchOptions):
     QUICK: ClassVar[dict] = {**gradient_flow.Config.QUICK, "steps": 100}
     QUICK_GRID: ClassVar[tuple[str, ...]] = ("lstm_variant=standard,NFG",)  # --quick without --grid
 
-    launcher: str = "inline"
-    """where the grid's points run: inline (one after another in this process) | local (processes on this machine,
-    --jobs at a time) | slurm (a job array through submitit, --jobs its parallelism; requeued on timeout or
-    preemption, each resuming its point's folder)"""
-    jobs: int = 2
-    """points at a time with --launcher local or slurm"""
-    slurm_partition: str | None = None
-    """--launcher slurm: the partition (None: the cluster's default)"""
-    slurm_time: int = 60
-    """--launcher slurm or local: minutes a job may run before it is stopped (slurm: requeued, and resumes)"""
-    slurm_gpus_per_node: int = 0
-    """--launcher slurm: GPUs per job"""
-    slurm_cpus_per_task: int = 2
-    """--launcher slurm: CPU cores per job"""
-    slurm_mem: str | None = None
-    """--launcher slurm: memory per job, as sbatch --mem takes it (e.g. 16G; None: the partition's default)"""
-    slurm_option: tuple[str, ...] = ()
-    """--launcher slurm: other parameters of submitit's SLURM executor, KEY=VALUE ... (e.g. account=lab qos=high)"""
-    dry_run: bool = False
-    """print the grid's points (to run, finished) and, for slurm, the job script, and run or submit nothing"""
     summarise: str | None = None
     """write the summary of the sweep in this folder from its points' folders alone (e.g. after its jobs finished
     elsewhere), training nothing; points not finished are named and left out"""
@@ -103,15 +83,7 @@ class Config(gradient_flow.Config):
 # gradient_flow's fields that say where and how a run goes, not what it trains: no grid axis
 NOT_AXES = frozenset({"out", "resume", "quick", "imports", "devices", "coordinator", "num_processes", "process_id"})
 # ablate's own fields that say where its points run: a sweep may continue with others
-LAUNCH_FIELDS = frozenset(
-    {
-        "launcher",
-        "jobs",
-        "dry_run",
-        "summarise",
-        *(f.name for f in dataclasses.fields(Config) if f.name.startswith("slurm_")),
-    }
-)
+LAUNCH_FIELDS = frozenset({f.name for f in dataclasses.fields(launch.LaunchOptions)} | {"summarise"})
 
 
 def grid_fields() -> dict:

@@ -12,9 +12,10 @@ parameter group (`adam_lr`), the curse-of-memory sensitivity E|dh_t/dtheta_rec|^
     python -m experiments.curse_of_memory                     # 6 students x 4 nu_0 x 3 lr, 5 seeds
     python -m experiments.curse_of_memory --quick             # about two minutes
     python -m experiments.curse_of_memory --students lru rnn --nus 0.9 0.99
+    python -m experiments.curse_of_memory --launcher slurm --slurm-partition gpu --jobs 16 --dry-run
 
 --cells and --lr are each student's (STUDENTS); every other gradient_flow flag applies to every
-run. Then their Figure 4: the Hessian at the optimum of a 4-unit teacher for the dense, the
+run; --launcher (ablate's: inline, local processes, SLURM jobs) says where the grids' points run. Then their Figure 4: the Hessian at the optimum of a 4-unit teacher for the dense, the
 diagonal and the LRU student (`rnn_jax.optimum`, seeded by --seed). Writes to --out: one
 ablate grid per student (resumable: rerun the same command), curse_of_memory.md (the tables),
 curse_of_memory.png, hessian_at_optimum.png and results.json.
@@ -29,7 +30,7 @@ import math
 from pathlib import Path
 from typing import ClassVar
 
-from experiments import ablate, cli, gradient_flow
+from experiments import ablate, cli, gradient_flow, launch
 from rnn_jax.config import environment, write_json
 from rnn_jax.optimum import hessians_at_optimum
 from rnn_jax.plots_curvature import hessian_at_optimum, loss_against_memory
@@ -75,7 +76,7 @@ LABELS = {
 
 
 @dataclasses.dataclass
-class Config(gradient_flow.Config):
+class Config(gradient_flow.Config, launch.LaunchOptions):
     QUICK: ClassVar[dict] = dict(
         nus=(0.5, 0.99), seq_len=30, hidden=8, batch=8, seeds=2, steps=20, flow_every=10, eval_every=10
     )
@@ -125,6 +126,7 @@ class Config(gradient_flow.Config):
         ring = {student.ring: self.nus[0]} if student.ring else {}  # the base is valid as the first point is
         return ablate.Config.create(
             **{**base, **student.options, **ring, "cells": (student.cell,), "out": str(Path(self.out) / name)},
+            **launch.launch_options(self),
             grid=(f"{axis}={','.join(map(str, self.nus))}", f"lr={','.join(map(str, lrs))}"),
         )
 
@@ -172,15 +174,17 @@ def run(cfg: Config) -> dict:
     if typed:
         raise ValueError(f"--{' --'.join(typed)}: set per student here (STUDENTS in {__name__}); choose --students")
     cfg = cfg.replace(out=cfg.out or f"runs/curse_of_memory/{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    out, table = Path(cfg.out), {}
-    for name in cfg.students:
-        grid = cfg.grid(name)
-        rows = ablate.run(grid)["rows"]
-        table[name] = []
-        for nu in cfg.nus:
-            row = chosen(rows, nu)
-            row.update(measured_at_end(out / name / ablate.point_name(row["point"]), STUDENTS[name].cell))
-            table[name].append(row)
+    out = Path(cfg.out)
+    grids = {name: ablate.run(cfg.grid(name)) for name in cfg.students}  # each as --launcher says
+    if cfg.dry_run:
+        return {"out": str(out), "dry_run": "\n\n".join(f"== {n}: {g['dry_run']}" for n, g in grids.items())}
+    unfinished = [f"{n}/{point}" for n, g in grids.items() for point in g["incomplete"]]
+    if unfinished:
+        raise ValueError(
+            f"{len(unfinished)} grid point(s) not finished ({', '.join(unfinished)}): each student's summary.md "
+            "says why; rerun the same command to run them"
+        )
+    table = {name: student_rows(out, name, grids[name]["rows"], cfg.nus) for name in cfg.students}
     optimum = hessians_at_optimum(cfg.seed)
     results = {"students": table, "hessian_at_optimum": optimum}
     write_json(out / "results.json", {"config": dataclasses.asdict(cfg), "environment": environment(), **results})
@@ -188,6 +192,14 @@ def run(cfg: Config) -> dict:
     loss_against_memory({LABELS[n]: rows for n, rows in table.items()}, out / "curse_of_memory.png")
     hessian_at_optimum({LABELS[n]: optimum[n] for n in ("rnn", "diagonal", "lru")}, out / "hessian_at_optimum.png")
     return {"out": str(out), **results}
+
+
+def student_rows(out: Path, name: str, rows: list[dict], nus) -> list[dict]:
+    """Student `name`'s chosen row at each nu_0, with what its run measured at its end."""
+    chosen_rows = [chosen(rows, nu) for nu in nus]
+    for row in chosen_rows:
+        row.update(measured_at_end(out / name / ablate.point_name(row["point"]), STUDENTS[name].cell))
+    return chosen_rows
 
 
 def markdown(table: dict, cfg: Config) -> str:
@@ -241,6 +253,8 @@ def optimum_markdown(optimum: dict) -> str:
 
 
 def summary(cfg: Config, results: dict) -> str:
+    if "dry_run" in results:
+        return results["dry_run"]
     return (Path(results["out"]) / "curse_of_memory.md").read_text() + f"-> {results['out']}"
 
 

@@ -10,6 +10,7 @@ still summarised."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -23,6 +24,42 @@ from rnn_jax import compilation, run_lock
 from rnn_jax.config import import_modules, write_json
 
 LAUNCHERS = ("inline", "local", "slurm")
+SLURM_OPTIONS = frozenset(submitit.SlurmExecutor._valid_parameters())  # what --slurm-option may set
+POLL_SECONDS = 2.0
+
+
+@dataclasses.dataclass
+class LaunchOptions:
+    """Where a grid's points run: the flags of every experiment that runs grids (mixed into its
+    Config)."""
+
+    launcher: str = "inline"
+    """where the grid's points run: inline (one after another in this process) | local (processes on this machine,
+    --jobs at a time) | slurm (a job array through submitit, --jobs its parallelism; requeued on timeout or
+    preemption, each resuming its point's folder)"""
+    jobs: int = 2
+    """points at a time with --launcher local or slurm"""
+    slurm_partition: str | None = None
+    """--launcher slurm: the partition (None: the cluster's default)"""
+    slurm_time: int = 60
+    """--launcher slurm or local: minutes a job may run before it is stopped (slurm: requeued, and resumes)"""
+    slurm_gpus_per_node: int = 0
+    """--launcher slurm: GPUs per job"""
+    slurm_cpus_per_task: int = 2
+    """--launcher slurm: CPU cores per job"""
+    slurm_mem: str | None = None
+    """--launcher slurm: memory per job, as sbatch --mem takes it (e.g. 16G; None: the partition's default)"""
+    slurm_option: tuple[str, ...] = ()
+    """--launcher slurm: other parameters of submitit's SLURM executor, KEY=VALUE ... (e.g. account=lab qos=high)"""
+    dry_run: bool = False
+    """print the grid's points (to run, finished) and, for slurm, the job script, and run or submit nothing"""
+
+
+def launch_options(cfg) -> dict:
+    """`cfg`'s LaunchOptions, by flag name (to hand on to the grids it runs)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(LaunchOptions)}
+
+
 SLURM_OPTIONS = frozenset(submitit.SlurmExecutor._valid_parameters())  # what --slurm-option may set
 POLL_SECONDS = 2.0
 

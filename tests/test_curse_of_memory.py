@@ -62,3 +62,13 @@ def test_the_quick_run_reports_each_student_from_its_runs(quick_runs):
     assert {"rnn", "diagonal", "lru"} <= set(optimum) and optimum["rnn"]["parameters"] == 25
     assert (out / "curse_of_memory.png").exists() and (out / "hessian_at_optimum.png").exists()
     assert "The Hessian at the optimum" in (out / "curse_of_memory.md").read_text()
+
+
+def test_its_grids_take_the_launcher(tmp_path, capsys):
+    curse_of_memory.main(["--quick", "--launcher", "slurm", "--slurm-partition", "gpu", "--dry-run", "--out",
+                          str(tmp_path / "curse")])  # fmt: skip
+    shown = capsys.readouterr().out
+    for name in curse_of_memory.STUDENTS:
+        assert f"== {name}: 2 point(s) to run with --launcher slurm" in shown
+    assert shown.count("#SBATCH --partition=gpu") == len(curse_of_memory.STUDENTS)
+    assert not (tmp_path / "curse").exists()
