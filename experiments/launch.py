@@ -156,11 +156,14 @@ def run_points(cfg, out: Path, todo: list[tuple[str, dict, Path]]) -> dict[str, 
     jobs_dir, failed = out / "jobs", {}
     made = executor(cfg, jobs_dir)
     if cfg.launcher == "slurm":  # one job array; --jobs is its parallelism
-        with made.batch():
-            jobs = [made.submit(PointJob(), base, point, str(run_dir)) for _, point, run_dir in todo]
-        running = {name: job for (name, _, _), job in zip(todo, jobs)}
-        for name, job in running.items():
-            _record_submission(jobs_dir, name, job)
+        running = still_queued(jobs_dir, [name for name, _, _ in todo])  # an earlier run's jobs: wait for them
+        fresh = [(name, point, run_dir) for name, point, run_dir in todo if name not in running]
+        if fresh:
+            with made.batch():
+                jobs = [made.submit(PointJob(), base, point, str(run_dir)) for _, point, run_dir in fresh]
+            for (name, _, _), job in zip(fresh, jobs):
+                running[name] = job
+                _record_submission(jobs_dir, name, job)
         waiting = []
     else:  # processes on this machine, --jobs at a time
         running, waiting = {}, list(todo)
@@ -180,6 +183,23 @@ def run_points(cfg, out: Path, todo: list[tuple[str, dict, Path]]) -> dict[str, 
         if running:
             time.sleep(POLL_SECONDS)
     return failed
+
+
+LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"})
+
+
+def still_queued(jobs_dir: Path, names: list[str]) -> dict:
+    """{point: its SLURM job} of the points whose job, submitted by an earlier run of the sweep
+    (jobs/submitted.json), SLURM still holds (pending, running, requeued): a rerun waits for them
+    instead of submitting them again."""
+    path = jobs_dir / "submitted.json"
+    submitted = json.loads(path.read_text()) if path.exists() else {}
+    jobs = {
+        name: submitit.SlurmJob(folder=jobs_dir, job_id=submitted[name]["job_id"])
+        for name in names
+        if name in submitted
+    }
+    return {name: job for name, job in jobs.items() if job.state.split()[0] in LIVE_STATES}
 
 
 def _record_submission(jobs_dir: Path, name: str, job) -> None:

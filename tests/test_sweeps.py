@@ -4,6 +4,7 @@ point killed mid-run is resumed by the rerun, a failed point is named with its l
 summarised, `--summarise` merges finished folders alone, the SLURM dry run shows its script, and
 bad input is refused before anything is written or submitted."""
 
+import contextlib
 import csv
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import submitit
@@ -125,3 +127,46 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes_exactly(t
     whole, requeued = read(tmp_path / "whole"), read(tmp_path / "requeued")
     assert requeued["final_eval_loss"]["per_seed"] == whole["final_eval_loss"]["per_seed"]
     assert requeued["grad_norm_by_lag"] == whole["grad_norm_by_lag"]
+
+
+def test_a_rerun_waits_for_slurm_jobs_still_queued_instead_of_submitting_them_again(tmp_path, monkeypatch):
+    """SLURM itself is not here: its job states and the executor are stand-ins; what is tested is
+    which points the rerun submits and which it waits for."""
+
+    class Job:
+        def __init__(self, folder=None, job_id="new"):
+            self.job_id, self.polls = job_id, 0
+
+        state = property(lambda self: {"1": "RUNNING", "2": "COMPLETED"}.get(self.job_id, "UNKNOWN"))
+        paths = property(lambda self: type("Paths", (), {"stderr": tmp_path / f"{self.job_id}.err"})())
+
+        def done(self):
+            self.polls += 1
+            return self.polls > 1
+
+        def exception(self):
+            return None
+
+    class Executor:
+        submitted = []
+
+        def batch(self):
+            return contextlib.nullcontext()
+
+        def submit(self, fn, base, point, run_dir):
+            self.submitted.append(Path(run_dir).name)
+            return Job(job_id=f"new-{len(self.submitted)}")
+
+    monkeypatch.setattr(launch.submitit, "SlurmJob", Job)
+    monkeypatch.setattr(launch, "executor", lambda cfg, jobs_dir: Executor())
+    monkeypatch.setattr(launch, "POLL_SECONDS", 0)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "submitted.json").write_text(
+        json.dumps({"a": {"job_id": "1", "stderr": ""}, "b": {"job_id": "2", "stderr": ""}})
+    )
+    cfg = cli.parse(ablate.Config, [*GRID, "--launcher", "slurm", "--dry-run"]).replace(dry_run=False)
+    todo = [(name, {}, tmp_path / name) for name in ("a", "b", "c")]
+    assert launch.run_points(cfg, tmp_path, todo) == {}
+    assert Executor.submitted == ["b", "c"]  # a is still running: waited for, not submitted again
+    assert json.loads((jobs / "submitted.json").read_text())["a"]["job_id"] == "1"
