@@ -231,7 +231,7 @@ def dry_run(cfg, todo: list[tuple[str, dict, Path]], done: list[str]) -> str:
     """What --launcher would run, and for slurm the job script submitit would submit."""
     lines = [f"{len(todo)} point(s) to run with --launcher {cfg.launcher}, {len(done)} finished:"]
     lines += [f"  run  {name}" for name, _, _ in todo] + [f"  done {name}" for name in done]
-    if cfg.launcher == "slurm":
+    if cfg.launcher == "slurm" and todo:
         parameters = {k.removeprefix("slurm_"): v for k, v in slurm_parameters(cfg).items()}
         folder = Path(cfg.out) / "jobs"
         command = f"{sys.executable} -u -m submitit.core._submit {folder}"

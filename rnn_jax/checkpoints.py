@@ -241,6 +241,20 @@ def _quiet_orbax_leftovers(log: Path | None) -> None:
 
     if getattr(sys.unraisablehook, "__qualname__", "") != hook.__qualname__:  # once
         sys.unraisablehook = hook
+        logging.getLogger("asyncio").addFilter(_orbax_task_left_over)
+
+
+def _orbax_task_left_over(record: logging.LogRecord) -> bool:
+    """asyncio's "Task exception was never retrieved" for one of orbax's reads left over from a
+    failed restore (measured: 1 run in 7 of the damaged-checkpoint test printed its traceback,
+    as the task was collected before or after exit): dropped, as `_quiet_orbax_leftovers` drops
+    the coroutines; every other asyncio record is kept."""
+    tb = record.exc_info[2] if record.exc_info else None
+    files = []
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    return not ("never retrieved" in record.getMessage() and any("orbax" in f for f in files))
 
 
 def _checkpoint_step(manager: ocp.CheckpointManager, step: int | None) -> int:
