@@ -31,7 +31,7 @@ import tyro
 from experiments import cli, gradient_flow, launch
 from rnn_jax import plots, plots_learning_rules, summaries
 from rnn_jax.cells import LSTM_VARIANTS
-from rnn_jax.config import config_from_json, config_record, environment, from_text, write_json
+from rnn_jax.config import config_from_json, config_record, environment, from_text, read_measured, write_json
 
 DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
@@ -74,10 +74,14 @@ class Config(gradient_flow.Config, launch.LaunchOptions):
         ]
 
     def base(self) -> dict:
-        """The gradient_flow options every grid point starts from (its own out and resume aside)."""
-        return {
+        """The gradient_flow options every grid point starts from (its own out and resume aside);
+        the LSTM-variant grid compares LSTMs."""
+        base = {
             name: getattr(self, name) for name in gradient_flow.Config.flag_names() if name not in ("out", "resume")
         }
+        if "lstm_variant" in dict(self.axes()) and base["cells"] == gradient_flow.Config.cells:
+            base["cells"] = ("lstm",)
+        return base
 
 
 # gradient_flow's fields that say where and how a run goes, not what it trains: no grid axis
@@ -231,9 +235,10 @@ def run(cfg: Config) -> dict:
         return summarise(Path(cfg.summarise), saved_grid(Path(cfg.summarise)))
     launch.check(cfg)
     out, cfg = grid_to_run(cfg)
-    todo = [(name, point, run_dir) for name, point, run_dir in grid_points(cfg, out) if not launch.finished(run_dir)]
+    points = grid_points(cfg, out)
+    todo = [(name, point, run_dir) for name, point, run_dir in points if not launch.finished(run_dir)]
     if cfg.dry_run:
-        done = [name for name, _, run_dir in grid_points(cfg, out) if launch.finished(run_dir)]
+        done = [name for name, _, run_dir in points if launch.finished(run_dir)]
         return {"out": str(out), "rows": [], "dry_run": launch.dry_run(cfg, todo, done)}
     launch.run_points(cfg, out, todo)
     return summarise(out, cfg)
@@ -241,14 +246,7 @@ def run(cfg: Config) -> dict:
 
 def grid_points(cfg: Config, out: Path) -> list[tuple[str, dict, Path]]:
     """(name, point, run folder) of every grid point, in grid order."""
-    base = cfg.base()
-    lstm_grid = "lstm_variant" in dict(cfg.axes()) and base["cells"] == gradient_flow.Config.cells
-    points = []
-    for point in cfg.points():
-        point = {"cells": ("lstm",), **point} if lstm_grid else point  # the variant grid compares LSTMs
-        name = point_name({k: v for k, v in point.items() if not (lstm_grid and k == "cells")})
-        points.append((name, point, out / name.replace("/", "_")))
-    return points
+    return [(point_name(p), p, out / point_name(p).replace("/", "_")) for p in cfg.points()]
 
 
 def summarise(out: Path, cfg: Config) -> dict:
@@ -258,8 +256,7 @@ def summarise(out: Path, cfg: Config) -> dict:
     points, incomplete = [], {}
     for name, point, run_dir in grid_points(cfg, out):
         if launch.finished(run_dir):
-            shown = {k: v for k, v in point.items() if k in {f for axis, _ in cfg.axes() for f in axis.split("+")}}
-            points.append((shown, _nan_for_null(json.loads((run_dir / "results.json").read_text()))))
+            points.append((point, read_measured(run_dir / "results.json")))
         else:
             incomplete[name] = launch.why_unfinished(out, name, run_dir)
     if not points:
@@ -282,15 +279,6 @@ def summarise(out: Path, cfg: Config) -> dict:
     record = {"grid": axes, "base_config": cfg.base(), "environment": environment(), "rows": rows}
     write_json(out / "results.json", {**record, "incomplete": incomplete})
     return {"out": str(out), "rows": rows, "incomplete": incomplete}
-
-
-def _nan_for_null(tree):
-    """A results.json as written: NaN and infinities became null (`write_json`); back to NaN."""
-    if isinstance(tree, dict):
-        return {k: _nan_for_null(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_nan_for_null(v) for v in tree]
-    return math.nan if tree is None else tree
 
 
 def summary(cfg: Config, results: dict) -> str:

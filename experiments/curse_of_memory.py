@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 from pathlib import Path
 from typing import ClassVar
 
 from experiments import ablate, cli, gradient_flow, launch
-from rnn_jax.config import environment, write_json
+from rnn_jax.config import environment, read_measured, write_json
 from rnn_jax.optimum import hessians_at_optimum
 from rnn_jax.plots_curvature import hessian_at_optimum, loss_against_memory
 
@@ -131,9 +130,10 @@ class Config(gradient_flow.Config, launch.LaunchOptions):
         )
 
 
-def chosen(rows: list[dict], nu: float) -> dict:
+def chosen(rows: list[dict], nu: float, fields: list[str]) -> dict:
     """The grid row at `nu` with the lowest mean final loss among those where no seed diverged
-    (none: the row with the fewest diverged seeds), normalised by the loss of predicting zero."""
+    (none: the row with the fewest diverged seeds), normalised by the loss of predicting zero;
+    its grid point (`fields`) names its run."""
     mine = [r for r in rows if math.isclose(r["teacher_nu"], nu)]
     lrs = sorted(r["lr"] for r in mine)
     finite = [r for r in mine if r["diverged"] == 0 and math.isfinite(r["final_eval_loss"])]
@@ -147,21 +147,19 @@ def chosen(rows: list[dict], nu: float) -> dict:
         "seeds": best["seeds"],
         **{f"normalised_loss{end}": best[f"final_eval_loss{end}"] * scale for end in ("", "_low", "_high")},
         "decay_rate_trained": best["decay_rate_trained"],
-        "point": {k: best[k] for k in rows[0] if k in ("teacher_nu", "lr", "recurrent_scale", "lru_r_min")},
+        "point": {k: best[k] for k in fields},
     }
 
 
 def measured_at_end(folder: Path, cell: str) -> dict:
     """The run's normalised final loss of each seed, and its `adam_lr` medians per group and
     `sensitivity` mean at its last measured step, mean over seeds."""
-    results = json.loads((folder / "results.json").read_text())
+    results = read_measured(folder / "results.json")
     record = results["cells"][cell]
     last = lambda series: series[max(series, key=int)]["mean"]  # noqa: E731
     measured = record["measurements"]
     adam = {key.split("'")[1]: last(v) for key, v in measured.get("adam_lr", {}).items() if key.endswith("['median']")}
-    per_seed = [
-        math.nan if v is None else v / results["task"]["baseline"] for v in record["final_eval_loss"]["per_seed"]
-    ]
+    per_seed = [v / results["task"]["baseline"] for v in record["final_eval_loss"]["per_seed"]]
     return {
         "normalised_loss_per_seed": per_seed,
         "adam_lr_median": adam,
@@ -175,7 +173,8 @@ def run(cfg: Config) -> dict:
         raise ValueError(f"--{' --'.join(typed)}: set per student here (STUDENTS in {__name__}); choose --students")
     cfg = cfg.replace(out=cfg.out or f"runs/curse_of_memory/{datetime.datetime.now():%Y%m%d-%H%M%S}")
     out = Path(cfg.out)
-    grids = {name: ablate.run(cfg.grid(name)) for name in cfg.students}  # each as --launcher says
+    configs = {name: cfg.grid(name) for name in cfg.students}
+    grids = {name: ablate.run(grid) for name, grid in configs.items()}  # each as --launcher says
     if cfg.dry_run:
         return {"out": str(out), "dry_run": "\n\n".join(f"== {n}: {g['dry_run']}" for n, g in grids.items())}
     unfinished = [f"{n}/{point}" for n, g in grids.items() for point in g["incomplete"]]
@@ -184,7 +183,7 @@ def run(cfg: Config) -> dict:
             f"{len(unfinished)} grid point(s) not finished ({', '.join(unfinished)}): each student's summary.md "
             "says why; rerun the same command to run them"
         )
-    table = {name: student_rows(out, name, grids[name]["rows"], cfg.nus) for name in cfg.students}
+    table = {name: student_rows(out / name, configs[name], grids[name]["rows"], cfg.nus) for name in cfg.students}
     optimum = hessians_at_optimum(cfg.seed)
     results = {"students": table, "hessian_at_optimum": optimum}
     write_json(out / "results.json", {"config": dataclasses.asdict(cfg), "environment": environment(), **results})
@@ -194,11 +193,13 @@ def run(cfg: Config) -> dict:
     return {"out": str(out), **results}
 
 
-def student_rows(out: Path, name: str, rows: list[dict], nus) -> list[dict]:
-    """Student `name`'s chosen row at each nu_0, with what its run measured at its end."""
-    chosen_rows = [chosen(rows, nu) for nu in nus]
+def student_rows(folder: Path, grid: ablate.Config, rows: list[dict], nus) -> list[dict]:
+    """A student's chosen row at each nu_0 (its grid `grid` in `folder`), with what its run
+    measured at its end."""
+    fields = [field for axis, _ in grid.axes() for field in axis.split("+")]
+    chosen_rows = [chosen(rows, nu, fields) for nu in nus]
     for row in chosen_rows:
-        row.update(measured_at_end(out / name / ablate.point_name(row["point"]), STUDENTS[name].cell))
+        row.update(measured_at_end(folder / ablate.point_name(row["point"]), grid.cells[0]))
     return chosen_rows
 
 

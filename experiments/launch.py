@@ -192,8 +192,7 @@ def still_queued(jobs_dir: Path, names: list[str]) -> dict:
     """{point: its SLURM job} of the points whose job, submitted by an earlier run of the sweep
     (jobs/submitted.json), SLURM still holds (pending, running, requeued): a rerun waits for them
     instead of submitting them again."""
-    path = jobs_dir / "submitted.json"
-    submitted = json.loads(path.read_text()) if path.exists() else {}
+    submitted = _submitted(jobs_dir)
     jobs = {
         name: submitit.SlurmJob(folder=jobs_dir, job_id=submitted[name]["job_id"])
         for name in names
@@ -202,28 +201,36 @@ def still_queued(jobs_dir: Path, names: list[str]) -> dict:
     return {name: job for name, job in jobs.items() if job.state.split()[0] in LIVE_STATES}
 
 
-def _record_submission(jobs_dir: Path, name: str, job) -> None:
+def _submitted(jobs_dir: Path) -> dict:
+    """jobs/submitted.json: {point: {"job_id", "stderr": its log}} of every job the sweep submitted."""
     path = jobs_dir / "submitted.json"
-    submitted = json.loads(path.read_text()) if path.exists() else {}
-    submitted[name] = {"job_id": job.job_id, "stderr": str(job.paths.stderr)}
-    write_json(path, submitted)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _log_tail(job, lines: int = 12) -> str:
-    text = job.stderr() or str(job.exception())
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _record_submission(jobs_dir: Path, name: str, job) -> None:
+    write_json(
+        jobs_dir / "submitted.json",
+        {**_submitted(jobs_dir), name: {"job_id": job.job_id, "stderr": str(job.paths.stderr)}},
+    )
+
+
+def _tail(text: str, lines: int = 12) -> list[str]:
+    return text.strip().splitlines()[-lines:]
+
+
+def _log_tail(job) -> str:
+    return "\n".join(_tail(job.stderr() or str(job.exception())))
 
 
 def why_unfinished(out: Path, name: str, run_dir: Path) -> str:
     """Why a point has no finished run: its job's log's last lines where a job ran it."""
-    path = out / "jobs" / "submitted.json"
-    job = json.loads(path.read_text()).get(name) if path.exists() else None
+    job = _submitted(out / "jobs").get(name)
     if job is None:
         return (
             "not run yet" if not run_dir.exists() else "its run stopped before the end (rerun the sweep to resume it)"
         )
     log = Path(job["stderr"])
-    tail = log.read_text(errors="replace").strip().splitlines()[-12:] if log.exists() else ["(no log yet)"]
+    tail = _tail(log.read_text(errors="replace")) if log.exists() else ["(no log yet)"]
     return f"job {job['job_id']}, its log {log} ends:\n\n" + "\n".join(f"      {line}" for line in tail)
 
 

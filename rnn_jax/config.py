@@ -242,6 +242,20 @@ def write_json(path: str | Path, data) -> None:
     tmp.replace(path)
 
 
+def read_measured(path: str | Path):
+    """A results.json as `write_json` wrote it, its nulls read back as NaN (what they were: a
+    diverged seed, the interval of one seed), for summaries that compute with its numbers."""
+
+    def nan_for_null(value):
+        if isinstance(value, dict):
+            return {k: nan_for_null(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [nan_for_null(v) for v in value]
+        return math.nan if value is None else value
+
+    return nan_for_null(json.loads(Path(path).read_text()))
+
+
 def _strict(value):
     """`value` with every non-finite float as None, containers and arrays as JSON's own types."""
     if isinstance(value, dict):

@@ -21,11 +21,13 @@ def _row(nu, lr, loss, diverged=0, baseline=10.0):
 
 def test_the_chosen_rate_is_the_best_where_no_seed_diverged():
     rows = [_row(0.9, 1e-2, 1.0, diverged=1), _row(0.9, 1e-3, 3.0), _row(0.9, 1e-4, 2.0), _row(0.5, 1e-2, 0.1)]
-    best = curse_of_memory.chosen(rows, 0.9)
+    best = curse_of_memory.chosen(rows, 0.9, ["teacher_nu", "lr"])
     assert best["lr"] == 1e-4 and best["normalised_loss"] == pytest.approx(0.2)
     assert best["normalised_loss_low"] == pytest.approx(0.1) and best["point"] == {"teacher_nu": 0.9, "lr": 1e-4}
     everywhere = [_row(0.99, 1e-2, math.nan, diverged=3), _row(0.99, 1e-3, math.nan, diverged=1)]
-    assert curse_of_memory.chosen(everywhere, 0.99)["lr"] == 1e-3  # all diverged somewhere: the fewest
+    assert (
+        curse_of_memory.chosen(everywhere, 0.99, ["teacher_nu", "lr"])["lr"] == 1e-3
+    )  # all diverged somewhere: the fewest
 
 
 def test_bad_input_is_refused_before_training(tmp_path):

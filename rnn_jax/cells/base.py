@@ -47,16 +47,18 @@ def _spectral_radius(w: Array) -> Array:
     return jax.pure_callback(host_radius, jax.ShapeDtypeStruct((), w.dtype), w)
 
 
+def move_onto_ring(matrix: np.ndarray, inner: float) -> np.ndarray:
+    """`matrix` (float64 NumPy) with each eigenvalue l moved to modulus inner + (1 - inner) tanh |l|,
+    its phase kept: Zucchet & Orvieto 2024's map of a Gaussian matrix onto the ring [inner, 1)
+    (their teachers' and dense students'). Conjugate pairs stay pairs, so the matrix stays real."""
+    raw, vectors = np.linalg.eig(matrix)
+    moved = (inner + (1.0 - inner) * np.tanh(np.abs(raw))) * np.exp(1j * np.angle(raw))
+    return (vectors @ np.diag(moved) @ np.linalg.inv(vectors)).real
+
+
 def _on_ring(w: Array, inner: float) -> Array:
-    """`w` with each eigenvalue l moved to modulus inner + (1 - inner) tanh |l|, its phase kept
-    (Zucchet & Orvieto 2024's map: conjugate pairs stay pairs, so the matrix stays real); on the
-    host, as `_spectral_radius`."""
-
-    def host_ring(m):
-        raw, vectors = np.linalg.eig(np.asarray(m, np.float64))
-        moved = (inner + (1.0 - inner) * np.tanh(np.abs(raw))) * np.exp(1j * np.angle(raw))
-        return (vectors @ np.diag(moved) @ np.linalg.inv(vectors)).real.astype(m.dtype)
-
+    """`move_onto_ring` of `w`, on the host, as `_spectral_radius`."""
+    host_ring = lambda m: move_onto_ring(np.asarray(m, np.float64), inner).astype(m.dtype)  # noqa: E731
     return jax.pure_callback(host_ring, jax.ShapeDtypeStruct(w.shape, w.dtype), w)
 
 

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.cells.base import move_onto_ring
 from rnn_jax.losses import sequence_mse
 from rnn_jax.tasks.base import Task, batches, register_task, task_option
 
@@ -32,10 +33,7 @@ from rnn_jax.tasks.base import Task, batches, register_task, task_option
 def make_teacher(seed: int, hidden: int, nu: float) -> tuple[np.ndarray, ...]:
     """(A, B, C, D) of the teacher (module docstring), float64."""
     rng = np.random.default_rng(seed)
-    gaussian = rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)
-    raw, vectors = np.linalg.eig(gaussian)
-    moved = (nu + (1.0 - nu) * np.tanh(np.abs(raw))) * np.exp(1j * np.angle(raw))
-    a = (vectors @ np.diag(moved) @ np.linalg.inv(vectors)).real  # conjugate pairs stay pairs: real
+    a = move_onto_ring(rng.normal(size=(hidden, hidden)) / np.sqrt(hidden), nu)
     b = rng.normal(size=(hidden, 1))
     c = rng.normal(size=(1, hidden)) / np.sqrt(hidden)
     d = rng.normal(size=(1, 1))
