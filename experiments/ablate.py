@@ -37,7 +37,7 @@ DEFAULT_GRID = [("lstm_variant", list(LSTM_VARIANTS))]
 
 
 @dataclasses.dataclass
-class Config(gradient_flow.Config, launch.LaunchOptions):
+class Config(gradient_flow.Config):
     QUICK: ClassVar[dict] = {**gradient_flow.Config.QUICK, "steps": 100}
     QUICK_GRID: ClassVar[tuple[str, ...]] = ("lstm_variant=standard,NFG",)  # --quick without --grid
 
@@ -76,18 +76,18 @@ class Config(gradient_flow.Config, launch.LaunchOptions):
     def base(self) -> dict:
         """The gradient_flow options every grid point starts from (its own out and resume aside);
         the LSTM-variant grid compares LSTMs."""
-        base = {
-            name: getattr(self, name) for name in gradient_flow.Config.flag_names() if name not in ("out", "resume")
-        }
+        base = self.run_options()
         if "lstm_variant" in dict(self.axes()) and base["cells"] == gradient_flow.Config.cells:
             base["cells"] = ("lstm",)
         return base
 
 
 # gradient_flow's fields that say where and how a run goes, not what it trains: no grid axis
-NOT_AXES = frozenset({"out", "resume", "quick", "imports", "devices", "coordinator", "num_processes", "process_id"})
+NOT_AXES = frozenset(
+    {"out", "resume", "quick", "imports", "devices", "coordinator", "num_processes", "process_id", *launch.FIELDS}
+)
 # ablate's own fields that say where its points run: a sweep may continue with others
-LAUNCH_FIELDS = frozenset({f.name for f in dataclasses.fields(launch.LaunchOptions)} | {"summarise"})
+LAUNCH_FIELDS = launch.FIELDS | {"summarise"}
 
 
 def grid_fields() -> dict:
@@ -236,10 +236,11 @@ def run(cfg: Config) -> dict:
     launch.check(cfg)
     out, cfg = grid_to_run(cfg)
     points = grid_points(cfg, out)
-    todo = [(name, point, run_dir) for name, point, run_dir in points if not launch.finished(run_dir)]
+    base = cfg.base()
+    todo = [(name, {**base, **point}, run_dir) for name, point, run_dir in points if not launch.finished(run_dir)]
     if cfg.dry_run:
         done = [name for name, _, run_dir in points if launch.finished(run_dir)]
-        return {"out": str(out), "rows": [], "dry_run": launch.dry_run(cfg, todo, done)}
+        return {"out": str(out), "rows": [], "dry_run": launch.dry_run(cfg, out, todo, done)}
     launch.run_points(cfg, out, todo)
     return summarise(out, cfg)
 

@@ -75,7 +75,7 @@ LABELS = {
 
 
 @dataclasses.dataclass
-class Config(gradient_flow.Config, launch.LaunchOptions):
+class Config(gradient_flow.Config):
     QUICK: ClassVar[dict] = dict(
         nus=(0.5, 0.99), seq_len=30, hidden=8, batch=8, seeds=2, steps=20, flow_every=10, eval_every=10
     )
@@ -121,7 +121,7 @@ class Config(gradient_flow.Config, launch.LaunchOptions):
         student = STUDENTS[name]
         lrs = student.lrs[1:2] if self.quick else student.lrs
         axis = "teacher_nu" + (f"+{student.ring}" if student.ring else "")
-        base = {f: getattr(self, f) for f in gradient_flow.Config.flag_names() if f not in ("out", "resume")}
+        base = self.run_options()
         ring = {student.ring: self.nus[0]} if student.ring else {}  # the base is valid as the first point is
         return ablate.Config.create(
             **{**base, **student.options, **ring, "cells": (student.cell,), "out": str(Path(self.out) / name)},

@@ -10,16 +10,23 @@ training step itself, the long-range profile ||dL_T/dh_{T-k}|| and the full-loss
     python -m experiments.gradient_flow --task charlm --data tinyshakespeare
     python -m experiments.gradient_flow --cells rnn --recurrent-scale 1.5 --clip-norm 1.0
     python -m experiments.gradient_flow --resume runs/gradient_flow/20261127-120000
+    python -m experiments.gradient_flow --seeds 8 --launcher slurm --slurm-partition gpu --dry-run
+
+With --launcher local or slurm each seed is a one-seed run of its own, a job (seeds/seed=S, each
+resumable), and the run's results are written from theirs, as when the seeds train together.
 
 Writes to --out: results.json (config, environment, per-cell profiles, decay rates, losses),
 grad_norms.csv (long form), flow_vs_lag.png, flow_heatmap.png, loss_curves.png, lyapunov.png and lyapunov_vs_flow.png
 (with --spectrum), gates.png, hessian.png, adam_lr.png and sensitivity.png (with those --measure), logs/
-(metrics.jsonl + TensorBoard per run) and checkpoints/ (orbax, resumable).
+(metrics.jsonl + TensorBoard per run) and checkpoints/ (orbax, resumable); with a --launcher
+other than inline, seeds/seed=S/ (each seed's own run) and jobs/ (the jobs' logs) instead of
+checkpoints/.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,11 +36,11 @@ import jax
 import numpy as np
 import optax
 
-from experiments import cli
+from experiments import cli, launch
 from rnn_jax import plots, summaries
 from rnn_jax.cells import CELLS
 from rnn_jax.choices import check_choice
-from rnn_jax.config import create_run_dir, require_at_least_one, resolve_run_dir
+from rnn_jax.config import SEED_RUNS, create_run_dir, nulls_as_nan, require_at_least_one, resolve_run_dir
 from rnn_jax.experiment import fit, task_data, write_results
 from rnn_jax.gradflow import decay_rate, top_state
 from rnn_jax.history import History
@@ -47,7 +54,7 @@ from rnn_jax.train import init_train_state, make_flow_probe
 
 
 @dataclasses.dataclass
-class Config(TrainingOptions):
+class Config(TrainingOptions, launch.LaunchOptions):
     QUICK: ClassVar[dict] = dict(seq_len=50, hidden=32, steps=200, flow_every=50, eval_every=50)
     DEFAULTS: ClassVar[dict] = dict(  # this experiment's defaults (measured in docs/gradient-flow.md with them)
         hidden=64,
@@ -96,8 +103,8 @@ class Config(TrainingOptions):
     """mqar: random tokens at the steps that are not queries, as Zoology's random_non_queries (its default),
     instead of blanks"""
     seeds: int = 1
-    """independent seeds per cell (seed, seed + 1, ...), trained together by one vmapped step: mean +- std in
-    the results, each seed's numbers under `seeds`"""
+    """independent seeds per cell (seed, seed + 1, ...), trained together by one vmapped step (with --launcher local
+    or slurm: each seed a job): mean +- std in the results, each seed's numbers under `seeds`"""
     eval_batches: int = 4
     """held-out batches per evaluation (tasks on rows of a dataset: every held-out row, in --batch chunks)"""
     data: str | None = None
@@ -117,9 +124,40 @@ class Config(TrainingOptions):
         for cell in self.cells:
             check_choice("cell", cell, CELLS)
         require_at_least_one(self, ("seq_len", "seeds", "eval_batches"))
+        if self.launcher != "inline" and self.coordinator:  # checked here: the processes start before the run
+            raise ValueError(
+                f"--launcher {self.launcher} with --coordinator: each job is one process of its own; run a "
+                "multi-process run with --launcher inline"
+            )
+        if self.launcher != "inline" and self.gradient == "truncated:auto":
+            raise ValueError(
+                f"--gradient truncated:auto with --launcher {self.launcher}: K is chosen from the mean decay over "
+                "the seeds, and a seed's own job would choose its own; run the seeds together (--launcher inline) "
+                "or give truncated:K"
+            )
 
     def selected_cells(self) -> tuple[str, ...]:
         return self.cells
+
+    def run_options(self) -> dict:
+        """The options of the run itself (what a grid point or a seed's job trains): every flag but
+        where it is written (out, resume) and where it runs (the launch flags)."""
+        skip = {"out", "resume", *launch.FIELDS}
+        return {name: getattr(self, name) for name in Config.flag_names() if name not in skip}
+
+    def continued_with(self, given: Config, flags: frozenset[str]) -> tuple[Config, dict]:
+        """As `TrainingOptions.continued_with`, and a resumed run's seeds may go elsewhere (the launch
+        flags), but not between stacked and one job each: their checkpoints are not the same."""
+        if "launcher" in flags and (self.launcher == "inline") != (given.launcher == "inline"):
+            raise ValueError(
+                f"--launcher {given.launcher}: the run's seeds were started with --launcher {self.launcher}, "
+                + ("stacked in one run" if self.launcher == "inline" else "each a run of its own")
+                + "; resume with that (local and slurm may replace each other), or start a new run (--out)"
+            )
+        moved = {name: [getattr(self, name), getattr(given, name)] for name in flags & launch.FIELDS}
+        moved = {name: values for name, values in moved.items() if values[0] != values[1]}
+        resumed, changes = super().continued_with(given, flags - launch.FIELDS)
+        return resumed.replace(**{name: new for name, (_, new) in moved.items()}), {**changes, **moved}
 
 
 def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> tuple[dict[int, History], dict]:
@@ -144,6 +182,41 @@ def train_cell(cfg: Config, task: Task, cell_name: str, out: Path) -> tuple[dict
     return dict(zip(seeds, split_seeds(fitted.history, len(seeds)))), chosen
 
 
+def seed_runs(cfg: Config, out: Path) -> list[tuple[str, dict, Path]]:
+    """(name, options, folder) of each seed's own one-seed run, in out/seeds/seed=S (--launcher
+    local or slurm)."""
+    options = cfg.run_options()
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    return [(f"seed={s}", {**options, "seed": s, "seeds": 1}, out / SEED_RUNS / f"seed={s}") for s in seeds]
+
+
+def train_seed_jobs(cfg: Config, out: Path) -> dict[str, tuple[dict[int, History], dict]]:
+    """Each seed a job training its own one-seed run (those not finished yet); then each seed's
+    history read back from its run's results.json: what `train_cell` returns for every cell."""
+    runs = seed_runs(cfg, out)
+    failed = launch.run_points(cfg, out, [run for run in runs if not launch.finished(run[2])])
+    unfinished = [
+        f"- {name}: {launch.why_unfinished(out, name, run_dir)}"
+        for name, _, run_dir in runs
+        if name in failed or not (run_dir / "results.json").exists()
+    ]
+    if unfinished:
+        raise ValueError(
+            f"{out}: {len(unfinished)} of {len(runs)} seed(s) did not finish:\n"
+            + "\n".join(unfinished)
+            + f"\n--resume {out} runs them again (the finished seeds are kept)"
+        )
+    histories = {cell: {} for cell in cfg.cells}
+    for _, options, run_dir in runs:
+        cells = json.loads((run_dir / "results.json").read_text())["cells"]
+        for cell in cfg.cells:
+            record = cells[cell]["seeds"][str(options["seed"])]
+            # its measurements as the run had them (write_json wrote a NaN, a diverged step's, as null)
+            measured = {name: nulls_as_nan(record[name]) for name in ("train", "eval", "flow")}
+            histories[cell][options["seed"]] = History.from_json({**record, **measured})
+    return {cell: (by_seed, {}) for cell, by_seed in histories.items()}
+
+
 def _top_profiles(cfg: Config, by_lag: dict) -> list:
     """Each seed's profile ||dL_T/dh_(T-k)|| of the top layer's hidden state (stacked seeds)."""
     return np.asarray(by_lag[top_state(by_lag, cfg.layers)]).tolist()
@@ -164,13 +237,20 @@ def check_measurements(cfg: Config, task: Task) -> None:
 
 def run(cfg: Config) -> dict:
     """Run (or resume) the experiment described by `cfg`; returns results.json's content."""
+    launch.check(cfg)
     out, cfg, resuming = resolve_run_dir(cfg, "gradient_flow", from_command_line=RUNTIME_FLAGS)
     task = make_task(cfg.task, cfg)  # its data found and read before the run folder is made
     check_measurements(cfg, task)
+    if cfg.dry_run:
+        return {"dry_run": dry_run(cfg, out)}
     if not resuming:
         create_run_dir(out, cfg, "gradient_flow")
     started = time.time()
-    trained = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
+    if cfg.launcher == "inline":
+        trained = {cell: train_cell(cfg, task, cell, out) for cell in cfg.cells}
+    else:
+        (out / SEED_RUNS).mkdir(exist_ok=True)  # what --resume finds to go on from before any seed checkpoints
+        trained = train_seed_jobs(cfg, out)
     histories = {cell: by_seed for cell, (by_seed, _) in trained.items()}
     cells = summaries.summarise_cells(cfg, histories, solved_below=task.solved_threshold)
     for cell, (_, chosen) in trained.items():
@@ -203,7 +283,20 @@ def run(cfg: Config) -> dict:
     return results
 
 
+def dry_run(cfg: Config, out: Path) -> str:
+    """What the run would train, and where: its seeds stacked in this process, or each a job."""
+    if cfg.launcher == "inline":
+        name = f"{', '.join(cfg.cells)} x seeds {cfg.seed}..{cfg.seed + cfg.seeds - 1}, stacked in {out}"
+        done = launch.finished(out)
+        return launch.dry_run(cfg, out, [] if done else [(name, {}, out)], [name] if done else [])
+    runs = seed_runs(cfg, out)
+    done = [name for name, _, run_dir in runs if launch.finished(run_dir)]
+    return launch.dry_run(cfg, out, [run for run in runs if run[0] not in done], done)
+
+
 def summary(cfg: Config, results: dict) -> str:
+    if "dry_run" in results:
+        return results["dry_run"]
     return summaries.cells_table(cfg, results)
 
 

@@ -1,12 +1,13 @@
-"""Where a grid's points run (`experiments.ablate --launcher`): ``inline``, one after another in
-this process (the default); ``local``, each point a process on this machine, --jobs at a time;
-``slurm``, each point a job of a SLURM job array (--jobs its parallelism). Both job launchers go
-through submitit (its local executor has the SLURM one's interface): each job trains its point's
-run folder, the folder the inline run writes, checkpointing as always; on timeout or preemption
-submitit requeues it (`PointJob.checkpoint`) and it resumes from the newest intact checkpoint.
-Logs and the submitted job ids go to the sweep's jobs/ folder. A point already finished is not
-run again; a point whose job fails is named, with its log's last lines, and the others are
-still summarised."""
+"""Where the runs of a grid's points (`experiments.ablate --launcher`, curse_of_memory) or of a
+run's seeds (`experiments.gradient_flow --seeds N --launcher`) go: ``inline``, in this process
+(the default: a grid's points one after another, a run's seeds stacked in one vmapped step);
+``local``, each point or seed a process on this machine, --jobs at a time; ``slurm``, each a
+job of a SLURM job array (--jobs its parallelism). Both job launchers go through submitit (its
+local executor has the SLURM one's interface): each job trains its own run folder, the folder
+an inline grid writes, checkpointing as always; on timeout or preemption submitit requeues it
+(`RunJob.checkpoint`) and it resumes from the newest intact checkpoint. Logs and the submitted
+job ids go to the sweep's (or run's) jobs/ folder. A run already finished is not run again; a
+job that fails is named, with its log's last lines."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import submitit
 
-from experiments import gradient_flow
 from rnn_jax import compilation, run_lock
 from rnn_jax.config import import_modules, write_json
 
@@ -30,15 +30,15 @@ POLL_SECONDS = 2.0
 
 @dataclasses.dataclass
 class LaunchOptions:
-    """Where a grid's points run: the flags of every experiment that runs grids (mixed into its
-    Config)."""
+    """Where a grid's points or a run's seeds run: the flags of every experiment that runs them
+    (mixed into its Config)."""
 
     launcher: str = "inline"
-    """where the grid's points run: inline (one after another in this process) | local (processes on this machine,
-    --jobs at a time) | slurm (a job array through submitit, --jobs its parallelism; requeued on timeout or
-    preemption, each resuming its point's folder)"""
+    """where a grid's points or a run's seeds run: inline (in this process: points one after another, seeds stacked
+    in one vmapped step) | local (each point or seed a process on this machine, --jobs at a time) | slurm (a job
+    array through submitit, --jobs its parallelism; requeued on timeout or preemption, each resuming its folder)"""
     jobs: int = 2
-    """points at a time with --launcher local or slurm"""
+    """points or seeds at a time with --launcher local or slurm"""
     slurm_partition: str | None = None
     """--launcher slurm: the partition (None: the cluster's default)"""
     slurm_time: int = 60
@@ -52,16 +52,16 @@ class LaunchOptions:
     slurm_option: tuple[str, ...] = ()
     """--launcher slurm: other parameters of submitit's SLURM executor, KEY=VALUE ... (e.g. account=lab qos=high)"""
     dry_run: bool = False
-    """print the grid's points (to run, finished) and, for slurm, the job script, and run or submit nothing"""
+    """print the runs (to run, finished: a grid's points or a run's seeds) and, for slurm, the job script, and run
+    or submit nothing"""
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(LaunchOptions))  # where runs go, not what they train
 
 
 def launch_options(cfg) -> dict:
     """`cfg`'s LaunchOptions, by flag name (to hand on to the grids it runs)."""
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(LaunchOptions)}
-
-
-SLURM_OPTIONS = frozenset(submitit.SlurmExecutor._valid_parameters())  # what --slurm-option may set
-POLL_SECONDS = 2.0
+    return {name: getattr(cfg, name) for name in FIELDS}
 
 
 def finished(run_dir: Path) -> bool:
@@ -73,22 +73,24 @@ def finished(run_dir: Path) -> bool:
     return all(status != "interrupted" for record in cells.values() for status in record["status"].values())
 
 
-def point_config(base: dict, point: dict, run_dir: Path) -> gradient_flow.Config:
-    """The gradient_flow config of one grid point: a new run in `run_dir`, or its resumption
-    where it began before (its config.json written)."""
-    cfg = gradient_flow.Config.create(**{**base, **point, "out": str(run_dir)})
-    return cfg.replace(resume=str(run_dir), out=None) if (run_dir / "config.json").exists() else cfg
+def run_point(options: dict, run_dir: Path) -> dict:
+    """Train one run (a grid point, a seed) of gradient_flow: `options` (its flag values), a new
+    run in `run_dir`, or its resumption where it began before (its config.json written)."""
+    from experiments import gradient_flow  # here, not above: gradient_flow takes the launch flags from this module
+
+    cfg = gradient_flow.Config.create(**{**options, "out": str(run_dir)})
+    return gradient_flow.run(cfg.replace(resume=str(run_dir), out=None) if (run_dir / "config.json").exists() else cfg)
 
 
-class PointJob(submitit.helpers.Checkpointable):
-    """One grid point's run, as a job. On timeout or preemption submitit calls `checkpoint`
-    (Checkpointable's: the same call, resubmitted), and the new job resumes the folder."""
+class RunJob(submitit.helpers.Checkpointable):
+    """One run (a grid point, a seed), as a job. On timeout or preemption submitit calls
+    `checkpoint` (Checkpointable's: the same call, resubmitted), and the new job resumes the folder."""
 
-    def __call__(self, base: dict, point: dict, run_dir: str) -> str:
-        import_modules(base.get("imports", ()))  # the user's cells and tasks, registered in this process too
+    def __call__(self, options: dict, run_dir: str) -> str:
+        import_modules(options.get("imports", ()))  # the user's cells and tasks, registered in this process too
         compilation.enable_cache()  # the shared persistent cache ($RNN_JAX_CACHE)
         try:
-            gradient_flow.run(point_config(base, point, Path(run_dir)))
+            run_point(options, Path(run_dir))
         finally:
             run_lock.release_all()
         return run_dir
@@ -138,29 +140,29 @@ def check(cfg) -> None:
     if cfg.launcher not in LAUNCHERS:
         raise ValueError(f"--launcher {cfg.launcher}: expected one of {', '.join(LAUNCHERS)}")
     if cfg.jobs < 1:
-        raise ValueError(f"--jobs {cfg.jobs}: at least one point must run at a time")
+        raise ValueError(f"--jobs {cfg.jobs}: at least one run (a point, a seed) must go at a time")
     parse_slurm_options(cfg.slurm_option)
     if cfg.launcher == "slurm" and not cfg.dry_run and shutil.which("sbatch") is None:
         raise ValueError("--launcher slurm: no sbatch on this machine's PATH; run on a SLURM login node, or --dry-run")
 
 
 def run_points(cfg, out: Path, todo: list[tuple[str, dict, Path]]) -> dict[str, str]:
-    """Run each (name, point, run folder) of `todo` as --launcher says; returns {name: why it
-    failed} for the points whose job failed (inline: an error stops the grid, as it always has)."""
-    base = cfg.base()
+    """Run each (name, options, run folder) of `todo` (a grid's points, a run's seeds: each one
+    gradient_flow run) as --launcher says; returns {name: why it failed} for those whose job
+    failed (inline: an error stops them all, as it always has)."""
     if cfg.launcher == "inline":
-        for name, point, run_dir in todo:
+        for name, options, run_dir in todo:
             print(f"== {name}", file=sys.stderr)
-            gradient_flow.run(point_config(base, point, run_dir))
+            run_point(options, run_dir)
         return {}
     jobs_dir, failed = out / "jobs", {}
     made = executor(cfg, jobs_dir)
     if cfg.launcher == "slurm":  # one job array; --jobs is its parallelism
-        running = still_queued(jobs_dir, [name for name, _, _ in todo])  # an earlier run's jobs: wait for them
-        fresh = [(name, point, run_dir) for name, point, run_dir in todo if name not in running]
+        running = still_queued(jobs_dir, todo)  # an earlier run's jobs: wait for them
+        fresh = [(name, options, run_dir) for name, options, run_dir in todo if name not in running]
         if fresh:
             with made.batch():
-                jobs = [made.submit(PointJob(), base, point, str(run_dir)) for _, point, run_dir in fresh]
+                jobs = [made.submit(RunJob(), options, str(run_dir)) for _, options, run_dir in fresh]
             for (name, _, _), job in zip(fresh, jobs):
                 running[name] = job
                 _record_submission(jobs_dir, name, job)
@@ -169,8 +171,8 @@ def run_points(cfg, out: Path, todo: list[tuple[str, dict, Path]]) -> dict[str, 
         running, waiting = {}, list(todo)
     while waiting or running:
         while waiting and len(running) < cfg.jobs:
-            name, point, run_dir = waiting.pop(0)
-            running[name] = made.submit(PointJob(), base, point, str(run_dir))
+            name, options, run_dir = waiting.pop(0)
+            running[name] = made.submit(RunJob(), options, str(run_dir))
             _record_submission(jobs_dir, name, running[name])
         for name, job in list(running.items()):
             if job.done():
@@ -188,14 +190,14 @@ def run_points(cfg, out: Path, todo: list[tuple[str, dict, Path]]) -> dict[str, 
 LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"})
 
 
-def still_queued(jobs_dir: Path, names: list[str]) -> dict:
-    """{point: its SLURM job} of the points whose job, submitted by an earlier run of the sweep
+def still_queued(jobs_dir: Path, todo: list[tuple[str, dict, Path]]) -> dict:
+    """{name: its SLURM job} of the runs whose job, submitted by an earlier run of the sweep
     (jobs/submitted.json), SLURM still holds (pending, running, requeued): a rerun waits for them
     instead of submitting them again."""
     submitted = _submitted(jobs_dir)
     jobs = {
         name: submitit.SlurmJob(folder=jobs_dir, job_id=submitted[name]["job_id"])
-        for name in names
+        for name, _, _ in todo
         if name in submitted
     }
     return {name: job for name, job in jobs.items() if job.state.split()[0] in LIVE_STATES}
@@ -223,7 +225,7 @@ def _log_tail(job) -> str:
 
 
 def why_unfinished(out: Path, name: str, run_dir: Path) -> str:
-    """Why a point has no finished run: its job's log's last lines where a job ran it."""
+    """Why a run (a point, a seed) has not finished: its job's log's last lines where a job ran it."""
     job = _submitted(out / "jobs").get(name)
     if job is None:
         return (
@@ -234,17 +236,17 @@ def why_unfinished(out: Path, name: str, run_dir: Path) -> str:
     return f"job {job['job_id']}, its log {log} ends:\n\n" + "\n".join(f"      {line}" for line in tail)
 
 
-def dry_run(cfg, todo: list[tuple[str, dict, Path]], done: list[str]) -> str:
-    """What --launcher would run, and for slurm the job script submitit would submit."""
-    lines = [f"{len(todo)} point(s) to run with --launcher {cfg.launcher}, {len(done)} finished:"]
+def dry_run(cfg, out: Path, todo: list[tuple[str, dict, Path]], done: list[str]) -> str:
+    """What --launcher would run (in `out`), and for slurm the job script submitit would submit."""
+    lines = [f"{len(todo)} run(s) to start with --launcher {cfg.launcher}, {len(done)} finished:"]
     lines += [f"  run  {name}" for name, _, _ in todo] + [f"  done {name}" for name in done]
     if cfg.launcher == "slurm" and todo:
         parameters = {k.removeprefix("slurm_"): v for k, v in slurm_parameters(cfg).items()}
-        folder = Path(cfg.out) / "jobs"
+        folder = out / "jobs"
         command = f"{sys.executable} -u -m submitit.core._submit {folder}"
         # submitit's own sbatch text (what SlurmExecutor writes for each job; private, so pinned)
         script = submitit.slurm.slurm._make_sbatch_string(
             command=command, folder=folder, map_count=len(todo), **parameters
         )
-        lines += ["", "the job script (one per point, in a job array):", script]
+        lines += ["", "the job script (one per run, in a job array):", script]
     return "\n".join(lines)

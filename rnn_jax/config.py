@@ -164,6 +164,9 @@ def create_run_dir(out: Path, cfg, experiment: str) -> None:
     write_json(out / "config.json", saved_config(cfg, experiment, out))
 
 
+SEED_RUNS = "seeds"  # the folder of a run's seeds where each is a run of its own (gradient_flow --launcher)
+
+
 def resolve_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] = ()):
     """The output directory of a run and its effective config, checked but not yet made (so that
     bad input found before `create_run_dir` leaves nothing behind); returns (out, cfg, resuming).
@@ -178,9 +181,10 @@ def resolve_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
             raise FileNotFoundError(
                 f"--resume {cfg.resume}: no config.json there; is it the output directory of a {experiment} run?"
             )
-        if jax.process_index() == 0:
+        writes = jax.process_index() == 0 and not getattr(cfg, "dry_run", False)  # a dry run only reads
+        if writes:
             run_lock.hold(path.parent)  # before anything is read or rewritten: one writer per run folder
-        if not (path.parent / "checkpoints").is_dir():
+        if not any((path.parent / kept).is_dir() for kept in ("checkpoints", SEED_RUNS)):
             raise FileNotFoundError(
                 f"no checkpoint in {path.parent / 'checkpoints'}: nothing to restore or resume from"
             )
@@ -189,7 +193,7 @@ def resolve_run_dir(cfg, experiment: str, *, from_command_line: tuple[str, ...] 
         if not hasattr(saved, "continued_with"):
             return path.parent, saved, True
         resumed, changes = saved.continued_with(cfg, getattr(cfg, "command_line_flags", frozenset()))
-        if changes and jax.process_index() == 0:  # the run's config says what it now runs with, and since when
+        if changes and writes:  # the run's config says what it now runs with, and since when
             write_json(path, saved_config(resumed, experiment, path.parent))
             history_path = path.parent / "config_history.json"
             history = json.loads(history_path.read_text()) if history_path.exists() else []
@@ -245,15 +249,16 @@ def write_json(path: str | Path, data) -> None:
 def read_measured(path: str | Path):
     """A results.json as `write_json` wrote it, its nulls read back as NaN (what they were: a
     diverged seed, the interval of one seed), for summaries that compute with its numbers."""
+    return nulls_as_nan(json.loads(Path(path).read_text()))
 
-    def nan_for_null(value):
-        if isinstance(value, dict):
-            return {k: nan_for_null(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [nan_for_null(v) for v in value]
-        return math.nan if value is None else value
 
-    return nan_for_null(json.loads(Path(path).read_text()))
+def nulls_as_nan(value):
+    """Measurements as `write_json` wrote them, each null read back as the NaN it was."""
+    if isinstance(value, dict):
+        return {k: nulls_as_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nulls_as_nan(v) for v in value]
+    return math.nan if value is None else value
 
 
 def _strict(value):

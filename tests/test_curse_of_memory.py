@@ -71,6 +71,6 @@ def test_its_grids_take_the_launcher(tmp_path, capsys):
                           str(tmp_path / "curse")])  # fmt: skip
     shown = capsys.readouterr().out
     for name in curse_of_memory.STUDENTS:
-        assert f"== {name}: 2 point(s) to run with --launcher slurm" in shown
+        assert f"== {name}: 2 run(s) to start with --launcher slurm" in shown
     assert shown.count("#SBATCH --partition=gpu") == len(curse_of_memory.STUDENTS)
     assert not (tmp_path / "curse").exists()

@@ -1,8 +1,9 @@
-"""Sweeps beyond one process (`experiments.ablate --launcher`, `experiments.launch`), on
-submitit's local executor: the merged summary equals the inline run's number for number, a
-point killed mid-run is resumed by the rerun, a failed point is named with its log and the rest
-summarised, `--summarise` merges finished folders alone, the SLURM dry run shows its script, and
-bad input is refused before anything is written or submitted."""
+"""Sweeps beyond one process (`experiments.ablate --launcher`, `gradient_flow --seeds N
+--launcher`, `experiments.launch`), on submitit's local executor: the merged summary equals the
+inline run's number for number, a point killed mid-run is resumed by the rerun, a failed point is
+named with its log and the rest summarised, `--summarise` merges finished folders alone; a run's
+seeds as jobs merge to the stacked run's results; the SLURM dry run shows its script, and bad
+input is refused before anything is written or submitted."""
 
 import contextlib
 import csv
@@ -14,13 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import submitit
 
-from experiments import ablate, cli, launch
+from experiments import ablate, cli, gradient_flow, launch
 from rnn_jax import run_lock
 
-from .conftest import ROOT
+from .conftest import ROOT, usage_error
 from .test_gradient_flow_experiment import TINY
 
 GRID = [*TINY, "--cells", "gru", "--grid", "recurrent_scale=0.5,1.0"]
@@ -43,7 +45,7 @@ def test_the_slurm_dry_run_shows_the_job_array_and_submits_nothing(tmp_path, cap
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--jobs", "0"], "--jobs 0: at least one point"),
+        (["--jobs", "0"], "--jobs 0: at least one run"),
         (["--launcher", "slurm", "--slurm-option", "acount=lab"], "--slurm-option 'acount=lab': expected KEY=VALUE"),
         (["--launcher", "slurm"], "no sbatch on this machine's PATH"),
         (["--launcher", "cloud"], "--launcher cloud: expected one of inline, local, slurm"),
@@ -64,7 +66,7 @@ def test_local_jobs_merge_to_the_inline_numbers_and_a_failed_point_is_named(tmp_
     assert _rows(sweep) == _rows(tmp_path / "inline")
     assert (sweep / "jobs" / "submitted.json").exists()
     ablate.main(["--resume", str(sweep), "--launcher", "slurm", "--dry-run"])  # a sweep may go on elsewhere
-    assert "0 point(s) to run with --launcher slurm, 2 finished" in capsys.readouterr().out
+    assert "0 run(s) to start with --launcher slurm, 2 finished" in capsys.readouterr().out
     # a point whose job fails (another process writes its folder): named with its log, the rest summarised
     taken = tmp_path / "taken"
     run_lock.hold(taken / "recurrent_scale=1.0")
@@ -111,7 +113,9 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes_exactly(t
     ablate.main([*flags, "--out", str(tmp_path / "whole")])
     cfg = cli.parse(ablate.Config, [*flags, "--out", str(tmp_path / "requeued")])
     ((name, point, run_dir),) = ablate.grid_points(cfg, tmp_path / "requeued")
-    job = submitit.LocalExecutor(folder=tmp_path / "jobs").submit(launch.PointJob(), cfg.base(), point, str(run_dir))
+    job = submitit.LocalExecutor(folder=tmp_path / "jobs").submit(
+        launch.RunJob(), {**cfg.base(), **point}, str(run_dir)
+    )
     last = run_dir / "checkpoints" / "gru" / "last"
     deadline = time.monotonic() + 120
     while not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= 200 for p in last.iterdir())):
@@ -153,7 +157,7 @@ def test_a_rerun_waits_for_slurm_jobs_still_queued_instead_of_submitting_them_ag
         def batch(self):
             return contextlib.nullcontext()
 
-        def submit(self, fn, base, point, run_dir):
+        def submit(self, fn, options, run_dir):
             self.submitted.append(Path(run_dir).name)
             return Job(job_id=f"new-{len(self.submitted)}")
 
@@ -170,3 +174,95 @@ def test_a_rerun_waits_for_slurm_jobs_still_queued_instead_of_submitting_them_ag
     assert launch.run_points(cfg, tmp_path, todo) == {}
     assert Executor.submitted == ["b", "c"]  # a is still running: waited for, not submitted again
     assert json.loads((jobs / "submitted.json").read_text())["a"]["job_id"] == "1"
+
+
+# gradient_flow --seeds N with each seed a job
+SEEDS = [*TINY, "--cells", "gru", "rnn", "--seeds", "2"]
+
+
+def _same_numbers(actual, expected, where=""):
+    """results.json sections equal: the same keys, texts and steps, numbers to float32's vmapped-
+    versus-single tolerance (`test_seeds_trained_together_equal_each_seed_alone`)."""
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected), (where, set(actual) ^ set(expected))
+        for key in expected:
+            _same_numbers(actual[key], expected[key], f"{where}/{key}")
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            _same_numbers(a, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-4, abs=1e-6, nan_ok=True), where
+    else:
+        assert actual == expected, where
+
+
+def test_a_runs_seeds_as_slurm_jobs_dry_run_shows_one_array_task_per_seed(tmp_path, capsys):
+    out = tmp_path / "run"
+    gradient_flow.main(
+        [*SEEDS, "--seeds", "3", "--launcher", "slurm", "--slurm-time", "30", "--dry-run", "--out", str(out)]
+    )
+    shown = capsys.readouterr().out
+    assert "3 run(s) to start with --launcher slurm" in shown and "run  seed=2" in shown
+    assert "#SBATCH --array=0-2%2" in shown and "#SBATCH --time=30" in shown and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--gradient", "truncated:auto"], "a seed's own job would choose its own"),
+        (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "0"], "each job is one process"),
+    ],
+)
+def test_seed_jobs_refuse_what_one_job_per_seed_cannot_do(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):  # before anything is written, or a process started
+        gradient_flow.main([*SEEDS, "--launcher", "local", *flags, "--out", str(tmp_path / "r")])
+    assert message in usage_error(capsys) and not (tmp_path / "r").exists()
+
+
+def test_a_resumed_run_keeps_its_seeds_stacked_or_each_a_job():
+    saved = gradient_flow.Config.create(launcher="local", jobs=2)
+    typed = frozenset({"launcher", "jobs"})
+    resumed, changes = saved.continued_with(saved.replace(launcher="slurm", jobs=8), typed)
+    assert (resumed.launcher, resumed.jobs) == ("slurm", 8) and changes == {
+        "launcher": ["local", "slurm"],
+        "jobs": [2, 8],
+    }
+    with pytest.raises(ValueError, match="--launcher inline: the run's seeds were started with --launcher local"):
+        saved.continued_with(saved.replace(launcher="inline"), typed)
+
+
+@pytest.mark.slow
+def test_seeds_as_local_jobs_merge_to_the_stacked_run_and_a_failed_seed_is_resumed(tmp_path, capsys):
+    """Each seed a local job: results.json's cells and task, and grad_norms.csv, equal the run
+    whose seeds trained together. A seed whose folder another process holds fails: the run
+    names it with its log and writes no results; --resume then trains that seed alone and the
+    merged results are the same."""
+    gradient_flow.main([*SEEDS, "--out", str(tmp_path / "stacked")])
+    read = lambda run: json.loads((run / "results.json").read_text())  # noqa: E731
+    stacked = read(tmp_path / "stacked")
+    run = tmp_path / "jobs"
+    run_lock.hold(run / "seeds" / "seed=1")
+    try:
+        with pytest.raises(SystemExit) as failed:
+            gradient_flow.main([*SEEDS, "--launcher", "local", "--out", str(run)])
+    finally:
+        run_lock.release_all()
+    message = str(failed.value)
+    assert "1 of 2 seed(s) did not finish" in message and "- seed=1: job" in message
+    assert "being written by another process" in message and f"--resume {run} runs them again" in message
+    assert not (run / "results.json").exists() and launch.finished(run / "seeds" / "seed=0")
+    finished_first = (run / "seeds" / "seed=0" / "results.json").stat().st_mtime_ns
+    gradient_flow.main(["--resume", str(run)])
+    merged = read(run)
+    assert (run / "seeds" / "seed=0" / "results.json").stat().st_mtime_ns == finished_first  # not trained again
+    _same_numbers(merged["cells"], stacked["cells"])
+    _same_numbers(merged["task"], stacked["task"])
+    with open(run / "grad_norms.csv") as a, open(tmp_path / "stacked" / "grad_norms.csv") as b:
+        jobs_rows, stacked_rows = list(csv.DictReader(a)), list(csv.DictReader(b))
+    label = lambda rows: [{k: v for k, v in r.items() if k != "grad_norm"} for r in rows]  # noqa: E731
+    assert label(jobs_rows) == label(stacked_rows)
+    norms = lambda rows: [float(r["grad_norm"]) for r in rows]  # noqa: E731
+    np.testing.assert_allclose(norms(jobs_rows), norms(stacked_rows), rtol=1e-4)
+    for name in ("flow_vs_lag.png", "loss_curves.png", "summary.md"):
+        assert (run / name).exists()
