@@ -157,18 +157,18 @@ def run_points(cfg, out: Path, todo: list[tuple[str, dict, Path]]) -> dict[str, 
         return {}
     jobs_dir, failed = out / "jobs", {}
     made = executor(cfg, jobs_dir)
-    if cfg.launcher == "slurm":  # one job array; --jobs is its parallelism
-        running = still_queued(jobs_dir, todo)  # an earlier run's jobs: wait for them
-        fresh = [(name, options, run_dir) for name, options, run_dir in todo if name not in running]
-        if fresh:
-            with made.batch():
-                jobs = [made.submit(RunJob(), options, str(run_dir)) for _, options, run_dir in fresh]
-            for (name, _, _), job in zip(fresh, jobs):
-                running[name] = job
-                _record_submission(jobs_dir, name, job)
+    # an earlier run's jobs (its process since stopped) that still hold their runs: wait for them
+    running = (still_queued if cfg.launcher == "slurm" else still_training)(jobs_dir, todo)
+    for name, job in running.items():
+        print(f"== {name}: job {job.job_id}, submitted by an earlier run, not done yet: waiting", file=sys.stderr)
+    waiting = [(name, options, run_dir) for name, options, run_dir in todo if name not in running]
+    if cfg.launcher == "slurm" and waiting:  # one job array; --jobs is its parallelism
+        with made.batch():
+            jobs = [made.submit(RunJob(), options, str(run_dir)) for _, options, run_dir in waiting]
+        for (name, _, _), job in zip(waiting, jobs):
+            running[name] = job
+            _record_submission(jobs_dir, name, job)
         waiting = []
-    else:  # processes on this machine, --jobs at a time
-        running, waiting = {}, list(todo)
     while waiting or running:
         while waiting and len(running) < cfg.jobs:
             name, options, run_dir = waiting.pop(0)
@@ -201,6 +201,36 @@ def still_queued(jobs_dir: Path, todo: list[tuple[str, dict, Path]]) -> dict:
         if name in submitted
     }
     return {name: job for name, job in jobs.items() if job.state.split()[0] in LIVE_STATES}
+
+
+def still_training(jobs_dir: Path, todo: list[tuple[str, dict, Path]]) -> dict:
+    """{name: its job} of the runs whose local job, submitted by an earlier run of the sweep
+    (jobs/submitted.json) from a process since stopped, still trains their folder: a rerun waits
+    for them instead of starting them again (which the folder's one-writer lock would refuse)."""
+    submitted = _submitted(jobs_dir)
+    return {
+        name: EarlierJob(submitted[name], run_dir)
+        for name, _, run_dir in todo
+        if name in submitted and run_lock.live_holder(run_dir) is not None
+    }
+
+
+class EarlierJob:
+    """A local job of an earlier run of the sweep, watched through its folder's writer (it is no
+    child of this process): done when no live process writes the folder, failed if the run did
+    not finish."""
+
+    def __init__(self, record: dict, run_dir: Path):
+        self.job_id, self.log, self.run_dir = record["job_id"], Path(record["stderr"]), run_dir
+
+    def done(self) -> bool:
+        return run_lock.live_holder(self.run_dir) is None
+
+    def exception(self) -> Exception | None:
+        return None if finished(self.run_dir) else RuntimeError(f"job {self.job_id} ended before its run did")
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 def _submitted(jobs_dir: Path) -> dict:

@@ -48,8 +48,28 @@ def _describe(text: str) -> str:
         return "its lock file names no holder yet"
 
 
+def live_holder(folder: Path) -> dict | None:
+    """{host, pid, since} of the process on this host that `folder`'s writer.lock names, while
+    it runs (None: no holder, another host's, or its process gone). Read without taking the
+    lock: a probe that took it could refuse a writer starting at that moment."""
+    try:
+        holder = json.loads((Path(folder) / LOCK_NAME).read_text())
+        pid = holder["pid"] if holder["host"] == socket.gethostname() else None
+    except (OSError, ValueError, KeyError):  # no lock file, or it names no one (released)
+        return None
+    try:
+        os.kill(pid, 0)  # signal 0: whether the process exists
+    except (TypeError, ProcessLookupError):  # another host's, or gone
+        return None
+    except PermissionError:  # it runs, as another user
+        pass
+    return holder
+
+
 def release_all() -> None:
     """Give up every folder this process holds (`experiments.cli` does after a run, so that the
-    next command, in this process or another, may write them)."""
+    next command, in this process or another, may write them); the lock files then name no one."""
     while _HELD:
-        os.close(_HELD.popitem()[1])  # closing the descriptor releases its flock
+        fd = _HELD.popitem()[1]
+        os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor releases its flock

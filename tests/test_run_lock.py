@@ -1,5 +1,6 @@
 """One writer per run folder (`rnn_jax.run_lock`), with real processes: a second writer is
-refused with the holder's host and pid; a holder killed with SIGKILL leaves the folder free."""
+refused with the holder's host and pid; a holder killed with SIGKILL leaves the folder free;
+the live holder is read without taking the lock."""
 
 import os
 import signal
@@ -42,6 +43,23 @@ def test_a_second_writer_is_refused_and_a_killed_holders_folder_is_free(tmp_path
     assert second.returncode != 0 and f"pid {os.getpid()}" in second.stderr  # now this process holds it
     run_lock.release_all()
     _holder(tmp_path / "run").kill()  # free again after release_all
+
+
+def test_the_live_holder_is_read_without_taking_the_lock(tmp_path):
+    """What a rerun waits for (`experiments.launch.still_training`): the holder while it runs;
+    no one once it is killed (its name stays in the file) or released (the file is emptied)."""
+    holder = _holder(tmp_path / "run")
+    try:
+        assert run_lock.live_holder(tmp_path / "run")["pid"] == holder.pid
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert str(holder.pid) in (tmp_path / "run" / run_lock.LOCK_NAME).read_text()
+    assert run_lock.live_holder(tmp_path / "run") is None
+    run_lock.hold(tmp_path / "run")
+    assert run_lock.live_holder(tmp_path / "run")["pid"] == os.getpid()
+    run_lock.release_all()
+    assert run_lock.live_holder(tmp_path / "run") is None and run_lock.live_holder(tmp_path / "none") is None
 
 
 @pytest.mark.slow

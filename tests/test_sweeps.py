@@ -266,3 +266,29 @@ def test_seeds_as_local_jobs_merge_to_the_stacked_run_and_a_failed_seed_is_resum
     np.testing.assert_allclose(norms(jobs_rows), norms(stacked_rows), rtol=1e-4)
     for name in ("flow_vs_lag.png", "loss_curves.png", "summary.md"):
         assert (run / name).exists()
+
+
+@pytest.mark.slow
+def test_a_resume_waits_for_the_local_jobs_of_a_killed_run(tmp_path, capsys):
+    """A run's seeds as local jobs, its own process killed (SIGKILL) while they train: the jobs
+    train on. --resume finds each seed's folder still written by its job, waits for them instead
+    of starting them again (the one-writer lock would refuse that), and merges their results."""
+    flags = [*SEEDS, "--cells", "gru", "--steps", "3000", "--checkpoint-every", "100", "--eval-every", "500"]
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "experiments.gradient_flow", *flags, "--launcher", "local", "--out", str(run)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "seeds" / "seed=1" / "checkpoints" / "gru" / "last"
+    deadline = time.monotonic() + 120
+    while not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= 200 for p in last.iterdir())):
+        assert time.monotonic() < deadline and process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    submitted = json.loads((run / "jobs" / "submitted.json").read_text())
+    assert all(run_lock.live_holder(run / "seeds" / name) for name in ("seed=0", "seed=1"))  # they train on
+    gradient_flow.main(["--resume", str(run)])
+    assert "seed=1: job " + submitted["seed=1"]["job_id"] + ", submitted by an earlier run" in capsys.readouterr().err
+    assert json.loads((run / "jobs" / "submitted.json").read_text()) == submitted  # nothing started again
+    record = json.loads((run / "results.json").read_text())["cells"]["gru"]
+    assert record["status"] == {"0": "completed", "1": "completed"}
+    assert [r["step"] for r in record["seeds"]["1"]["eval"]][-1] == 3000
