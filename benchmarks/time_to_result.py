@@ -1,12 +1,14 @@
 """Time to result: the wall time of each command as a user runs it, in a fresh process, cold
 (an empty compilation cache) and warm (run again, reading the cache the cold run filled; see
 rnn_jax.compilation). Rows: the main job, every experiment's --quick (on its built-in data), a 4-point ablation grid
-inline and as local jobs 2 at a time (--launcher local --jobs 2) and, with --tests, the two test tiers. The commands run one after another, alone on the machine.
+and a 4-seed gradient_flow run, each inline and as local jobs 2 at a time (--launcher local --jobs 2) and, with
+--tests, the two test tiers. The commands run one after another, alone on the machine.
 
     python -m benchmarks.time_to_result                      # main job, --quick runs, grid (~10 min)
     python -m benchmarks.time_to_result --tests --out runs/ttr.json   # and both test tiers (~30 min more)
     python -m benchmarks.time_to_result --only gradient_flow --quick  # one --quick run (a smoke test)
     python -m benchmarks.time_to_result --only forget_bias            # the grid, inline and local --jobs 2
+    python -m benchmarks.time_to_result --only seeds                  # 4 seeds stacked, and each a local job
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MAIN_JOB = "python -m experiments.gradient_flow"
 GRID = "python -m experiments.ablate --quick --grid forget_bias=0.5,2.0"  # x the quick LSTM variants: 4 points
 GRID_LOCAL = f"{GRID} --launcher local --jobs 2"  # the same sweep, its points as 2 processes at a time
+SEEDS = "python -m experiments.gradient_flow --quick --seeds 4"  # stacked in one vmapped step
+SEEDS_LOCAL = f"{SEEDS} --launcher local --jobs 2"  # each seed a process, 2 at a time
 TEST_TIERS = ["pytest -q", "pytest -q -m slow"]
 
 
@@ -43,7 +47,7 @@ def quick_commands() -> list[str]:
 def commands(args) -> list[str]:
     rows = [] if args.quick else [MAIN_JOB]
     rows += quick_commands()
-    rows += [] if args.quick else [GRID, GRID_LOCAL]
+    rows += [] if args.quick else [GRID, GRID_LOCAL, SEEDS, SEEDS_LOCAL]
     rows += TEST_TIERS if args.tests else []
     return [c for c in rows if not args.only or any(name in c for name in args.only.split(","))]
 

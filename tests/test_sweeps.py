@@ -33,6 +33,15 @@ def _rows(folder):
         return list(csv.DictReader(f))
 
 
+def _wait_for_checkpoint(last: Path, step: int, running) -> None:
+    """Until the checkpoints folder `last` holds a step >= `step` (within 2 minutes, while
+    `running()` says the trainer is still there to be stopped)."""
+    deadline = time.monotonic() + 120
+    while not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= step for p in last.iterdir())):
+        assert time.monotonic() < deadline and running(), "the training ended before it could be stopped"
+        time.sleep(0.2)
+
+
 def test_the_slurm_dry_run_shows_the_job_array_and_submits_nothing(tmp_path, capsys):
     args = [*GRID, "--launcher", "slurm", "--slurm-partition", "gpu-long", "--slurm-time", "240", "--jobs", "1"]
     ablate.main([*args, "--slurm-option", "account=lab", "--dry-run", "--out", str(tmp_path / "sweep")])
@@ -92,10 +101,7 @@ def test_a_point_killed_mid_run_is_resumed_by_the_rerun(tmp_path):
     command = [sys.executable, "-m", "experiments.ablate", *grid, "--out", str(sweep)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = sweep / "recurrent_scale=0.5" / "checkpoints" / "gru" / "last"
-    deadline = time.monotonic() + 120
-    while not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= 200 for p in last.iterdir())):
-        assert time.monotonic() < deadline and process.poll() is None, "the sweep ended before it could be killed"
-        time.sleep(0.2)
+    _wait_for_checkpoint(last, 200, running=lambda: process.poll() is None)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (sweep / "recurrent_scale=0.5" / "results.json").exists()
@@ -117,10 +123,7 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes_exactly(t
         launch.RunJob(), {**cfg.base(), **point}, str(run_dir)
     )
     last = run_dir / "checkpoints" / "gru" / "last"
-    deadline = time.monotonic() + 120
-    while not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= 200 for p in last.iterdir())):
-        assert time.monotonic() < deadline and not job.done(), "the job ended before it could be signalled"
-        time.sleep(0.2)
+    _wait_for_checkpoint(last, 200, running=lambda: not job.done())
     controller = job._process.pid  # submitit's local controller; its task is the training process
     (task,) = open(f"/proc/{controller}/task/{controller}/children").read().split()
     os.kill(int(task), signal.SIGUSR2)
@@ -278,10 +281,7 @@ def test_a_resume_waits_for_the_local_jobs_of_a_killed_run(tmp_path, capsys):
     command = [sys.executable, "-m", "experiments.gradient_flow", *flags, "--launcher", "local", "--out", str(run)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run / "seeds" / "seed=1" / "checkpoints" / "gru" / "last"
-    deadline = time.monotonic() + 120
-    while not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= 200 for p in last.iterdir())):
-        assert time.monotonic() < deadline and process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
+    _wait_for_checkpoint(last, 200, running=lambda: process.poll() is None)
     process.send_signal(signal.SIGKILL)
     process.wait()
     submitted = json.loads((run / "jobs" / "submitted.json").read_text())
