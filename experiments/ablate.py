@@ -235,13 +235,11 @@ def run(cfg: Config) -> dict:
         return summarise(Path(cfg.summarise), saved_grid(Path(cfg.summarise)))
     launch.check(cfg)
     out, cfg = grid_to_run(cfg)
-    points = grid_points(cfg, out)
     base = cfg.base()
-    todo = [(name, {**base, **point}, run_dir) for name, point, run_dir in points if not launch.finished(run_dir)]
+    runs = [(name, {**base, **point}, run_dir) for name, point, run_dir in grid_points(cfg, out)]
     if cfg.dry_run:
-        done = [name for name, _, run_dir in points if launch.finished(run_dir)]
-        return {"out": str(out), "rows": [], "dry_run": launch.dry_run(cfg, out, todo, done)}
-    launch.run_points(cfg, out, todo)
+        return {"out": str(out), "rows": [], "dry_run": launch.dry_run(cfg, out, runs)}
+    launch.run_points(cfg, out, runs)
     return summarise(out, cfg)
 
 

@@ -192,13 +192,15 @@ def seed_runs(cfg: Config, out: Path) -> list[tuple[str, dict, Path]]:
 
 def train_seed_jobs(cfg: Config, out: Path) -> dict[str, tuple[dict[int, History], dict]]:
     """Each seed a job training its own one-seed run (those not finished yet); then each seed's
-    history read back from its run's results.json: what `train_cell` returns for every cell."""
+    history read back from its run's results.json: what `train_cell` returns for every cell. A
+    seed not finished (its job failed, or was interrupted) is named with its log, and nothing is
+    merged."""
     runs = seed_runs(cfg, out)
-    failed = launch.run_points(cfg, out, [run for run in runs if not launch.finished(run[2])])
+    launch.run_points(cfg, out, runs)
     unfinished = [
         f"- {name}: {launch.why_unfinished(out, name, run_dir)}"
         for name, _, run_dir in runs
-        if name in failed or not (run_dir / "results.json").exists()
+        if not launch.finished(run_dir)
     ]
     if unfinished:
         raise ValueError(
@@ -287,11 +289,8 @@ def dry_run(cfg: Config, out: Path) -> str:
     """What the run would train, and where: its seeds stacked in this process, or each a job."""
     if cfg.launcher == "inline":
         name = f"{', '.join(cfg.cells)} x seeds {cfg.seed}..{cfg.seed + cfg.seeds - 1}, stacked in {out}"
-        done = launch.finished(out)
-        return launch.dry_run(cfg, out, [] if done else [(name, {}, out)], [name] if done else [])
-    runs = seed_runs(cfg, out)
-    done = [name for name, _, run_dir in runs if launch.finished(run_dir)]
-    return launch.dry_run(cfg, out, [run for run in runs if run[0] not in done], done)
+        return launch.dry_run(cfg, out, [(name, {}, out)])
+    return launch.dry_run(cfg, out, seed_runs(cfg, out))
 
 
 def summary(cfg: Config, results: dict) -> str:

@@ -146,10 +146,11 @@ def check(cfg) -> None:
         raise ValueError("--launcher slurm: no sbatch on this machine's PATH; run on a SLURM login node, or --dry-run")
 
 
-def run_points(cfg, out: Path, todo: list[tuple[str, dict, Path]]) -> dict[str, str]:
-    """Run each (name, options, run folder) of `todo` (a grid's points, a run's seeds: each one
-    gradient_flow run) as --launcher says; returns {name: why it failed} for those whose job
-    failed (inline: an error stops them all, as it always has)."""
+def run_points(cfg, out: Path, runs: list[tuple[str, dict, Path]]) -> dict[str, str]:
+    """Run each (name, options, run folder) of `runs` (a grid's points, a run's seeds: each one
+    gradient_flow run) not finished yet, as --launcher says; returns {name: why it failed} for
+    those whose job failed (inline: an error stops them all, as it always has)."""
+    todo = [run for run in runs if not finished(run[2])]
     if cfg.launcher == "inline":
         for name, options, run_dir in todo:
             print(f"== {name}", file=sys.stderr)
@@ -266,8 +267,11 @@ def why_unfinished(out: Path, name: str, run_dir: Path) -> str:
     return f"job {job['job_id']}, its log {log} ends:\n\n" + "\n".join(f"      {line}" for line in tail)
 
 
-def dry_run(cfg, out: Path, todo: list[tuple[str, dict, Path]], done: list[str]) -> str:
-    """What --launcher would run (in `out`), and for slurm the job script submitit would submit."""
+def dry_run(cfg, out: Path, runs: list[tuple[str, dict, Path]]) -> str:
+    """Which of `runs` --launcher would run (those not finished, in `out`), and for slurm the job
+    script submitit would submit."""
+    todo = [run for run in runs if not finished(run[2])]
+    done = [name for name, _, run_dir in runs if finished(run_dir)]
     lines = [f"{len(todo)} run(s) to start with --launcher {cfg.launcher}, {len(done)} finished:"]
     lines += [f"  run  {name}" for name, _, _ in todo] + [f"  done {name}" for name in done]
     if cfg.launcher == "slurm" and todo:

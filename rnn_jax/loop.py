@@ -313,7 +313,7 @@ class _Book:
         metrics = {k: host_value(v) for k, v in self.hooks.evaluate(state.params).items()}
         self.history.eval.append({"step": step, **metrics})
         self.log.write("eval", step, metrics)
-        if getattr(self, "bar", None) is not None and self.bar.disable:
+        if self.bar.disable:
             shown = ", ".join(f"{k} {np.mean(v):.4g}" for k, v in metrics.items() if np.size(v))
             train = f"train loss {np.mean(self.history.train[-1]['loss']):.4g}, " if self.history.train else ""
             elapsed = time.monotonic() - self.started
